@@ -1,0 +1,40 @@
+"""The `pytest-wild` command: list editors, rebuild the bundled tiny model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _editors(args: argparse.Namespace) -> int:
+    from .editors import available, get_editor
+
+    for name in sorted(available()):
+        print(f"{name:<12} {get_editor(name).description}")
+    return 0
+
+
+def _build_tinyworld(args: argparse.Namespace) -> int:
+    from .tinyworld.build import build
+
+    info = build(Path(args.out), seed=args.seed, steps=args.steps)
+    print(f"tinyworld written to {args.out}: {info}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pytest-wild", description="WILD evaluation of LLM knowledge edits.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("editors", help="list the editors with a one-line description").set_defaults(func=_editors)
+    build = commands.add_parser("build-tinyworld", help="rebuild the bundled tiny model, suite and corpus from a seed")
+    build.add_argument("--out", required=True, help="output directory")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--steps", type=int, default=None, help="training steps (default: the full schedule)")
+    build.set_defaults(func=_build_tinyworld)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

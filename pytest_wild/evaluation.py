@@ -1,0 +1,174 @@
+"""Evaluate one edit: answer before, edit, answer after, restore, score. Under each mode asked
+for: `wild` (the model answers on its own), `synthetic` (teacher-forced token accuracy) and
+`length` (free generation of exactly the target's token count).
+
+Pre-edit answers do not depend on the edit, so they are computed once, batched over all
+cases, and cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .cases import Case
+from .contexts import make_context
+from .generation import Engine, Generation
+from .scores import METRICS, target_flags
+from .tokens import target_ids
+
+MODES = ("wild", "synthetic", "length")
+
+
+@dataclass
+class Settings:
+    modes: tuple[str, ...] = ("wild",)
+    context: str = "question"
+    metric: str = "em"
+    stop_rule: str = "published"
+
+
+def mode_label(mode: str, stop_rule: str) -> str:
+    """Results under the repaired stop rule never share a name with the published rule's."""
+    return f"wild-{stop_rule}" if mode == "wild" and stop_rule != "published" else mode
+
+
+class Evaluator:
+    def __init__(self, model, tokenizer, settings: Settings, batch_size: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.engine = Engine(model, tokenizer, settings.stop_rule, batch_size=batch_size)
+        self.score = METRICS[settings.metric]
+        self._before: dict[str, Generation] = {}
+        self._before_fixed: dict[tuple[str, int], Generation] = {}
+        self._before_forced: dict[tuple[str, str], list[int]] = {}
+
+    def context(self, question: str) -> str:
+        return make_context(question, self.settings.context, self.tokenizer)
+
+    def answers_before(self, questions: list[str]) -> list[Generation]:
+        """Unedited answers, batched and cached."""
+        contexts = [self.context(q) for q in questions]
+        missing = sorted({c for c in contexts if c not in self._before})
+        for context, generation in zip(missing, self.engine.generate(missing)):
+            self._before[context] = generation
+        return [self._before[c] for c in contexts]
+
+    def prepare(self, cases: list[Case]) -> None:
+        """Compute every unedited answer the cases will need in a few large batches."""
+        questions = [q for case in cases for q in _questions(case)]
+        if "wild" in self.settings.modes:
+            self.answers_before(questions)
+        if "length" in self.settings.modes:
+            self._fixed_before([(loc.question, loc.answer) for case in cases for loc in case.locality])
+        if "synthetic" in self.settings.modes:
+            self._forced_before([(loc.question, loc.answer) for case in cases for loc in case.locality])
+
+    def evaluate(self, case: Case, apply_edit) -> dict:
+        """Run one single edit end to end; `apply_edit(case)` returns the restore handle."""
+        self.prepare([case])
+        handle = apply_edit(case)
+        try:
+            row = {"id": case.id, "source": case.source, "prompt": case.prompt, "target": case.target,
+                   "subject": case.subject, "rephrase": case.rephrase,
+                   "flags": target_flags(case.target, self.settings.stop_rule), "modes": {}}
+            forced = self._forced_accuracy(case)
+            row["teacher_forced"] = forced
+            for mode in self.settings.modes:
+                label = mode_label(mode, self.settings.stop_rule)
+                row["modes"][label] = getattr(self, f"_{mode}")(case, forced)
+        finally:
+            handle.restore()
+        return row
+
+    def _wild(self, case: Case, forced: dict) -> dict:
+        questions = _questions(case)
+        before = self.answers_before(questions)
+        after = self.engine.generate([self.context(q) for q in questions])
+        result = {"prompt": self._answer(case.prompt, case.target, before[0], after[0])}
+        if case.rephrase is not None:
+            result["rephrase"] = self._answer(case.rephrase, case.target, before[1], after[1])
+        offset = 2 if case.rephrase is not None else 1
+        result["locality"] = [
+            {"question": loc.question, "answer": loc.answer, "before": b.text, "after": a.text,
+             "same": a.token_ids == b.token_ids, "em_after": self.score(a.text, loc.answer)}
+            for loc, b, a in zip(case.locality, before[offset:], after[offset:])
+        ]
+        return _metrics(result)
+
+    def _answer(self, question: str, target: str, before: Generation, after: Generation) -> dict:
+        return {"question": question, "before": before.text, "after": after.text,
+                "score": self.score(after.text, target)}
+
+    def _length(self, case: Case, forced: dict) -> dict:
+        asked = [(case.prompt, case.target)] + ([(case.rephrase, case.target)] if case.rephrase else [])
+        lengths = [len(target_ids(self.tokenizer, self.context(q), t)) for q, t in asked]
+        after = self.engine.generate_fixed([self.context(q) for q, _ in asked], lengths)
+        result = {"prompt": {"question": case.prompt, "after": after[0].text,
+                             "score": self.score(after[0].text, case.target)}}
+        if case.rephrase is not None:
+            result["rephrase"] = {"question": case.rephrase, "after": after[1].text,
+                                  "score": self.score(after[1].text, case.target)}
+        pairs = [(loc.question, loc.answer) for loc in case.locality]
+        before = self._fixed_before(pairs)
+        loc_after = self._fixed(pairs)
+        result["locality"] = [
+            {"question": q, "answer": a, "before": b.text, "after": n.text, "same": b.token_ids == n.token_ids,
+             "em_after": self.score(n.text, a)}
+            for (q, a), b, n in zip(pairs, before, loc_after)
+        ]
+        return _metrics(result)
+
+    def _synthetic(self, case: Case, forced: dict) -> dict:
+        pairs = [(loc.question, loc.answer) for loc in case.locality]
+        before = self._forced_before(pairs)
+        after = [pred for _, pred in self.engine.teacher_forced_argmax([self.context(q) for q, _ in pairs],
+                                                                       [a for _, a in pairs])]
+        agreement = [sum(x == y for x, y in zip(b, a)) / max(len(b), 1) for b, a in zip(before, after)]
+        return {
+            "reliability": forced["prompt"],
+            "generalization": forced.get("rephrase"),
+            "locality": sum(agreement) / len(agreement) if agreement else None,
+        }
+
+    def _forced_accuracy(self, case: Case) -> dict:
+        asked = {"prompt": case.prompt} | ({"rephrase": case.rephrase} if case.rephrase else {})
+        accuracy = self.engine.teacher_forced_accuracy([self.context(q) for q in asked.values()],
+                                                       [case.target] * len(asked))
+        return dict(zip(asked, accuracy))
+
+    def _fixed(self, pairs: list[tuple[str, str]]) -> list[Generation]:
+        contexts = [self.context(q) for q, _ in pairs]
+        lengths = [len(target_ids(self.tokenizer, c, a)) for c, (_, a) in zip(contexts, pairs)]
+        return self.engine.generate_fixed(contexts, lengths)
+
+    def _fixed_before(self, pairs: list[tuple[str, str]]) -> list[Generation]:
+        missing = sorted({p for p in pairs if p not in self._before_fixed})
+        for pair, generation in zip(missing, self._fixed(missing)):
+            self._before_fixed[pair] = generation
+        return [self._before_fixed[p] for p in pairs]
+
+    def _forced_before(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
+        missing = sorted({p for p in pairs if p not in self._before_forced})
+        if missing:
+            found = self.engine.teacher_forced_argmax([self.context(q) for q, _ in missing], [a for _, a in missing])
+            for pair, (_, predicted) in zip(missing, found):
+                self._before_forced[pair] = predicted
+        return [self._before_forced[p] for p in pairs]
+
+
+def _questions(case: Case) -> list[str]:
+    return [case.prompt] + ([case.rephrase] if case.rephrase is not None else []) + [loc.question for loc in case.locality]
+
+
+def _metrics(result: dict) -> dict:
+    """Per-case scores from the answers: the paper's locality (identical tokens before and
+    after) and, beside it, exact match of the locality answer after the edit."""
+    locality = result["locality"]
+    return {
+        "reliability": result["prompt"]["score"],
+        "generalization": result["rephrase"]["score"] if "rephrase" in result else None,
+        "locality": sum(item["same"] for item in locality) / len(locality) if locality else None,
+        "locality_em": sum(item["em_after"] for item in locality) / len(locality) if locality else None,
+        "answers": result,
+    }

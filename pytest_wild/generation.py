@@ -1,0 +1,151 @@
+"""The generation engine: batched greedy decoding with a KV cache and left padding, under
+WILD's stop rules, plus the teacher-forced and length-only readings the paper compares
+against.
+
+Batching is the point: the published loop answers one question at a time without a cache;
+this engine answers a whole batch at once, drops rows from the batch as they stop, and must
+still produce exactly the same tokens (a test and `bench/` check it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .stopping import finish_text, find_stop
+from .tokens import target_ids
+
+MAX_NEW_TOKENS = 50
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One answer: the text as scored and the raw generated token ids (locality compares ids)."""
+
+    text: str
+    token_ids: tuple[int, ...]
+
+
+class Engine:
+    """Answers questions with a model; holds no edit state, so it is shared by all cases."""
+
+    def __init__(self, model, tokenizer, stop_rule: str = "published", batch_size: int = 64,
+                 max_new_tokens: int = MAX_NEW_TOKENS) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_rule = stop_rule
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [self.tokenizer(text)["input_ids"] for text in texts]
+
+    def generate(self, contexts: list[str]) -> list[Generation]:
+        """Greedy answers under the stop rule, in input order."""
+        return self._batched(self.encode(contexts), [self.max_new_tokens] * len(contexts), stop=True)
+
+    def generate_fixed(self, contexts: list[str], lengths: list[int]) -> list[Generation]:
+        """Exactly `lengths[i]` greedy tokens, no stop rule: the length-only leakage mode."""
+        return self._batched(self.encode(contexts), lengths, stop=False)
+
+    @torch.no_grad()
+    def teacher_forced_argmax(self, contexts: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
+        """For each pair, (target ids, argmax ids predicted at each target position given the
+        gold prefix): the synthetic metric's raw material."""
+        out = []
+        for start in range(0, len(contexts), self.batch_size):
+            chunk = list(zip(contexts[start : start + self.batch_size], targets[start : start + self.batch_size]))
+            pairs = [(self.tokenizer(c)["input_ids"], target_ids(self.tokenizer, c, t)) for c, t in chunk]
+            sequences = [ctx + tgt for ctx, tgt in pairs]
+            ids, mask = self._left_pad(sequences)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+            width = ids.shape[1]
+            for row, (ctx, tgt) in enumerate(pairs):
+                first = width - len(tgt) - 1
+                predicted = logits[row, first : width - 1].argmax(-1).tolist()
+                out.append((tgt, predicted))
+        return out
+
+    def teacher_forced_accuracy(self, contexts: list[str], targets: list[str]) -> list[float]:
+        """Fraction of target tokens that are the argmax given the gold prefix (the synthetic
+        metric that leaks the answer's content and length)."""
+        return [
+            sum(p == t for p, t in zip(pred, tgt)) / max(len(tgt), 1)
+            for tgt, pred in self.teacher_forced_argmax(contexts, targets)
+        ]
+
+    def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _batched(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[Generation | None] = [None] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            for i, gen in zip(rows, self._decode([prompts[i] for i in rows], [limits[i] for i in rows], stop)):
+                results[i] = gen
+        return results
+
+    @torch.no_grad()
+    def _decode(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
+        ids, mask = self._left_pad(prompts)
+        positions = _positions(mask)
+        generated: list[list[int]] = [[] for _ in prompts]
+        active = [i for i in range(len(prompts)) if limits[i] > 0]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        past = out.past_key_values
+        while active:
+            next_tokens = out.logits[:, -1].argmax(-1).tolist()
+            keep = []
+            for slot, row in enumerate(active):
+                generated[row].append(next_tokens[slot])
+                if not self._done(generated[row], limits[row], stop):
+                    keep.append(slot)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=ids.device)
+                past.batch_select_indices(index)
+                mask, positions = mask[index], positions[index]
+                next_tokens = [next_tokens[k] for k in keep]
+                active = [active[k] for k in keep]
+            step = torch.tensor(next_tokens, device=ids.device)[:, None]
+            mask = torch.cat([mask, torch.ones_like(step)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.model(input_ids=step, attention_mask=mask, position_ids=positions,
+                             past_key_values=past, use_cache=True)
+        return [self._finish(tokens, stop) for tokens in generated]
+
+    def _done(self, tokens: list[int], limit: int, stop: bool) -> bool:
+        if len(tokens) >= limit:
+            return True
+        if not stop:
+            return False
+        if tokens[-1] == self.eos_id:
+            return True
+        text = self.tokenizer.decode(tokens)
+        return find_stop(text, self.stop_rule, final=False) is not None
+
+    def _finish(self, tokens: list[int], stop: bool) -> Generation:
+        text = self.tokenizer.decode(tokens)
+        if stop:
+            text = finish_text(text, self.stop_rule, self.tokenizer.eos_token)
+        return Generation(text=text, token_ids=tuple(tokens))
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (left padding)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)

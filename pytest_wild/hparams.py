@@ -1,0 +1,107 @@
+"""Editor hyperparameters: per-architecture defaults, overridden by the suite, then by a
+YAML file (`--wild-hparams`), with EasyEdit's key names accepted where they mean the same."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from .cases import WildInputError
+
+# Keys found in EasyEdit hyperparameter files that select things pytest-wild decides by
+# other means (the model, the device, the module names of the architecture).
+EASYEDIT_IGNORED = frozenset({
+    "alg_name", "model_name", "device", "model_parallel", "fp16", "stats_dir", "max_length",
+    "layer_module_tmp", "mlp_module_tmp", "attn_module_tmp", "ln_f_module", "lm_head_module",
+    "results_dir", "use_chat_template", "batch_size_eval",
+})
+
+
+def read_yaml(path: Path, what: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise WildInputError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise WildInputError(f"{path}{line}: invalid YAML in {what} ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise WildInputError(f"{path}: {what} must be a mapping of keys to values")
+    return data
+
+
+def build_hparams(hparams_type: type, defaults: Mapping, layers: list[tuple[str, Mapping]]) -> object:
+    """Merge `defaults` with each (origin, overrides) layer in order and build the dataclass.
+
+    `origin` names the file and section in errors, e.g. "suites/x.yaml: hparams.ft-m".
+    """
+    fields = {f.name: f for f in dataclasses.fields(hparams_type)}
+    hints = typing.get_type_hints(hparams_type)
+    merged = dict(defaults)
+    for origin, overrides in layers:
+        for key, value in overrides.items():
+            if key in EASYEDIT_IGNORED:
+                continue
+            if key not in fields:
+                known = ", ".join(sorted(fields))
+                raise WildInputError(f"{origin}: unknown hyperparameter {key!r} (known: {known})")
+            merged[key] = _coerce(value, hints[key], f"{origin}: {key}")
+    missing = [name for name, f in fields.items() if name not in merged
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise WildInputError(f"hyperparameters: no value for {', '.join(missing)}")
+    return hparams_type(**merged)
+
+
+def _coerce(value, hint, where: str):
+    """Check a YAML value against a dataclass field's type; ints are accepted as floats."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, where)
+            except WildInputError:
+                continue
+        raise WildInputError(f"{where}: {value!r} is not a valid value ({_describe(hint)})")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise WildInputError(f"{where}: expected null")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise WildInputError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, where) for v in value]
+    if origin is typing.Literal:
+        if value in typing.get_args(hint):
+            return value
+        raise WildInputError(f"{where}: {value!r} is not one of {list(typing.get_args(hint))}")
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise WildInputError(f"{where}: expected {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def as_dict(hparams: object) -> dict:
+    return dataclasses.asdict(hparams)

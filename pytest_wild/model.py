@@ -1,0 +1,97 @@
+"""Load a causal LM and its tokenizer: the bundled tinyworld model, a local directory or a
+hub id, all through the same `from_pretrained` path, safetensors only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cases import WildInputError
+
+TINYWORLD_DIR = Path(__file__).parent / "data" / "tinyworld"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class LoadedModel:
+    """The model, its tokenizer and how to name it in reports."""
+
+    model: object
+    tokenizer: object
+    spec: str
+    profile: str
+    device: str
+    dtype: str
+
+
+def resolve_model_spec(spec: str | None) -> tuple[str, str]:
+    """(path or hub id, hyperparameter profile). The profile picks tuned editor defaults."""
+    if spec in (None, "", "tinyworld"):
+        return str(TINYWORLD_DIR), "tinyworld"
+    return spec, "default"
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WildInputError(f"--wild-device: {device!r} asked for, but no CUDA device is available")
+    return device
+
+
+def load_config(spec: str | None, trust_remote_code: bool = False):
+    """(config, profile) without loading weights: enough to resolve hyperparameters early."""
+    from transformers import AutoConfig
+
+    path, profile = resolve_model_spec(spec)
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), profile
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WildInputError(f"--wild-model: cannot load {spec or path!r} ({first_line})") from None
+
+
+def load_model(spec: str | None, device: str = "auto", dtype: str = "float32",
+               trust_remote_code: bool = False) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, profile = resolve_model_spec(spec)
+    if dtype not in DTYPES:
+        raise WildInputError(f"--wild-dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    device = resolve_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WildInputError(f"--wild-model: cannot load {spec or path!r} ({first_line})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return LoadedModel(model, tokenizer, spec or "tinyworld", profile, device, dtype)
+
+
+def fingerprint(model, samples_per_tensor: int = 4096) -> str:
+    """A weights fingerprint that stays cheap for a 7B model: the config plus every tensor's
+    name, shape, dtype and a fixed strided sample of its values."""
+    import torch
+
+    config = {k: v for k, v in model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            flat = tensor.detach().reshape(-1)
+            stride = max(1, flat.numel() // samples_per_tensor)
+            sample = flat[::stride][:samples_per_tensor].to("cpu", torch.float32).contiguous()
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+            digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,283 @@
+"""The pytest plugin: options, collection of one test per edit case, the per-case test, the
+results table, gates and the JSON report.
+
+Loaded in every pytest run of every project that installs pytest-wild, so without `--wild`
+it registers its options and does nothing else, and it never imports torch or transformers
+at module level.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .cases import Case, WildInputError
+
+RUN_KEY = pytest.StashKey["WildRun"]()
+OUTPUT_KEY = "pytest_wild"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wild", "WILD evaluation of knowledge edits (pytest-wild)")
+    group.addoption("--wild", action="store_true", help="run the WILD suite instead of the project's tests")
+    group.addoption("--editor", help="editing method (see `pytest-wild editors`); ini: wild_editor")
+    group.addoption("--wild-model", metavar="PATH_OR_ID", help="causal LM: a local directory or hub id (default: bundled tinyworld); ini: wild_model")
+    group.addoption("--wild-suite", metavar="NAME_OR_PATH", help="suite name, suite .yaml, QAEdit .json/.jsonl or hub dataset id (default: tinyworld); ini: wild_suite")
+    group.addoption("--wild-limit", type=int, metavar="N", help="evaluate a seeded sample of N cases")
+    group.addoption("--wild-eval", metavar="MODES", help="comma list of wild, synthetic, length (default: wild); ini: wild_eval")
+    group.addoption("--wild-context", choices=("question", "qa_inst", "chat"), help="how questions are put (default: the suite's, else question)")
+    group.addoption("--wild-metric", choices=("em", "f1"), help="answer score (default: em); ini: wild_metric")
+    group.addoption("--wild-stop", choices=("published", "sentence"), help="stop rule: the paper's (default) or sentence ends; reported under its own name")
+    group.addoption("--wild-hparams", metavar="FILE.yaml", help="editor hyperparameters overriding the defaults (EasyEdit keys accepted)")
+    group.addoption("--wild-device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (default: auto); ini: wild_device")
+    group.addoption("--wild-dtype", choices=("float32", "bfloat16", "float16"), help="model dtype (default: float32); ini: wild_dtype")
+    group.addoption("--wild-gate", action="append", default=[], metavar="RULE", help='session gate on aggregates, e.g. "reliability>=0.5", "synthetic.reliability>=0.9" (repeatable); ini: wild_gates')
+    group.addoption("--wild-threshold", action="append", default=[], metavar="RULE", help='per-case threshold, e.g. "locality>=1" (repeatable; replaces the suite\'s for that metric); ini: wild_thresholds')
+    group.addoption("--wild-report", metavar="FILE.json", help="write per-case results, aggregates and configuration as JSON; ini: wild_report")
+    group.addoption("--wild-only-failed", action="store_true", help="keep only cases the unedited model answers wrongly (QAEdit's protocol)")
+    group.addoption("--wild-trust-remote-code", action="store_true", help="allow the model's own code from the hub (off by default)")
+    parser.addini("wild_editor", "default editor for --wild runs")
+    parser.addini("wild_model", "default model for --wild runs")
+    parser.addini("wild_suite", "default suite for --wild runs")
+    parser.addini("wild_eval", "default evaluation modes", default="wild")
+    parser.addini("wild_metric", "default answer score", default="em")
+    parser.addini("wild_device", "default device", default="auto")
+    parser.addini("wild_dtype", "default dtype", default="float32")
+    parser.addini("wild_gates", "session gates on aggregates", type="linelist", default=[])
+    parser.addini("wild_thresholds", "per-case thresholds", type="linelist", default=[])
+    parser.addini("wild_report", "JSON report path")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("wild"):
+        return
+    config.addinivalue_line("markers", "wild: a WILD knowledge-editing case")
+    try:
+        run = _make_run(config)
+    except WildInputError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[RUN_KEY] = run
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ResultsListener(run), "wild-results")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(WorkerListener(run), "wild-workers")
+    config.args = [str(config.rootpath)]
+    config.option.pyargs = False
+
+
+def _make_run(config: pytest.Config):
+    from .editors import available
+    from .run import Options, WildRun, check_choice, parse_modes, parse_rules
+    from .evaluation import mode_label
+    from .stopping import STOP_RULES
+
+    def value(option: str, ini: str | None = None):
+        given = config.getoption(option)
+        return given if given not in (None, []) else (config.getini(ini) if ini else None) or None
+
+    editor = value("editor", "wild_editor")
+    if not editor:
+        raise WildInputError("--editor: name an editing method (see `pytest-wild editors`), or set wild_editor in the ini file")
+    if editor not in available():
+        raise WildInputError(f"--editor: unknown editor {editor!r} (available: {', '.join(sorted(available()))})")
+    modes = parse_modes(value("wild_eval", "wild_eval") or "wild")
+    stop_rule = check_choice(config.getoption("wild_stop") or "published", STOP_RULES, "--wild-stop")
+    labels = tuple(mode_label(m, stop_rule) for m in modes)
+    hparams_file = config.getoption("wild_hparams")
+    if hparams_file is not None and not Path(hparams_file).is_file():
+        raise WildInputError(f"--wild-hparams: {hparams_file} does not exist")
+    limit = config.getoption("wild_limit")
+    if limit is not None and limit < 1:
+        raise WildInputError(f"--wild-limit: expected a positive number of cases, got {limit}")
+    report = value("wild_report", "wild_report")
+    options = Options(
+        editor=editor,
+        model=value("wild_model", "wild_model"),
+        suite=value("wild_suite", "wild_suite"),
+        limit=limit,
+        modes=modes,
+        context=config.getoption("wild_context"),
+        metric=check_choice(value("wild_metric", "wild_metric") or "em", ("em", "f1"), "--wild-metric"),
+        hparams_file=Path(hparams_file) if hparams_file else None,
+        device=value("wild_device", "wild_device") or "auto",
+        dtype=check_choice(value("wild_dtype", "wild_dtype") or "float32", ("float32", "bfloat16", "float16"), "--wild-dtype"),
+        stop_rule=stop_rule,
+        gates=parse_rules(value("wild_gate", "wild_gates") or [], "--wild-gate", labels),
+        thresholds=parse_rules(value("wild_threshold", "wild_thresholds") or [], "--wild-threshold", labels),
+        report=Path(report) if report else None,
+        only_failed=config.getoption("wild_only_failed"),
+        trust_remote_code=config.getoption("wild_trust_remote_code"),
+    )
+    return WildRun(options)
+
+
+def pytest_collect_directory(path: Path, parent: pytest.Collector):
+    config = parent.config
+    if RUN_KEY in config.stash and path == config.rootpath:
+        return WildRoot.from_parent(parent, path=path)
+    return None
+
+
+class WildRoot(pytest.Directory):
+    """Under --wild the root collects the suite and nothing else."""
+
+    def collect(self):
+        from .suite import find_suite
+
+        run = self.config.stash[RUN_KEY]
+        found = find_suite(run.options.suite, self.config.rootpath, self.config.invocation_params.dir)
+        path = found if isinstance(found, Path) else self.config.rootpath
+        try:
+            nodeid = str(path.relative_to(self.config.rootpath)) if isinstance(found, Path) else None
+        except ValueError:
+            nodeid = None
+        name = path.name if isinstance(found, Path) else found
+        yield WildSuite.from_parent(self, path=path, name=name, nodeid=nodeid or name, found=found)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, WildInputError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class WildSuite(pytest.File):
+    """One suite: one `edit[<case id>]` test per case."""
+
+    def __init__(self, *, found, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.found = found
+
+    def collect(self):
+        from .suite import load_suite
+
+        run = self.config.stash[RUN_KEY]
+        run.suite = load_suite(self.found, run.options.limit)
+        run.resolve_hparams()
+        for case in run.suite.cases:
+            yield WildItem.from_parent(self, name=f"edit[{case.id}]", callobj=_case_test(case), case=case)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, WildInputError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class WildItem(pytest.Function):
+    def __init__(self, *, case: Case, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.add_marker("wild")
+
+    def reportinfo(self):
+        return self.path, None, f"{self.parent.name}::{self.name}"
+
+
+def _case_test(case: Case):
+    def test_edit(wild_run, request) -> None:
+        row = wild_run.evaluate(case)
+        request.node.user_properties.append((OUTPUT_KEY, row))
+        failures = wild_run.failures(row)
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
+
+    return test_edit
+
+
+@pytest.fixture(scope="session")
+def wild_run(request: pytest.FixtureRequest):
+    """The run's state with the model loaded and the unedited answers computed (once per
+    process, so once per xdist worker)."""
+    run = request.config.stash.get(RUN_KEY, None)
+    if run is None:
+        pytest.skip("wild_run is only available under --wild")
+    cases = [item.case for item in request.session.items if isinstance(item, WildItem)]
+    try:
+        run.start(cases)
+    except WildInputError as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+    return run
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or not run.options.only_failed:
+        return
+    wild_items = [item for item in items if isinstance(item, WildItem)]
+    try:
+        before = run.evaluator().answers_before([item.case.prompt for item in wild_items])
+    except WildInputError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    from .scores import METRICS
+
+    score = METRICS[run.options.metric]
+    answered = [item for item, gen in zip(wild_items, before) if score(gen.text, item.case.target) >= 1.0]
+    run.dropped = len(answered)
+    if answered:
+        config.hook.pytest_deselected(items=answered)
+        keep = set(map(id, answered))
+        items[:] = [item for item in items if id(item) not in keep]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        return None
+    o = run.options
+    return [f"wild: editor={o.editor} model={o.model or 'tinyworld'} suite={o.suite or 'tinyworld'} "
+            f"eval={','.join(o.mode_labels)} metric={o.metric} device={o.device} dtype={o.dtype}"]
+
+
+class ResultsListener:
+    """Collects per-case rows on the controller, from this process or from xdist workers."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        rows = [value for key, value in report.user_properties if key == OUTPUT_KEY]
+        if rows and report.when == "call":
+            self.run.rows.extend(rows)
+        elif report.failed and not rows and report.nodeid not in self.run.lost:
+            self.run.lost.append(report.nodeid)
+
+
+class WorkerListener:
+    """Receives what each xdist worker learnt about its model (fingerprint, dropped cases)."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def pytest_testnodedown(self, node, error) -> None:
+        output = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
+        if output:
+            self.run.model_info = self.run.model_info or output["model"]
+            if output["dropped"] is not None:
+                self.run.dropped = output["dropped"]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    run = config.stash.get(RUN_KEY, None)
+    if run is None:
+        return
+    if hasattr(config, "workerinput"):
+        config.workeroutput[OUTPUT_KEY] = {"model": run.model_info, "dropped": run.dropped}
+        return
+    from .finish import finish_run
+
+    if finish_run(run, config) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or hasattr(config, "workerinput"):
+        return
+    from .finish import summary_lines
+
+    terminalreporter.section("WILD results")
+    for line in summary_lines(run):
+        terminalreporter.write_line(line)

@@ -1,0 +1,63 @@
+"""Aggregates, the terminal table and the JSON report, in the shape lm-evaluation-harness
+users know: `results` per mode and metric, per-case `samples`, and the `config` that
+produced them."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .gates import METRICS
+
+TABLE_METRICS = ("reliability", "generalization", "locality")
+
+
+def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """mode -> metric -> {"value", "n", "successes"} over the cases that have the metric."""
+    modes: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        for mode, scores in row["modes"].items():
+            for metric in METRICS:
+                value = scores.get(metric)
+                if value is not None:
+                    modes.setdefault(mode, {}).setdefault(metric, []).append(value)
+    return {
+        mode: {
+            metric: {"value": sum(values) / len(values), "n": len(values),
+                     "successes": sum(1 for v in values if v >= 1.0)}
+            for metric, values in sorted(metrics.items())
+        }
+        for mode, metrics in modes.items()
+    }
+
+
+def table(results: dict, order: list[str]) -> list[str]:
+    """The paper's main table: one line per evaluation mode, metrics side by side."""
+    header = f"{'mode':<16}" + "".join(f"{m:>24}" for m in TABLE_METRICS)
+    lines = [header, "-" * len(header)]
+    for mode in order:
+        metrics = results.get(mode, {})
+        cells = []
+        for metric in TABLE_METRICS:
+            cell = metrics.get(metric)
+            cells.append(f"{'-':>24}" if cell is None else
+                         f"{cell['value']:>9.3f} ({cell['successes']:>4}/{cell['n']:<4}){'':>3}")
+        lines.append(f"{mode:<16}" + "".join(cells))
+    return lines
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash never leaves half a
+    report where a whole one was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,213 @@
+"""The state of one `pytest --wild` run: the options as given, the suite, and (loaded on
+first use, once per process) the model, the editor with its hyperparameters and the
+evaluator. Per-case results flow back to the controller as plain values."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cases import Case, WildInputError
+from .evaluation import MODES, Settings, mode_label
+from .gates import Rule, parse_rule
+from .suite import Suite
+
+METRIC_CHOICES = ("em", "f1")
+
+
+@dataclass
+class Options:
+    """The run's options, validated without importing torch."""
+
+    editor: str
+    model: str | None
+    suite: str | None
+    limit: int | None
+    modes: tuple[str, ...]
+    context: str | None
+    metric: str
+    hparams_file: Path | None
+    device: str
+    dtype: str
+    stop_rule: str
+    gates: list[Rule] = field(default_factory=list)
+    thresholds: list[Rule] = field(default_factory=list)
+    report: Path | None = None
+    only_failed: bool = False
+    trust_remote_code: bool = False
+    seed: int = 0
+
+    @property
+    def primary_mode(self) -> str:
+        return mode_label(self.modes[0], self.stop_rule)
+
+    @property
+    def mode_labels(self) -> tuple[str, ...]:
+        return tuple(mode_label(m, self.stop_rule) for m in self.modes)
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise WildInputError(f"--wild-eval: {text!r}: use a comma list of {', '.join(MODES)}")
+    return tuple(dict.fromkeys(modes))
+
+
+def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise WildInputError(f"{option}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def parse_rules(texts: list[str], option: str, labels: tuple[str, ...]) -> list[Rule]:
+    return [parse_rule(text, option, labels) for text in texts]
+
+
+class WildRun:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.suite: Suite | None = None
+        self.rows: list[dict] = []
+        self.lost: list[str] = []
+        self.dropped: int | None = None
+        self.model_info: dict = {}
+        self.gate_results: list[dict] = []
+        self.results: dict = {}
+        self._loaded = None
+        self._editor = None
+        self._hparams = None
+        self._evaluator = None
+
+    @property
+    def context(self) -> str:
+        return self.options.context or (self.suite.context if self.suite else "question")
+
+    def thresholds(self) -> list[Rule]:
+        """CLI/ini thresholds replace the suite's for the metrics they name."""
+        named = {rule.metric for rule in self.options.thresholds}
+        suite_rules = [parse_rule(f"{metric}>={value}", "suite thresholds", self.options.mode_labels)
+                       for metric, value in (self.suite.thresholds if self.suite else {}).items()
+                       if metric not in named]
+        return suite_rules + self.options.thresholds
+
+    def editor(self):
+        if self._editor is None:
+            from .editors import get_editor
+
+            self._editor = get_editor(self.options.editor)
+        return self._editor
+
+    def hparams(self, config, profile: str):
+        """Architecture defaults, then the suite's `hparams.<editor>`, then `--wild-hparams`."""
+        if self._hparams is None:
+            from .hparams import build_hparams, read_yaml
+
+            editor = self.editor()
+            layers = []
+            if self.suite and self.options.editor in self.suite.hparams:
+                origin = f"{self.suite.path or self.suite.source}: hparams.{self.options.editor}"
+                layers.append((origin, self.suite.hparams[self.options.editor]))
+            if self.options.hparams_file is not None:
+                layers.append((str(self.options.hparams_file), read_yaml(self.options.hparams_file, "hyperparameters")))
+            self._hparams = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers)
+        return self._hparams
+
+    def loaded(self):
+        if self._loaded is None:
+            from .model import fingerprint, load_model
+
+            self._loaded = load_model(self.options.model, self.options.device, self.options.dtype,
+                                      self.options.trust_remote_code)
+            self.model_info = {
+                "spec": self._loaded.spec,
+                "profile": self._loaded.profile,
+                "fingerprint": fingerprint(self._loaded.model),
+                "dtype": self._loaded.dtype,
+                "architecture": self._loaded.model.config.model_type,
+            }
+        return self._loaded
+
+    def evaluator(self):
+        if self._evaluator is None:
+            from .evaluation import Evaluator
+
+            loaded = self.loaded()
+            self.hparams(loaded.model.config, loaded.profile)
+            settings = Settings(self.options.modes, self.context, self.options.metric, self.options.stop_rule)
+            self._evaluator = Evaluator(loaded.model, loaded.tokenizer, settings)
+        return self._evaluator
+
+    def start(self, cases: list[Case]) -> None:
+        """Load everything and compute the unedited answers for all cases this process runs."""
+        self.evaluator().prepare(cases)
+
+    def evaluate(self, case: Case) -> dict:
+        import torch
+
+        loaded = self.loaded()
+        evaluator = self.evaluator()
+        hparams = self._hparams
+
+        def apply_edit(c: Case):
+            torch.manual_seed(self.options.seed)
+            return self.editor().apply(loaded.model, loaded.tokenizer, [c], hparams)
+
+        return evaluator.evaluate(case, apply_edit)
+
+    def failures(self, row: dict) -> list[str]:
+        """Messages for each threshold the case misses, saying what was asked, expected
+        and generated, and what teacher forcing would have reported."""
+        messages = []
+        for rule in self.thresholds():
+            mode = rule.mode or self.options.primary_mode
+            scores = row["modes"].get(mode, {})
+            observed = scores.get(rule.metric)
+            if observed is None or rule.holds(observed):
+                continue
+            messages.append(self._explain(rule, mode, observed, row))
+        return messages
+
+    def _explain(self, rule: Rule, mode: str, observed: float, row: dict) -> str:
+        answers = row["modes"][mode].get("answers", {})
+        head = f"{rule.metric}" + ("" if mode == self.options.primary_mode else f" [{mode}]")
+        if rule.metric in ("reliability", "generalization") and answers:
+            asked = answers["prompt" if rule.metric == "reliability" else "rephrase"]
+            forced = row["teacher_forced"].get("prompt" if rule.metric == "reliability" else "rephrase", 0.0)
+            note = f"(teacher-forced token accuracy {forced:.2f}"
+            note += ": the synthetic metric would have called this a success)" if forced >= 1.0 else ")"
+            return (f"{head}: asked {_q(asked['question'])} expected {_q(row['target'])} "
+                    f"generated {_q(asked['after'])}\n{note}")
+        if rule.metric.startswith("locality") and answers:
+            changed = [item for item in answers["locality"] if not item["same"]] or answers["locality"]
+            lines = [f"{head} {observed:.2f} fails {rule.text}:"]
+            for item in changed:
+                lines.append(f"  asked {_q(item['question'])} before {_q(item['before'])} after {_q(item['after'])}"
+                             f" (answer {_q(item['answer'])})")
+            return "\n".join(lines)
+        return f"{head} {observed:.3f} fails {rule.text}"
+
+    def resolve_hparams(self) -> dict:
+        """The editor's hyperparameters for this model, from its config alone (no weights)."""
+        from dataclasses import asdict
+
+        from .model import load_config
+
+        return asdict(self.hparams(*load_config(self.options.model, self.options.trust_remote_code)))
+
+    def versions(self) -> dict:
+        import importlib.metadata as metadata
+
+        found = {"python": platform.python_version()}
+        for package in ("pytest-wild", "pytest", "torch", "transformers", "tokenizers", "datasets", "syrupy"):
+            try:
+                found[package] = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                found[package] = None
+        return found
+
+
+def _q(text: str | None) -> str:
+    return '"' + (text or "").replace('"', '\\"') + '"'
+

@@ -1,0 +1,50 @@
+"""Answer scoring: SQuAD-style exact match and token F1, and the flags for targets the
+published stop rule can never match."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+
+_PUNCT = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1 normalisation, in its published order: lowercase, drop ASCII punctuation,
+    drop the articles a/an/the, collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, target: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(target))
+
+
+def f1(prediction: str, target: str) -> float:
+    """SQuAD token F1 over normalised whitespace tokens."""
+    pred = normalize_answer(prediction).split()
+    gold = normalize_answer(target).split()
+    common = sum((Counter(pred) & Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision = common / len(pred)
+    recall = common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+METRICS = {"em": exact_match, "f1": f1}
+
+
+def target_flags(target: str, stop_rule: str) -> list[str]:
+    """Why a target cannot be matched under a stop rule, so reports surface the published
+    rule's flaws instead of counting them as editor failures."""
+    flags = []
+    if stop_rule == "published" and "." in target.strip().rstrip("."):
+        flags.append("inner-stop: the target contains '.', where the published rule stops")
+    if not normalize_answer(target):
+        flags.append("empty-normalised: the target normalises to the empty string")
+    return flags

@@ -1,0 +1,141 @@
+"""Suites: which cases to edit, how to ask them, what must hold. A suite is a YAML file, a
+QAEdit data file used as-is, or a hub dataset id."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cases import Case, WildInputError
+from .hparams import read_yaml
+from .loaders import load_file, load_hub
+
+BUNDLED_SUITES = Path(__file__).parent / "suites"
+CONTEXTS = ("question", "qa_inst", "chat")
+METRIC_NAMES = ("reliability", "generalization", "locality")
+SUITE_KEYS = {"name", "description", "data", "hub", "split", "layout", "limit", "seed", "context",
+              "thresholds", "hparams"}
+DATA_SUFFIXES = (".json", ".jsonl")
+
+
+@dataclass
+class Suite:
+    name: str
+    source: str  # the file or dataset the cases came from, for headers and reports
+    cases: list[Case]
+    path: Path | None = None  # the suite or data file, for test locations
+    context: str = "question"
+    seed: int = 0
+    limit: int | None = None
+    thresholds: dict[str, float] = field(default_factory=lambda: {"reliability": 1.0})
+    hparams: dict[str, dict] = field(default_factory=dict)
+
+
+def find_suite(spec: str | None, rootdir: Path, invocation_dir: Path) -> str | Path:
+    """A suite file, a data file, or a hub id, from `--wild-suite`'s value."""
+    spec = spec or "tinyworld"
+    for base in (invocation_dir, rootdir):
+        candidate = base / spec
+        if candidate.is_file():
+            return candidate.resolve()
+    for directory in (rootdir / "suites", BUNDLED_SUITES):
+        candidate = directory / f"{spec}.yaml"
+        if candidate.is_file():
+            return candidate.resolve()
+    if spec.startswith("hf:"):
+        return spec[3:]
+    if spec.count("/") == 1 and not spec.endswith(DATA_SUFFIXES + (".yaml", ".yml")):
+        return spec
+    raise WildInputError(
+        f"--wild-suite: {spec!r} is not a suite file, a .json/.jsonl data file, a suite in "
+        f"{rootdir / 'suites'} or the bundled suites, nor a hub dataset id (owner/name)"
+    )
+
+
+def load_suite(found: str | Path, limit: int | None = None) -> Suite:
+    """Load and sample a suite; `limit` (from `--wild-limit`) overrides the suite's own."""
+    if isinstance(found, str):
+        suite = Suite(name=found.replace("/", "__"), source=f"hf:{found}", cases=load_hub(found))
+    elif found.suffix in DATA_SUFFIXES:
+        suite = Suite(name=found.stem, source=str(found), cases=load_file(found), path=found)
+    elif found.suffix in (".yaml", ".yml"):
+        suite = _from_yaml(found)
+    else:
+        raise WildInputError(f"--wild-suite: {found}: expected a .yaml suite or a .json/.jsonl data file")
+    if limit is not None:
+        suite.limit = limit
+    suite.cases = sample(suite.cases, suite.limit, suite.seed)
+    return suite
+
+
+def sample(cases: list[Case], limit: int | None, seed: int) -> list[Case]:
+    """A seeded sample of `limit` cases, kept in file order so ids read naturally."""
+    if limit is None or limit >= len(cases):
+        return cases
+    chosen = set(random.Random(seed).sample(range(len(cases)), limit))
+    return [case for i, case in enumerate(cases) if i in chosen]
+
+
+def _from_yaml(path: Path) -> Suite:
+    spec = read_yaml(path, "suite")
+    unknown = sorted(set(spec) - SUITE_KEYS)
+    if unknown:
+        raise WildInputError(f"{path}: unknown suite field {unknown[0]!r} (known: {', '.join(sorted(SUITE_KEYS))})")
+    layout = spec.get("layout", "auto")
+    if layout not in ("auto", "qaedit", "counterfact"):
+        raise WildInputError(f"{path}: field 'layout' must be auto, qaedit or counterfact, got {layout!r}")
+    if "data" in spec and "hub" not in spec:
+        data = path.parent / str(spec["data"])
+        if not data.is_file():
+            raise WildInputError(f"{path}: field 'data' names {data}, which does not exist")
+        cases, source = load_file(data, layout), str(data)
+    elif "hub" in spec and "data" not in spec:
+        split = str(spec.get("split", "train"))
+        cases, source = load_hub(str(spec["hub"]), split, layout), f"hf:{spec['hub']}[{split}]"
+    else:
+        raise WildInputError(f"{path}: give exactly one of the fields 'data' (a file) or 'hub' (a dataset id)")
+    return Suite(
+        name=str(spec.get("name", path.stem)),
+        source=source,
+        cases=cases,
+        path=path,
+        context=_choice(spec, "context", CONTEXTS, "question", path),
+        seed=_integer(spec, "seed", 0, path),
+        limit=_integer(spec, "limit", None, path),
+        thresholds=_thresholds(spec.get("thresholds", {"reliability": 1.0}), path),
+        hparams=_hparams(spec.get("hparams", {}), path),
+    )
+
+
+def _choice(spec: dict, key: str, options: tuple, default: str, path: Path) -> str:
+    value = spec.get(key, default)
+    if value not in options:
+        raise WildInputError(f"{path}: field {key!r} must be one of {', '.join(options)}, got {value!r}")
+    return value
+
+
+def _integer(spec: dict, key: str, default, path: Path):
+    value = spec.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise WildInputError(f"{path}: field {key!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _thresholds(value, path: Path) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise WildInputError(f"{path}: field 'thresholds' must map metrics to minimum values")
+    out = {}
+    for metric, minimum in value.items():
+        if metric not in METRIC_NAMES:
+            raise WildInputError(f"{path}: thresholds.{metric}: unknown metric (known: {', '.join(METRIC_NAMES)})")
+        if isinstance(minimum, bool) or not isinstance(minimum, (int, float)) or not 0 <= minimum <= 1:
+            raise WildInputError(f"{path}: thresholds.{metric}: expected a number in [0, 1], got {minimum!r}")
+        out[metric] = float(minimum)
+    return out
+
+
+def _hparams(value, path: Path) -> dict[str, dict]:
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise WildInputError(f"{path}: field 'hparams' must map editor names to hyperparameter mappings")
+    return value

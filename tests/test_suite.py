@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from pytest_wild.cases import WildInputError
+from pytest_wild.suite import find_suite, load_suite, sample
+
+RECORDS = [
+    {"id": f"c{i}", "prompt": f"Where is thing{i}?", "target": "here", "subject": f"thing{i}",
+     "rephrase": f"Where can thing{i} be found?", "locality": [{"loc": "Sky colour?", "loc_ans": "blue"}]}
+    for i in range(10)
+]
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    return path
+
+
+def test_suite_yaml_names_data_thresholds_and_hparams(tmp_path, data_file):
+    suite_file = tmp_path / "mine.yaml"
+    suite_file.write_text("name: mine\ndata: data.jsonl\nlimit: 4\nseed: 3\ncontext: qa_inst\n"
+                          "thresholds: {reliability: 1, locality: 0.5}\nhparams: {ft-m: {lr: 0.1}}\n")
+    suite = load_suite(find_suite(str(suite_file), tmp_path, tmp_path))
+    assert suite.name == "mine" and suite.context == "qa_inst"
+    assert len(suite.cases) == 4
+    assert suite.cases == sample(load_suite(data_file).cases, 4, 3)
+    assert suite.thresholds == {"reliability": 1.0, "locality": 0.5}
+    assert suite.hparams == {"ft-m": {"lr": 0.1}}
+
+
+def test_sampling_is_seeded_and_keeps_file_order(data_file):
+    cases = load_suite(data_file).cases
+    picked = sample(cases, 5, seed=1)
+    assert picked == sample(cases, 5, seed=1) != sample(cases, 5, seed=2)
+    assert [cases.index(c) for c in picked] == sorted(cases.index(c) for c in picked)
+
+
+def test_names_resolve_to_project_then_bundled_suites(tmp_path):
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "mine.yaml").write_text("data: x.json\n")
+    assert find_suite("mine", tmp_path, tmp_path) == (tmp_path / "suites" / "mine.yaml").resolve()
+    assert find_suite(None, tmp_path, tmp_path).name == "tinyworld.yaml"
+    assert find_suite("WenDingY/QAEdit", tmp_path, tmp_path) == "WenDingY/QAEdit"
+    with pytest.raises(WildInputError, match="--wild-suite: 'nothing'"):
+        find_suite("nothing", tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("data: data.jsonl\ncontxt: chat\n", "unknown suite field 'contxt'"),
+        ("data: missing.json\n", "field 'data' names"),
+        ("data: data.jsonl\nthresholds: {reliability: 2}\n", "thresholds.reliability: expected a number in [0, 1]"),
+        ("data: data.jsonl\nthresholds: {fluency: 1}\n", "thresholds.fluency: unknown metric"),
+        ("data: data.jsonl\ncontext: poem\n", "field 'context' must be one of"),
+        ("data: data.jsonl\nlimit: -1\n", "field 'limit' must be a non-negative integer"),
+        ("name: [unclosed\n", "invalid YAML"),
+        ("limit: 3\n", "give exactly one of the fields 'data'"),
+    ],
+)
+def test_malformed_suite_files_name_the_file_and_field(tmp_path, data_file, body, message):
+    suite_file = tmp_path / "bad.yaml"
+    suite_file.write_text(body)
+    with pytest.raises(WildInputError) as excinfo:
+        load_suite(suite_file)
+    assert str(excinfo.value).startswith(str(suite_file))
+    assert message in str(excinfo.value)
