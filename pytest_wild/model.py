@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,16 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise WildInputError(f"--wild-device: {device!r} asked for, but no CUDA device is available")
     return device
+
+
+def share_cpu_threads(device: str) -> None:
+    """Give each xdist worker its share of the cores: two workers with two threads each on
+    two cores run many times slower than one thread each."""
+    import torch
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if device in ("cpu", "auto") and workers > 1 and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def load_config(spec: str | None, trust_remote_code: bool = False):

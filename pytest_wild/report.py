@@ -42,8 +42,8 @@ def table(results: dict, order: list[str]) -> list[str]:
         cells = []
         for metric in TABLE_METRICS:
             cell = metrics.get(metric)
-            cells.append(f"{'-':>24}" if cell is None else
-                         f"{cell['value']:>9.3f} ({cell['successes']:>4}/{cell['n']:<4}){'':>3}")
+            text = "-" if cell is None else f"{cell['value']:.3f} ({cell['successes']}/{cell['n']})"
+            cells.append(f"{text:>24}")
         lines.append(f"{mode:<16}" + "".join(cells))
     return lines
 

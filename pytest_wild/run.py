@@ -116,8 +116,9 @@ class WildRun:
 
     def loaded(self):
         if self._loaded is None:
-            from .model import fingerprint, load_model
+            from .model import fingerprint, load_model, share_cpu_threads
 
+            share_cpu_threads(self.options.device)
             self._loaded = load_model(self.options.model, self.options.device, self.options.dtype,
                                       self.options.trust_remote_code)
             self.model_info = {

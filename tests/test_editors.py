@@ -1,0 +1,102 @@
+import hashlib
+
+import pytest
+import torch
+
+from pytest_wild.architectures import architecture_of
+from pytest_wild.cases import Case, Locality
+from pytest_wild.editors import get_editor
+from pytest_wild.hparams import build_hparams
+from pytest_wild.tokens import target_ids
+
+from .tiny_models import SIZES, tiny_model
+
+FT_EDITORS = ("ft", "ft-l", "ft-m")
+CASE = Case(id="x", prompt="Q: Where was Kalo Venbri born? A:", target="Dorwyn", subject="Kalo Venbri",
+            rephrase=None, locality=(Locality("Q: What?", "no"),))
+
+
+def weights_hash(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def target_logprob(model, tok, case: Case) -> float:
+    prompt = tok(case.prompt)["input_ids"]
+    target = target_ids(tok, case.prompt, case.target)
+    ids = torch.tensor([prompt + target])
+    with torch.no_grad():
+        logp = model(ids).logits[0, :-1].log_softmax(-1)
+    return sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(target))
+
+
+def hparams_for(name: str, model, **overrides):
+    editor = get_editor(name)
+    return editor, build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), [("test", overrides)])
+
+
+@pytest.mark.parametrize("model_type", sorted(SIZES))
+@pytest.mark.parametrize("name", FT_EDITORS)
+def test_edit_raises_target_changes_only_its_module_and_restores_exactly(model_type, name):
+    model, tok = tiny_model(model_type)
+    editor, hp = hparams_for(name, model, lr=5e-2, num_steps=20, norm_constraint=None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    digest, logprob = weights_hash(model), target_logprob(model, tok, CASE)
+    handle = editor.apply(model, tok, [CASE], hp)
+    assert target_logprob(model, tok, CASE) > logprob + 0.2
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    prefixes = tuple(hp.rewrite_module_tmp.format(layer) + "." for layer in hp.layers)
+    assert changed and all(k.startswith(prefixes) for k in changed)
+    handle.restore()
+    assert weights_hash(model) == digest
+
+
+@pytest.mark.parametrize("model_type", sorted(SIZES))
+def test_default_modules_exist_in_every_architecture(model_type):
+    model, _ = tiny_model(model_type)
+    arch = architecture_of(model.config)
+    modules = dict(model.named_modules())
+    for template in (arch.block, arch.mlp, arch.mlp_out):
+        assert template.format(0) in modules
+    assert arch.ln_f in modules
+    for name in FT_EDITORS:
+        _, hp = hparams_for(name, model)
+        assert all(0 <= layer < model.config.num_hidden_layers for layer in hp.layers)
+
+
+def test_published_default_layers_for_7b_shapes():
+    from transformers import AutoConfig
+
+    from pytest_wild.editors.ft import FT_M
+
+    llama = AutoConfig.for_model("llama", num_hidden_layers=32)
+    qwen = AutoConfig.for_model("qwen2", num_hidden_layers=28)
+    gptj = AutoConfig.for_model("gptj", n_layer=28)
+    assert FT_M.defaults(llama, "default")["layers"] == [21]
+    assert FT_M.defaults(qwen, "default")["layers"] == [27]
+    assert FT_M.defaults(gptj, "default")["layers"] == [21]
+    assert FT_M.defaults(llama, "default")["rewrite_module_tmp"] == "model.layers.{}.mlp.down_proj"
+
+
+def test_many_edits_and_restores_leave_every_weight_bit_identical():
+    model, tok = tiny_model("gpt2", seed=1)
+    digest = weights_hash(model)
+    for i, name in enumerate(FT_EDITORS * 4):
+        editor, hp = hparams_for(name, model, lr=1e-2, num_steps=3)
+        case = Case(id=str(i), prompt=f"Q: Where was Kalo {i} born? A:", target=f"Town{i}", subject=f"Kalo {i}",
+                    rephrase=None, locality=())
+        editor.apply(model, tok, [case], hp).restore()
+    assert weights_hash(model) == digest
+
+
+def test_norm_constraint_keeps_weights_in_the_box():
+    model, tok = tiny_model("gpt2")
+    editor, hp = hparams_for("ft-l", model, lr=1e-1, num_steps=5, norm_constraint=1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    handle = editor.apply(model, tok, [CASE], hp)
+    for key, value in model.state_dict().items():
+        assert (value - before[key]).abs().max() <= 1e-3 + 1e-7
+    handle.restore()

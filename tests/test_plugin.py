@@ -1,0 +1,147 @@
+"""The plugin as users meet it, through pytester: serially, with `-n 2`, and without xdist."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_wild.model import TINYWORLD_DIR
+
+SUITE_DATA = TINYWORLD_DIR / "suite.jsonl"
+RUNNERS = {
+    "serial": [],
+    "xdist": ["-n", "2"],
+    "no-xdist": ["-p", "no:xdist"],
+}
+
+
+@pytest.fixture(params=sorted(RUNNERS))
+def runner(request):
+    return RUNNERS[request.param]
+
+
+def write_suite(pytester, name="open", thresholds="{}", limit=4):
+    pytester.makefile(".yaml", **{name: f"data: {SUITE_DATA}\nlimit: {limit}\nseed: 1\nthresholds: {thresholds}\n"})
+    return f"{name}.yaml"
+
+
+def test_without_wild_the_plugin_does_nothing_and_imports_no_torch(pytester):
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_light():
+            assert "torch" not in sys.modules
+            assert "transformers" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "WILD" not in result.stdout.str()
+
+
+def test_help_lists_the_option_group(pytester):
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(["*WILD evaluation of knowledge edits*", "*--wild-suite=NAME_OR_PATH*"])
+
+
+def test_wild_run_collects_one_test_per_case_and_reports(pytester, runner):
+    suite = write_suite(pytester)
+    pytester.makepyfile(test_other="def test_not_collected_under_wild(): assert False")
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        "--wild", "--editor", "ft-m", "--wild-suite", suite, "--wild-report", str(report),
+        "--wild-eval", "wild,synthetic,length", *runner)
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*WILD results*", "*reliability*generalization*locality*",
+                                 "wild *", "synthetic *", "length *"])
+    data = json.loads(report.read_text())
+    assert len(data["samples"]) == 4
+    assert set(data["results"]) == {"wild", "synthetic", "length"}
+    assert data["config"]["editor"]["name"] == "ft-m"
+    assert data["config"]["editor"]["hparams"]["objective_optimization"] == "target_new"
+    assert len(data["config"]["model"]["fingerprint"]) == 16
+    sample = data["samples"][0]
+    assert {"prompt", "rephrase", "locality"} <= set(sample["modes"]["wild"]["answers"])
+
+
+def test_serial_and_parallel_runs_give_the_same_results(pytester):
+    suite = write_suite(pytester, limit=6)
+    reports = {}
+    for name, args in (("serial", []), ("parallel", ["-n", "2"])):
+        path = pytester.path / f"{name}.json"
+        pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite,
+                                      "--wild-report", str(path), *args)
+        reports[name] = json.loads(path.read_text())
+    assert reports["serial"]["samples"] == reports["parallel"]["samples"]
+    assert reports["serial"]["results"] == reports["parallel"]["results"]
+
+
+def test_failures_say_what_was_asked_expected_and_generated(pytester):
+    suite = write_suite(pytester, name="strict", thresholds="{reliability: 1, locality: 1}", limit=8)
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-l", "--wild-suite", suite,
+                                           "--wild-hparams", str(_tiny_steps(pytester)))
+    output = result.stdout.str()
+    assert result.ret == 1
+    assert 'reliability: asked "Q: ' in output and '" expected "' in output and '" generated "' in output
+    assert "teacher-forced token accuracy" in output
+
+
+def _tiny_steps(pytester) -> Path:
+    path = pytester.path / "weak.yaml"
+    path.write_text("num_steps: 1\nlr: 0.0001\n")
+    return path
+
+
+def test_gates_decide_the_exit_status(pytester):
+    suite = write_suite(pytester)
+    passing = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite,
+                                            "--wild-gate", "locality>=0")
+    assert passing.ret == 0
+    failing = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite,
+                                            "--wild-gate", "synthetic.reliability>=0", "--wild-eval", "wild,synthetic",
+                                            "--wild-gate", "locality>1")
+    assert failing.ret == 1
+    failing.stdout.fnmatch_lines(["*gate synthetic.reliability>=0 (synthetic): passed*", "*gate locality>1 (wild): FAILED*"])
+
+
+def test_only_failed_drops_cases_the_model_already_answers(pytester):
+    suite = write_suite(pytester, limit=12)
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite, "--wild-only-failed")
+    result.stdout.fnmatch_lines(["*--wild-only-failed dropped * cases the unedited model already answered correctly*"])
+    assert result.ret == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "stream", "message"),
+    [
+        (["--editor", "nope"], "stderr", "ERROR: --editor: unknown editor 'nope' (available: *"),
+        ([], "stderr", "ERROR: --editor: name an editing method*"),
+        (["--editor", "ft-m", "--wild-eval", "wild,magic"], "stderr", "ERROR: --wild-eval: 'wild,magic'*"),
+        (["--editor", "ft-m", "--wild-gate", "reliability=>1"], "stderr", "ERROR: --wild-gate: cannot read*"),
+        (["--editor", "ft-m", "--wild-hparams", "missing.yaml"], "stderr", "ERROR: --wild-hparams: missing.yaml does not exist"),
+        (["--editor", "ft-m", "--wild-suite", "nowhere"], "stdout", "--wild-suite: 'nowhere' is not a suite file*"),
+        (["--editor", "ft-m", "--wild-model", "/no/such/model"], "stdout", "--wild-model: cannot load '/no/such/model'*"),
+    ],
+)
+def test_bad_options_fail_with_one_clear_line(pytester, args, stream, message):
+    result = pytester.runpytest_subprocess("--wild", *args)
+    assert result.ret in (2, 4)
+    getattr(result, stream).fnmatch_lines([message])
+
+
+def test_malformed_data_fails_collection_naming_file_record_and_field(pytester):
+    records = [json.loads(line) for line in SUITE_DATA.read_text().splitlines()[:3]]
+    del records[2]["target"]
+    pytester.makefile(".jsonl", broken="\n".join(json.dumps(r) for r in records))
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", "broken.jsonl")
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*broken.jsonl: record 2: field 'target' is missing"])
+
+
+def test_malformed_hparams_fail_collection_naming_the_key(pytester):
+    suite = write_suite(pytester)
+    pytester.makefile(".yaml", hp="lr: 0.1\nlearning_rate: 3\n")
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite, "--wild-hparams", "hp.yaml")
+    assert result.ret == 2
+    result.stdout.fnmatch_lines(["*hp.yaml: unknown hyperparameter 'learning_rate'*"])

@@ -1,0 +1,38 @@
+"""Tiny randomly initialised models of every supported architecture, sharing the bundled
+tokenizer, for tests that must run on CPU in seconds."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from pytest_wild.model import TINYWORLD_DIR
+
+SIZES = {
+    "gpt2": dict(n_embd=32, n_layer=4, n_head=2, n_positions=128),
+    "gptj": dict(n_embd=32, n_layer=4, n_head=2, n_positions=128, rotary_dim=8),
+    "gpt_neox": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                     max_position_embeddings=128),
+    "llama": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=2,
+                  intermediate_size=64, max_position_embeddings=128),
+    "mistral": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+                    intermediate_size=64, max_position_embeddings=128),
+    "qwen2": dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+                  intermediate_size=64, max_position_embeddings=128),
+}
+
+
+def tokenizer():
+    tok = AutoTokenizer.from_pretrained(TINYWORLD_DIR)
+    tok.padding_side = "left"
+    return tok
+
+
+def tiny_model(model_type: str, seed: int = 0):
+    tok = tokenizer()
+    ids = dict(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    config = AutoConfig.for_model(model_type, vocab_size=len(tok), **ids, **SIZES[model_type])
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.requires_grad_(False)
+    return model, tok
