@@ -23,6 +23,21 @@ def _build_tinyworld(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge_reports(args: argparse.Namespace) -> int:
+    from .cases import WildInputError
+    from .merge import merge_reports
+    from .report import write_json_atomic
+
+    try:
+        merged = merge_reports([Path(p) for p in args.reports])
+    except WildInputError as exc:
+        print(f"pytest-wild merge-reports: {exc}", file=sys.stderr)
+        return 2
+    write_json_atomic(Path(args.output), merged)
+    print(f"merged {len(args.reports)} reports, {len(merged['samples'])} cases, into {args.output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-wild", description="WILD evaluation of LLM knowledge edits.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--steps", type=int, default=None, help="training steps (default: the full schedule)")
     build.set_defaults(func=_build_tinyworld)
+    merge = commands.add_parser("merge-reports", help="merge the JSON reports of sharded runs (--wild-shard)")
+    merge.add_argument("reports", nargs="+", help="reports written with --wild-report")
+    merge.add_argument("-o", "--output", required=True, help="merged report path")
+    merge.set_defaults(func=_merge_reports)
     args = parser.parse_args(argv)
     return args.func(args)
 

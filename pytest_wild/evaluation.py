@@ -64,21 +64,25 @@ class Evaluator:
         if "synthetic" in self.settings.modes:
             self._forced_before([(loc.question, loc.answer) for case in cases for loc in case.locality])
 
-    def evaluate(self, case: Case, apply_edit) -> dict:
-        """Run one single edit end to end; `apply_edit(case)` returns the restore handle."""
-        self.prepare([case])
-        handle = apply_edit(case)
+    def evaluate(self, cases: list[Case], apply_edit) -> list[dict]:
+        """Edit the cases in one update (a batch of one for single editing), answer every
+        case's questions on the edited model, restore. `apply_edit(cases)` returns the
+        restore handle."""
+        self.prepare(cases)
+        handle = apply_edit(cases)
         try:
-            row = {"id": case.id, "source": case.source, "prompt": case.prompt, "target": case.target,
-                   "subject": case.subject, "rephrase": case.rephrase,
-                   "flags": target_flags(case.target, self.settings.stop_rule), "modes": {}}
-            forced = self._forced_accuracy(case)
-            row["teacher_forced"] = forced
-            for mode in self.settings.modes:
-                label = mode_label(mode, self.settings.stop_rule)
-                row["modes"][label] = getattr(self, f"_{mode}")(case, forced)
+            return [self._row(case) for case in cases]
         finally:
             handle.restore()
+
+    def _row(self, case: Case) -> dict:
+        row = {"id": case.id, "source": case.source, "prompt": case.prompt, "target": case.target,
+               "subject": case.subject, "rephrase": case.rephrase,
+               "flags": target_flags(case.target, self.settings.stop_rule), "modes": {}}
+        forced = self._forced_accuracy(case)
+        row["teacher_forced"] = forced
+        for mode in self.settings.modes:
+            row["modes"][mode_label(mode, self.settings.stop_rule)] = getattr(self, f"_{mode}")(case, forced)
         return row
 
     def _wild(self, case: Case, forced: dict) -> dict:

@@ -3,7 +3,7 @@ the terminal summary."""
 
 from __future__ import annotations
 
-from .report import aggregate, table, write_json_atomic
+from .report import aggregate, markdown_table, table, write_json_atomic, write_text_atomic
 
 
 def finish_run(run, config) -> bool:
@@ -19,6 +19,9 @@ def finish_run(run, config) -> bool:
                                  "passed": observed is not None and rule.holds(observed)})
     if run.options.report is not None:
         write_json_atomic(run.options.report, report_data(run, results))
+    if run.options.markdown is not None:
+        title = f"WILD results: {run.options.editor} on {run.model_info.get('spec', run.options.model or 'tinyworld')}"
+        write_text_atomic(run.options.markdown, "\n".join(markdown_table(results, list(run.options.mode_labels), title)) + "\n")
     return any(not gate["passed"] for gate in run.gate_results)
 
 
@@ -40,6 +43,8 @@ def report_data(run, results: dict) -> dict:
             "evaluation": {"modes": list(o.mode_labels), "metric": o.metric, "context": run.context,
                            "stop_rule": o.stop_rule, "max_new_tokens": 50, "decoding": "greedy"},
             "only_failed": {"enabled": o.only_failed, "dropped": run.dropped},
+            "batch_size": o.batch_size,
+            "shard": list(o.shard) if o.shard else None,
             "seed": o.seed,
             "device": o.device,
             "dtype": o.dtype,
@@ -77,4 +82,6 @@ def summary_lines(run) -> list[str]:
         lines.append(f"gate {gate['rule']} ({gate['mode']}): {'passed' if gate['passed'] else 'FAILED'} (observed {observed})")
     if o.report is not None:
         lines.append(f"report written to {o.report}")
+    if o.markdown is not None:
+        lines.append(f"markdown table written to {o.markdown}")
     return lines

@@ -39,6 +39,8 @@ class Engine:
         self.max_new_tokens = max_new_tokens
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        config = model.config
+        self.max_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
     @property
     def device(self) -> torch.device:
@@ -91,8 +93,12 @@ class Engine:
         return ids.to(self.device), mask.to(self.device)
 
     def _batched(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        results: list[Generation | None] = [None] * len(prompts)
+        """Batches of similar prompt length; a question that leaves no room in the model's
+        context window gets an empty answer instead of an index error."""
+        if self.max_positions:
+            limits = [max(0, min(limit, self.max_positions - len(p))) for p, limit in zip(prompts, limits)]
+        results: list[Generation | None] = [Generation("", ())] * len(prompts)
+        order = sorted((i for i in range(len(prompts)) if limits[i] > 0), key=lambda i: len(prompts[i]))
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             for i, gen in zip(rows, self._decode([prompts[i] for i in rows], [limits[i] for i in rows], stop)):
@@ -104,7 +110,7 @@ class Engine:
         ids, mask = self._left_pad(prompts)
         positions = _positions(mask)
         generated: list[list[int]] = [[] for _ in prompts]
-        active = [i for i in range(len(prompts)) if limits[i] > 0]
+        active = list(range(len(prompts)))
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
         past = out.past_key_values
         while active:

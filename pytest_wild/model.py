@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def resolve_model_spec(spec: str | None) -> tuple[str, str]:
 def resolve_device(device: str) -> str:
     import torch
 
+    if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", device):
+        raise WildInputError(f"--wild-device: {device!r} is not cpu, cuda, cuda:N or auto")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -67,18 +70,22 @@ def load_config(spec: str | None, trust_remote_code: bool = False):
 
 
 def load_model(spec: str | None, device: str = "auto", dtype: str = "float32",
-               trust_remote_code: bool = False) -> LoadedModel:
+               trust_remote_code: bool = False, device_map: str | None = None) -> LoadedModel:
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path, profile = resolve_model_spec(spec)
     if dtype not in DTYPES:
         raise WildInputError(f"--wild-dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-    device = resolve_device(device)
+    group = [resolve_device(d) for d in device.split("+")]
+    device = group[0]
+    placement = _placement(group) if device_map == "auto" else {}
+    transformers.utils.logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
+            path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code, **placement
         )
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -86,9 +93,25 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "float32",
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model.to(device).eval()
+    if not placement:
+        model.to(device)
+    model.eval()
     model.requires_grad_(False)
     return LoadedModel(model, tokenizer, spec or "tinyworld", profile, device, dtype)
+
+
+def _placement(group: list[str]) -> dict:
+    """from_pretrained arguments that spread the model over the worker's GPUs only."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("accelerate") is None:
+        raise WildInputError("--wild-device-map auto: needs the accelerate package (pip install accelerate)")
+    gpus = [int(d.split(":")[1]) if ":" in d else 0 for d in group if d.startswith("cuda")]
+    if not gpus:
+        raise WildInputError("--wild-device-map auto: needs at least one CUDA device")
+    return {"device_map": "auto", "max_memory": {gpu: torch.cuda.mem_get_info(gpu)[0] for gpu in gpus}}
 
 
 def fingerprint(model, samples_per_tensor: int = 4096) -> str:

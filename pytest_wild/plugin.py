@@ -36,6 +36,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-threshold", action="append", default=[], metavar="RULE", help='per-case threshold, e.g. "locality>=1" (repeatable; replaces the suite\'s for that metric); ini: wild_thresholds')
     group.addoption("--wild-report", metavar="FILE.json", help="write per-case results, aggregates and configuration as JSON; ini: wild_report")
     group.addoption("--wild-only-failed", action="store_true", help="keep only cases the unedited model answers wrongly (QAEdit's protocol)")
+    group.addoption("--wild-batch-size", type=int, metavar="B", help="edit B cases in one update (MEMIT, AlphaEdit, FT), then evaluate each (default: 1)")
+    group.addoption("--wild-shard", metavar="K/N", help="run the K-th of N deterministic shards of the cases (merge reports with `pytest-wild merge-reports`)")
+    group.addoption("--wild-devices", metavar="LIST", help="devices for xdist workers, round-robin: '0,1,2,3' (one GPU each) or '0+1,2+3' (groups for --wild-device-map); default: every visible GPU, else CPU")
+    group.addoption("--wild-device-map", choices=("auto",), help="place a model too large for one GPU across the worker's GPUs with accelerate")
+    group.addoption("--wild-markdown", metavar="FILE.md", help="write the results table as Markdown (e.g. for a CI job summary)")
     group.addoption("--wild-trust-remote-code", action="store_true", help="allow the model's own code from the hub (off by default)")
     parser.addini("wild_editor", "default editor for --wild runs")
     parser.addini("wild_model", "default model for --wild runs")
@@ -58,6 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except WildInputError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_KEY] = run
+    if hasattr(config, "workerinput") and "wild_device" in config.workerinput:
+        run.options.device = config.workerinput["wild_device"]
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ResultsListener(run), "wild-results")
         if config.pluginmanager.hasplugin("xdist"):
@@ -68,7 +75,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _make_run(config: pytest.Config):
     from .editors import available
-    from .run import Options, WildRun, check_choice, parse_modes, parse_rules
+    from .devices import parse_devices
+    from .run import Options, WildRun, check_choice, parse_modes, parse_rules, parse_shard
     from .evaluation import mode_label
     from .stopping import STOP_RULES
 
@@ -91,6 +99,10 @@ def _make_run(config: pytest.Config):
     if limit is not None and limit < 1:
         raise WildInputError(f"--wild-limit: expected a positive number of cases, got {limit}")
     report = value("wild_report", "wild_report")
+    batch_size = config.getoption("wild_batch_size") or 1
+    if batch_size < 1:
+        raise WildInputError(f"--wild-batch-size: expected a positive number of cases, got {batch_size}")
+    markdown = config.getoption("wild_markdown")
     options = Options(
         editor=editor,
         model=value("wild_model", "wild_model"),
@@ -108,6 +120,11 @@ def _make_run(config: pytest.Config):
         report=Path(report) if report else None,
         only_failed=config.getoption("wild_only_failed"),
         trust_remote_code=config.getoption("wild_trust_remote_code"),
+        batch_size=batch_size,
+        shard=parse_shard(config.getoption("wild_shard")),
+        markdown=Path(markdown) if markdown else None,
+        devices=parse_devices(config.getoption("wild_devices")),
+        device_map=config.getoption("wild_device_map"),
     )
     return WildRun(options)
 
@@ -177,6 +194,10 @@ def _case_test(case: Case):
     def test_edit(wild_run, request) -> None:
         row = wild_run.evaluate(case)
         request.node.user_properties.append((OUTPUT_KEY, row))
+        for mode, scores in row["modes"].items():
+            for metric in ("reliability", "generalization", "locality", "locality_em"):
+                if scores.get(metric) is not None:
+                    request.node.user_properties.append((f"wild.{mode}.{metric}", scores[metric]))
         failures = wild_run.failures(row)
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
@@ -201,32 +222,50 @@ def wild_run(request: pytest.FixtureRequest):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """After -k and marks: drop what --wild-only-failed drops, plan the edit batches, keep
+    this shard's batches."""
     run = config.stash.get(RUN_KEY, None)
-    if run is None or not run.options.only_failed:
+    if run is None or run.suite is None:
         return
     wild_items = [item for item in items if isinstance(item, WildItem)]
-    try:
-        before = run.evaluator().answers_before([item.case.prompt for item in wild_items])
-    except WildInputError as exc:
-        raise pytest.UsageError(str(exc)) from None
+    dropped = _answered_already(run) if run.options.only_failed else set()
+    run.plan_batches(dropped)
+    shard = run.options.shard
+    deselected = [item for item in wild_items if item.case.id in dropped
+                  or (shard and run.batch_of[item.case.id] % shard[1] != shard[0] - 1)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        gone = set(map(id, deselected))
+        items[:] = [item for item in items if id(item) not in gone]
+
+
+def _answered_already(run) -> set[str]:
+    """Ids of the suite's cases whose unedited WILD answer already matches the target
+    (all of the suite, not only the selected cases, so batches do not depend on -k)."""
     from .scores import METRICS
 
+    cases = run.suite.cases
+    try:
+        before = run.evaluator().answers_before([case.prompt for case in cases])
+    except WildInputError as exc:
+        raise pytest.UsageError(str(exc)) from None
     score = METRICS[run.options.metric]
-    answered = [item for item, gen in zip(wild_items, before) if score(gen.text, item.case.target) >= 1.0]
+    answered = {case.id for case, gen in zip(cases, before) if score(gen.text, case.target) >= 1.0}
     run.dropped = len(answered)
-    if answered:
-        config.hook.pytest_deselected(items=answered)
-        keep = set(map(id, answered))
-        items[:] = [item for item in items if id(item) not in keep]
+    return answered
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     run = config.stash.get(RUN_KEY, None)
     if run is None:
         return None
+    from .devices import header_devices
+
     o = run.options
+    shard = f" shard={o.shard[0]}/{o.shard[1]}" if o.shard else ""
     return [f"wild: editor={o.editor} model={o.model or 'tinyworld'} suite={o.suite or 'tinyworld'} "
-            f"eval={','.join(o.mode_labels)} metric={o.metric} device={o.device} dtype={o.dtype}"]
+            f"eval={','.join(o.mode_labels)} metric={o.metric} dtype={o.dtype} batch={o.batch_size}{shard}",
+            f"wild devices: {header_devices(config, o)}"]
 
 
 class ResultsListener:
@@ -235,8 +274,12 @@ class ResultsListener:
     def __init__(self, run) -> None:
         self.run = run
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Take the row out of the report before junitxml sees it; the flat metric
+        properties stay for `--junitxml`."""
         rows = [value for key, value in report.user_properties if key == OUTPUT_KEY]
+        report.user_properties[:] = [(k, v) for k, v in report.user_properties if k != OUTPUT_KEY]
         if rows and report.when == "call":
             self.run.rows.extend(rows)
         elif report.failed and not rows and report.nodeid not in self.run.lost:
@@ -248,6 +291,13 @@ class WorkerListener:
 
     def __init__(self, run) -> None:
         self.run = run
+
+    def pytest_configure_node(self, node) -> None:
+        """Give each worker its device (or device group), round-robin by worker number, so a
+        replacement worker (gw4 after gw0 died) lands on a device as well."""
+        from .devices import device_for_worker
+
+        node.workerinput["wild_device"] = device_for_worker(node.gateway.id, self.run.options)
 
     def pytest_testnodedown(self, node, error) -> None:
         output = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)

@@ -48,15 +48,32 @@ def table(results: dict, order: list[str]) -> list[str]:
     return lines
 
 
+def markdown_table(results: dict, order: list[str], title: str) -> list[str]:
+    """The same table in Markdown, for a CI job summary."""
+    lines = [f"### {title}", "", "| mode | " + " | ".join(TABLE_METRICS) + " |",
+             "|---|" + "---:|" * len(TABLE_METRICS)]
+    for mode in order:
+        cells = []
+        for metric in TABLE_METRICS:
+            cell = results.get(mode, {}).get(metric)
+            cells.append("-" if cell is None else f"{cell['value']:.3f} ({cell['successes']}/{cell['n']})")
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename: a crash never leaves half a
-    report where a whole one was."""
+    file where a whole one was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
-            handle.write("\n")
+            handle.write(text)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

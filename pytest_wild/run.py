@@ -37,6 +37,11 @@ class Options:
     only_failed: bool = False
     trust_remote_code: bool = False
     seed: int = 0
+    batch_size: int = 1
+    shard: tuple[int, int] | None = None
+    markdown: Path | None = None
+    devices: list[str] | None = None
+    device_map: str | None = None
 
     @property
     def primary_mode(self) -> str:
@@ -53,6 +58,18 @@ def parse_modes(text: str) -> tuple[str, ...]:
     if bad or not modes:
         raise WildInputError(f"--wild-eval: {text!r}: use a comma list of {', '.join(MODES)}")
     return tuple(dict.fromkeys(modes))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise WildInputError(f"--wild-shard: {text!r}: write K/N with 1 <= K <= N, e.g. 2/4")
+    return k, n
 
 
 def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
@@ -79,6 +96,9 @@ class WildRun:
         self._editor = None
         self._hparams = None
         self._evaluator = None
+        self._pending: dict[str, dict] = {}
+        self.batches: list[list[Case]] = []
+        self.batch_of: dict[str, int] = {}
 
     @property
     def context(self) -> str:
@@ -120,7 +140,7 @@ class WildRun:
 
             share_cpu_threads(self.options.device)
             self._loaded = load_model(self.options.model, self.options.device, self.options.dtype,
-                                      self.options.trust_remote_code)
+                                      self.options.trust_remote_code, self.options.device_map)
             self.model_info = {
                 "spec": self._loaded.spec,
                 "profile": self._loaded.profile,
@@ -144,18 +164,32 @@ class WildRun:
         """Load everything and compute the unedited answers for all cases this process runs."""
         self.evaluator().prepare(cases)
 
+    def plan_batches(self, dropped: set[str]) -> None:
+        """Group the suite's cases (in suite order, less those --wild-only-failed dropped)
+        into edit batches of --wild-batch-size. Fixed before -k or sharding select, so a
+        case is always edited together with the same others."""
+        kept = [case for case in self.suite.cases if case.id not in dropped]
+        size = self.options.batch_size
+        self.batches = [kept[i : i + size] for i in range(0, len(kept), size)]
+        self.batch_of = {case.id: index for index, batch in enumerate(self.batches) for case in batch}
+
     def evaluate(self, case: Case) -> dict:
-        import torch
+        """The case's row. With batch editing, the first case of a batch to run edits the
+        whole batch once and keeps the other rows for their own tests."""
+        if case.id not in self._pending:
+            import torch
 
-        loaded = self.loaded()
-        evaluator = self.evaluator()
-        hparams = self._hparams
+            loaded = self.loaded()
+            evaluator = self.evaluator()
+            batch = self.batches[self.batch_of[case.id]] if self.batches else [case]
 
-        def apply_edit(c: Case):
-            torch.manual_seed(self.options.seed)
-            return self.editor().apply(loaded.model, loaded.tokenizer, [c], hparams)
+            def apply_edit(cases: list[Case]):
+                torch.manual_seed(self.options.seed)
+                return self.editor().apply(loaded.model, loaded.tokenizer, cases, self._hparams)
 
-        return evaluator.evaluate(case, apply_edit)
+            for row in evaluator.evaluate(batch, apply_edit):
+                self._pending[row["id"]] = row
+        return self._pending.pop(case.id)
 
     def failures(self, row: dict) -> list[str]:
         """Messages for each threshold the case misses, saying what was asked, expected
@@ -210,5 +244,7 @@ class WildRun:
 
 
 def _q(text: str | None) -> str:
-    return '"' + (text or "").replace('"', '\\"') + '"'
+    """A generation as shown in a failure: quoted, surrounding whitespace dropped."""
+    return '"' + (text or "").strip().replace('"', '\\"') + '"'
+
 
