@@ -39,6 +39,7 @@ class Engine:
         self.max_new_tokens = max_new_tokens
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self._stop_tokens: set[int] | None = None
         config = model.config
         self.max_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
@@ -142,8 +143,22 @@ class Engine:
             return False
         if tokens[-1] == self.eos_id:
             return True
+        if self.stop_rule == "published":
+            return tokens[-1] in self.stop_tokens
         text = self.tokenizer.decode(tokens)
         return find_stop(text, self.stop_rule, final=False) is not None
+
+    @property
+    def stop_tokens(self) -> set[int]:
+        """Ids whose text contains "." or "\n". The published stops are single ASCII
+        characters, so whether a step stops depends on the newest token alone: one lookup
+        per step instead of decoding the whole answer again."""
+        if self._stop_tokens is None:
+            self._stop_tokens = {
+                token_id for token_id in range(len(self.tokenizer))
+                if find_stop(self.tokenizer.decode([token_id]), "published", final=False) is not None
+            }
+        return self._stop_tokens
 
     def _finish(self, tokens: list[int], stop: bool) -> Generation:
         text = self.tokenizer.decode(tokens)
