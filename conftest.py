@@ -1,9 +1,14 @@
-"""Project-level pytest configuration: pytester for the plugin's own tests, and the path
-of the shared benchmark data that tests read when it is present."""
+"""Project-level pytest configuration: pytester for the plugin's own tests, the path of the
+shared benchmark data that tests read when it is present, and one CPU thread per torch
+process: the tests run the tiny model in several processes at once (xdist workers, pytester
+subprocesses), where more threads than cores makes them many times slower."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 pytest_plugins = ("pytester",)
 

@@ -17,7 +17,7 @@ def finish_run(run, config) -> bool:
         observed = None if cell is None else cell["value"]
         run.gate_results.append({"rule": rule.text, "mode": mode, "observed": observed,
                                  "passed": observed is not None and rule.holds(observed)})
-    if run.options.report is not None:
+    if run.options.report is not None and run.suite_info is not None:
         write_json_atomic(run.options.report, report_data(run, results))
     if run.options.markdown is not None:
         title = f"WILD results: {run.options.editor} on {run.model_info.get('spec', run.options.model or 'tinyworld')}"
@@ -27,7 +27,6 @@ def finish_run(run, config) -> bool:
 
 def report_data(run, results: dict) -> dict:
     o = run.options
-    suite = run.suite
     rows = sorted(run.rows, key=lambda row: row["id"])
     return {
         "results": results,
@@ -38,8 +37,7 @@ def report_data(run, results: dict) -> dict:
         "config": {
             "model": run.model_info or {"spec": o.model or "tinyworld"},
             "editor": {"name": o.editor, "hparams": run.resolve_hparams()},
-            "suite": {"name": suite.name, "source": suite.source, "cases": len(suite.cases),
-                      "seed": suite.seed, "limit": suite.limit} if suite else None,
+            "suite": run.suite_info,
             "evaluation": {"modes": list(o.mode_labels), "metric": o.metric, "context": run.context,
                            "stop_rule": o.stop_rule, "max_new_tokens": 50, "decoding": "greedy"},
             "only_failed": {"enabled": o.only_failed, "dropped": run.dropped},
@@ -65,7 +63,7 @@ def flagged(rows: list[dict]) -> dict[str, list[str]]:
 def summary_lines(run) -> list[str]:
     o = run.options
     results = getattr(run, "results", None) or aggregate(run.rows)
-    suite = run.suite.name if run.suite else o.suite
+    suite = (run.suite_info or {}).get("name", o.suite)
     lines = [f"editor {o.editor} on {run.model_info.get('spec', o.model or 'tinyworld')}, suite {suite}: "
              f"{len(run.rows)} cases evaluated, metric {o.metric}, context {run.context}, stop rule {o.stop_rule}"]
     if run.dropped is not None:

@@ -40,9 +40,9 @@ def merge_reports(paths: list[Path]) -> dict:
 
 
 def _comparable(value):
-    """Shards may run on different devices; the dropped count belongs to the whole suite."""
+    """Shards may run on different devices and machines (so different checkout paths)."""
     if isinstance(value, dict):
-        return {k: v for k, v in value.items() if k not in ("device",)}
+        return {k: v for k, v in value.items() if k not in ("device", "source")}
     return value
 
 

@@ -52,6 +52,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("wild_gates", "session gates on aggregates", type="linelist", default=[])
     parser.addini("wild_thresholds", "per-case thresholds", type="linelist", default=[])
     parser.addini("wild_report", "JSON report path")
+    parser.addini("wild_golden_dir", "root of the golden generations (default: golden/ under the rootdir)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,6 +70,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ResultsListener(run), "wild-results")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(WorkerListener(run), "wild-workers")
+    from .golden import configure_goldens
+
+    configure_goldens(config, run)
     config.args = [str(config.rootpath)]
     config.option.pyargs = False
 
@@ -169,7 +173,7 @@ class WildSuite(pytest.File):
         from .suite import load_suite
 
         run = self.config.stash[RUN_KEY]
-        run.suite = load_suite(self.found, run.options.limit)
+        run.use_suite(load_suite(self.found, run.options.limit))
         run.resolve_hparams()
         for case in run.suite.cases:
             yield WildItem.from_parent(self, name=f"edit[{case.id}]", callobj=_case_test(case), case=case)
@@ -191,7 +195,7 @@ class WildItem(pytest.Function):
 
 
 def _case_test(case: Case):
-    def test_edit(wild_run, request) -> None:
+    def test_edit(wild_run, request, snapshot) -> None:
         row = wild_run.evaluate(case)
         request.node.user_properties.append((OUTPUT_KEY, row))
         for mode, scores in row["modes"].items():
@@ -199,6 +203,9 @@ def _case_test(case: Case):
                 if scores.get(metric) is not None:
                     request.node.user_properties.append((f"wild.{mode}.{metric}", scores[metric]))
         failures = wild_run.failures(row)
+        from .golden import check_golden
+
+        failures += check_golden(snapshot, row, wild_run)  # after the thresholds; both reported
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
 
@@ -303,6 +310,7 @@ class WorkerListener:
         output = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
         if output:
             self.run.model_info = self.run.model_info or output["model"]
+            self.run.suite_info = self.run.suite_info or output["suite"]
             if output["dropped"] is not None:
                 self.run.dropped = output["dropped"]
 
@@ -314,7 +322,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if run is None:
         return
     if hasattr(config, "workerinput"):
-        config.workeroutput[OUTPUT_KEY] = {"model": run.model_info, "dropped": run.dropped}
+        config.workeroutput[OUTPUT_KEY] = {"model": run.model_info, "dropped": run.dropped, "suite": run.suite_info}
         return
     from .finish import finish_run
 

@@ -97,12 +97,18 @@ class WildRun:
         self._hparams = None
         self._evaluator = None
         self._pending: dict[str, dict] = {}
+        self.suite_info: dict | None = None  # under xdist the controller learns it from a worker
         self.batches: list[list[Case]] = []
         self.batch_of: dict[str, int] = {}
 
     @property
     def context(self) -> str:
         return self.options.context or (self.suite.context if self.suite else "question")
+
+    def use_suite(self, suite: Suite) -> None:
+        self.suite = suite
+        self.suite_info = {"name": suite.name, "source": suite.source, "cases": len(suite.cases),
+                           "seed": suite.seed, "limit": suite.limit}
 
     def thresholds(self) -> list[Rule]:
         """CLI/ini thresholds replace the suite's for the metrics they name."""

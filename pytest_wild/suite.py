@@ -86,7 +86,7 @@ def _from_yaml(path: Path) -> Suite:
     if layout not in ("auto", "qaedit", "counterfact"):
         raise WildInputError(f"{path}: field 'layout' must be auto, qaedit or counterfact, got {layout!r}")
     if "data" in spec and "hub" not in spec:
-        data = path.parent / str(spec["data"])
+        data = (path.parent / str(spec["data"])).resolve()
         if not data.is_file():
             raise WildInputError(f"{path}: field 'data' names {data}, which does not exist")
         cases, source = load_file(data, layout), str(data)
