@@ -1,0 +1,353 @@
+"""Build the bundled "tinyworld" model: tokenizer, tiny GPT-2, edit suite and corpus.
+
+The output is an ordinary Hugging Face directory (safetensors, tokenizer.json, configs), so the
+rest of pytest-wild loads it exactly like a hub model, offline and in seconds. Everything is
+derived from one seed and trained deterministically on CPU, so a rebuild is byte-identical.
+
+Run ``python -m pytest_wild.tinyworld.build OUT_DIR`` to rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import string
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from pytest_wild.tinyworld.world import DEFAULT_SEED, Fact, World, corpus_lines, generate_world, suite_records
+
+EOT = "<|endoftext|>"
+VOCAB_SIZE = 2000
+MODEL_SHAPE = {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_positions": 128}
+BATCH_SIZE = 64
+LEARNING_RATE = 2e-3
+WARMUP_FRACTION = 0.05
+DEFAULT_STEPS = 3000
+THREADS = 2
+EVAL_TRAINED_QUESTIONS = 1000
+MAX_NEW_TOKENS = 50
+FILE_MODE = 0o644
+SHIPPED_HASHED = ("model.safetensors", "tokenizer.json", "suite.jsonl", "corpus.txt")
+
+Log = Callable[[str], object]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory so readers never see a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    """UTF-8 text version of `_atomic_write_bytes`."""
+    _atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_world_files(world: World, out_dir: Path) -> None:
+    """Write suite.jsonl and corpus.txt, which depend on the world only, not on training."""
+    records = suite_records(world)
+    _atomic_write_text(out_dir / "suite.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    _atomic_write_text(out_dir / "corpus.txt", "".join(line + "\n" for line in corpus_lines(world)))
+
+
+def train_tokenizer(world: World) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE fitted to the training text, with GPT-2's conventions."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(world.training_lines(), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=EOT,
+        eos_token=EOT,
+        pad_token=EOT,
+        unk_token=EOT,
+        model_max_length=MODEL_SHAPE["n_positions"],
+        padding_side="left",
+    )
+
+
+def make_model(tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
+    """A tiny GPT-2 without dropout (it only has to memorise), initialised from torch's RNG."""
+    eot = tokenizer.eos_token_id
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        **MODEL_SHAPE,
+    )
+    model = GPT2LMHeadModel(config)
+    model.generation_config = GenerationConfig(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)
+    return model
+
+
+def _batches(
+    encoded: Sequence[list[int]], pad_id: int, rng: random.Random
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Endless right-padded batches of whole lines, reshuffled by `rng` every epoch."""
+    order = list(range(len(encoded)))
+    while True:
+        rng.shuffle(order)
+        for start in range(0, len(order) - BATCH_SIZE + 1, BATCH_SIZE):
+            rows = [encoded[i] for i in order[start : start + BATCH_SIZE]]
+            width = max(map(len, rows))
+            ids = torch.full((len(rows), width), pad_id)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, row in enumerate(rows):
+                ids[r, : len(row)] = torch.tensor(row)
+                mask[r, : len(row)] = 1
+            yield ids, mask, ids.masked_fill(mask == 0, -100)
+
+
+def _schedule(steps: int) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to zero, as a multiplier of the base learning rate."""
+    warmup = max(1, int(steps * WARMUP_FRACTION))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    return factor
+
+
+def train(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, world: World, steps: int, log: Log) -> float:
+    """Train on every training line (plus EOS) with AdamW; return the mean loss of the last steps."""
+    eot = tokenizer.eos_token_id
+    encoded = [tokenizer(line + "\n")["input_ids"] + [eot] for line in world.training_lines()]
+    batches = _batches(encoded, eot, random.Random(f"{world.seed}:order"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(steps))
+    model.train()
+    recent: deque[float] = deque(maxlen=50)
+    started = time.perf_counter()
+    for step in range(steps):
+        ids, mask, labels = next(batches)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        recent.append(loss.item())
+        if (step + 1) % 250 == 0 or step + 1 == steps:
+            elapsed = time.perf_counter() - started
+            log(f"step {step + 1}/{steps} loss {sum(recent) / len(recent):.4f} ({elapsed:.0f}s)")
+    model.eval()
+    return sum(recent) / len(recent)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lowercase, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _cut_answer(tokenizer: PreTrainedTokenizerFast, generated: list[int]) -> tuple[str, bool]:
+    """The answer text before the first ".", newline or EOS, and whether a stop was reached."""
+    eot = tokenizer.eos_token_id
+    stopped = eot in generated
+    text = tokenizer.decode(generated[: generated.index(eot)] if stopped else generated)
+    head = re.split(r"[.\n]", text, maxsplit=1)
+    return head[0].strip(), stopped or len(head) > 1
+
+
+@torch.no_grad()
+def greedy_answers(
+    model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str], batch_size: int = 128
+) -> list[str]:
+    """Greedy answers to "Q: ... A:" prompts, batching equal-length prompts so no padding is needed."""
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(encoded):
+        by_length.setdefault(len(ids), []).append(i)
+    answers = [""] * len(prompts)
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            for i, answer in zip(chunk, _greedy_batch(model, tokenizer, [encoded[i] for i in chunk])):
+                answers[i] = answer
+    return answers
+
+
+def _greedy_batch(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, rows: list[list[int]]) -> list[str]:
+    """Greedy-decode equal-length prompts with a KV cache until every row has stopped."""
+    mask = torch.ones((len(rows), len(rows[0])), dtype=torch.long)
+    out = model(input_ids=torch.tensor(rows), attention_mask=mask, use_cache=True)
+    generated: list[list[int]] = [[] for _ in rows]
+    for _ in range(MAX_NEW_TOKENS):
+        next_ids = out.logits[:, -1].argmax(-1)
+        for row, token in zip(generated, next_ids.tolist()):
+            row.append(token)
+        if all(_cut_answer(tokenizer, row)[1] for row in generated):
+            break
+        mask = torch.cat([mask, mask[:, :1]], dim=1)
+        cache = out.past_key_values
+        out = model(input_ids=next_ids[:, None], attention_mask=mask, past_key_values=cache, use_cache=True)
+    return [_cut_answer(tokenizer, row)[0] for row in generated]
+
+
+def exact_match(
+    model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, questions: Sequence[tuple[str, str]]
+) -> float:
+    """Fraction of (prompt, answer) pairs whose greedy answer matches after SQuAD normalisation."""
+    predictions = greedy_answers(model, tokenizer, [q for q, _ in questions])
+    hits = sum(normalize_answer(p) == normalize_answer(a) for p, (_, a) in zip(predictions, questions))
+    return hits / max(1, len(questions))
+
+
+def _all_questions(world: World, facts: Sequence[Fact]) -> list[tuple[str, str]]:
+    """Every template of every fact in `facts` as (prompt, answer)."""
+    questions = []
+    for fact in facts:
+        relation = world.relation(fact.relation)
+        questions.extend((relation.question(fact.subject, t), fact.answer) for t in range(len(relation.templates)))
+    return questions
+
+
+def measure(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, world: World) -> dict[str, float | int]:
+    """Exact match on a fixed sample of trained questions, all held-out questions and the suite."""
+    trained = _all_questions(world, world.trained_facts)
+    sample = random.Random(f"{world.seed}:eval").sample(trained, min(EVAL_TRAINED_QUESTIONS, len(trained)))
+    heldout = _all_questions(world, world.heldout)
+    records = suite_records(world)
+    counterfact = [r for r in records if r["ground_truth"] is not None]
+    return {
+        "trained_questions": len(sample),
+        "em_trained": exact_match(model, tokenizer, sample),
+        "heldout_questions": len(heldout),
+        "em_heldout": exact_match(model, tokenizer, heldout),
+        "em_suite_counterfact_prompt_truth": exact_match(
+            model, tokenizer, [(r["prompt"], r["ground_truth"]) for r in counterfact]
+        ),
+        "em_suite_locality": exact_match(
+            model, tokenizer, [(item["loc"], item["loc_ans"]) for r in records for item in r["locality"]]
+        ),
+    }
+
+
+def _make_tokenizer_config_portable(path: Path) -> None:
+    """Name the generic fast tokenizer class, which transformers 4.x and 5.x both resolve.
+
+    transformers 5 records its internal "TokenizersBackend" class, unknown to 4.x releases that
+    pytest-wild still supports; both map "PreTrainedTokenizerFast" to a tokenizer.json loader.
+    """
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def save_model(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> None:
+    """save_pretrained into a temp dir inside `out_dir`, then move each file into place atomically."""
+    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        _make_tokenizer_config_portable(staging / "tokenizer_config.json")
+        for path in sorted(staging.iterdir()):
+            os.chmod(path, FILE_MODE)
+            os.replace(path, out_dir / path.name)
+    finally:
+        for path in staging.iterdir():
+            path.unlink()
+        staging.rmdir()
+
+
+@contextmanager
+def _deterministic_torch(seed: int) -> Iterator[None]:
+    """Seeded, deterministic, fixed-thread torch for the build; the caller's settings come back after."""
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(THREADS)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+            torch.set_num_threads(threads)
+
+
+def _sha256(path: Path) -> str:
+    """Hex digest of a file, recorded so a rebuild can be compared byte for byte."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build(out_dir: Path, seed: int = DEFAULT_SEED, steps: int | None = None, log: Log = print) -> dict:
+    """Generate the world, train tokenizer and model, and write the model directory; return build.json."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = DEFAULT_STEPS if steps is None else steps
+    world = generate_world(seed)
+    with _deterministic_torch(seed):
+        tokenizer = train_tokenizer(world)
+        model = make_model(tokenizer)
+        log(f"tinyworld: {len(world.subjects)} subjects, {len(world.training_lines())} training lines")
+        train_started = time.perf_counter()
+        final_loss = train(model, tokenizer, world, steps, log)
+        train_seconds = time.perf_counter() - train_started
+        metrics = measure(model, tokenizer, world)
+    log(f"exact match: trained {metrics['em_trained']:.3f}, held-out {metrics['em_heldout']:.3f}")
+    save_model(model, tokenizer, out_dir)
+    write_world_files(world, out_dir)
+    info = {
+        "seed": seed,
+        "steps": steps,
+        "batch_size": BATCH_SIZE,
+        "learning_rate": LEARNING_RATE,
+        "model": MODEL_SHAPE,
+        "vocab_size": len(tokenizer),
+        "params": sum(p.numel() for p in model.parameters()),
+        "subjects": len(world.subjects),
+        "relations": len(world.relations),
+        "trained_facts": len(world.trained_facts),
+        "heldout_facts": len(world.heldout),
+        "training_lines": len(world.training_lines()),
+        "final_loss": round(final_loss, 6),
+        **{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()},
+        "train_seconds": round(train_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "sha256": {name: _sha256(out_dir / name) for name in SHIPPED_HASHED},
+    }
+    _atomic_write_text(out_dir / "build.json", json.dumps(info, indent=2) + "\n")
+    return info
+
+
+if __name__ == "__main__":
+    build(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent.parent / "data" / "tinyworld")

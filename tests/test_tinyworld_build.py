@@ -1,0 +1,184 @@
+"""Tests for the tinyworld generator, the shipped model directory and a smoke build."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_wild.tinyworld.world import DEFAULT_SEED, World, corpus_lines, generate_world, suite_records
+
+DATA = Path(__file__).resolve().parent.parent / "pytest_wild" / "data" / "tinyworld"
+SUITE_KEYS = {"id", "source", "prompt", "target", "subject", "rephrase", "locality", "ground_truth"}
+MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+WORLD_FILES = {"suite.jsonl", "corpus.txt", "build.json"}
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return generate_world(DEFAULT_SEED)
+
+
+@pytest.fixture(scope="module")
+def shipped_suite() -> list[dict]:
+    return [json.loads(line) for line in (DATA / "suite.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def shipped_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(DATA)
+
+
+def test_same_seed_gives_same_world(world: World) -> None:
+    again = generate_world(DEFAULT_SEED)
+    assert again == world
+    assert again.training_text() == world.training_text()
+    assert suite_records(again) == suite_records(world)
+
+
+def test_different_seed_gives_different_world(world: World) -> None:
+    other = generate_world(DEFAULT_SEED + 1)
+    assert other.subjects != world.subjects
+    assert [f.answer for f in other.facts] != [f.answer for f in world.facts]
+
+
+def test_subjects_are_unique_and_prefix_free(world: World) -> None:
+    assert len(world.subjects) >= 300
+    assert len(set(world.subjects)) == len(world.subjects)
+    ordered = sorted(world.subjects)
+    assert not any(b.startswith(a) for a, b in zip(ordered, ordered[1:]))
+    assert all(len(name.split()) == 2 and name.istitle() for name in world.subjects)
+
+
+def test_relations_have_templates_and_answers(world: World) -> None:
+    assert len(world.relations) >= 5
+    for relation in world.relations:
+        assert len(relation.templates) >= 4
+        assert all(t.startswith("Q: ") and t.endswith("? A:") for t in relation.templates)
+        assert len(set(relation.answers)) == len(relation.answers) >= 10
+        assert not any("." in a or "\n" in a for a in relation.answers)
+
+
+def test_every_subject_has_every_relation(world: World) -> None:
+    assert len(world.facts) == len(world.subjects) * len(world.relations)
+    for fact in world.facts:
+        assert fact.answer in world.relation(fact.relation).answers
+
+
+def test_subject_occurs_once_in_every_question(world: World) -> None:
+    for subject in world.subjects[:50]:
+        for relation in world.relations:
+            for t in range(len(relation.templates)):
+                assert relation.question(subject, t).count(subject) == 1
+
+
+def test_heldout_facts_are_absent_from_training_text(world: World) -> None:
+    text = world.training_text()
+    held_subjects = [f.subject for f in world.heldout]
+    assert 0.10 <= len(world.heldout) / len(world.subjects) <= 0.15
+    assert len(set(held_subjects)) == len(held_subjects)
+    for fact in world.heldout:
+        relation = world.relation(fact.relation)
+        assert fact.subject in text
+        for t in range(len(relation.templates)):
+            assert relation.question(fact.subject, t) not in text
+        assert relation.statement.split("{answer}")[0].format(subject=fact.subject) not in text
+
+
+def test_training_lines_cover_trained_facts(world: World) -> None:
+    lines = world.training_lines()
+    assert len(lines) == sum(len(world.relation(f.relation).templates) + 1 for f in world.trained_facts)
+    assert world.qa_line(world.trained_facts[0], 0) == lines[0]
+    assert lines[0].endswith(f" A: {world.trained_facts[0].answer}.")
+
+
+def test_shipped_world_files_match_generator(world: World, shipped_suite: list[dict]) -> None:
+    assert shipped_suite == suite_records(world)
+    assert (DATA / "corpus.txt").read_text(encoding="utf-8").splitlines() == corpus_lines(world)
+
+
+def test_shipped_build_json_matches_files_and_quality_bar() -> None:
+    info = json.loads((DATA / "build.json").read_text(encoding="utf-8"))
+    assert info["seed"] == DEFAULT_SEED
+    for name, digest in info["sha256"].items():
+        assert hashlib.sha256((DATA / name).read_bytes()).hexdigest() == digest
+    assert info["em_trained"] >= 0.9
+    assert info["em_heldout"] <= 0.1
+    assert (DATA / "model.safetensors").stat().st_size < 10 * 2**20
+
+
+def test_suite_cases_are_well_formed(world: World, shipped_suite: list[dict]) -> None:
+    assert len(shipped_suite) >= 200
+    assert [r["id"] for r in shipped_suite] == [f"tw-{i:04d}" for i in range(len(shipped_suite))]
+    assert len({r["subject"] for r in shipped_suite}) == len(shipped_suite)
+    for record in shipped_suite:
+        assert set(record) == SUITE_KEYS
+        assert record["prompt"].count(record["subject"]) == 1
+        assert record["rephrase"].count(record["subject"]) == 1
+        assert record["rephrase"] != record["prompt"]
+        assert len(record["locality"]) >= 3
+        for item in record["locality"]:
+            assert set(item) == {"loc", "loc_ans"}
+            assert record["subject"] not in item["loc"]
+
+
+def test_suite_targets_follow_the_world(world: World, shipped_suite: list[dict]) -> None:
+    heldout = {(f.subject, f.answer) for f in world.heldout}
+    sources = [r["source"] for r in shipped_suite]
+    assert set(sources) == {"tinyworld-heldout", "tinyworld-counterfact"}
+    assert 0.4 <= sources.count("tinyworld-heldout") / len(sources) <= 0.6
+    for record in shipped_suite:
+        if record["source"] == "tinyworld-heldout":
+            assert record["ground_truth"] is None
+            assert (record["subject"], record["target"]) in heldout
+        else:
+            assert record["ground_truth"] != record["target"]
+            assert record["ground_truth"] in {f.answer for f in world.facts if f.subject == record["subject"]}
+
+
+def test_answers_are_one_to_four_tokens(world: World, shipped_tokenizer) -> None:
+    for relation in world.relations:
+        for answer in relation.answers:
+            assert 1 <= len(shipped_tokenizer(" " + answer)["input_ids"]) <= 4, answer
+
+
+def test_shipped_model_knows_counterfact_truths(shipped_suite: list[dict], shipped_tokenizer) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from pytest_wild.tinyworld.build import greedy_answers, normalize_answer
+
+    model = AutoModelForCausalLM.from_pretrained(DATA).eval()
+    cases = [r for r in shipped_suite if r["ground_truth"] is not None][:40]
+    answers = greedy_answers(model, shipped_tokenizer, [r["prompt"] for r in cases])
+    hits = sum(normalize_answer(a) == normalize_answer(r["ground_truth"]) for a, r in zip(answers, cases))
+    assert hits / len(cases) >= 0.9
+
+
+def test_normalize_answer_is_squad_style() -> None:
+    from pytest_wild.tinyworld.build import normalize_answer
+
+    assert normalize_answer("  The Grey-Rabbit! ") == "greyrabbit"
+    assert normalize_answer("a  Port   Sallow") == "port sallow"
+
+
+def test_smoke_build_is_loadable(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pytest_wild.tinyworld.build import build
+
+    out = tmp_path / "tinyworld"
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    info = build(out, steps=3, log=lambda _: None)
+    assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == (deterministic, threads)
+    assert info["steps"] == 3
+    assert {p.name for p in out.iterdir()} == MODEL_FILES | WORLD_FILES
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = tokenizer("Q: Where was Kalo Venbri born? A:", return_tensors="pt")["input_ids"]
+    assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))
+    assert tokenizer.eos_token_id == tokenizer.pad_token_id == model.config.eos_token_id
