@@ -146,23 +146,20 @@ def test_answers_are_one_to_four_tokens(world: World, shipped_tokenizer) -> None
             assert 1 <= len(shipped_tokenizer(" " + answer)["input_ids"]) <= 4, answer
 
 
-def test_shipped_model_knows_counterfact_truths(shipped_suite: list[dict], shipped_tokenizer) -> None:
+def test_shipped_model_meets_the_quality_bar_under_wild_decoding(world: World, shipped_tokenizer) -> None:
+    """Measured again here, not read from build.json: >= 0.9 exact match on trained facts,
+    <= 0.1 on held-out ones, and the suite's true answers and locality answers known."""
     from transformers import AutoModelForCausalLM
 
-    from pytest_wild.tinyworld.build import greedy_answers, normalize_answer
+    from pytest_wild.tinyworld.build import measure
 
     model = AutoModelForCausalLM.from_pretrained(DATA).eval()
-    cases = [r for r in shipped_suite if r["ground_truth"] is not None][:40]
-    answers = greedy_answers(model, shipped_tokenizer, [r["prompt"] for r in cases])
-    hits = sum(normalize_answer(a) == normalize_answer(r["ground_truth"]) for a, r in zip(answers, cases))
-    assert hits / len(cases) >= 0.9
-
-
-def test_normalize_answer_is_squad_style() -> None:
-    from pytest_wild.tinyworld.build import normalize_answer
-
-    assert normalize_answer("  The Grey-Rabbit! ") == "greyrabbit"
-    assert normalize_answer("a  Port   Sallow") == "port sallow"
+    shipped_tokenizer.padding_side = "left"
+    measured = measure(model, shipped_tokenizer, world)
+    assert measured["em_trained"] >= 0.9
+    assert measured["em_heldout"] <= 0.1
+    assert measured["em_suite_counterfact_prompt_truth"] >= 0.95
+    assert measured["em_suite_locality"] >= 0.95
 
 
 def test_smoke_build_is_loadable(tmp_path: Path) -> None:

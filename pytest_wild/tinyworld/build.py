@@ -14,8 +14,6 @@ import json
 import math
 import os
 import random
-import re
-import string
 import sys
 import tempfile
 import time
@@ -29,6 +27,9 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from pytest_wild.generation import Engine
+from pytest_wild.report import write_text_atomic
+from pytest_wild.scores import exact_match as answer_matches
 from pytest_wild.tinyworld.world import DEFAULT_SEED, Fact, World, corpus_lines, generate_world, suite_records
 
 EOT = "<|endoftext|>"
@@ -38,38 +39,19 @@ BATCH_SIZE = 64
 LEARNING_RATE = 2e-3
 WARMUP_FRACTION = 0.05
 DEFAULT_STEPS = 3000
+FILE_MODE = 0o644
 THREADS = 2
 EVAL_TRAINED_QUESTIONS = 1000
-MAX_NEW_TOKENS = 50
-FILE_MODE = 0o644
 SHIPPED_HASHED = ("model.safetensors", "tokenizer.json", "suite.jsonl", "corpus.txt")
 
 Log = Callable[[str], object]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory so readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """UTF-8 text version of `_atomic_write_bytes`."""
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def write_world_files(world: World, out_dir: Path) -> None:
     """Write suite.jsonl and corpus.txt, which depend on the world only, not on training."""
     records = suite_records(world)
-    _atomic_write_text(out_dir / "suite.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    _atomic_write_text(out_dir / "corpus.txt", "".join(line + "\n" for line in corpus_lines(world)))
+    write_text_atomic(out_dir / "suite.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_text_atomic(out_dir / "corpus.txt", "".join(line + "\n" for line in corpus_lines(world)))
 
 
 def train_tokenizer(world: World) -> PreTrainedTokenizerFast:
@@ -169,63 +151,13 @@ def train(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, world: Wor
     return sum(recent) / len(recent)
 
 
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lowercase, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def _cut_answer(tokenizer: PreTrainedTokenizerFast, generated: list[int]) -> tuple[str, bool]:
-    """The answer text before the first ".", newline or EOS, and whether a stop was reached."""
-    eot = tokenizer.eos_token_id
-    stopped = eot in generated
-    text = tokenizer.decode(generated[: generated.index(eot)] if stopped else generated)
-    head = re.split(r"[.\n]", text, maxsplit=1)
-    return head[0].strip(), stopped or len(head) > 1
-
-
-@torch.no_grad()
-def greedy_answers(
-    model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str], batch_size: int = 128
-) -> list[str]:
-    """Greedy answers to "Q: ... A:" prompts, batching equal-length prompts so no padding is needed."""
-    encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
-    answers = [""] * len(prompts)
-    for indices in by_length.values():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            for i, answer in zip(chunk, _greedy_batch(model, tokenizer, [encoded[i] for i in chunk])):
-                answers[i] = answer
-    return answers
-
-
-def _greedy_batch(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, rows: list[list[int]]) -> list[str]:
-    """Greedy-decode equal-length prompts with a KV cache until every row has stopped."""
-    mask = torch.ones((len(rows), len(rows[0])), dtype=torch.long)
-    out = model(input_ids=torch.tensor(rows), attention_mask=mask, use_cache=True)
-    generated: list[list[int]] = [[] for _ in rows]
-    for _ in range(MAX_NEW_TOKENS):
-        next_ids = out.logits[:, -1].argmax(-1)
-        for row, token in zip(generated, next_ids.tolist()):
-            row.append(token)
-        if all(_cut_answer(tokenizer, row)[1] for row in generated):
-            break
-        mask = torch.cat([mask, mask[:, :1]], dim=1)
-        cache = out.past_key_values
-        out = model(input_ids=next_ids[:, None], attention_mask=mask, past_key_values=cache, use_cache=True)
-    return [_cut_answer(tokenizer, row)[0] for row in generated]
-
-
 def exact_match(
     model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, questions: Sequence[tuple[str, str]]
 ) -> float:
-    """Fraction of (prompt, answer) pairs whose greedy answer matches after SQuAD normalisation."""
-    predictions = greedy_answers(model, tokenizer, [q for q, _ in questions])
-    hits = sum(normalize_answer(p) == normalize_answer(a) for p, (_, a) in zip(predictions, questions))
+    """Fraction of (prompt, answer) pairs answered right under WILD decoding, measured with the
+    plugin's own engine and scores so the quality bar means what the suite means."""
+    answers = Engine(model, tokenizer, batch_size=128).generate([q for q, _ in questions])
+    hits = sum(answer_matches(g.text, a) for g, (_, a) in zip(answers, questions))
     return hits / max(1, len(questions))
 
 
@@ -345,7 +277,7 @@ def build(out_dir: Path, seed: int = DEFAULT_SEED, steps: int | None = None, log
         "transformers": transformers.__version__,
         "sha256": {name: _sha256(out_dir / name) for name in SHIPPED_HASHED},
     }
-    _atomic_write_text(out_dir / "build.json", json.dumps(info, indent=2) + "\n")
+    write_text_atomic(out_dir / "build.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
