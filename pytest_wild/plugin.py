@@ -74,7 +74,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
     configure_goldens(config, run)
     config.args = [str(config.rootpath)]
-    config.option.pyargs = False
 
 
 def _make_run(config: pytest.Config):
