@@ -33,9 +33,10 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=1000, help="questions for the engine")
     parser.add_argument("--reference", type=int, default=200, help="questions for the reference loop (a prefix)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    loaded = load_model(args.model, "cpu")
+    loaded = load_model(args.model, args.device, args.dtype)
     questions = questions_from_suite(args.questions)
     engine = Engine(loaded.model, loaded.tokenizer, batch_size=args.batch_size)
     engine.generate(questions[:8])
@@ -51,7 +52,8 @@ def main() -> None:
 
     agree = sum(a.token_ids == b.token_ids and a.text == b.text for a, b in zip(batched, reference))
     engine_rate, reference_rate = len(questions) / engine_s, len(subset) / reference_s
-    print(f"model: {loaded.spec}  threads: {torch.get_num_threads()}  batch size: {args.batch_size}")
+    print(f"model: {loaded.spec}  device: {loaded.device}  dtype: {loaded.dtype}  "
+          f"threads: {torch.get_num_threads()}  batch size: {args.batch_size}")
     print(f"| {'method':<38} | {'questions':>9} | {'seconds':>8} | {'questions/s':>11} | {'ratio':>7} |")
     print(f"|{'-' * 40}|{'-' * 11}|{'-' * 10}|{'-' * 13}|{'-' * 9}|")
     print(f"| {'reference (one at a time, no cache)':<38} | {len(subset):>9} | {reference_s:>8.2f} | {reference_rate:>11.1f} | {1.0:>6.1f}x |")
