@@ -19,6 +19,7 @@ EASYEDIT_IGNORED = frozenset({
     "alg_name", "model_name", "device", "model_parallel", "fp16", "stats_dir", "max_length",
     "layer_module_tmp", "mlp_module_tmp", "attn_module_tmp", "ln_f_module", "lm_head_module",
     "results_dir", "use_chat_template", "batch_size_eval",
+    "P_loc",  # AlphaEdit's projection file: projections are cached in memory per model and layer
 })
 
 

@@ -17,6 +17,10 @@ MEASURED = {
     "ft": {"reliability": 1.000, "generalization": 1.000, "locality": 0.932},
     "ft-l": {"reliability": 0.060, "generalization": 0.042, "locality": 1.000},
     "ft-m": {"reliability": 1.000, "generalization": 1.000, "locality": 0.981},
+    "rome": {"reliability": 0.787, "generalization": 0.736, "locality": 0.985},
+    "r-rome": {"reliability": 0.657, "generalization": 0.630, "locality": 0.991},
+    "memit": {"reliability": 0.815, "generalization": 0.824, "locality": 0.997},
+    "alphaedit": {"reliability": 0.806, "generalization": 0.815, "locality": 0.992},
 }
 
 

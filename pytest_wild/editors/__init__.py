@@ -20,6 +20,10 @@ BUILTIN = {
     "ft": "pytest_wild.editors.ft:FT",
     "ft-l": "pytest_wild.editors.ft:FT_L",
     "ft-m": "pytest_wild.editors.ft:FT_M",
+    "rome": "pytest_wild.editors.rome:ROME",
+    "r-rome": "pytest_wild.editors.rome:R_ROME",
+    "memit": "pytest_wild.editors.memit:MEMIT",
+    "alphaedit": "pytest_wild.editors.alphaedit:ALPHAEDIT",
 }
 
 

@@ -1,0 +1,391 @@
+"""Second-moment statistics of a module's input over a text corpus, as the locate-then-edit
+editors (ROME, R-ROME, MEMIT, AlphaEdit) use them.
+
+For each requested module m the statistic is the *uncentered* second moment
+C_m = E[k kᵀ] = (Σ k kᵀ) / n of the vectors k entering m (the rewrite module's input, the
+MLP "key"), over every non-padded token of the corpus sample. All requested modules are
+measured in one pass over the corpus: forward hooks read the inputs, and the forward pass
+is stopped as soon as the deepest requested module has been seen.
+
+Corpora (`resolve_corpus`):
+
+- ``tinyworld``: the text corpus bundled with the tinyworld model, one document a line;
+- a path to a text file: one document a line (empty lines skipped);
+- a path to a local dataset directory: read with ``datasets.load_dataset(path)``;
+- ``wikitext`` (Salesforce/wikitext, wikitext-103-raw-v1), ``wikipedia`` (wikimedia/wikipedia,
+  20231101.en) or ``name`` / ``name:config`` of any dataset with a ``text`` column.
+
+The sample is the first ``n_samples`` non-empty documents of a fixed pseudo-random permutation
+(seed 1), each truncated to the model's maximum length.
+
+Results are cached twice: in memory for the life of the process, and on disk as one
+safetensors file per (model identity, module, corpus, sample count, dtype) under
+``$PYTEST_WILD_CACHE/stats`` (default ``~/.cache/pytest-wild/stats``). Files are written
+atomically and carry the token count, their own key and a checksum in their metadata; a file
+that is truncated, corrupt or for another key is ignored and recomputed. A file lock per
+(model, corpus, sample) group makes several processes (pytest-xdist workers) asking at the
+same time compute the statistics once: the others wait and then load the file.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .cases import WildInputError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1"
+PERMUTATION_SEED = 1
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+HUB_CORPORA = {
+    "wikitext": ("Salesforce/wikitext", "wikitext-103-raw-v1"),
+    "wikipedia": ("wikimedia/wikipedia", "20231101.en"),
+}
+# The cap the published code puts on document length for models with very long contexts.
+LENGTH_CAP = {"qwen2": 4096}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Where documents come from. `identity` names the corpus in cache keys."""
+
+    identity: str
+    kind: str  # "lines" (a text file) or "datasets"
+    location: str  # file path, dataset directory or hub name
+    config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+
+
+@dataclass(frozen=True)
+class SecondMoment:
+    """C = E[k kᵀ] over `count` token positions, on the CPU in the accumulation dtype."""
+
+    matrix: torch.Tensor
+    count: int
+    key: str
+
+
+def cache_root() -> Path:
+    """``$PYTEST_WILD_CACHE`` or ``~/.cache/pytest-wild``: every pytest-wild cache lives below."""
+    return Path(os.environ.get("PYTEST_WILD_CACHE") or Path.home() / ".cache" / "pytest-wild")
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "stats"
+
+
+def resolve_corpus(spec: str) -> Corpus:
+    """A `mom2_dataset` value -> the corpus it names (see the module docstring)."""
+    from .model import TINYWORLD_DIR
+
+    if spec == "tinyworld":
+        path = TINYWORLD_DIR / "corpus.txt"
+        return Corpus(f"tinyworld-{_file_digest(path)}", "lines", str(path))
+    if spec in HUB_CORPORA:
+        name, config = HUB_CORPORA[spec]
+        return Corpus(f"hf:{name}:{config}", "datasets", name, config)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return Corpus(f"file:{path.name}:{_file_digest(path)}", "lines", str(path.resolve()))
+    if path.is_dir():
+        return Corpus(f"dir:{path.name}:{_dir_digest(path)}", "datasets", str(path.resolve()))
+    if re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", spec):
+        name, _, config = spec.partition(":")
+        return Corpus(f"hf:{name}:{config}", "datasets", name, config or None)
+    raise WildInputError(
+        f"mom2_dataset: {spec!r} is neither tinyworld, wikitext, wikipedia, a text file, a dataset "
+        "directory nor a hub dataset name (owner/name[:config])"
+    )
+
+
+def model_identity(model) -> str:
+    """The model's weights fingerprint, taken the first time this model object asks and kept,
+    so sequential edits keep using the statistics of the model as it was first seen."""
+    found = _IDENTITIES.get(model)
+    if found is None:
+        from .model import fingerprint
+
+        found = _IDENTITIES[model] = fingerprint(model)
+    return found
+
+
+def max_length_of(model, tokenizer=None) -> int:
+    """The document truncation length: the model's context size (Mistral: its sliding window;
+    Qwen2: at most 4096, as the published code caps it)."""
+    config = model.config
+    found = [getattr(config, k, None) for k in ("n_positions", "max_position_embeddings", "n_ctx")]
+    length = next((int(v) for v in found if isinstance(v, int) and v > 0), None)
+    window = getattr(config, "sliding_window", None)
+    if isinstance(window, int) and window > 0:
+        length = min(length or window, window)
+    cap = LENGTH_CAP.get(config.model_type)
+    if cap:
+        length = min(length or cap, cap)
+    if length is None:
+        limit = getattr(tokenizer, "model_max_length", None)
+        length = int(limit) if isinstance(limit, int) and limit < 1_000_000 else 2048
+    return length
+
+
+def second_moments(model, tokenizer, modules: list[str], corpus: str | Corpus = "tinyworld",
+                   n_samples: int = 100_000, dtype: str = "float32", *, cache_dir: str | Path | None = None,
+                   max_length: int | None = None, batch_tokens: int | None = None,
+                   progress: bool = True) -> dict[str, SecondMoment]:
+    """C = E[k kᵀ] of each named module's input over the corpus sample, computed once: from
+    this process's memory, else from the disk cache, else in one pass for all the modules
+    still missing (under a lock shared with other processes)."""
+    if dtype not in DTYPES:
+        raise WildInputError(f"mom2_dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    corpus = resolve_corpus(corpus) if isinstance(corpus, str) else corpus
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    max_length = max_length or max_length_of(model, tokenizer)
+    identity = model_identity(model)
+    modules = list(dict.fromkeys(modules))
+    known = dict(model.named_modules())
+    for name in modules:
+        if name not in known:
+            raise WildInputError(f"rewrite_module_tmp: the model has no module {name!r}")
+
+    keys = {name: _key(identity, name, corpus, n_samples, dtype, max_length) for name in modules}
+    found = {name: _MEMORY[keys[name]] for name in modules if keys[name] in _MEMORY}
+    missing = [name for name in modules if name not in found]
+    if missing:
+        for name in missing:
+            loaded = _load(_path(cache_dir, identity, name, keys[name]), keys[name])
+            if loaded is not None:
+                found[name] = loaded
+        missing = [name for name in modules if name not in found]
+    if missing:
+        from filelock import FileLock
+
+        group = _digest(json.dumps([identity, corpus.identity, n_samples, dtype, max_length]))[:16]
+        lock_path = cache_dir / identity / f"{group}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_path)):
+            for name in missing:  # another process may have finished while this one waited
+                loaded = _load(_path(cache_dir, identity, name, keys[name]), keys[name])
+                if loaded is not None:
+                    found[name] = loaded
+            missing = [name for name in modules if name not in found]
+            if missing:
+                sums, count = _accumulate(model, tokenizer, missing, corpus, n_samples, DTYPES[dtype],
+                                          max_length, batch_tokens, progress)
+                for name in missing:
+                    moment = SecondMoment((sums[name] / max(count, 1)).cpu(), count, keys[name])
+                    _save(_path(cache_dir, identity, name, keys[name]), moment)
+                    found[name] = moment
+    for name in modules:
+        _MEMORY[keys[name]] = found[name]
+    return {name: found[name] for name in modules}
+
+
+def clear_memory() -> None:
+    """Forget what this process holds (the disk cache stays)."""
+    _MEMORY.clear()
+    _IDENTITIES.clear()
+
+
+# ---------------------------------------------------------------------------- internals
+
+_MEMORY: dict[str, SecondMoment] = {}
+_IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _Stop(Exception):
+    """Raised from a hook to end the forward pass once every needed module has run."""
+
+
+def _key(identity: str, module: str, corpus: Corpus, n: int, dtype: str, max_length: int) -> str:
+    return json.dumps({"format": FORMAT_VERSION, "model": identity, "module": module, "corpus": corpus.identity,
+                       "n_samples": n, "dtype": dtype, "max_length": max_length}, sort_keys=True)
+
+
+def _path(cache_dir: Path, identity: str, module: str, key: str) -> Path:
+    spec = json.loads(key)
+    corpus = re.sub(r"[^\w.-]+", "_", spec["corpus"])[:60]
+    name = f"{module}.{corpus}.{spec['n_samples']}.{spec['dtype']}.{_digest(key)[:8]}.safetensors"
+    return cache_dir / identity / name
+
+
+def _digest(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    """The content hash of a corpus file, computed once per path, size and modification time."""
+    info = path.stat()
+    return _content_digest(str(path.resolve()), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _dir_digest(path: Path) -> str:
+    """Names, sizes and modification times of a dataset directory's files (cheap, not contents)."""
+    entries = sorted((str(p.relative_to(path)), p.stat().st_size, int(p.stat().st_mtime))
+                     for p in path.rglob("*") if p.is_file())
+    return _digest(json.dumps(entries))[:16]
+
+
+def _tensor_digest(tensor: torch.Tensor) -> str:
+    return _digest(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+
+
+def _save(path: Path, moment: SecondMoment) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    matrix = moment.matrix.contiguous()
+    metadata = {"format": FORMAT_VERSION, "key": moment.key, "count": str(moment.count),
+                "sha256": _tensor_digest(matrix)}
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file({"mom2": matrix}, str(temporary), metadata=metadata)
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def _load(path: Path, key: str) -> SecondMoment | None:
+    """The cached statistic, or None when the file is absent, unreadable, for another key or
+    fails its checksum (then it is recomputed and overwritten)."""
+    if not path.exists():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            matrix = handle.get_tensor("mom2")
+        if metadata.get("key") != key or metadata.get("format") != FORMAT_VERSION:
+            raise ValueError("the file is for another key")
+        if _tensor_digest(matrix) != metadata.get("sha256"):
+            raise ValueError("checksum mismatch")
+        count = int(metadata["count"])
+        if count <= 0 or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError("malformed statistic")
+        return SecondMoment(matrix, count, key)
+    except Exception as exc:  # a truncated or corrupt file: never used
+        log.warning("pytest-wild: ignoring the statistics cache file %s (%s); recomputing", path, exc)
+        return None
+
+
+def _documents(corpus: Corpus, n_samples: int) -> list[str]:
+    """The first `n_samples` non-empty documents in a fixed pseudo-random order."""
+    import numpy as np
+
+    if corpus.kind == "lines":
+        with open(corpus.location, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+        docs = [line for line in lines if line]
+        order = np.random.default_rng(PERMUTATION_SEED).permutation(len(docs))
+        return [docs[i] for i in order[:n_samples]]
+    import datasets
+
+    try:
+        if Path(corpus.location).is_dir():
+            data = datasets.load_dataset(corpus.location, split=corpus.split)
+        else:
+            data = datasets.load_dataset(corpus.location, corpus.config, split=corpus.split)
+    except Exception as exc:
+        raise WildInputError(f"mom2_dataset: cannot load {corpus.identity} ({type(exc).__name__}: {exc})") from None
+    if corpus.text_field not in data.column_names:
+        raise WildInputError(f"mom2_dataset: {corpus.identity} has no {corpus.text_field!r} column")
+    order = np.random.default_rng(PERMUTATION_SEED).permutation(len(data))
+    docs: list[str] = []
+    chunk = max(1000, n_samples)
+    for start in range(0, len(order), chunk):  # read in chunks, skipping empty rows (wikitext has many)
+        rows = data.select(order[start : start + chunk].tolist())[corpus.text_field]
+        docs += [text.strip() for text in rows if text and text.strip()]
+        if len(docs) >= n_samples:
+            break
+    return docs[:n_samples]
+
+
+def _batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Document indices grouped longest first so that padded batches stay near `budget` tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for index in order:
+        if current and (len(current) + 1) * lengths[current[0]] > budget:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@torch.no_grad()
+def _accumulate(model, tokenizer, modules: list[str], corpus: Corpus, n_samples: int, dtype: torch.dtype,
+                max_length: int, batch_tokens: int | None, progress: bool) -> tuple[dict[str, torch.Tensor], int]:
+    """Σ k kᵀ for each module's input and the number of token positions, in one pass."""
+    from tqdm.auto import tqdm
+
+    docs = _documents(corpus, n_samples)
+    if not docs:
+        raise WildInputError(f"mom2_dataset: {corpus.identity} has no non-empty documents")
+    encoded = tokenizer(docs, truncation=True, max_length=max_length)["input_ids"]
+    encoded = [ids for ids in encoded if ids]
+    device = next(model.parameters()).device
+    named = dict(model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    state = {"mask": None, "seen": set()}
+
+    def hook(name):
+        def record(module, args, kwargs, output):
+            x = args[0] if args else next(iter(kwargs.values()))
+            rows = x[state["mask"]].to(dtype)
+            if name not in sums:
+                sums[name] = torch.zeros(rows.shape[-1], rows.shape[-1], dtype=dtype, device=rows.device)
+            sums[name].addmm_(rows.T, rows)
+            state["seen"].add(name)
+            if len(state["seen"]) == len(modules):
+                raise _Stop
+        return record
+
+    handles = [named[name].register_forward_hook(hook(name), with_kwargs=True) for name in modules]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    budget = batch_tokens or max(3 * max_length, 8192)
+    count = 0
+    bar = tqdm(total=len(encoded), desc=f"pytest-wild: second moments ({len(modules)} modules)", unit="doc",
+               disable=not progress, leave=False)
+    try:
+        for batch in _batches([len(ids) for ids in encoded], budget):
+            longest = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), longest), dtype=torch.bool)
+            for row, index in enumerate(batch):  # right padding: positions count from 0
+                ids[row, : len(encoded[index])] = torch.tensor(encoded[index])
+                mask[row, : len(encoded[index])] = True
+            state["mask"], state["seen"] = mask.to(device), set()
+            try:
+                model(input_ids=ids.to(device), attention_mask=mask.long().to(device), use_cache=False)
+            except _Stop:
+                pass
+            count += int(mask.sum())
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        for handle in handles:
+            handle.remove()
+    return sums, count
