@@ -1,5 +1,3 @@
-import hashlib
-
 import pytest
 import torch
 
@@ -7,30 +5,12 @@ from pytest_wild.architectures import architecture_of
 from pytest_wild.cases import Case, Locality
 from pytest_wild.editors import get_editor
 from pytest_wild.hparams import build_hparams
-from pytest_wild.tokens import target_ids
 
-from .tiny_models import SIZES, tiny_model
+from .tiny_models import SIZES, target_logprob, tiny_model, weights_hash
 
 FT_EDITORS = ("ft", "ft-l", "ft-m")
 CASE = Case(id="x", prompt="Q: Where was Kalo Venbri born? A:", target="Dorwyn", subject="Kalo Venbri",
             rephrase=None, locality=(Locality("Q: What?", "no"),))
-
-
-def weights_hash(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def target_logprob(model, tok, case: Case) -> float:
-    prompt = tok(case.prompt)["input_ids"]
-    target = target_ids(tok, case.prompt, case.target)
-    ids = torch.tensor([prompt + target])
-    with torch.no_grad():
-        logp = model(ids).logits[0, :-1].log_softmax(-1)
-    return sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(target))
 
 
 def hparams_for(name: str, model, **overrides):

@@ -1,4 +1,3 @@
-import hashlib
 
 import pytest
 import torch
@@ -11,9 +10,8 @@ from pytest_wild.editors import get_editor, locate
 from pytest_wild.editors.alphaedit import alphaedit_solve, projection, session
 from pytest_wild.editors.memit import memit_solve, memit_solve_dense
 from pytest_wild.hparams import build_hparams
-from pytest_wild.tokens import target_ids
 
-from .tiny_models import SIZES, tiny_model, tokenizer
+from .tiny_models import SIZES, target_logprob, tiny_model, tokenizer, weights_hash
 
 METHODS = ("rome", "r-rome", "memit", "alphaedit")
 # Random tiny models pass little from one token to another, so the edit cases put the subject
@@ -48,22 +46,6 @@ def statistics_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTEST_WILD_CACHE", str(tmp_path_factory.mktemp("wild-cache")))
         yield
-
-
-def weights_hash(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def target_logprob(model, tok, case: Case) -> float:
-    prompt = tok(case.prompt)["input_ids"]
-    target = target_ids(tok, case.prompt, case.target)
-    with torch.no_grad():
-        logp = model(torch.tensor([prompt + target])).logits[0, :-1].log_softmax(-1)
-    return sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(target))
 
 
 def hparams_for(name: str, model, **overrides):

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-from pytest_wild.model import TINYWORLD_DIR
 
 
 def run_report(pytester, name, *args):

@@ -3,10 +3,14 @@ tokenizer, for tests that must run on CPU in seconds."""
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from pytest_wild.cases import Case
 from pytest_wild.model import TINYWORLD_DIR
+from pytest_wild.tokens import target_ids
 
 SIZES = {
     "gpt2": dict(n_embd=32, n_layer=4, n_head=2, n_positions=128),
@@ -36,3 +40,21 @@ def tiny_model(model_type: str, seed: int = 0):
     model = AutoModelForCausalLM.from_config(config).eval()
     model.requires_grad_(False)
     return model, tok
+
+
+def weights_hash(model) -> str:
+    """sha256 of every weight's bytes: equal only for a bit-exact restore."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def target_logprob(model, tok, case: Case) -> float:
+    """log p(target | prompt), teacher-forced: did an edit move the model toward the target?"""
+    prompt = tok(case.prompt)["input_ids"]
+    target = target_ids(tok, case.prompt, case.target)
+    with torch.no_grad():
+        logp = model(torch.tensor([prompt + target])).logits[0, :-1].log_softmax(-1)
+    return sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(target))
