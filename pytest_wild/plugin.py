@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .cases import Case, WildInputError
+from .gates import METRICS
 
 RUN_KEY = pytest.StashKey["WildRun"]()
 OUTPUT_KEY = "pytest_wild"
@@ -139,7 +140,16 @@ def pytest_collect_directory(path: Path, parent: pytest.Collector):
     return None
 
 
-class WildRoot(pytest.Directory):
+class InputErrorsInOneLine:
+    """Bad data or suite files fail collection with their one-line message, no traceback."""
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, WildInputError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class WildRoot(InputErrorsInOneLine, pytest.Directory):
     """Under --wild the root collects the suite and nothing else."""
 
     def collect(self):
@@ -155,13 +165,8 @@ class WildRoot(pytest.Directory):
         name = path.name if isinstance(found, Path) else found
         yield WildSuite.from_parent(self, path=path, name=name, nodeid=nodeid or name, found=found)
 
-    def repr_failure(self, excinfo):
-        if isinstance(excinfo.value, WildInputError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
 
-
-class WildSuite(pytest.File):
+class WildSuite(InputErrorsInOneLine, pytest.File):
     """One suite: one `edit[<case id>]` test per case."""
 
     def __init__(self, *, found, **kwargs) -> None:
@@ -176,11 +181,6 @@ class WildSuite(pytest.File):
         run.resolve_hparams()
         for case in run.suite.cases:
             yield WildItem.from_parent(self, name=f"edit[{case.id}]", callobj=_case_test(case), case=case)
-
-    def repr_failure(self, excinfo):
-        if isinstance(excinfo.value, WildInputError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
 
 
 class WildItem(pytest.Function):
@@ -198,7 +198,7 @@ def _case_test(case: Case):
         row = wild_run.evaluate(case)
         request.node.user_properties.append((OUTPUT_KEY, row))
         for mode, scores in row["modes"].items():
-            for metric in ("reliability", "generalization", "locality", "locality_em"):
+            for metric in METRICS:
                 if scores.get(metric) is not None:
                     request.node.user_properties.append((f"wild.{mode}.{metric}", scores[metric]))
         failures = wild_run.failures(row)
