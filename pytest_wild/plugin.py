@@ -335,6 +335,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     from .finish import summary_lines
 
+    if not run.rows and not run.lost:
+        return
     terminalreporter.section("WILD results")
     for line in summary_lines(run):
         terminalreporter.write_line(line)
