@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import inspect
+
 import torch
 
 from .stopping import finish_text, find_stop
@@ -40,6 +42,8 @@ class Engine:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self._stop_tokens: set[int] | None = None
+        accepted = inspect.signature(model.forward).parameters
+        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
         config = model.config
         self.max_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
@@ -106,13 +110,14 @@ class Engine:
                 results[i] = gen
         return results
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _decode(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
         ids, mask = self._left_pad(prompts)
         positions = _positions(mask)
         generated: list[list[int]] = [[] for _ in prompts]
         active = list(range(len(prompts)))
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **self._last_logits)
         past = out.past_key_values
         while active:
             next_tokens = out.logits[:, -1].argmax(-1).tolist()
