@@ -53,7 +53,8 @@ def test_wild_run_collects_one_test_per_case_and_reports(pytester, runner):
         "--wild", "--editor", "ft-m", "--wild-suite", suite, "--wild-report", str(report),
         "--wild-eval", "wild,synthetic,length", *runner)
     result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines(["*WILD results*", "*reliability*generalization*locality*",
+    devices = "wild devices: gw0=cpu gw1=cpu" if "-n" in runner else "wild devices: auto"
+    result.stdout.fnmatch_lines([devices, "*WILD results*", "*reliability*generalization*locality*",
                                  "wild *", "synthetic *", "length *"])
     data = json.loads(report.read_text())
     assert len(data["samples"]) == 4
