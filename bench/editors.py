@@ -63,7 +63,8 @@ def naive_value_search(model, arch, request, layer: int, at: str, hp, pad: int) 
     """The published optimisation: every step runs the whole model on the right-padded batch
     (rewriting prompts + the KL prompt) with δ added by a hook, takes the log-softmax over the
     full vocabulary at every position, and reads the target and KL terms from it."""
-    from pytest_wild.editors.locate import hidden_of, right_pad, with_hidden
+    from pytest_wild.batching import right_pad
+    from pytest_wild.editors.locate import hidden_of, with_hidden
 
     device = next(model.parameters()).device
     rows = [list(row.ids) + list(request.target[:-1]) for row in request.rows] + [list(request.kl.ids)]

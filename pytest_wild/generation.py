@@ -15,6 +15,7 @@ import inspect
 
 import torch
 
+from .batching import left_pad
 from .stopping import finish_text, find_stop
 from .tokens import target_ids
 
@@ -71,8 +72,8 @@ class Engine:
             chunk = list(zip(contexts[start : start + self.batch_size], targets[start : start + self.batch_size]))
             pairs = [(self.tokenizer(c)["input_ids"], target_ids(self.tokenizer, c, t)) for c, t in chunk]
             sequences = [ctx + tgt for ctx, tgt in pairs]
-            ids, mask = self._left_pad(sequences)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+            ids, mask, positions = left_pad(sequences, self.pad_id, self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
             width = ids.shape[1]
             for row, (ctx, tgt) in enumerate(pairs):
                 first = width - len(tgt) - 1
@@ -87,15 +88,6 @@ class Engine:
             sum(p == t for p, t in zip(pred, tgt)) / max(len(tgt), 1)
             for tgt, pred in self.teacher_forced_argmax(contexts, targets)
         ]
-
-    def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-        return ids.to(self.device), mask.to(self.device)
 
     def _batched(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
         """Batches of similar prompt length; a question that leaves no room in the model's
@@ -112,8 +104,7 @@ class Engine:
 
     @torch.inference_mode()
     def _decode(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
-        ids, mask = self._left_pad(prompts)
-        positions = _positions(mask)
+        ids, mask, positions = left_pad(prompts, self.pad_id, self.device)
         generated: list[list[int]] = [[] for _ in prompts]
         active = list(range(len(prompts)))
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
@@ -129,12 +120,12 @@ class Engine:
             if not keep:
                 break
             if len(keep) < len(active):
-                index = torch.tensor(keep, device=ids.device)
+                index = torch.tensor(keep, device=self.device)
                 past.batch_select_indices(index)
                 mask, positions = mask[index], positions[index]
                 next_tokens = [next_tokens[k] for k in keep]
                 active = [active[k] for k in keep]
-            step = torch.tensor(next_tokens, device=ids.device)[:, None]
+            step = torch.tensor(next_tokens, device=self.device)[:, None]
             mask = torch.cat([mask, torch.ones_like(step)], dim=1)
             positions = positions[:, -1:] + 1
             out = self.model(input_ids=step, attention_mask=mask, position_ids=positions,
@@ -171,7 +162,3 @@ class Engine:
             text = finish_text(text, self.stop_rule, self.tokenizer.eos_token)
         return Generation(text=text, token_ids=tuple(tokens))
 
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that start at 0 on each row's first real token (left padding)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)

@@ -142,7 +142,8 @@ class WildRun:
 
     def loaded(self):
         if self._loaded is None:
-            from .model import fingerprint, load_model, share_cpu_threads
+            from .model import load_model, share_cpu_threads
+            from .stats import model_identity
 
             share_cpu_threads(self.options.device)
             self._loaded = load_model(self.options.model, self.options.device, self.options.dtype,
@@ -150,7 +151,7 @@ class WildRun:
             self.model_info = {
                 "spec": self._loaded.spec,
                 "profile": self._loaded.profile,
-                "fingerprint": fingerprint(self._loaded.model),
+                "fingerprint": model_identity(self._loaded.model),
                 "dtype": self._loaded.dtype,
                 "architecture": self._loaded.model.config.model_type,
             }

@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 
 from ..architectures import architecture_of
+from ..batching import left_pad
 from ..cases import Case
 from ..tokens import target_ids
 from ..weights import Restore, parameters_under
@@ -102,23 +103,11 @@ def _clamp(names: list[str], params: dict, restore: Restore, epsilon: float | bo
         params[name].copy_(torch.clamp(params[name], original - epsilon, original + epsilon))
 
 
-def _pad_batch(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded ids, attention mask and position ids."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq) :] = torch.tensor(seq)
-        mask[row, width - len(seq) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), positions.to(device)
-
-
 def _target_loss(model, tokenizer, cases: list[Case]) -> torch.Tensor:
     """FT-M: mean negative log-likelihood of the target tokens given prompt + target prefix."""
     prompts = [tokenizer(case.prompt)["input_ids"] for case in cases]
     targets = [target_ids(tokenizer, case.prompt, case.target) for case in cases]
-    ids, mask, positions = _pad_batch([p + t for p, t in zip(prompts, targets)], tokenizer.pad_token_id, model.device)
+    ids, mask, positions = left_pad([p + t for p, t in zip(prompts, targets)], tokenizer.pad_token_id, model.device)
     labels = torch.full_like(ids, -100)
     for row, tgt in enumerate(targets):
         labels[row, ids.shape[1] - len(tgt) :] = torch.tensor(tgt)
@@ -130,7 +119,7 @@ def _prompt_last_loss(model, tokenizer, cases: list[Case]) -> torch.Tensor:
     """FT-L: every target token scored from the distribution after the prompt's last token."""
     prompts = [tokenizer(case.prompt)["input_ids"] for case in cases]
     targets = [target_ids(tokenizer, case.prompt, case.target) for case in cases]
-    ids, mask, positions = _pad_batch(prompts, tokenizer.pad_token_id, model.device)
+    ids, mask, positions = left_pad(prompts, tokenizer.pad_token_id, model.device)
     log_probs = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1].float().log_softmax(-1)
     per_case = [-log_probs[row, tgt].mean() for row, tgt in enumerate(targets)]
     return torch.stack(per_case).mean()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..architectures import Architecture
+from ..batching import left_pad, right_pad
 from ..cases import Case, WildInputError
 from ..tokens import target_ids
 from ..weights import Restore
@@ -231,16 +232,6 @@ def prepare(tokenizer, case: Case, templates: Sequence[str], groups: Sequence[Se
     return Request(case, target, tuple(rows), tuple(tuple(g) for g in groups), kl)
 
 
-def right_pad(sequences: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def pad_id(tokenizer) -> int:
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if candidate is not None:
@@ -345,15 +336,8 @@ class ValueProblem:
             owners.append(r)
             lookups.append(request.kl.lookup)
         self.n = len(requests)
-        width = max(len(seq) for seq in sequences)
-        shifts = [width - len(seq) for seq in sequences]
-        ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, shifts[row]:] = torch.tensor(seq, dtype=torch.long)
-            mask[row, shifts[row]:] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+        ids, mask, positions = left_pad(sequences, pad, device)
+        shifts = [ids.shape[1] - len(seq) for seq in sequences]
         columns = [shift + lookup for shift, lookup in zip(shifts, lookups)]
 
         self.cache = self.prefix = None
