@@ -14,13 +14,13 @@ MARGIN = 0.05
 
 # Measured with `pytest --wild --editor E` on the bundled suite (216 cases); see README.
 MEASURED = {
-    "ft": {"reliability": 1.000, "generalization": 1.000, "locality": 0.932},
-    "ft-l": {"reliability": 0.060, "generalization": 0.042, "locality": 1.000},
-    "ft-m": {"reliability": 1.000, "generalization": 1.000, "locality": 0.981},
-    "rome": {"reliability": 0.787, "generalization": 0.736, "locality": 0.985},
-    "r-rome": {"reliability": 0.657, "generalization": 0.630, "locality": 0.991},
-    "memit": {"reliability": 0.815, "generalization": 0.824, "locality": 0.997},
-    "alphaedit": {"reliability": 0.806, "generalization": 0.815, "locality": 0.992},
+    "ft": {"reliability": 1.000, "generalization": 1.000, "locality": 0.934},
+    "ft-l": {"reliability": 0.037, "generalization": 0.032, "locality": 1.000},
+    "ft-m": {"reliability": 1.000, "generalization": 1.000, "locality": 0.975},
+    "rome": {"reliability": 0.778, "generalization": 0.764, "locality": 0.995},
+    "r-rome": {"reliability": 0.667, "generalization": 0.620, "locality": 1.000},
+    "memit": {"reliability": 0.750, "generalization": 0.731, "locality": 0.995},
+    "alphaedit": {"reliability": 0.769, "generalization": 0.769, "locality": 0.989},
 }
 
 

@@ -424,7 +424,7 @@ def test_each_method_makes_the_bundled_model_answer_the_target(tinyworld, name):
                        [("test", {"mom2_n_samples": 2000})])
     engine = Engine(model, tok)
     digest = weights_hash(model)
-    for case in (cases["tw-0001"], cases["tw-0003"]):  # a held-out fact and a changed one
+    for case in (cases["tw-0003"], cases["tw-0002"]):  # a held-out fact and a changed one
         before = engine.generate([case.prompt, case.rephrase])
         assert not exact_match(before[0].text, case.target)
         handle = editor.apply(model, tok, [case], hp)

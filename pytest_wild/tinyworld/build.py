@@ -79,13 +79,17 @@ def train_tokenizer(world: World) -> PreTrainedTokenizerFast:
 
 
 def make_model(tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
-    """A tiny GPT-2 without dropout (it only has to memorise), initialised from torch's RNG."""
+    """A tiny GPT-2 without dropout (it only has to memorise), initialised from torch's RNG.
+    Its activation is the exact (erf) GELU, one vectorised kernel on CPU: GPT-2's tanh
+    approximation took a quarter of the engine's time as `gelu_new` (five elementwise ops)
+    and still 4x the exact one's time per element as `gelu_pytorch_tanh`."""
     eot = tokenizer.eos_token_id
     config = GPT2Config(
         vocab_size=len(tokenizer),
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        activation_function="gelu",
         bos_token_id=eot,
         eos_token_id=eot,
         pad_token_id=eot,
