@@ -340,7 +340,7 @@ class ValueProblem:
         shifts = [ids.shape[1] - len(seq) for seq in sequences]
         columns = [shift + lookup for shift, lookup in zip(shifts, lookups)]
 
-        self.cache = self.prefix = None
+        self.cache = self.prefix = self._work = None
         split = min(columns) if reuse_prefix else 0
         if split > 0:
             self.cache, self.prefix = _prefix_cache(model, ids[:, :split], mask[:, :split], positions[:, :split],
@@ -394,8 +394,13 @@ class ValueProblem:
         self.head = model.get_output_embeddings()
 
     def _swap(self):
-        """A fresh cache holding only the clean prefix, for one run of the blocks."""
-        return (self.cache, _refill(self.model, self.prefix)) if self.cache is not None else None
+        """A cache holding only the clean prefix, for one run of the blocks: built once, then
+        pointed back at the prefix before each run (building one costs more than a block)."""
+        if self.cache is None:
+            return None
+        if self._work is None or not _rewind(self._work, self.prefix):
+            self._work = _refill(self.model, self.prefix)
+        return self.cache, self._work
 
     @torch.no_grad()
     def _mlp_output_adds_to_residual(self, block_out: torch.Tensor) -> bool:
@@ -492,6 +497,20 @@ def _prefix_cache(model, ids, mask, positions, layers) -> tuple[object, dict | N
         return cache, {i: (cache.layers[i].keys, cache.layers[i].values) for i in layers}
     except (AttributeError, IndexError, TypeError, ValueError):
         return None, None
+
+
+def _rewind(cache, prefix: dict) -> bool:
+    """Point each layer of a plain dynamic cache back at the prefix's keys and values; a run
+    concatenates into new tensors, so the prefix is never written. False for other layer
+    kinds (sliding windows keep more state), which get a fresh cache instead."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = {index: cache.layers[index] for index in prefix}
+    if any(type(layer) is not DynamicLayer or not layer.is_initialized for layer in layers.values()):
+        return False
+    for index, (keys, values) in prefix.items():
+        layers[index].keys, layers[index].values = keys, values
+    return True
 
 
 def _refill(model, prefix: dict) -> object:

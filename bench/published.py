@@ -1,0 +1,225 @@
+"""ROME, MEMIT and AlphaEdit written plainly, step for step as the papers and the structure of
+their original code have them: the reference that pytest-wild's editors are timed against
+(bench/editors.py) and compared with (tests/test_published_reference.py).
+
+Nothing here comes from pytest_wild.editors except the edit's input: the prepared requests
+(tokenised prompts behind the context templates, fact-token positions, target ids). The second
+moments C are the same statistics for both sides. Every forward pass runs the whole model on
+the whole right-padded batch, as the published code does:
+
+- value search (ROME's compute_v, MEMIT's compute_z): every step runs all layers and the
+  full-vocabulary log-softmax at every position, with δ added by a hook;
+- keys and current outputs (compute_u / compute_ks / get_module_input_output_at_words): one
+  whole-model pass per layer and call;
+- solve: MEMIT's and AlphaEdit's dense d_k × d_k solve for every layer of every call; ROME's C⁻¹
+  and AlphaEdit's projection are computed once and reused, as the published code caches them.
+
+Updates come back in the math layout ΔW (d_v × d_k) and are added to the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from pytest_wild.batching import right_pad
+
+EARLY_STOP_LOSS = 5e-2
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _first(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+@torch.no_grad()
+def at_tokens(model, module: str, rows: Sequence[Sequence[int]], lookups: Sequence[int], pad: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) of `module` at each row's lookup token, float64, from one whole-model pass."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def before(_, args, kwargs):
+        seen["in"] = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+
+    def after(_, args, output):
+        seen["out"] = _first(output)
+
+    target = model.get_submodule(module)
+    hooks = [target.register_forward_pre_hook(before, with_kwargs=True), target.register_forward_hook(after)]
+    ids, mask = right_pad(rows, pad, _device(model))
+    try:
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    where = (torch.arange(len(rows)), torch.tensor(list(lookups)))
+    return seen["in"][where].double(), seen["out"][where].double()
+
+
+def value_search(model, request, place: str, hp, pad: int, early_stop: float = EARLY_STOP_LOSS
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(v_init, δ) at the module `place` for one request: Adam on δ added at every rewriting
+    prompt's fact token and the KL prompt's; NLL of the target behind every context template,
+    KL of the "{subject} is a" next-token distribution, weight decay, stop when the loss is
+    below `early_stop`, no step on the last iteration, δ clamped to clamp_norm_factor·‖v_init‖."""
+    device = _device(model)
+    rows = [list(row.ids) + list(request.target[:-1]) for row in request.rows] + [list(request.kl.ids)]
+    lookups = [row.lookup for row in request.rows] + [request.kl.lookup]
+    ids, mask = right_pad(rows, pad, device)
+    n_rewrite, n_target = len(request.rows), len(request.target)
+    targets = torch.full((n_rewrite, ids.shape[1]), -100, device=device)
+    for i, row in enumerate(request.rows):
+        end = len(row.ids) + n_target - 1
+        targets[i, end - n_target : end] = torch.tensor(request.target, device=device)
+    delta = torch.zeros(model.config.hidden_size, requires_grad=True, device=device)
+    optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
+    state: dict[str, torch.Tensor] = {}
+
+    def add(module, args, output):
+        hidden = _first(output)
+        if "init" not in state:
+            state["init"] = hidden[0, lookups[0]].detach().clone()
+        hidden = hidden.clone()
+        for i, index in enumerate(lookups):
+            hidden[i, index] += delta
+        return hidden if isinstance(output, torch.Tensor) else (hidden, *output[1:])
+
+    kl_init = None
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for param in frozen:
+        param.requires_grad_(False)
+    handle = model.get_submodule(place).register_forward_hook(add)
+    try:
+        for iteration in range(hp.v_num_grad_steps):
+            optimizer.zero_grad()
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            kl_logp = torch.log_softmax(logits[n_rewrite, lookups[-1]][None], dim=-1)
+            if kl_init is None:
+                kl_init = kl_logp.detach().clone()
+            log_probs = torch.log_softmax(logits[:n_rewrite], dim=2)
+            picked = torch.gather(log_probs, 2, torch.where(targets != -100, targets, 0)[:, :, None])[:, :, 0]
+            nll = -(picked * (targets != -100).float()).sum(1) / n_target
+            kl = hp.kl_factor * torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
+            decay = hp.v_weight_decay * delta.norm() / state["init"].norm() ** 2
+            loss = nll.mean() + kl + decay
+            if loss.item() < early_stop or iteration == hp.v_num_grad_steps - 1:
+                break
+            loss.backward()
+            optimizer.step()
+            limit = hp.clamp_norm_factor * state["init"].norm()
+            if delta.norm() > limit:
+                with torch.no_grad():
+                    delta[...] = delta * limit / delta.norm()
+    finally:
+        handle.remove()
+        for param in frozen:
+            param.requires_grad_(True)
+    return state["init"].double(), delta.detach().double()
+
+
+@torch.no_grad()
+def add_to_weight(model, module: str, delta: torch.Tensor) -> None:
+    """W += ΔW; GPT-2's Conv1D keeps W as (d_k, d_v)."""
+    weight = model.get_submodule(module).weight
+    update = delta.T if type(model.get_submodule(module)).__name__ == "Conv1D" else delta
+    weight.add_(update.to(weight.dtype))
+
+
+# ---------------------------------------------------------------------------------- ROME
+
+
+def rome_edit(model, request, hp, layer: int, mlp: str, c_inverse: torch.Tensor | None, pad: int,
+              consistent_keys: bool = False) -> torch.Tensor:
+    """ROME at one layer: u = C⁻¹k (k averaged over the context templates), v* from the value
+    search at the MLP output, ΔW = (v* − W k) uᵀ / (kᵀu) with k and W k at the bare prompt,
+    or, with `consistent_keys` (R-ROME), averaged over the templates as in u."""
+    name = hp.rewrite_module_tmp.format(layer)
+    rows = [row.ids for row in request.rows]
+    lookups = [row.lookup for row in request.rows]
+    keys, outs = at_tokens(model, name, rows, lookups, pad)
+    u = keys.mean(0)
+    if c_inverse is not None:
+        u = c_inverse @ u
+    u = u / u.norm()
+    init, delta = value_search(model, request, mlp.format(layer), hp, pad)
+    if consistent_keys:
+        key, current = keys.mean(0), outs.mean(0)
+    else:
+        key, current = (x[0] for x in at_tokens(model, name, rows[:1], lookups[:1], pad))
+    update = torch.outer((init + delta - current) / key.dot(u), u)
+    add_to_weight(model, name, update)
+    return update
+
+
+# ------------------------------------------------------------------------ MEMIT, AlphaEdit
+
+
+def group_keys(model, module: str, requests, pad: int) -> torch.Tensor:
+    """(d_k, n): each request's keys averaged within each template group, then over groups."""
+    columns = []
+    for request in requests:
+        keys, _ = at_tokens(model, module, [row.ids for row in request.rows],
+                            [row.lookup for row in request.rows], pad)
+        columns.append(torch.stack([keys[list(group)].mean(0) for group in request.groups]).mean(0))
+    return torch.stack(columns, dim=1)
+
+
+def spread(model, requests, hp, block: str, pad: int, solve) -> dict[str, torch.Tensor]:
+    """The shared MEMIT/AlphaEdit loop: z at the top layer per request, then per layer the keys,
+    the residual still missing at the top layer over the layers left, and `solve(i, name, K, R)`."""
+    layers = sorted(hp.layers)
+    top = block.format(layers[-1])
+    zs = []
+    for request in requests:
+        init, delta = value_search(model, request, top, hp, pad)
+        zs.append(init + delta)
+    z = torch.stack(zs, dim=1)  # (d, n)
+    bare = [request.rows[0] for request in requests]
+    updates = {}
+    for i, layer in enumerate(layers):
+        name = hp.rewrite_module_tmp.format(layer)
+        keys = group_keys(model, name, requests, pad)
+        _, current = at_tokens(model, top, [row.ids for row in bare], [row.lookup for row in bare], pad)
+        resid = (z - current.T) / (len(layers) - i)
+        updates[name] = solve(i, name, keys, resid)
+        add_to_weight(model, name, updates[name])
+    return updates
+
+
+def memit_edit(model, requests, hp, block: str, covariances: dict[str, torch.Tensor], pad: int
+               ) -> dict[str, torch.Tensor]:
+    """MEMIT: ΔW_l = R K_lᵀ (λC_l + K_l K_lᵀ)⁻¹ by a dense solve, for each layer in turn."""
+    def solve(i, name, keys, resid):
+        system = hp.mom2_update_weight * covariances[name].double() + keys @ keys.T
+        return resid @ torch.linalg.solve(system, keys).T
+
+    return spread(model, requests, hp, block, pad, solve)
+
+
+def nullspace_projection(covariance: torch.Tensor, threshold: float) -> torch.Tensor:
+    """P = U Uᵀ over the singular vectors of C whose singular value is below the threshold."""
+    u, s, _ = torch.linalg.svd(covariance.double(), full_matrices=False)
+    small = u[:, s < threshold]
+    return small @ small.T
+
+
+def alphaedit_edit(model, requests, hp, block: str, projections: dict[str, torch.Tensor],
+                   cache_c: dict[str, torch.Tensor], pad: int) -> dict[str, torch.Tensor]:
+    """AlphaEdit: ΔW_lᵀ = (P (K Kᵀ + C_prev) + α I)⁻¹ P K Rᵀ by a dense solve per layer; then, as
+    the published driver does after each batch, C_prev += K Kᵀ with the keys read again on the
+    edited model."""
+    def solve(i, name, keys, resid):
+        p = projections[name]
+        eye = torch.eye(p.shape[0], dtype=torch.float64, device=p.device)
+        system = p @ (keys @ keys.T + cache_c[name]) + hp.L2 * eye
+        return torch.linalg.solve(system, p @ keys @ resid.T).T
+
+    updates = spread(model, requests, hp, block, pad, solve)
+    for name in updates:
+        keys = group_keys(model, name, requests, pad)
+        cache_c[name] = cache_c[name] + keys @ keys.T
+    return updates
