@@ -26,9 +26,8 @@ import tempfile
 import time
 import types
 
-import torch
-
 import published
+import torch
 
 METHODS = ("rome", "r-rome", "memit", "alphaedit")
 
@@ -172,7 +171,7 @@ def compare_whole_edits(name: str, loaded, cases, hp) -> tuple[float, float, flo
         handle = editor.apply(model, tok, [case], hp)
         sync()
         ours_s += time.perf_counter() - start
-        ours = {m: (model.get_submodule(m).weight.detach() - saved[m]).double() for m in modules}
+        ours = {m: published.weight_update(model, m, saved[m]) for m in modules}
         handle.restore()
         start = time.perf_counter()
         theirs = reference(case)
@@ -182,8 +181,7 @@ def compare_whole_edits(name: str, loaded, cases, hp) -> tuple[float, float, flo
             for m in modules:
                 model.get_submodule(m).weight.copy_(saved[m])
         for m in modules:
-            mine = ours[m].T if locate.is_transposed(model.get_submodule(m)) else ours[m]
-            worst = max(worst, float((mine - theirs[m]).norm() / theirs[m].norm().clamp_min(1e-30)))
+            worst = max(worst, float((ours[m] - theirs[m]).norm() / theirs[m].norm().clamp_min(1e-30)))
     return published_s / len(cases), ours_s / len(cases), worst
 
 

@@ -121,12 +121,23 @@ def value_search(model, request, place: str, hp, pad: int, early_stop: float = E
     return state["init"].double(), delta.detach().double()
 
 
+def _transposed(model, module: str) -> bool:
+    """GPT-2's Conv1D keeps W as (d_k, d_v)."""
+    return type(model.get_submodule(module)).__name__ == "Conv1D"
+
+
 @torch.no_grad()
 def add_to_weight(model, module: str, delta: torch.Tensor) -> None:
-    """W += ΔW; GPT-2's Conv1D keeps W as (d_k, d_v)."""
+    """W += ΔW."""
     weight = model.get_submodule(module).weight
-    update = delta.T if type(model.get_submodule(module)).__name__ == "Conv1D" else delta
-    weight.add_(update.to(weight.dtype))
+    weight.add_((delta.T if _transposed(model, module) else delta).to(weight.dtype))
+
+
+def weight_update(model, module: str, before: torch.Tensor) -> torch.Tensor:
+    """ΔW (d_v × d_k, float64) that turned the weight `before` into the current one: how the
+    editors' updates are read back for comparison."""
+    delta = (model.get_submodule(module).weight.detach() - before).double()
+    return delta.T if _transposed(model, module) else delta
 
 
 # ---------------------------------------------------------------------------------- ROME

@@ -9,14 +9,13 @@ still produce exactly the same tokens (a test and `bench/` check it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import inspect
+from dataclasses import dataclass
 
 import torch
 
 from .batching import left_pad
-from .stopping import finish_text, find_stop
+from .stopping import find_stop, finish_text
 from .tokens import target_ids
 
 MAX_NEW_TOKENS = 50

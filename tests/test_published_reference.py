@@ -49,11 +49,6 @@ def request_for(tok, case, templates, grouped: bool):
     return locate.prepare(tok, case, templates, groups, "subject_last")
 
 
-def update_of(model, module: str, before: torch.Tensor) -> torch.Tensor:
-    delta = (model.get_submodule(module).weight.detach() - before).double()
-    return delta.T if locate.is_transposed(model.get_submodule(module)) else delta
-
-
 def gap(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return float((ours - reference).norm() / reference.norm())
 
@@ -78,7 +73,7 @@ def test_rome_matches_the_published_algorithm(bundled):
     for case_id in CASES:
         saved = snapshot(model, modules)
         handle = editor.apply(model, tok, [cases[case_id]], hp)
-        ours = update_of(model, module, saved[module])
+        ours = published.weight_update(model, module, saved[module])
         handle.restore()
         request = request_for(tok, cases[case_id], templates, grouped=False)
         reference = published.rome_edit(model, request, hp, layer, architecture_of(model.config).mlp, inverse,
@@ -97,7 +92,7 @@ def test_memit_matches_the_published_algorithm_single_and_batched(bundled):
     for batch in [[CASES[0]], [CASES[1]], list(CASES)]:
         saved = snapshot(model, modules)
         handle = editor.apply(model, tok, [cases[c] for c in batch], hp)
-        ours = {m: update_of(model, m, saved[m]) for m in modules}
+        ours = {m: published.weight_update(model, m, saved[m]) for m in modules}
         handle.restore()
         requests = [request_for(tok, cases[c], templates, grouped=True) for c in batch]
         reference = published.memit_edit(model, requests, hp, block, covariances, locate.pad_id(tok))
@@ -123,7 +118,7 @@ def test_alphaedit_matches_the_published_algorithm_over_sequential_edits(bundled
     for case_id in CASES[:2]:
         saved = snapshot(model, modules)
         handles.append(editor.apply(model, tok, [cases[case_id]], hp))
-        ours.append({m: update_of(model, m, saved[m]) for m in modules})
+        ours.append({m: published.weight_update(model, m, saved[m]) for m in modules})
     for handle in reversed(handles):
         handle.restore()
     assert not session(model).c_prev

@@ -395,7 +395,8 @@ class ValueProblem:
 
     def _swap(self):
         """A cache holding only the clean prefix, for one run of the blocks: built once, then
-        pointed back at the prefix before each run (building one costs more than a block)."""
+        pointed back at the prefix before each run (building one per step took 6% of a MEMIT
+        search on the bundled model)."""
         if self.cache is None:
             return None
         if self._work is None or not _rewind(self._work, self.prefix):
