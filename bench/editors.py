@@ -165,7 +165,7 @@ def compare_whole_edits(name: str, loaded, cases, hp) -> tuple[float, float, flo
     ours_s = published_s = 0.0
     worst = 0.0
     for case in cases:
-        saved = {m: model.get_submodule(m).weight.detach().clone() for m in modules}
+        saved = published.save_weights(model, modules)
         sync()
         start = time.perf_counter()
         handle = editor.apply(model, tok, [case], hp)
@@ -177,9 +177,7 @@ def compare_whole_edits(name: str, loaded, cases, hp) -> tuple[float, float, flo
         theirs = reference(case)
         sync()
         published_s += time.perf_counter() - start
-        with torch.no_grad():
-            for m in modules:
-                model.get_submodule(m).weight.copy_(saved[m])
+        published.put_back(model, saved)
         for m in modules:
             worst = max(worst, float((ours[m] - theirs[m]).norm() / theirs[m].norm().clamp_min(1e-30)))
     return published_s / len(cases), ours_s / len(cases), worst

@@ -133,6 +133,17 @@ def add_to_weight(model, module: str, delta: torch.Tensor) -> None:
     weight.add_((delta.T if _transposed(model, module) else delta).to(weight.dtype))
 
 
+def save_weights(model, modules: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Copies of the modules' weights, to read updates against and to put back."""
+    return {m: model.get_submodule(m).weight.detach().clone() for m in modules}
+
+
+@torch.no_grad()
+def put_back(model, saved: dict[str, torch.Tensor]) -> None:
+    for module, weight in saved.items():
+        model.get_submodule(module).weight.copy_(weight)
+
+
 def weight_update(model, module: str, before: torch.Tensor) -> torch.Tensor:
     """ΔW (d_v × d_k, float64) that turned the weight `before` into the current one: how the
     editors' updates are read back for comparison."""

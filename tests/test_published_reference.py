@@ -53,16 +53,6 @@ def gap(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return float((ours - reference).norm() / reference.norm())
 
 
-def snapshot(model, modules):
-    return {m: model.get_submodule(m).weight.detach().clone() for m in modules}
-
-
-def put_back(model, saved) -> None:
-    with torch.no_grad():
-        for module, weight in saved.items():
-            model.get_submodule(module).weight.copy_(weight)
-
-
 def test_rome_matches_the_published_algorithm(bundled):
     loaded, cases = bundled
     model, tok = loaded.model, loaded.tokenizer
@@ -71,14 +61,14 @@ def test_rome_matches_the_published_algorithm(bundled):
     inverse = torch.inverse(covariances[module])
     digest = weights_hash(model)
     for case_id in CASES:
-        saved = snapshot(model, modules)
+        saved = published.save_weights(model, modules)
         handle = editor.apply(model, tok, [cases[case_id]], hp)
         ours = published.weight_update(model, module, saved[module])
         handle.restore()
         request = request_for(tok, cases[case_id], templates, grouped=False)
         reference = published.rome_edit(model, request, hp, layer, architecture_of(model.config).mlp, inverse,
                                         locate.pad_id(tok))
-        put_back(model, saved)
+        published.put_back(model, saved)
         assert gap(ours, reference) < TOLERANCE, case_id
     assert weights_hash(model) == digest
 
@@ -90,13 +80,13 @@ def test_memit_matches_the_published_algorithm_single_and_batched(bundled):
     block = architecture_of(model.config).block
     digest = weights_hash(model)
     for batch in [[CASES[0]], [CASES[1]], list(CASES)]:
-        saved = snapshot(model, modules)
+        saved = published.save_weights(model, modules)
         handle = editor.apply(model, tok, [cases[c] for c in batch], hp)
         ours = {m: published.weight_update(model, m, saved[m]) for m in modules}
         handle.restore()
         requests = [request_for(tok, cases[c], templates, grouped=True) for c in batch]
         reference = published.memit_edit(model, requests, hp, block, covariances, locate.pad_id(tok))
-        put_back(model, saved)
+        published.put_back(model, saved)
         for module in modules:
             assert gap(ours[module], reference[module]) < TOLERANCE, (batch, module)
     assert weights_hash(model) == digest
@@ -113,10 +103,10 @@ def test_alphaedit_matches_the_published_algorithm_over_sequential_edits(bundled
     block = architecture_of(model.config).block
     projections = {m: published.nullspace_projection(covariances[m], hp.nullspace_threshold) for m in modules}
     digest = weights_hash(model)
-    start = snapshot(model, modules)
+    start = published.save_weights(model, modules)
     ours, handles = [], []
     for case_id in CASES[:2]:
-        saved = snapshot(model, modules)
+        saved = published.save_weights(model, modules)
         handles.append(editor.apply(model, tok, [cases[case_id]], hp))
         ours.append({m: published.weight_update(model, m, saved[m]) for m in modules})
     for handle in reversed(handles):
@@ -128,5 +118,5 @@ def test_alphaedit_matches_the_published_algorithm_over_sequential_edits(bundled
         reference = published.alphaedit_edit(model, [request], hp, block, projections, cache_c, locate.pad_id(tok))
         for module in modules:
             assert gap(mine[module], reference[module]) < TOLERANCE, (case_id, module)
-    put_back(model, start)
+    published.put_back(model, start)
     assert weights_hash(model) == digest
