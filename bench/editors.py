@@ -116,7 +116,7 @@ def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
                                         weight_decay=hp.v_weight_decay, clamp_norm_factor=hp.clamp_norm_factor)
         ours_s += time.perf_counter() - start
         start = time.perf_counter()
-        _, naive = published.value_search(model, request, place, hp, pad, early_stop=float("-inf"))
+        _, naive = published.value_search(model, request, place, layer, hp, arch, pad, early_stop=float("-inf"))
         naive_s += time.perf_counter() - start
         gaps.append(float((values.delta[0].double() - naive).norm() / naive.norm().clamp_min(1e-12)))
     locate.EARLY_STOP_LOSS = published.EARLY_STOP_LOSS
@@ -154,12 +154,12 @@ def compare_whole_edits(name: str, loaded, cases, hp) -> tuple[float, float, flo
     def reference(case):
         request = locate.prepare(tok, case, templates, groups, hp.fact_token)
         if rome_like:
-            return {modules[0]: published.rome_edit(model, request, hp, layers[0], arch.mlp, inverses.get(modules[0]),
+            return {modules[0]: published.rome_edit(model, request, hp, layers[0], arch, inverses.get(modules[0]),
                                                     pad, consistent_keys=name == "r-rome")}
         if name == "memit":
-            return published.memit_edit(model, [request], hp, arch.block, covariances, pad)
+            return published.memit_edit(model, [request], hp, arch, covariances, pad)
         cache_c = {m: torch.zeros_like(c) for m, c in covariances.items()}
-        return published.alphaedit_edit(model, [request], hp, arch.block, projections, cache_c, pad)
+        return published.alphaedit_edit(model, [request], hp, arch, projections, cache_c, pad)
 
     sync = torch.cuda.synchronize if next(model.parameters()).is_cuda else (lambda: None)
     ours_s = published_s = 0.0
@@ -239,7 +239,7 @@ def scale_comparison(args) -> None:
                                                 clamp_norm_factor=hp.clamp_norm_factor)
                 sync()
                 middle = time.perf_counter()
-                _, naive = published.value_search(model, request, place, hp, pad, early_stop=float("-inf"))
+                _, naive = published.value_search(model, request, place, layer, hp, arch, pad, early_stop=float("-inf"))
                 sync()
                 if timed:
                     ours_s += middle - start

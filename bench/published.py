@@ -7,8 +7,10 @@ Nothing here comes from pytest_wild.editors except the edit's input: the prepare
 moments C are the same statistics for both sides. Every forward pass runs the whole model on
 the whole right-padded batch, as the published code does:
 
-- value search (ROME's compute_v, MEMIT's compute_z): every step runs all layers and the
-  full-vocabulary log-softmax at every position, with δ added by a hook;
+- value search (ROME's compute_v, MEMIT's compute_z): every step runs all layers, with δ added
+  by a hook, and the full-vocabulary log-softmax at every position twice, as the published code
+  has it: once of the model's logits (the KL term reads them) and once of the traced loss-layer
+  output through the final norm and the LM head again (the NLL reads it);
 - keys and current outputs (compute_u / compute_ks / get_module_input_output_at_words): one
   whole-model pass per layer and call;
 - solve: MEMIT's and AlphaEdit's dense d_k × d_k solve for every layer of every call; ROME's C⁻¹
@@ -60,12 +62,18 @@ def at_tokens(model, module: str, rows: Sequence[Sequence[int]], lookups: Sequen
     return seen["in"][where].double(), seen["out"][where].double()
 
 
-def value_search(model, request, place: str, hp, pad: int, early_stop: float = EARLY_STOP_LOSS
+def value_search(model, request, place: str, layer: int, hp, arch, pad: int, early_stop: float = EARLY_STOP_LOSS
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(v_init, δ) at the module `place` for one request: Adam on δ added at every rewriting
-    prompt's fact token and the KL prompt's; NLL of the target behind every context template,
-    KL of the "{subject} is a" next-token distribution, weight decay, stop when the loss is
-    below `early_stop`, no step on the last iteration, δ clamped to clamp_norm_factor·‖v_init‖."""
+    """(v_init, δ) at the module `place` of layer `layer` for one request: Adam on δ added at
+    every rewriting prompt's fact token and the KL prompt's; NLL of the target behind every
+    context template, KL of the "{subject} is a" next-token distribution, weight decay, stop when
+    the loss is below `early_stop`, no step on the last iteration, δ clamped to
+    clamp_norm_factor·‖v_init‖.
+
+    As in the published compute_v / compute_z, each step runs the whole model (its logits at
+    every position give the KL term) and traces the output of the loss layer's block, whose
+    final norm and LM head, applied again at every position of the rewriting prompts, give the
+    NLL. `arch` names the modules (block, final norm), as the published hyperparameters do."""
     device = _device(model)
     rows = [list(row.ids) + list(request.target[:-1]) for row in request.rows] + [list(request.kl.ids)]
     lookups = [row.lookup for row in request.rows] + [request.kl.lookup]
@@ -75,6 +83,11 @@ def value_search(model, request, place: str, hp, pad: int, early_stop: float = E
     for i, row in enumerate(request.rows):
         end = len(row.ids) + n_target - 1
         targets[i, end - n_target : end] = torch.tensor(request.target, device=device)
+    head = model.get_output_embeddings()
+    lm_w = head.weight.T
+    lm_b = head.bias if head.bias is not None else lm_w.new_zeros(lm_w.shape[1])
+    ln_f = model.get_submodule(arch.ln_f)
+    loss_block = model.get_submodule(arch.block.format(max(hp.v_loss_layer, layer)))
     delta = torch.zeros(model.config.hidden_size, requires_grad=True, device=device)
     optimizer = torch.optim.Adam([delta], lr=hp.v_lr)
     state: dict[str, torch.Tensor] = {}
@@ -88,11 +101,14 @@ def value_search(model, request, place: str, hp, pad: int, early_stop: float = E
             hidden[i, index] += delta
         return hidden if isinstance(output, torch.Tensor) else (hidden, *output[1:])
 
+    def keep(module, args, output):
+        state["loss_layer"] = _first(output)
+
     kl_init = None
     frozen = [p for p in model.parameters() if p.requires_grad]
     for param in frozen:
         param.requires_grad_(False)
-    handle = model.get_submodule(place).register_forward_hook(add)
+    handles = [model.get_submodule(place).register_forward_hook(add), loss_block.register_forward_hook(keep)]
     try:
         for iteration in range(hp.v_num_grad_steps):
             optimizer.zero_grad()
@@ -100,7 +116,8 @@ def value_search(model, request, place: str, hp, pad: int, early_stop: float = E
             kl_logp = torch.log_softmax(logits[n_rewrite, lookups[-1]][None], dim=-1)
             if kl_init is None:
                 kl_init = kl_logp.detach().clone()
-            log_probs = torch.log_softmax(logits[:n_rewrite], dim=2)
+            full_repr = state["loss_layer"][:n_rewrite]
+            log_probs = torch.log_softmax(ln_f(full_repr) @ lm_w + lm_b, dim=2)
             picked = torch.gather(log_probs, 2, torch.where(targets != -100, targets, 0)[:, :, None])[:, :, 0]
             nll = -(picked * (targets != -100).float()).sum(1) / n_target
             kl = hp.kl_factor * torch.nn.functional.kl_div(kl_init, kl_logp, log_target=True, reduction="batchmean")
@@ -115,7 +132,8 @@ def value_search(model, request, place: str, hp, pad: int, early_stop: float = E
                 with torch.no_grad():
                     delta[...] = delta * limit / delta.norm()
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         for param in frozen:
             param.requires_grad_(True)
     return state["init"].double(), delta.detach().double()
@@ -154,7 +172,7 @@ def weight_update(model, module: str, before: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------- ROME
 
 
-def rome_edit(model, request, hp, layer: int, mlp: str, c_inverse: torch.Tensor | None, pad: int,
+def rome_edit(model, request, hp, layer: int, arch, c_inverse: torch.Tensor | None, pad: int,
               consistent_keys: bool = False) -> torch.Tensor:
     """ROME at one layer: u = C⁻¹k (k averaged over the context templates), v* from the value
     search at the MLP output, ΔW = (v* − W k) uᵀ / (kᵀu) with k and W k at the bare prompt,
@@ -167,7 +185,7 @@ def rome_edit(model, request, hp, layer: int, mlp: str, c_inverse: torch.Tensor 
     if c_inverse is not None:
         u = c_inverse @ u
     u = u / u.norm()
-    init, delta = value_search(model, request, mlp.format(layer), hp, pad)
+    init, delta = value_search(model, request, arch.mlp.format(layer), layer, hp, arch, pad)
     if consistent_keys:
         key, current = keys.mean(0), outs.mean(0)
     else:
@@ -190,14 +208,14 @@ def group_keys(model, module: str, requests, pad: int) -> torch.Tensor:
     return torch.stack(columns, dim=1)
 
 
-def spread(model, requests, hp, block: str, pad: int, solve) -> dict[str, torch.Tensor]:
+def spread(model, requests, hp, arch, pad: int, solve) -> dict[str, torch.Tensor]:
     """The shared MEMIT/AlphaEdit loop: z at the top layer per request, then per layer the keys,
     the residual still missing at the top layer over the layers left, and `solve(i, name, K, R)`."""
     layers = sorted(hp.layers)
-    top = block.format(layers[-1])
+    top = arch.block.format(layers[-1])
     zs = []
     for request in requests:
-        init, delta = value_search(model, request, top, hp, pad)
+        init, delta = value_search(model, request, top, layers[-1], hp, arch, pad)
         zs.append(init + delta)
     z = torch.stack(zs, dim=1)  # (d, n)
     bare = [request.rows[0] for request in requests]
@@ -212,14 +230,14 @@ def spread(model, requests, hp, block: str, pad: int, solve) -> dict[str, torch.
     return updates
 
 
-def memit_edit(model, requests, hp, block: str, covariances: dict[str, torch.Tensor], pad: int
+def memit_edit(model, requests, hp, arch, covariances: dict[str, torch.Tensor], pad: int
                ) -> dict[str, torch.Tensor]:
     """MEMIT: ΔW_l = R K_lᵀ (λC_l + K_l K_lᵀ)⁻¹ by a dense solve, for each layer in turn."""
     def solve(i, name, keys, resid):
         system = hp.mom2_update_weight * covariances[name].double() + keys @ keys.T
         return resid @ torch.linalg.solve(system, keys).T
 
-    return spread(model, requests, hp, block, pad, solve)
+    return spread(model, requests, hp, arch, pad, solve)
 
 
 def nullspace_projection(covariance: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -229,7 +247,7 @@ def nullspace_projection(covariance: torch.Tensor, threshold: float) -> torch.Te
     return small @ small.T
 
 
-def alphaedit_edit(model, requests, hp, block: str, projections: dict[str, torch.Tensor],
+def alphaedit_edit(model, requests, hp, arch, projections: dict[str, torch.Tensor],
                    cache_c: dict[str, torch.Tensor], pad: int) -> dict[str, torch.Tensor]:
     """AlphaEdit: ΔW_lᵀ = (P (K Kᵀ + C_prev) + α I)⁻¹ P K Rᵀ by a dense solve per layer; then, as
     the published driver does after each batch, C_prev += K Kᵀ with the keys read again on the
@@ -240,7 +258,7 @@ def alphaedit_edit(model, requests, hp, block: str, projections: dict[str, torch
         system = p @ (keys @ keys.T + cache_c[name]) + hp.L2 * eye
         return torch.linalg.solve(system, p @ keys @ resid.T).T
 
-    updates = spread(model, requests, hp, block, pad, solve)
+    updates = spread(model, requests, hp, arch, pad, solve)
     for name in updates:
         keys = group_keys(model, name, requests, pad)
         cache_c[name] = cache_c[name] + keys @ keys.T

@@ -206,6 +206,27 @@ def test_alphaedit_session_accumulates_sequential_edits_and_restores_rewind_it()
     assert state.c_prev == {} and weights_hash(model) == digest
 
 
+@pytest.mark.parametrize("model_type", ["gpt2", "gptj", "llama"])
+def test_alphaedit_c_prev_holds_the_keys_read_again_on_the_edited_model(model_type):
+    """The editor adds to C_prev the keys it solved with, not keys read after the edit as the
+    published code does: they must be the same (a module's input depends neither on its own
+    weight nor on the layers above it)."""
+    model, tok = edit_model(model_type)
+    editor, hp = hparams_for("alphaedit", model)
+    cases = [CASE, OTHERS[0]]
+    handle = editor.apply(model, tok, cases, hp)
+    templates = locate.context_templates(model, tok, hp.context_template_length_params)
+    groups = [[0], list(range(1, len(templates)))]
+    requests = [locate.prepare(tok, case, templates, groups, hp.fact_token) for case in cases]
+    names = [hp.rewrite_module_tmp.format(layer) for layer in sorted(hp.layers)]
+    assert len(names) >= 2  # a lower layer's update changes the keys of the layers above
+    keys, _ = locate.request_keys(model, architecture_of(model.config), requests, names, locate.pad_id(tok))
+    for name in names:
+        expected = keys[name].T @ keys[name]
+        assert (session(model).c_prev[name].double() - expected).norm() <= 1e-5 * expected.norm(), name
+    handle.restore()
+
+
 @pytest.mark.parametrize("name", ["memit", "alphaedit"])
 def test_batch_edit_writes_several_cases_in_one_update(name):
     model, tok = edit_model("qwen2")

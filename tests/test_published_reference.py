@@ -66,7 +66,7 @@ def test_rome_matches_the_published_algorithm(bundled):
         ours = published.weight_update(model, module, saved[module])
         handle.restore()
         request = request_for(tok, cases[case_id], templates, grouped=False)
-        reference = published.rome_edit(model, request, hp, layer, architecture_of(model.config).mlp, inverse,
+        reference = published.rome_edit(model, request, hp, layer, architecture_of(model.config), inverse,
                                         locate.pad_id(tok))
         published.put_back(model, saved)
         assert gap(ours, reference) < TOLERANCE, case_id
@@ -77,7 +77,7 @@ def test_memit_matches_the_published_algorithm_single_and_batched(bundled):
     loaded, cases = bundled
     model, tok = loaded.model, loaded.tokenizer
     editor, hp, modules, covariances, templates = setup(loaded, "memit")
-    block = architecture_of(model.config).block
+    arch = architecture_of(model.config)
     digest = weights_hash(model)
     for batch in [[CASES[0]], [CASES[1]], list(CASES)]:
         saved = published.save_weights(model, modules)
@@ -85,11 +85,31 @@ def test_memit_matches_the_published_algorithm_single_and_batched(bundled):
         ours = {m: published.weight_update(model, m, saved[m]) for m in modules}
         handle.restore()
         requests = [request_for(tok, cases[c], templates, grouped=True) for c in batch]
-        reference = published.memit_edit(model, requests, hp, block, covariances, locate.pad_id(tok))
+        reference = published.memit_edit(model, requests, hp, arch, covariances, locate.pad_id(tok))
         published.put_back(model, saved)
         for module in modules:
             assert gap(ours[module], reference[module]) < TOLERANCE, (batch, module)
     assert weights_hash(model) == digest
+
+
+def test_memit_matches_the_published_algorithm_with_the_loss_at_a_lower_layer(bundled):
+    """v_loss_layer below the last layer: both read the target's probability through the final
+    norm and the LM head applied to that layer's output."""
+    loaded, cases = bundled
+    model, tok = loaded.model, loaded.tokenizer
+    editor, _, modules, covariances, templates = setup(loaded, "memit")
+    hp = build_hparams(editor.hparams_type, editor.defaults(model.config, loaded.profile),
+                       [("test", {"mom2_n_samples": 2000, "v_loss_layer": 2})])
+    saved = published.save_weights(model, modules)
+    handle = editor.apply(model, tok, [cases[CASES[1]]], hp)
+    ours = {m: published.weight_update(model, m, saved[m]) for m in modules}
+    handle.restore()
+    request = request_for(tok, cases[CASES[1]], templates, grouped=True)
+    reference = published.memit_edit(model, [request], hp, architecture_of(model.config), covariances,
+                                     locate.pad_id(tok))
+    published.put_back(model, saved)
+    for module in modules:
+        assert gap(ours[module], reference[module]) < TOLERANCE, module
 
 
 def test_alphaedit_matches_the_published_algorithm_over_sequential_edits(bundled):
@@ -100,7 +120,7 @@ def test_alphaedit_matches_the_published_algorithm_over_sequential_edits(bundled
     loaded, cases = bundled
     model, tok = loaded.model, loaded.tokenizer
     editor, hp, modules, covariances, templates = setup(loaded, "alphaedit")
-    block = architecture_of(model.config).block
+    arch = architecture_of(model.config)
     projections = {m: published.nullspace_projection(covariances[m], hp.nullspace_threshold) for m in modules}
     digest = weights_hash(model)
     start = published.save_weights(model, modules)
@@ -115,7 +135,7 @@ def test_alphaedit_matches_the_published_algorithm_over_sequential_edits(bundled
     cache_c = {m: torch.zeros_like(covariances[m]) for m in modules}
     for case_id, mine in zip(CASES[:2], ours):
         request = request_for(tok, cases[case_id], templates, grouped=True)
-        reference = published.alphaedit_edit(model, [request], hp, block, projections, cache_c, locate.pad_id(tok))
+        reference = published.alphaedit_edit(model, [request], hp, arch, projections, cache_c, locate.pad_id(tok))
         for module in modules:
             assert gap(mine[module], reference[module]) < TOLERANCE, (case_id, module)
     published.put_back(model, start)

@@ -11,7 +11,7 @@ threshold the author suggests when the absolute one selects everything or nothin
 so ΔW P = ΔW: keys in C's large-eigenvalue directions (the preserved subspace) map as before.
 With no previous edits (C_prev = 0) this equals P K (α I + Kᵀ P K)⁻¹ Rᵀ, an n × n solve.
 
-C_prev (Σ K Kᵀ of the keys edited so far, recomputed on the edited model after each batch) is
+C_prev (Σ K Kᵀ of the keys edited so far, as the edited model reads them) is
 kept per model in an explicit `AlphaEditSession`. Restoring an edit rewinds the session to
 where it was, so single edits, each restored before the next, always start from C_prev = 0;
 sequential edits that are not restored accumulate. `session(model).reset()` empties it.
@@ -28,7 +28,7 @@ import torch
 from ..architectures import architecture_of
 from ..cases import Case
 from . import Editor
-from .locate import PROJECTIONS, EditRestore, check_layers, moments, pad_id, request_keys, scaled_layers
+from .locate import PROJECTIONS, EditRestore, check_layers, moments, scaled_layers
 from .memit import PUBLISHED_LAYERS, REFERENCE, edit_layers
 
 
@@ -185,15 +185,14 @@ def apply(model, tokenizer, cases: list[Case], hp: AlphaEditHparams) -> SessionR
                                            keys.device)
             return alphaedit_solve(proj, keys, resid, state.c_prev.get(name), hp.L2)
 
-        requests = edit_layers(model, tokenizer, cases, hp, handle, solve)
+        edited = edit_layers(model, tokenizer, cases, hp, handle, solve)
         for info in handle.info:
             info["nullspace_dim"] = kept[info["layer"]]
-        # the keys of this batch, read on the edited model, join C_prev
-        edited, _ = request_keys(model, architecture_of(model.config), requests, list(names.values()),
-                                 pad_id(tokenizer))
+        # the keys of this batch on the edited model join C_prev (the published code reads them
+        # again after the edit; edit_layers says why they are the ones it solved with)
         dtype = torch.float64 if hp.mom2_dtype == "float64" else torch.float32
-        for name in names.values():
-            state.add(name, edited[name].T, dtype)
+        for name, keys in edited.items():
+            state.add(name, keys, dtype)
     except BaseException:
         handle.restore()
         raise

@@ -308,7 +308,11 @@ class ValueProblem:
     `split` (each row's text after the subject has the same length within a request). Nothing
     before a fact token depends on δ, so with `reuse_prefix` the columns before `split` run
     once, and each step runs the blocks from `start` on the remaining columns only, against
-    the keys and values of the prefix kept from that clean pass."""
+    the keys and values of the prefix kept from that clean pass.
+
+    As published, the NLL reads the target through the final norm and the LM head applied to
+    the output of `loss_layer`, the KL term the model's own output (the same block unless
+    `loss_layer` is below the last)."""
 
     def __init__(self, model, arch: Architecture, requests: Sequence[Request], layer: int, at: str,
                  loss_layer: int, pad: int, rewrite_module: str | None = None, reuse_prefix: bool = True) -> None:
@@ -316,6 +320,7 @@ class ValueProblem:
             raise ValueError(at)
         self.model, self.arch, self.layer, self.at = model, arch, layer, at
         self.loss_layer = max(loss_layer, layer)
+        self.last = model.config.num_hidden_layers - 1
         self.start = start = layer if at == "mlp" else layer + 1
         device = next(model.parameters()).device
         sequences, owners, lookups, kl_rows = [], [], [], []
@@ -344,7 +349,7 @@ class ValueProblem:
         split = min(columns) if reuse_prefix else 0
         if split > 0:
             self.cache, self.prefix = _prefix_cache(model, ids[:, :split], mask[:, :split], positions[:, :split],
-                                                    range(start, self.loss_layer + 1))
+                                                    range(start, self.last + 1))
             if self.cache is None:
                 split = 0
         self.split = split
@@ -363,9 +368,19 @@ class ValueProblem:
         self.target_rows = torch.tensor(target_rows, device=device)
         self.target_pos = local([shifts[r] + p for r, p in zip(target_rows, target_pos)])
         self.target_ids = torch.tensor(target_ids_, device=device)
-        self.target_len = torch.tensor([len(q.target) for q in requests], device=device, dtype=torch.float32)
-        self.rows_per_request = torch.tensor([len(q.rows) for q in requests], device=device, dtype=torch.float32)
         self.template_rows = [i for i in range(len(sequences)) if i not in kl_rows]
+        # the (row, column) pairs the loss reads, target tokens first, and each target token's
+        # request and weight in the NLL (the mean over the request's rows of the target's mean
+        # negative log-likelihood)
+        self.n_target = len(target_rows)
+        self.read_target = (self.target_rows, self.target_pos)
+        self.read_kl = (self.kl_rows, self.lookups[self.kl_rows])
+        self.read = tuple(torch.cat(pair) for pair in zip(self.read_target, self.read_kl))
+        self.token_index = torch.arange(self.n_target, device=device)
+        token_owner = [owners[row] for row in target_rows]
+        self.token_owner = torch.tensor(token_owner, device=device)
+        self.token_weight = torch.tensor([-1 / (len(requests[r].target) * len(requests[r].rows)) for r in token_owner],
+                                         device=device)
 
         self.place = place = (arch.mlp if at == "mlp" else arch.block).format(layer)
         block = arch.block.format(layer)
@@ -373,11 +388,12 @@ class ValueProblem:
         if rewrite_module is not None:
             inputs.append(rewrite_module)
             outputs.append(rewrite_module)
-        calls = list(range(start, self.loss_layer + 1))
+        calls = list(range(start, self.last + 1))
         self.recorded = trace(model, arch, ids[:, split:], mask, inputs=inputs, outputs=outputs, calls=calls,
                               **forward)
         clean = self.recorded.outputs[place]
         self.init = pick(clean, (self.first_rows, self.lookups[self.first_rows])).float()
+        self.init_sq = self.init.norm(dim=-1) ** 2
         # the hidden state entering the first block δ changes: recorded once, never recomputed
         self.entry = input_of(*self.recorded.calls[start]).detach() if at == "mlp" else clean
         self.residual = at == "block"
@@ -435,30 +451,32 @@ class ValueProblem:
         else:
             hidden = self.entry
             handle = self.model.get_submodule(self.place).register_forward_hook(_adder(where, shift))
+        swap = self._swap()
         try:
-            hidden = run_blocks(self.model, self.arch, self.recorded, hidden, self.start, self.loss_layer,
-                                self._swap())
+            hidden = run_blocks(self.model, self.arch, self.recorded, hidden, self.start, self.loss_layer, swap)
         finally:
             if handle is not None:
                 handle.remove()
-        picked = torch.cat([pick(hidden, (self.target_rows, self.target_pos)),
-                            pick(hidden, (self.kl_rows, self.lookups[self.kl_rows]))])
+        if self.loss_layer == self.last:
+            picked = pick(hidden, self.read)
+        else:
+            final = run_blocks(self.model, self.arch, self.recorded, hidden, self.loss_layer + 1, self.last, swap)
+            picked = torch.cat([pick(hidden, self.read_target), pick(final, self.read_kl)])
         logp = self.head(self.final_norm(picked)).float().log_softmax(-1).to(delta.device)
-        n_target = len(self.target_rows)
-        token_logp = logp[:n_target].gather(1, self.target_ids[:, None].to(delta.device)).squeeze(1)
-        return token_logp, logp[n_target:]
+        token_logp = logp[self.token_index.to(delta.device), self.target_ids.to(delta.device)]
+        return token_logp, logp[self.n_target:]
 
     def losses(self, delta: torch.Tensor, kl_init: torch.Tensor | None, kl_factor: float, weight_decay: float):
+        """Per request: NLL + KL + weight decay, the NLL alone, and the KL reference (the first
+        call's distribution, δ = 0)."""
         token_logp, kl_logp = self.log_probs(delta)
-        # NLL per request: mean over its rows of (summed target log-likelihood / target length)
         device = delta.device
-        per_row = torch.zeros(len(self.rows), device=device).index_add(0, self.target_rows.to(device), -token_logp)
-        per_request = torch.zeros(self.n, device=device).index_add(0, self.owners.to(device), per_row)
-        nll = per_request / self.target_len.to(device) / self.rows_per_request.to(device)
+        nll = torch.zeros(self.n, device=device).index_add(
+            0, self.token_owner.to(device), token_logp * self.token_weight.to(device))
         if kl_init is None:
             kl_init = kl_logp.detach()
         kl = kl_factor * (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
-        decay = weight_decay * delta.norm(dim=-1) / self.init.norm(dim=-1) ** 2
+        decay = delta.norm(dim=-1) * (weight_decay / self.init_sq)
         return nll + kl + decay, nll, kl_init
 
 
@@ -491,10 +509,12 @@ def _new_cache(model):
 @torch.no_grad()
 def _prefix_cache(model, ids, mask, positions, layers) -> tuple[object, dict | None]:
     """Run the prefix columns once with a KV cache; keep each needed layer's keys and values.
-    (None, None) when the model's cache does not expose them (then nothing is reused)."""
+    (None, None) when the model's cache does not expose them (then nothing is reused). The
+    decoder alone runs (`base_model`): the LM head's logits of the prefix are never read."""
     try:
         cache = _new_cache(model)
-        model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True)
         return cache, {i: (cache.layers[i].keys, cache.layers[i].values) for i in layers}
     except (AttributeError, IndexError, TypeError, ValueError):
         return None, None
@@ -528,8 +548,9 @@ def optimise_values(problem: ValueProblem, *, lr: float, steps: int, kl_factor: 
     `clamp_norm_factor`·‖v_init‖ after each step."""
     init = problem.init
     delta = torch.zeros_like(init, requires_grad=True)
-    optimizer = torch.optim.Adam([delta], lr=lr)
-    active = torch.ones(problem.n, dtype=torch.bool, device=init.device)
+    # the fused kernel: the same Adam arithmetic in one call per step instead of a dozen
+    optimizer = torch.optim.Adam([delta], lr=lr, fused=delta.device.type in ("cpu", "cuda"))
+    active = [True] * problem.n
     taken = [0] * problem.n
     final_loss = [0.0] * problem.n
     final_nll = [0.0] * problem.n
@@ -542,23 +563,28 @@ def optimise_values(problem: ValueProblem, *, lr: float, steps: int, kl_factor: 
         with torch.enable_grad():
             for iteration in range(max(steps, 1)):
                 loss, nll, kl_init = problem.losses(delta, kl_init, kl_factor, weight_decay)
-                losses, nlls, still = loss.tolist(), nll.tolist(), active.tolist()
+                losses, nlls = loss.tolist(), nll.tolist()
                 for r in range(problem.n):
-                    if still[r]:
+                    if active[r]:
                         final_loss[r], final_nll[r] = losses[r], nlls[r]
-                active &= loss.detach() >= EARLY_STOP_LOSS
-                if not active.any() or iteration == steps - 1:
+                active = [a and value >= EARLY_STOP_LOSS for a, value in zip(active, losses)]
+                if not any(active) or iteration == steps - 1:
                     break
                 optimizer.zero_grad()
-                (loss * active).sum().backward()
-                kept = delta.detach().clone()
+                if all(active):
+                    loss.sum().backward()
+                    kept = None
+                else:  # a finished request gets no gradient, and its δ no longer moves
+                    mask = torch.tensor(active, device=delta.device)
+                    (loss * mask).sum().backward()
+                    kept = delta.detach().clone()
                 optimizer.step()
                 with torch.no_grad():
-                    delta[~active] = kept[~active]  # a finished request's δ no longer moves
+                    if kept is not None:
+                        delta.copy_(torch.where(mask[:, None], delta, kept))
                     norms = delta.norm(dim=-1)
-                    scale = torch.where(norms > max_norm, max_norm / norms.clamp_min(1e-12), torch.ones_like(norms))
-                    delta.mul_(scale[:, None])
-                taken = [t + a for t, a in zip(taken, active.tolist())]
+                    delta.mul_(torch.where(norms > max_norm, max_norm / norms, 1.0)[:, None])
+                taken = [t + a for t, a in zip(taken, active)]
     finally:
         for param in frozen:
             param.requires_grad_(True)
@@ -574,27 +600,32 @@ def mean_keys(keys: torch.Tensor, request: Request, offset: int = 0) -> torch.Te
     return torch.stack(means).mean(0)
 
 
+def grouped_keys(keys: torch.Tensor, requests: Sequence[Request]) -> torch.Tensor:
+    """(n, d_k) float64: each request's key from `keys`, one row per template row, the requests'
+    rows one after the other."""
+    keys = keys.double()
+    means, offset = [], 0
+    for request in requests:
+        means.append(mean_keys(keys, request, offset))
+        offset += len(request.rows)
+    return torch.stack(means)
+
+
 def request_keys(model, arch: Architecture, requests: Sequence[Request], modules: Sequence[str], pad: int,
                  outputs: Sequence[str] = ()) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """One forward over every template row of every request (prompts only), stopped after the
-    deepest module needed: per module, the (n, d_k) group-averaged keys; per output module, the
-    (n, d) output at the bare prompt's fact token."""
+    """One forward over every template row of every request, stopped after the deepest module
+    needed: per module, the (n, d_k) group-averaged keys; per output module, the (n, d) output at
+    the bare prompt's fact token. Everything is read at fact tokens, which in a causal model do
+    not see the tokens after them: each row runs only up to its fact token."""
     device = next(model.parameters()).device
     rows = [row for request in requests for row in request.rows]
-    ids, mask = right_pad([row.ids for row in rows], pad, device)
+    ids, mask = right_pad([row.ids[: row.lookup + 1] for row in rows], pad, device)
     recorded = trace(model, arch, ids, mask, inputs=modules, outputs=outputs)
     lookups = torch.tensor([row.lookup for row in rows], device=device)
     all_rows = torch.arange(len(rows), device=device)
-    keys, outs = {}, {}
-    starts = [0]
-    for request in requests:
-        starts.append(starts[-1] + len(request.rows))
-    for name in modules:
-        found = pick(recorded.inputs[name], (all_rows, lookups)).double()
-        keys[name] = torch.stack([mean_keys(found, q, s) for q, s in zip(requests, starts)])
-    for name in outputs:
-        found = pick(recorded.outputs[name], (all_rows, lookups)).double()
-        outs[name] = found[torch.tensor(starts[:-1], device=found.device)]
+    keys = {name: grouped_keys(pick(recorded.inputs[name], (all_rows, lookups)), requests) for name in modules}
+    bare = torch.tensor([0] + [len(request.rows) for request in requests[:-1]], device=device).cumsum(0)
+    outs = {name: pick(recorded.outputs[name], (bare, lookups[bare])).double() for name in outputs}
     return keys, outs
 
 

@@ -33,6 +33,7 @@ from .locate import (
     add_update,
     check_layers,
     context_templates,
+    grouped_keys,
     moments,
     optimise_values,
     pad_id,
@@ -129,16 +130,21 @@ def memit_solve_dense(matrix: torch.Tensor, keys: torch.Tensor, resid: torch.Ten
 
 
 def compute_targets(model, tokenizer, arch, requests, hp) -> Values:
-    """z = block output at the top layer + δ, for every request at once."""
-    top = max(hp.layers)
-    problem = ValueProblem(model, arch, requests, top, "block", hp.v_loss_layer, pad_id(tokenizer))
+    """z = block output at the top layer + δ, for every request at once; with the keys of the
+    lowest edit layer, which the search's clean pass reads on the way."""
+    layers = sorted(set(hp.layers))
+    problem = ValueProblem(model, arch, requests, layers[-1], "block", hp.v_loss_layer, pad_id(tokenizer),
+                           rewrite_module=hp.rewrite_module_tmp.format(layers[0]))
     return optimise_values(problem, lr=hp.v_lr, steps=hp.v_num_grad_steps, kl_factor=hp.kl_factor,
                            weight_decay=hp.v_weight_decay, clamp_norm_factor=hp.clamp_norm_factor)
 
 
 def edit_layers(model, tokenizer, cases: list[Case], hp, handle: EditRestore,
-                solve: Callable[[int, str, torch.Tensor, torch.Tensor], torch.Tensor]) -> list:
-    """Steps 1 and 2 above with `solve(layer, module name, K, R) -> ΔW`; returns the requests."""
+                solve: Callable[[int, str, torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Steps 1 and 2 above with `solve(layer, module name, K, R) -> ΔW`; returns each module's
+    keys K (d_k × n, float64). They are also the keys of the edited model: a module's input
+    depends neither on its own weight nor on the layers above it, the only ones edited after
+    its keys were read."""
     arch = architecture_of(model.config)
     layers = sorted(set(hp.layers))
     top = layers[-1]
@@ -149,17 +155,22 @@ def edit_layers(model, tokenizer, cases: list[Case], hp, handle: EditRestore,
     z = values.target.double()  # (n, d)
     top_block = arch.block.format(top)
     pad = pad_id(tokenizer)
+    edited = {}
     for i, layer in enumerate(layers):
         name = hp.rewrite_module_tmp.format(layer)
-        keys, outs = request_keys(model, arch, requests, [name], pad, outputs=[top_block])
-        current = outs[top_block].to(z.device)
-        resid = (z - current).T / (len(layers) - i)  # (d_v, n)
-        delta = solve(layer, name, keys[name].T, resid.to(keys[name].device))
+        if i == 0:  # nothing edited yet: the search's clean pass gave the keys, and z − δ is the output
+            keys, current = grouped_keys(values.keys, requests), values.init.double()
+        else:
+            found, outs = request_keys(model, arch, requests, [name], pad, outputs=[top_block])
+            keys, current = found[name], outs[top_block]
+        resid = (z - current.to(z.device)).T / (len(layers) - i)  # (d_v, n)
+        edited[name] = keys.T  # (d_k, n)
+        delta = solve(layer, name, edited[name], resid.to(keys.device))
         add_update(model.get_submodule(name), delta)
-        handle.info.append({"layer": layer, "module": name, "keys": keys[name].float(), "resid": resid.float(),
+        handle.info.append({"layer": layer, "module": name, "keys": keys.float(), "resid": resid.float(),
                             "update_norm": float(delta.norm()), "steps": values.steps, "loss": values.loss,
                             "nll": values.nll, "targets": values.target.float()})
-    return requests
+    return edited
 
 
 def apply(model, tokenizer, cases: list[Case], hp: MEMITHparams) -> EditRestore:
