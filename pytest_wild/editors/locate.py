@@ -624,6 +624,7 @@ def request_keys(model, arch: Architecture, requests: Sequence[Request], modules
     lookups = torch.tensor([row.lookup for row in rows], device=device)
     all_rows = torch.arange(len(rows), device=device)
     keys = {name: grouped_keys(pick(recorded.inputs[name], (all_rows, lookups)), requests) for name in modules}
+    # each request's first row is its bare prompt
     bare = torch.tensor([0] + [len(request.rows) for request in requests[:-1]], device=device).cumsum(0)
     outs = {name: pick(recorded.outputs[name], (bare, lookups[bare])).double() for name in outputs}
     return keys, outs
