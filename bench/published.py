@@ -5,12 +5,14 @@ their original code have them: the reference that pytest-wild's editors are time
 Nothing here comes from pytest_wild.editors except the edit's input: the prepared requests
 (tokenised prompts behind the context templates, fact-token positions, target ids). The second
 moments C are the same statistics for both sides. Every forward pass runs the whole model on
-the whole right-padded batch, as the published code does:
+the whole right-padded batch and calls it as the published code does, `model(**input_tok)`:
+with the model's own `use_cache` default (true in GPT-2 and Llama configurations, so each pass
+also fills a KV cache that nothing reads):
 
 - value search (ROME's compute_v, MEMIT's compute_z): every step runs all layers, with δ added
-  by a hook, and the full-vocabulary log-softmax at every position twice, as the published code
-  has it: once of the model's logits (the KL term reads them) and once of the traced loss-layer
-  output through the final norm and the LM head again (the NLL reads it);
+  in place by a hook, and the full-vocabulary log-softmax at every position twice, as the
+  published code has it: once of the model's logits (the KL term reads them) and once of the
+  traced loss-layer output through the final norm and the LM head again (the NLL reads it);
 - keys and current outputs (compute_u / compute_ks / get_module_input_output_at_words): one
   whole-model pass per layer and call;
 - solve: MEMIT's and AlphaEdit's dense d_k × d_k solve for every layer of every call; ROME's C⁻¹
@@ -54,7 +56,7 @@ def at_tokens(model, module: str, rows: Sequence[Sequence[int]], lookups: Sequen
     hooks = [target.register_forward_pre_hook(before, with_kwargs=True), target.register_forward_hook(after)]
     ids, mask = right_pad(rows, pad, _device(model))
     try:
-        model(input_ids=ids, attention_mask=mask, use_cache=False)
+        model(input_ids=ids, attention_mask=mask)
     finally:
         for hook in hooks:
             hook.remove()
@@ -96,10 +98,8 @@ def value_search(model, request, place: str, layer: int, hp, arch, pad: int, ear
         hidden = _first(output)
         if "init" not in state:
             state["init"] = hidden[0, lookups[0]].detach().clone()
-        hidden = hidden.clone()
-        for i, index in enumerate(lookups):
+        for i, index in enumerate(lookups):  # in place, as published
             hidden[i, index] += delta
-        return hidden if isinstance(output, torch.Tensor) else (hidden, *output[1:])
 
     def keep(module, args, output):
         state["loss_layer"] = _first(output)
@@ -112,7 +112,7 @@ def value_search(model, request, place: str, layer: int, hp, arch, pad: int, ear
     try:
         for iteration in range(hp.v_num_grad_steps):
             optimizer.zero_grad()
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            logits = model(input_ids=ids, attention_mask=mask).logits
             kl_logp = torch.log_softmax(logits[n_rewrite, lookups[-1]][None], dim=-1)
             if kl_init is None:
                 kl_init = kl_logp.detach().clone()
