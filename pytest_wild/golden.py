@@ -417,9 +417,21 @@ class GoldenGuard(GoldenReporter):
             self.settings.crashed.append(str(getattr(getattr(node, "gateway", None), "id", node)))
 
 
+class GoldensOff:
+    """With syrupy disabled (`-p no:syrupy`) nothing is compared or recorded: say so."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        terminalreporter.write_line("wild goldens: not compared (the syrupy plugin is disabled: -p no:syrupy)")
+
+
 def configure_goldens(config: pytest.Config, run: WildRun) -> None:
     """Under --wild: point syrupy's `snapshot` fixture at the golden extension and register
-    the reporter (the crash guard on an xdist controller)."""
+    the reporter (the crash guard on an xdist controller); without syrupy, only the notice."""
+    if not config.pluginmanager.hasplugin("syrupy"):
+        if not hasattr(config, "workerinput"):
+            config.pluginmanager.register(GoldensOff(), "wild-goldens")
+        return
     try:
         configured = config.getini(INI_NAME)
     except ValueError:

@@ -138,6 +138,18 @@ def test_changed_generations_fail_with_a_diff_and_are_accepted_by_update(pyteste
     rerun.stdout.fnmatch_lines(["*4 snapshots passed*"])
 
 
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "n2"])
+def test_without_syrupy_the_cases_run_and_no_golden_is_compared_or_touched(pytester, recorded, workers):
+    directory = with_goldens(pytester, recorded)
+    before = snapshot_of(directory)
+    pytester.makefile(".yaml", hp="num_steps: 1\nlr: 1.0e-5\n")  # generations that differ from the goldens
+    result = pytester.runpytest_subprocess(*WILD, "--wild-hparams", "hp.yaml", "-p", "no:syrupy", *workers)
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["wild goldens: not compared (the syrupy plugin is disabled: -p no:syrupy)"])
+    assert "differs" not in result.stdout.str()
+    assert snapshot_of(directory) == before
+
+
 def test_a_golden_of_a_case_gone_from_the_suite_is_reported_then_removed(pytester, recorded):
     directory = with_goldens(pytester, recorded)
     orphan = directory / "tw-9999.json"
