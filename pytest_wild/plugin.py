@@ -197,7 +197,8 @@ class WildItem(pytest.Function):
 def _case_test(case: Case, goldens: bool):
     """The test of one case; it asks for syrupy's `snapshot` only when syrupy is loaded (with
     `-p no:syrupy` the run goes on without goldens, and the summary says so)."""
-    def run_case(wild_run, request, snapshot) -> None:
+    def test_edit(wild_run, request) -> None:
+        snapshot = request.getfixturevalue("snapshot") if goldens else None
         row = wild_run.evaluate(case)
         request.node.user_properties.append((OUTPUT_KEY, row))
         for mode, scores in row["modes"].items():
@@ -211,13 +212,6 @@ def _case_test(case: Case, goldens: bool):
             failures += check_golden(snapshot, row, wild_run)  # after the thresholds; both reported
         if failures:
             pytest.fail("\n".join(failures), pytrace=False)
-
-    if goldens:
-        def test_edit(wild_run, request, snapshot) -> None:
-            run_case(wild_run, request, snapshot)
-    else:
-        def test_edit(wild_run, request) -> None:
-            run_case(wild_run, request, None)
 
     return test_edit
 
