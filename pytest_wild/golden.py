@@ -417,6 +417,11 @@ class GoldenGuard(GoldenReporter):
             self.settings.crashed.append(str(getattr(getattr(node, "gateway", None), "id", node)))
 
 
+def goldens_on(config: pytest.Config) -> bool:
+    """Goldens need syrupy; `-p no:syrupy` turns them off for the run."""
+    return config.pluginmanager.hasplugin("syrupy")
+
+
 class GoldensOff:
     """With syrupy disabled (`-p no:syrupy`) nothing is compared or recorded: say so."""
 
@@ -428,7 +433,7 @@ class GoldensOff:
 def configure_goldens(config: pytest.Config, run: WildRun) -> None:
     """Under --wild: point syrupy's `snapshot` fixture at the golden extension and register
     the reporter (the crash guard on an xdist controller); without syrupy, only the notice."""
-    if not config.pluginmanager.hasplugin("syrupy"):
+    if not goldens_on(config):
         if not hasattr(config, "workerinput"):
             config.pluginmanager.register(GoldensOff(), "wild-goldens")
         return
