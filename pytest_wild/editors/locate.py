@@ -16,8 +16,10 @@
   state entering the first block δ can change and the arguments every later block was called
   with; each step then runs only those blocks, only on the columns at or after the earliest
   fact token (the keys and values of the columns before are kept from the clean pass), and
-  the final norm and LM head only at the positions the loss reads. Several requests are
-  optimised together, one δ row each, with the per-request trajectory of separate runs.
+  the final norm and LM head only at the positions the loss reads. Those blocks run as
+  written-out tensor code where pytest_wild.editors.blocks has it for the family and it gives
+  the modules' output, else as the modules. Several requests are optimised together, one δ
+  row each, with the per-request trajectory of separate runs.
 - Statistics: C per layer from `pytest_wild.stats`, with its Cholesky factor cached in memory.
 - Weight updates in the math layout (d_v × d_k), written into `nn.Linear` or GPT-2 `Conv1D`
   weights in their own layout.
@@ -36,6 +38,7 @@ from ..batching import left_pad, right_pad
 from ..cases import Case, WildInputError
 from ..tokens import target_ids
 from ..weights import Restore
+from .blocks import written_out
 
 KL_PROMPT = "{} is a"
 EARLY_STOP_LOSS = 5e-2
@@ -300,6 +303,11 @@ class Values:
         return self.init + self.delta
 
 
+# per model object: (first block, last block, no prefix kept) -> whether the written-out blocks
+# gave the modules' output there
+WRITTEN_OUT_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class ValueProblem:
     """Requests batched for the δ search at layer `layer`, with δ added to the MLP output
     (`at="mlp"`, ROME) or to the block output (`at="block"`, MEMIT) at every row's fact token.
@@ -408,6 +416,7 @@ class ValueProblem:
             self.outs = pick(self.recorded.outputs[rewrite_module], at_lookup).float()
         self.final_norm = model.get_submodule(arch.ln_f)
         self.head = model.get_output_embeddings()
+        self.written_out = self._written_out_blocks()
 
     def _swap(self):
         """A cache holding only the clean prefix, for one run of the blocks: built once, then
@@ -418,6 +427,41 @@ class ValueProblem:
         if self._work is None or not _rewind(self._work, self.prefix):
             self._work = _refill(self.model, self.prefix)
         return self.cache, self._work
+
+    def _written_out_blocks(self):
+        """The blocks from `start` on as written-out code (pytest_wild.editors.blocks), when δ
+        enters through the residual stream (no hook needed) and the code gave the modules'
+        output on a clean pass of this model and block range (checked once, the answer kept
+        per model object); else None, and the modules run."""
+        if not self.residual:
+            return None
+        blocks = {i: self.model.get_submodule(self.arch.block.format(i)) for i in range(self.start, self.last + 1)}
+        run = written_out(self.model, self.arch.family, blocks, self.recorded.calls, self.prefix)
+        if run is None:
+            return None
+        checked = WRITTEN_OUT_CHECKED.setdefault(self.model, {})
+        key = (self.start, self.last, self.prefix is None)
+        if key not in checked:
+            checked[key] = self._gives_module_output(run)
+        return run if checked[key] else None
+
+    def _gives_module_output(self, run) -> bool:
+        """Both ways on the clean pass, compared to 16 units of rounding of the output's norm:
+        the same ops in the same order agree to rounding, while a missed bias, scale or norm
+        moves the output by a fair part of its size."""
+        with torch.no_grad():
+            expected = run_blocks(self.model, self.arch, self.recorded, self.entry, self.start, self.last, self._swap())
+            try:
+                found = run(self.entry, self.start, self.last)
+            except (AttributeError, RuntimeError, TypeError, ValueError):
+                return False
+        tolerance = 16 * torch.finfo(expected.dtype).eps * float(expected.float().norm())
+        return found.shape == expected.shape and float((found - expected).float().norm()) <= tolerance
+
+    def _run(self, hidden: torch.Tensor, start: int, end: int, swap) -> torch.Tensor:
+        if self.written_out is not None:
+            return self.written_out(hidden, start, end)
+        return run_blocks(self.model, self.arch, self.recorded, hidden, start, end, swap)
 
     @torch.no_grad()
     def _mlp_output_adds_to_residual(self, block_out: torch.Tensor) -> bool:
@@ -451,16 +495,16 @@ class ValueProblem:
         else:
             hidden = self.entry
             handle = self.model.get_submodule(self.place).register_forward_hook(_adder(where, shift))
-        swap = self._swap()
+        swap = self._swap() if self.written_out is None else None
         try:
-            hidden = run_blocks(self.model, self.arch, self.recorded, hidden, self.start, self.loss_layer, swap)
+            hidden = self._run(hidden, self.start, self.loss_layer, swap)
         finally:
             if handle is not None:
                 handle.remove()
         if self.loss_layer == self.last:
             picked = pick(hidden, self.read)
         else:
-            final = run_blocks(self.model, self.arch, self.recorded, hidden, self.loss_layer + 1, self.last, swap)
+            final = self._run(hidden, self.loss_layer + 1, self.last, swap)
             picked = torch.cat([pick(hidden, self.read_target), pick(final, self.read_kl)])
         logp = self.head(self.final_norm(picked)).float().log_softmax(-1).to(delta.device)
         token_logp = logp[self.token_index.to(delta.device), self.target_ids.to(delta.device)]
@@ -678,9 +722,11 @@ def solve_c(moment, rhs: torch.Tensor) -> torch.Tensor:
 
 
 def clear_caches() -> None:
-    """Forget the factorisations and projections (the statistics stay, see pytest_wild.stats)."""
+    """Forget the factorisations, projections and written-out-block checks (the statistics stay,
+    see pytest_wild.stats)."""
     FACTORS.clear()
     PROJECTIONS.clear()
+    WRITTEN_OUT_CHECKED.clear()
 
 
 # ------------------------------------------------------------------------- weight layout

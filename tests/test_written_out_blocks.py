@@ -1,0 +1,82 @@
+"""The value search's written-out blocks (pytest_wild.editors.blocks): the modules' numbers
+where they are used, and the modules themselves wherever the code might differ."""
+
+import functools
+
+import pytest
+import torch
+
+from pytest_wild.architectures import architecture_of
+from pytest_wild.cases import Case
+from pytest_wild.editors import locate
+
+from .tiny_models import SIZES, tiny_model
+
+CASES = [Case(id="a", prompt="The home town of Kalo Venbri", target="Dorwyn Hill", subject="Kalo Venbri",
+              rephrase=None, locality=()),
+         Case(id="b", prompt="Q: Where was Moma Zalda born? A:", target="Tarn", subject="Moma Zalda",
+              rephrase=None, locality=())]
+WRITTEN_OUT = {"gpt2", "llama", "mistral", "qwen2"}  # GPT-NeoX and GPT-J keep their modules
+
+
+def problem(model, tok, at: str, reuse_prefix: bool = True) -> locate.ValueProblem:
+    arch = architecture_of(model.config)
+    templates = locate.context_templates(model, tok, [[5, 2]])
+    requests = [locate.prepare(tok, case, templates, [range(len(templates))]) for case in CASES]
+    return locate.ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id, reuse_prefix=reuse_prefix)
+
+
+def loss_and_gradient(found: locate.ValueProblem, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    delta = delta.clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss, _, _ = found.losses(delta, None, 0.0625, 0.5)
+        loss.sum().backward()
+    return loss.detach(), delta.grad
+
+
+@pytest.mark.parametrize("model_type", sorted(SIZES))
+@pytest.mark.parametrize("at", ["mlp", "block"])
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_written_out_blocks_give_the_modules_losses_and_gradients(model_type, at, reuse_prefix, dtype):
+    model, tok = tiny_model(model_type)
+    model.to(dtype)
+    found = problem(model, tok, at, reuse_prefix)
+    assert (found.written_out is not None) == (model_type in WRITTEN_OUT)
+    delta = torch.randn(len(CASES), model.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    loss, grad = loss_and_gradient(found, delta)
+    found.written_out = None  # the modules, as the search runs them otherwise
+    expected_loss, expected_grad = loss_and_gradient(found, delta)
+    # the same ops in the same order: equal up to float32 rounding in float32, and in bfloat16
+    # (the search's δ and loss are float32 there) within a bfloat16 rounding of the hidden states
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(loss, expected_loss, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(grad, expected_grad, rtol=tolerance, atol=tolerance * float(expected_grad.abs().max()))
+
+
+def test_written_out_blocks_stand_aside_for_hooks_training_and_other_attention():
+    model, tok = tiny_model("llama")
+    assert problem(model, tok, "block").written_out is not None
+    handle = model.get_submodule("model.layers.3.mlp").register_forward_hook(lambda m, a, out: out)
+    assert problem(model, tok, "block").written_out is None
+    handle.remove()
+    model.train()
+    assert problem(model, tok, "block").written_out is None
+    model.eval()
+    model.set_attn_implementation("eager")
+    assert problem(model, tok, "block").written_out is None
+
+
+def test_written_out_blocks_are_dropped_when_they_miss_what_the_block_does():
+    """A block whose forward does something the written-out code does not (here: a scaled
+    output) fails the check against the clean pass, and the search runs the modules. The
+    answer is kept per model and block range until the caches are cleared."""
+    model, tok = tiny_model("gpt2")
+    block = model.get_submodule("transformer.h.3")
+    forward = block.forward
+    block.forward = functools.wraps(forward)(lambda *args, **kwargs: forward(*args, **kwargs) * 1.01)
+    assert problem(model, tok, "block").written_out is None
+    block.forward = forward
+    assert problem(model, tok, "block").written_out is None
+    locate.clear_caches()
+    assert problem(model, tok, "block").written_out is not None
