@@ -65,6 +65,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 
 
 def gpt2_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, rotary, past: Past | None) -> torch.Tensor:
+    """transformers' GPT2Block: pre-norm attention and MLP, each added to the residual stream."""
     attn, mlp = block.attn, block.mlp
     width = hidden.shape[-1:]
     x = F.layer_norm(hidden, width, block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
@@ -76,6 +77,8 @@ def gpt2_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, rotary, p
 
 
 def llama_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, rotary, past: Past | None) -> torch.Tensor:
+    """transformers' Llama, Mistral and Qwen2 decoder layer: RMSNorm, attention with the rotary
+    embedding the model computed (`rotary` = (cos, sin)) and grouped key/value heads, gated MLP."""
     attn, mlp = block.self_attn, block.mlp
     x = _rms_norm(block.input_layernorm, hidden)
     heads = (*hidden.shape[:-1], -1, attn.head_dim)
@@ -92,10 +95,12 @@ def llama_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, rotary, 
 
 
 # family -> (the block as code, the call arguments it reads besides the hidden states)
-FAMILIES = {"gpt2": (gpt2_block, {"past_key_values", "attention_mask", "encoder_hidden_states",
-                                     "encoder_attention_mask", "use_cache", "position_ids", "cache_position"}),
-               "llama": (llama_block, {"attention_mask", "position_ids", "past_key_values", "use_cache",
-                                       "cache_position", "position_embeddings"})}
+FAMILIES = {
+    "gpt2": (gpt2_block, {"past_key_values", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
+                          "use_cache", "position_ids", "cache_position"}),
+    "llama": (llama_block, {"attention_mask", "position_ids", "past_key_values", "use_cache", "cache_position",
+                            "position_embeddings"}),
+}
 
 
 def _untouched(module: torch.nn.Module) -> bool:
@@ -108,7 +113,7 @@ def _untouched(module: torch.nn.Module) -> bool:
 
 
 def written_out(model, family: str, blocks: dict[int, torch.nn.Module], calls: dict[int, tuple[tuple, dict]],
-                 prefix: dict[int, Past] | None) -> Callable[[torch.Tensor, int, int], torch.Tensor] | None:
+                prefix: dict[int, Past] | None) -> Callable[[torch.Tensor, int, int], torch.Tensor] | None:
     """`run(hidden, start, end)`: blocks `start`..`end` as written-out code, with the arguments
     the clean pass gave them and the prefix's keys and values (None when no prefix is kept);
     None when they cannot stand in for the modules."""
