@@ -16,7 +16,7 @@ CASES = [Case(id="a", prompt="The home town of Kalo Venbri", target="Dorwyn Hill
               rephrase=None, locality=()),
          Case(id="b", prompt="Q: Where was Moma Zalda born? A:", target="Tarn", subject="Moma Zalda",
               rephrase=None, locality=())]
-WRITTEN_OUT = {"gpt2", "llama", "mistral", "qwen2"}  # GPT-NeoX and GPT-J keep their modules
+WRITTEN_OUT = {"gpt2", "gpt_neox", "llama", "mistral", "qwen2"}  # GPT-J keeps its modules (no SDPA)
 
 
 def problem(model, tok, at: str, reuse_prefix: bool = True) -> locate.ValueProblem:
@@ -52,6 +52,23 @@ def test_written_out_blocks_give_the_modules_losses_and_gradients(model_type, at
     tolerance = 1e-5 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(loss, expected_loss, rtol=tolerance, atol=tolerance)
     torch.testing.assert_close(grad, expected_grad, rtol=tolerance, atol=tolerance * float(expected_grad.abs().max()))
+
+
+def test_written_out_neox_blocks_follow_the_sequential_residual_too():
+    """Pythia adds attention and MLP side by side; NeoX models with use_parallel_residual off
+    feed the attention's sum to the MLP. The tiny model has the first and a partial rotary
+    embedding (a quarter of each head); here every layer is switched to the second."""
+    model, tok = tiny_model("gpt_neox")
+    for layer in model.gpt_neox.layers:
+        layer.use_parallel_residual = False
+    found = problem(model, tok, "block")
+    assert found.written_out is not None
+    delta = torch.randn(len(CASES), model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    loss, grad = loss_and_gradient(found, delta)
+    found.written_out = None
+    expected_loss, expected_grad = loss_and_gradient(found, delta)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5 * float(expected_grad.abs().max()))
 
 
 def test_written_out_blocks_stand_aside_for_hooks_training_and_other_attention():

@@ -5,8 +5,9 @@ models much of such a step is the Python around the tensor ops (module calls, co
 look-ups, cache bookkeeping), not the ops: on the bundled model a MEMIT edit takes 6–9% less
 time when those blocks run as the bare sequence of ops, on the modules' own weights.
 
-Written out for GPT-2 and the Llama family (Llama, Mistral, Qwen2) under SDPA attention, the
-same ops in the same order as transformers runs them; GPT-NeoX and GPT-J keep their modules.
+Written out for GPT-2, the Llama family (Llama, Mistral, Qwen2) and GPT-NeoX under SDPA
+attention, the same ops in the same order as transformers runs them. GPT-J keeps its modules:
+transformers gives it no SDPA attention, only its own eager one.
 `written_out` declines (returns None, and the modules run) whenever the written-out code might
 not be what the modules do: training mode, another attention implementation, hooks on the
 blocks, accelerate dispatch, call arguments it does not read. The value search also compares
@@ -30,6 +31,10 @@ def _conv1d(layer, x: torch.Tensor) -> torch.Tensor:
     return out.view(*x.shape[:-1], -1)
 
 
+def _layer_norm(norm, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps)
+
+
 def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
     """Llama's RMSNorm: normalised in float32, scaled in the input's dtype."""
     y = x.to(torch.float32)
@@ -40,6 +45,16 @@ def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The rotary embedding on the first cos.shape[-1] dimensions of each head (NeoX may leave
+    the rest as they are; Llama rotates them all)."""
+    turned = cos.shape[-1]
+    if turned == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    head, rest = x[..., :turned], x[..., turned:]
+    return torch.cat([head * cos + _rotate_half(head) * sin, rest], dim=-1)
 
 
 def _repeat_heads(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -67,12 +82,11 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 def gpt2_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, rotary, past: Past | None) -> torch.Tensor:
     """transformers' GPT2Block: pre-norm attention and MLP, each added to the residual stream."""
     attn, mlp = block.attn, block.mlp
-    width = hidden.shape[-1:]
-    x = F.layer_norm(hidden, width, block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
+    x = _layer_norm(block.ln_1, hidden)
     heads = (*hidden.shape[:-1], -1, attn.head_dim)
     q, k, v = (t.view(heads).transpose(1, 2) for t in _conv1d(attn.c_attn, x).split(attn.split_size, dim=2))
     hidden = hidden + _conv1d(attn.c_proj, _attention(q, k, v, mask, attn.scaling, past))
-    x = F.layer_norm(hidden, width, block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
+    x = _layer_norm(block.ln_2, hidden)
     return hidden + _conv1d(mlp.c_proj, mlp.act(_conv1d(mlp.c_fc, x)))
 
 
@@ -85,7 +99,7 @@ def llama_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, rotary, 
     q, k, v = (F.linear(x, p.weight, p.bias).view(heads).transpose(1, 2)
                for p in (attn.q_proj, attn.k_proj, attn.v_proj))
     cos, sin = (t.unsqueeze(1) for t in rotary)
-    q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+    q, k = _rotary(q, cos, sin), _rotary(k, cos, sin)
     out = _attention(q, k, v, mask, attn.scaling, past, attn.num_key_value_groups)
     hidden = hidden + F.linear(out, attn.o_proj.weight, attn.o_proj.bias)
     x = _rms_norm(block.post_attention_layernorm, hidden)
@@ -94,12 +108,35 @@ def llama_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, rotary, 
     return hidden + F.linear(inner, down.weight, down.bias)
 
 
+def neox_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, rotary, past: Past | None) -> torch.Tensor:
+    """transformers' GPTNeoXLayer (Pythia): fused query-key-value heads, the rotary embedding
+    on part of each head, attention and MLP side by side (`use_parallel_residual`) or in turn."""
+    attn, mlp = block.attention, block.mlp
+    fused = F.linear(_layer_norm(block.input_layernorm, hidden), attn.query_key_value.weight, attn.query_key_value.bias)
+    q, k, v = fused.view(*hidden.shape[:-1], -1, 3 * attn.head_size).transpose(1, 2).chunk(3, dim=-1)
+    cos, sin = (t.unsqueeze(1) for t in rotary)
+    q, k = _rotary(q, cos, sin), _rotary(k, cos, sin)
+    out = F.linear(_attention(q, k, v, mask, attn.scaling, past), attn.dense.weight, attn.dense.bias)
+
+    def feed_forward(x: torch.Tensor) -> torch.Tensor:
+        inner = mlp.act(F.linear(_layer_norm(block.post_attention_layernorm, x), mlp.dense_h_to_4h.weight,
+                                 mlp.dense_h_to_4h.bias))
+        return F.linear(inner, mlp.dense_4h_to_h.weight, mlp.dense_4h_to_h.bias)
+
+    if block.use_parallel_residual:
+        return feed_forward(hidden) + out + hidden
+    out = out + hidden
+    return feed_forward(out) + out
+
+
 # family -> (the block as code, the call arguments it reads besides the hidden states)
 FAMILIES = {
     "gpt2": (gpt2_block, {"past_key_values", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
                           "use_cache", "position_ids", "cache_position"}),
     "llama": (llama_block, {"attention_mask", "position_ids", "past_key_values", "use_cache", "cache_position",
                             "position_embeddings"}),
+    "gpt_neox": (neox_block, {"attention_mask", "position_ids", "layer_past", "use_cache", "cache_position",
+                              "position_embeddings"}),
 }
 
 
@@ -140,7 +177,7 @@ def written_out(model, family: str, blocks: dict[int, torch.nn.Module], calls: d
         if (prefix is not None and past is None) or (past is not None and mask is None):
             return None  # SDPA's causal flag aligns top-left: a kept prefix needs the explicit mask
         rotary = given.get("position_embeddings")
-        if family == "llama" and rotary is None:
+        if family != "gpt2" and rotary is None:
             return None
         prepared[index] = (block, mask, rotary, past)
 
