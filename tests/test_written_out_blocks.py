@@ -34,6 +34,16 @@ def loss_and_gradient(found: locate.ValueProblem, delta: torch.Tensor) -> tuple[
     return loss.detach(), delta.grad
 
 
+def assert_modules_agree(found: locate.ValueProblem, seed: int, tolerance: float) -> None:
+    """The search's loss and gradient at a random δ, written out, equal the modules' ones."""
+    delta = torch.randn(len(CASES), found.model.config.hidden_size, generator=torch.Generator().manual_seed(seed))
+    loss, grad = loss_and_gradient(found, delta)
+    found.written_out = None  # the modules, as the search runs them otherwise
+    expected_loss, expected_grad = loss_and_gradient(found, delta)
+    torch.testing.assert_close(loss, expected_loss, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(grad, expected_grad, rtol=tolerance, atol=tolerance * float(expected_grad.abs().max()))
+
+
 @pytest.mark.parametrize("model_type", sorted(SIZES))
 @pytest.mark.parametrize("at", ["mlp", "block"])
 @pytest.mark.parametrize("reuse_prefix", [True, False])
@@ -43,15 +53,9 @@ def test_written_out_blocks_give_the_modules_losses_and_gradients(model_type, at
     model.to(dtype)
     found = problem(model, tok, at, reuse_prefix)
     assert (found.written_out is not None) == (model_type in WRITTEN_OUT)
-    delta = torch.randn(len(CASES), model.config.hidden_size, generator=torch.Generator().manual_seed(1))
-    loss, grad = loss_and_gradient(found, delta)
-    found.written_out = None  # the modules, as the search runs them otherwise
-    expected_loss, expected_grad = loss_and_gradient(found, delta)
     # the same ops in the same order: equal up to float32 rounding in float32, and in bfloat16
     # (the search's δ and loss are float32 there) within a bfloat16 rounding of the hidden states
-    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
-    torch.testing.assert_close(loss, expected_loss, rtol=tolerance, atol=tolerance)
-    torch.testing.assert_close(grad, expected_grad, rtol=tolerance, atol=tolerance * float(expected_grad.abs().max()))
+    assert_modules_agree(found, seed=1, tolerance=1e-5 if dtype == torch.float32 else 1e-2)
 
 
 def test_written_out_neox_blocks_follow_the_sequential_residual_too():
@@ -63,12 +67,7 @@ def test_written_out_neox_blocks_follow_the_sequential_residual_too():
         layer.use_parallel_residual = False
     found = problem(model, tok, "block")
     assert found.written_out is not None
-    delta = torch.randn(len(CASES), model.config.hidden_size, generator=torch.Generator().manual_seed(3))
-    loss, grad = loss_and_gradient(found, delta)
-    found.written_out = None
-    expected_loss, expected_grad = loss_and_gradient(found, delta)
-    torch.testing.assert_close(loss, expected_loss, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5 * float(expected_grad.abs().max()))
+    assert_modules_agree(found, seed=3, tolerance=1e-5)
 
 
 def test_written_out_blocks_stand_aside_for_hooks_training_and_other_attention():

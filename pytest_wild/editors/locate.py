@@ -446,17 +446,15 @@ class ValueProblem:
         return run if checked[key] else None
 
     def _gives_module_output(self, run) -> bool:
-        """Both ways on the clean pass, compared to 16 units of rounding of the output's norm:
-        the same ops in the same order agree to rounding, while a missed bias, scale or norm
-        moves the output by a fair part of its size."""
+        """Both ways on the clean pass: the same ops in the same order agree to rounding, while a
+        missed bias, scale or norm moves the output by a fair part of its size."""
         with torch.no_grad():
             expected = run_blocks(self.model, self.arch, self.recorded, self.entry, self.start, self.last, self._swap())
             try:
                 found = run(self.entry, self.start, self.last)
             except (AttributeError, RuntimeError, TypeError, ValueError):
                 return False
-        tolerance = 16 * torch.finfo(expected.dtype).eps * float(expected.float().norm())
-        return found.shape == expected.shape and float((found - expected).float().norm()) <= tolerance
+        return found.shape == expected.shape and _agrees(found, expected)
 
     def _run(self, hidden: torch.Tensor, start: int, end: int, swap) -> torch.Tensor:
         if self.written_out is not None:
@@ -481,8 +479,7 @@ class ValueProblem:
         finally:
             handle.remove()
         expected = _shifted(block_out, where, probe)
-        tolerance = 16 * torch.finfo(block_out.dtype).eps * float(expected.abs().max())
-        return bool((shifted - expected).abs().max() <= tolerance)
+        return _agrees(shifted, expected)
 
     def log_probs(self, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p of each target token, log-distribution at each KL prompt's fact token) with δ
@@ -522,6 +519,12 @@ class ValueProblem:
         kl = kl_factor * (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
         decay = delta.norm(dim=-1) * (weight_decay / self.init_sq)
         return nll + kl + decay, nll, kl_init
+
+
+def _agrees(found: torch.Tensor, expected: torch.Tensor) -> bool:
+    """Equal up to 16 units of rounding of the largest expected entry."""
+    tolerance = 16 * torch.finfo(expected.dtype).eps * float(expected.abs().max())
+    return bool((found - expected).abs().max() <= tolerance)
 
 
 def pick(tensor: torch.Tensor, index: tuple[torch.Tensor, ...]) -> torch.Tensor:
