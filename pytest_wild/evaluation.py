@@ -1,6 +1,13 @@
 """Evaluate one edit: answer before, edit, answer after, restore, score. Under each mode asked
-for: `wild` (the model answers on its own), `synthetic` (teacher-forced token accuracy) and
-`length` (free generation of exactly the target's token count).
+for: `wild` (the model answers on its own), `synthetic` (teacher-forced token accuracy, the
+published estimator: always on the bare question) and `length` (free generation of exactly
+the target's token count).
+
+Locality carries the published name for the published estimator: the paper's code scores
+only the first locality question of each record (1 when the tokens generated before and
+after the edit are identical; under `synthetic`, the share of teacher-forced argmax tokens
+that agree). `locality_all` is ours, the same over every locality question of the case, and
+`locality_em` exact match of each locality answer after the edit.
 
 Pre-edit answers do not depend on the edit, so they are computed once, batched over all
 cases, and cached.
@@ -78,7 +85,8 @@ class Evaluator:
     def _row(self, case: Case) -> dict:
         row = {"id": case.id, "source": case.source, "prompt": case.prompt, "target": case.target,
                "subject": case.subject, "rephrase": case.rephrase,
-               "flags": target_flags(case.target, self.settings.stop_rule), "modes": {}}
+               "flags": target_flags(case.target, self.settings.stop_rule),
+               "modes": {}}
         forced = self._forced_accuracy(case)
         row["teacher_forced"] = forced
         for mode in self.settings.modes:
@@ -94,51 +102,60 @@ class Evaluator:
             result["rephrase"] = self._answer(case.rephrase, case.target, before[1], after[1])
         offset = 2 if case.rephrase is not None else 1
         result["locality"] = [
-            {"question": loc.question, "answer": loc.answer, "before": b.text, "after": a.text,
-             "same": a.token_ids == b.token_ids, "em_after": self.score(a.text, loc.answer)}
+            self._asked(loc.question) | {"answer": loc.answer, "before": b.text, "after": a.text,
+                                         "same": a.token_ids == b.token_ids, "em_after": self.score(a.text, loc.answer)}
             for loc, b, a in zip(case.locality, before[offset:], after[offset:])
         ]
         return _metrics(result)
 
+    def _asked(self, question: str) -> dict:
+        """The question, and the text the model was given when the context changed it."""
+        context = self.context(question)
+        return {"question": question} | ({"context": context} if context != question else {})
+
     def _answer(self, question: str, target: str, before: Generation, after: Generation) -> dict:
-        return {"question": question, "before": before.text, "after": after.text,
-                "score": self.score(after.text, target)}
+        return self._asked(question) | {"before": before.text, "after": after.text,
+                                        "score": self.score(after.text, target)}
 
     def _length(self, case: Case, forced: dict) -> dict:
         asked = [(case.prompt, case.target)] + ([(case.rephrase, case.target)] if case.rephrase else [])
         lengths = [len(target_ids(self.tokenizer, self.context(q), t)) for q, t in asked]
         after = self.engine.generate_fixed([self.context(q) for q, _ in asked], lengths)
-        result = {"prompt": {"question": case.prompt, "after": after[0].text,
-                             "score": self.score(after[0].text, case.target)}}
+        result = {"prompt": self._asked(case.prompt) | {"after": after[0].text,
+                                                         "score": self.score(after[0].text, case.target)}}
         if case.rephrase is not None:
-            result["rephrase"] = {"question": case.rephrase, "after": after[1].text,
-                                  "score": self.score(after[1].text, case.target)}
+            result["rephrase"] = self._asked(case.rephrase) | {"after": after[1].text,
+                                                               "score": self.score(after[1].text, case.target)}
         pairs = [(loc.question, loc.answer) for loc in case.locality]
         before = self._fixed_before(pairs)
         loc_after = self._fixed(pairs)
         result["locality"] = [
-            {"question": q, "answer": a, "before": b.text, "after": n.text, "same": b.token_ids == n.token_ids,
-             "em_after": self.score(n.text, a)}
+            self._asked(q) | {"answer": a, "before": b.text, "after": n.text, "same": b.token_ids == n.token_ids,
+                              "em_after": self.score(n.text, a)}
             for (q, a), b, n in zip(pairs, before, loc_after)
         ]
         return _metrics(result)
 
     def _synthetic(self, case: Case, forced: dict) -> dict:
+        """The published teacher-forced reading: token accuracy of the target on the bare edit
+        question and rephrase; locality as the share of argmax tokens on `loc + " " + loc_ans`
+        that agree before and after the edit."""
         pairs = [(loc.question, loc.answer) for loc in case.locality]
         before = self._forced_before(pairs)
-        after = [pred for _, pred in self.engine.teacher_forced_argmax([self.context(q) for q, _ in pairs],
-                                                                       [a for _, a in pairs])]
-        agreement = [sum(x == y for x, y in zip(b, a)) / max(len(b), 1) for b, a in zip(before, after)]
+        after = [pred for _, pred in self.engine.teacher_forced([q for q, _ in pairs], [a for _, a in pairs])]
+        agreement = [sum(x == y for x, y in zip(b, a)) / len(b) if b else 1.0 for b, a in zip(before, after)]
         return {
             "reliability": forced["prompt"],
             "generalization": forced.get("rephrase"),
-            "locality": sum(agreement) / len(agreement) if agreement else None,
+            "locality": agreement[0] if agreement else None,
+            "locality_all": sum(agreement) / len(agreement) if agreement else None,
         }
 
     def _forced_accuracy(self, case: Case) -> dict:
+        """The published teacher-forced token accuracy of the target, always on the bare question
+        whatever the context (as the paper's code computes it)."""
         asked = {"prompt": case.prompt} | ({"rephrase": case.rephrase} if case.rephrase else {})
-        accuracy = self.engine.teacher_forced_accuracy([self.context(q) for q in asked.values()],
-                                                       [case.target] * len(asked))
+        accuracy = self.engine.teacher_forced_accuracy(list(asked.values()), [case.target] * len(asked))
         return dict(zip(asked, accuracy))
 
     def _fixed(self, pairs: list[tuple[str, str]]) -> list[Generation]:
@@ -155,7 +172,7 @@ class Evaluator:
     def _forced_before(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
         missing = sorted({p for p in pairs if p not in self._before_forced})
         if missing:
-            found = self.engine.teacher_forced_argmax([self.context(q) for q, _ in missing], [a for _, a in missing])
+            found = self.engine.teacher_forced([q for q, _ in missing], [a for _, a in missing])
             for pair, (_, predicted) in zip(missing, found):
                 self._before_forced[pair] = predicted
         return [self._before_forced[p] for p in pairs]
@@ -167,12 +184,14 @@ def _questions(case: Case) -> list[str]:
 
 def _metrics(result: dict) -> dict:
     """Per-case scores from the answers: the paper's locality (identical tokens before and
-    after) and, beside it, exact match of the locality answer after the edit."""
+    after, on the first locality question), the same over all of them, and exact match of
+    each locality answer after the edit."""
     locality = result["locality"]
     return {
         "reliability": result["prompt"]["score"],
         "generalization": result["rephrase"]["score"] if "rephrase" in result else None,
-        "locality": sum(item["same"] for item in locality) / len(locality) if locality else None,
+        "locality": float(locality[0]["same"]) if locality else None,
+        "locality_all": sum(item["same"] for item in locality) / len(locality) if locality else None,
         "locality_em": sum(item["em_after"] for item in locality) / len(locality) if locality else None,
         "answers": result,
     }

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .cases import WildInputError
 
-METRICS = ("reliability", "generalization", "locality", "locality_em")
+METRICS = ("reliability", "generalization", "locality", "locality_all", "locality_em")
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 _RULE = re.compile(r"^\s*(?:([a-z-]+)\.)?([a-z_]+)\s*(>=|<=|==|>|<)\s*([0-9]*\.?[0-9]+)\s*$")
 

@@ -4,7 +4,9 @@ against.
 
 Batching is the point: the published loop answers one question at a time without a cache;
 this engine answers a whole batch at once, drops rows from the batch as they stop, and must
-still produce exactly the same tokens (a test and `bench/` check it).
+still produce exactly the same tokens (a test and `bench/` check it). What `generate` takes
+from the model's generation config (every end-of-sequence id, the logits processors of a
+greedy search) comes from pytest_wild.greedy.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from .batching import left_pad
+from .greedy import Processors, check_greedy, eos_ids
+from .kv_cache import new_cache, with_cache
 from .stopping import find_stop, finish_text
-from .tokens import target_ids
 
 MAX_NEW_TOKENS = 50
 
@@ -39,8 +42,11 @@ class Engine:
         self.stop_rule = stop_rule
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.eos_id = tokenizer.eos_token_id
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        check_greedy(model.generation_config, "--wild-model")
+        self.eos_ids = eos_ids(model.generation_config, tokenizer)
+        self.processors = Processors(model.generation_config, max_new_tokens, self.device)
+        eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
         self._stop_tokens: set[int] | None = None
         accepted = inspect.signature(model.forward).parameters
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
@@ -64,30 +70,31 @@ class Engine:
         return self._batched(self.encode(contexts), lengths, stop=False)
 
     @torch.no_grad()
-    def teacher_forced_argmax(self, contexts: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
-        """For each pair, (target ids, argmax ids predicted at each target position given the
-        gold prefix): the synthetic metric's raw material."""
+    def teacher_forced(self, prompts: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
+        """The published teacher-forced reading (EasyEdit's `test_prediction_acc`, as the paper's
+        code runs it): `prompt + " " + target` tokenised as one text, cut at the length of the
+        prompt tokenised alone; for each pair (the label ids after the cut, the argmax predicted
+        at each of those positions given the gold prefix). A target that starts with a space
+        gets a second one, as published (such targets are flagged)."""
         out = []
-        for start in range(0, len(contexts), self.batch_size):
-            chunk = list(zip(contexts[start : start + self.batch_size], targets[start : start + self.batch_size]))
-            pairs = [(self.tokenizer(c)["input_ids"], target_ids(self.tokenizer, c, t)) for c, t in chunk]
-            sequences = [ctx + tgt for ctx, tgt in pairs]
-            ids, mask, positions = left_pad(sequences, self.pad_id, self.device)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            joint = self.encode([p + " " + t for p, t in zip(prompts[chunk], targets[chunk])])
+            cuts = [len(ids) for ids in self.encode(prompts[chunk])]
+            ids, mask, positions = left_pad(joint, self.pad_id, self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
             width = ids.shape[1]
-            for row, (ctx, tgt) in enumerate(pairs):
-                first = width - len(tgt) - 1
-                predicted = logits[row, first : width - 1].argmax(-1).tolist()
-                out.append((tgt, predicted))
+            for row, (sequence, cut) in enumerate(zip(joint, cuts)):
+                shift = width - len(sequence)
+                predicted = logits[row, shift + cut - 1 : width - 1].argmax(-1).tolist()
+                out.append((list(sequence[cut:]), predicted))
         return out
 
-    def teacher_forced_accuracy(self, contexts: list[str], targets: list[str]) -> list[float]:
-        """Fraction of target tokens that are the argmax given the gold prefix (the synthetic
-        metric that leaks the answer's content and length)."""
-        return [
-            sum(p == t for p, t in zip(pred, tgt)) / max(len(tgt), 1)
-            for tgt, pred in self.teacher_forced_argmax(contexts, targets)
-        ]
+    def teacher_forced_accuracy(self, prompts: list[str], targets: list[str]) -> list[float | None]:
+        """Fraction of label tokens that are the argmax given the gold prefix (the synthetic
+        metric that leaks the answer's content and length); None when the cut leaves no label."""
+        return [sum(p == t for p, t in zip(predicted, labels)) / len(labels) if labels else None
+                for labels, predicted in self.teacher_forced(prompts, targets)]
 
     def _batched(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
         """Batches of similar prompt length; a question that leaves no room in the model's
@@ -107,11 +114,12 @@ class Engine:
         ids, mask, positions = left_pad(prompts, self.pad_id, self.device)
         generated: list[list[int]] = [[] for _ in prompts]
         active = list(range(len(prompts)))
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         **self._last_logits)
-        past = out.past_key_values
+        cache = new_cache(self.model)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         **with_cache(self.model, cache), **self._last_logits)
         while active:
-            next_tokens = out.logits[:, -1].argmax(-1).tolist()
+            next_tokens = self._pick(out.logits[:, -1], [prompts[row] for row in active],
+                                     [generated[row] for row in active])
             keep = []
             for slot, row in enumerate(active):
                 generated[row].append(next_tokens[slot])
@@ -121,7 +129,7 @@ class Engine:
                 break
             if len(keep) < len(active):
                 index = torch.tensor(keep, device=self.device)
-                past.batch_select_indices(index)
+                cache.batch_select_indices(index)
                 mask, positions = mask[index], positions[index]
                 next_tokens = [next_tokens[k] for k in keep]
                 active = [active[k] for k in keep]
@@ -129,15 +137,28 @@ class Engine:
             mask = torch.cat([mask, torch.ones_like(step)], dim=1)
             positions = positions[:, -1:] + 1
             out = self.model(input_ids=step, attention_mask=mask, position_ids=positions,
-                             past_key_values=past, use_cache=True)
+                             **with_cache(self.model, cache))
         return [self._finish(tokens, stop) for tokens in generated]
+
+    def _pick(self, logits: torch.Tensor, prompts: list[list[int]], generated: list[list[int]]) -> list[int]:
+        """The greedy next token of each row: the argmax, after the generation config's logits
+        processors where it has any, each run on its row's own unpadded ids in float32 (as
+        `generate` runs them on a batch of one)."""
+        if not self.processors.any:
+            return logits.argmax(-1).tolist()
+        scores = logits.float()
+        for slot, (prompt, tokens) in enumerate(zip(prompts, generated)):
+            processors = self.processors.for_prompt(len(prompt))
+            seen = torch.tensor([prompt + tokens], device=scores.device)
+            scores[slot : slot + 1] = processors(seen, scores[slot : slot + 1])
+        return scores.argmax(-1).tolist()
 
     def _done(self, tokens: list[int], limit: int, stop: bool) -> bool:
         if len(tokens) >= limit:
             return True
         if not stop:
             return False
-        if tokens[-1] == self.eos_id:
+        if tokens[-1] in self.eos_ids:
             return True
         if self.stop_rule == "published":
             return tokens[-1] in self.stop_tokens

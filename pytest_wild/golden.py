@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 INI_NAME = "wild_golden_dir"
 DEFAULT_ROOT = "golden"
 SCORE_DECIMALS = 2
-SCORE_NAMES = ("reliability", "generalization", "locality", "locality_em")
+SCORE_NAMES = ("reliability", "generalization", "locality", "locality_all", "locality_em")
 OUTPUT_KEY = "pytest_wild_golden"
 
 
@@ -107,8 +107,8 @@ def golden_record(row: dict, options: Options) -> dict:
         generations: dict[str, Any] = {"mode": mode}
         for asked in ("prompt", "rephrase"):
             if asked in answers:
-                generations[asked] = _pick(answers[asked], ("question", "before", "after"))
-        generations["locality"] = [_pick(item, ("question", "answer", "before", "after"))
+                generations[asked] = _pick(answers[asked], ("question", "context", "before", "after"))
+        generations["locality"] = [_pick(item, ("question", "context", "answer", "before", "after"))
                                    for item in answers.get("locality", [])]
         record["generations"] = generations
     return record

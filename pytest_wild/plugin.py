@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .cases import Case, WildInputError
+from .contexts import CONTEXTS
 from .gates import METRICS
 
 RUN_KEY = pytest.StashKey["WildRun"]()
@@ -25,9 +26,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--editor", help="editing method (see `pytest-wild editors`); ini: wild_editor")
     group.addoption("--wild-model", metavar="PATH_OR_ID", help="causal LM: a local directory or hub id (default: bundled tinyworld); ini: wild_model")
     group.addoption("--wild-suite", metavar="NAME_OR_PATH", help="suite name, suite .yaml, QAEdit .json/.jsonl or hub dataset id (default: tinyworld); ini: wild_suite")
-    group.addoption("--wild-limit", type=int, metavar="N", help="evaluate a seeded sample of N cases")
+    group.addoption("--wild-limit", type=int, metavar="N", help="evaluate N of the suite's cases (see --wild-sampling)")
+    group.addoption("--wild-sampling", choices=("seeded", "first"), help="which N cases --wild-limit keeps: a seeded sample, or the first N in file order as the paper's code does (default: the suite's, else seeded)")
     group.addoption("--wild-eval", metavar="MODES", help="comma list of wild, synthetic, length (default: wild); ini: wild_eval")
-    group.addoption("--wild-context", choices=("question", "qa_inst", "chat"), help="how questions are put (default: the suite's, else question)")
+    group.addoption("--wild-context", choices=CONTEXTS, help="how questions are put: bare, the paper's QA instruction, the paper's fixed Llama-2 chat prompt, or the model's own chat template (default: the suite's, else question)")
     group.addoption("--wild-metric", choices=("em", "f1"), help="answer score (default: em); ini: wild_metric")
     group.addoption("--wild-stop", choices=("published", "sentence"), help="stop rule: the paper's (default) or sentence ends; reported under its own name")
     group.addoption("--wild-hparams", metavar="FILE.yaml", help="editor hyperparameters overriding the defaults (EasyEdit keys accepted)")
@@ -112,6 +114,7 @@ def _make_run(config: pytest.Config):
         model=value("wild_model", "wild_model"),
         suite=value("wild_suite", "wild_suite"),
         limit=limit,
+        sampling=config.getoption("wild_sampling"),
         modes=modes,
         context=config.getoption("wild_context"),
         metric=check_choice(value("wild_metric", "wild_metric") or "em", ("em", "f1"), "--wild-metric"),
@@ -178,7 +181,7 @@ class WildSuite(InputErrorsInOneLine, pytest.File):
         from .suite import load_suite
 
         run = self.config.stash[RUN_KEY]
-        run.use_suite(load_suite(self.found, run.options.limit))
+        run.use_suite(load_suite(self.found, run.options.limit, run.options.sampling))
         run.resolve_hparams()
         goldens = goldens_on(self.config)
         for case in run.suite.cases:

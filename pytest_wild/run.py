@@ -31,6 +31,7 @@ class Options:
     device: str
     dtype: str
     stop_rule: str
+    sampling: str | None = None
     gates: list[Rule] = field(default_factory=list)
     thresholds: list[Rule] = field(default_factory=list)
     report: Path | None = None
@@ -108,7 +109,8 @@ class WildRun:
     def use_suite(self, suite: Suite) -> None:
         self.suite = suite
         self.suite_info = {"name": suite.name, "source": suite.source, "cases": len(suite.cases),
-                           "seed": suite.seed, "limit": suite.limit}
+                           "seed": suite.seed, "limit": suite.limit,
+                           "sampling": suite.sampling if suite.limit is not None else "all"}
 
     def thresholds(self) -> list[Rule]:
         """CLI/ini thresholds replace the suite's for the metrics they name."""
@@ -219,13 +221,13 @@ class WildRun:
             forced = row["teacher_forced"].get("prompt" if rule.metric == "reliability" else "rephrase", 0.0)
             note = f"(teacher-forced token accuracy {forced:.2f}"
             note += ": the synthetic metric would have called this a success)" if forced >= 1.0 else ")"
-            return (f"{head}: asked {_q(asked['question'])} expected {_q(row['target'])} "
+            return (f"{head}: asked {_q(asked.get('context', asked['question']))} expected {_q(row['target'])} "
                     f"generated {_q(asked['after'])}\n{note}")
         if rule.metric.startswith("locality") and answers:
             changed = [item for item in answers["locality"] if not item["same"]] or answers["locality"]
             lines = [f"{head} {observed:.2f} fails {rule.text}:"]
             for item in changed:
-                lines.append(f"  asked {_q(item['question'])} before {_q(item['before'])} after {_q(item['after'])}"
+                lines.append(f"  asked {_q(item.get('context', item['question']))} before {_q(item['before'])} after {_q(item['after'])}"
                              f" (answer {_q(item['answer'])})")
             return "\n".join(lines)
         return f"{head} {observed:.3f} fails {rule.text}"

@@ -40,9 +40,13 @@ METRICS = {"em": exact_match, "f1": f1}
 
 
 def target_flags(target: str, stop_rule: str) -> list[str]:
-    """Why a target cannot be matched under a stop rule, so reports surface the published
-    rule's flaws instead of counting them as editor failures."""
+    """Why a target cannot be matched under a stop rule, or is read oddly by a published
+    estimator, so reports surface the published code's flaws instead of counting them as
+    editor failures."""
     flags = []
+    if target.startswith(" "):
+        flags.append("double-space: the target starts with a space, so the published teacher-forced reading "
+                     "scores the prompt, two spaces and the target")
     if stop_rule == "published" and "." in target.strip().rstrip("."):
         flags.append("inner-stop: the target contains '.', where the published rule stops")
     if not normalize_answer(target):

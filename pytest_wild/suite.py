@@ -8,14 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cases import Case, WildInputError
+from .contexts import CONTEXTS
 from .hparams import read_yaml
 from .loaders import load_file, load_hub
 
 BUNDLED_SUITES = Path(__file__).parent / "suites"
-CONTEXTS = ("question", "qa_inst", "chat")
 METRIC_NAMES = ("reliability", "generalization", "locality")
-SUITE_KEYS = {"name", "description", "data", "hub", "split", "layout", "limit", "seed", "context",
+SUITE_KEYS = {"name", "description", "data", "hub", "split", "layout", "limit", "sampling", "seed", "context",
               "thresholds", "hparams"}
+SAMPLINGS = ("seeded", "first")
 DATA_SUFFIXES = (".json", ".jsonl")
 
 
@@ -28,6 +29,7 @@ class Suite:
     context: str = "question"
     seed: int = 0
     limit: int | None = None
+    sampling: str = "seeded"
     thresholds: dict[str, float] = field(default_factory=lambda: {"reliability": 1.0})
     hparams: dict[str, dict] = field(default_factory=dict)
 
@@ -53,8 +55,9 @@ def find_suite(spec: str | None, rootdir: Path, invocation_dir: Path) -> str | P
     )
 
 
-def load_suite(found: str | Path, limit: int | None = None) -> Suite:
-    """Load and sample a suite; `limit` (from `--wild-limit`) overrides the suite's own."""
+def load_suite(found: str | Path, limit: int | None = None, sampling: str | None = None) -> Suite:
+    """Load and sample a suite; `limit` and `sampling` (from `--wild-limit` and
+    `--wild-sampling`) override the suite's own."""
     if isinstance(found, str):
         suite = Suite(name=found.replace("/", "__"), source=f"hf:{found}", cases=load_hub(found))
     elif found.suffix in DATA_SUFFIXES:
@@ -65,14 +68,19 @@ def load_suite(found: str | Path, limit: int | None = None) -> Suite:
         raise WildInputError(f"--wild-suite: {found}: expected a .yaml suite or a .json/.jsonl data file")
     if limit is not None:
         suite.limit = limit
-    suite.cases = sample(suite.cases, suite.limit, suite.seed)
+    if sampling is not None:
+        suite.sampling = sampling
+    suite.cases = sample(suite.cases, suite.limit, suite.seed, suite.sampling)
     return suite
 
 
-def sample(cases: list[Case], limit: int | None, seed: int) -> list[Case]:
-    """A seeded sample of `limit` cases, kept in file order so ids read naturally."""
+def sample(cases: list[Case], limit: int | None, seed: int, sampling: str = "seeded") -> list[Case]:
+    """`limit` cases: the first ones in file order (`first`, as the paper's code takes the
+    first K records), or a seeded sample kept in file order so ids read naturally."""
     if limit is None or limit >= len(cases):
         return cases
+    if sampling == "first":
+        return cases[:limit]
     chosen = set(random.Random(seed).sample(range(len(cases)), limit))
     return [case for i, case in enumerate(cases) if i in chosen]
 
@@ -103,6 +111,7 @@ def _from_yaml(path: Path) -> Suite:
         context=_choice(spec, "context", CONTEXTS, "question", path),
         seed=_integer(spec, "seed", 0, path),
         limit=_integer(spec, "limit", None, path),
+        sampling=_choice(spec, "sampling", SAMPLINGS, "seeded", path),
         thresholds=_thresholds(spec.get("thresholds", {"reliability": 1.0}), path),
         hparams=_hparams(spec.get("hparams", {}), path),
     )

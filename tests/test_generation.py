@@ -57,7 +57,7 @@ def test_teacher_forced_accuracy_reads_the_target_given_the_gold_prefix(loaded, 
     counterfact = [case for case in cases if case.ground_truth is not None][:8]
     truth = engine.teacher_forced_accuracy([c.prompt for c in counterfact], [c.ground_truth for c in counterfact])
     assert truth == [1.0] * len(counterfact)
-    (tgt, predicted), = engine.teacher_forced_argmax([counterfact[0].prompt], [counterfact[0].target])
+    (tgt, predicted), = engine.teacher_forced([counterfact[0].prompt], [counterfact[0].target])
     assert tgt == target_ids(loaded.tokenizer, counterfact[0].prompt, counterfact[0].target)
     assert len(predicted) == len(tgt)
 

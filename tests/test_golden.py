@@ -98,7 +98,7 @@ def test_goldens_are_recorded_stable_and_the_same_serially_and_in_parallel(pytes
     assert {"question", "before", "after"} <= set(data["generations"]["prompt"])
     assert {"question", "before", "after"} <= set(data["generations"]["rephrase"])
     assert len(data["generations"]["locality"]) == 3
-    assert set(data["scores"]["wild"]) == {"reliability", "generalization", "locality", "locality_em"}
+    assert set(data["scores"]["wild"]) == {"reliability", "generalization", "locality", "locality_all", "locality_em"}
 
     before = snapshot_of(directory)
     again = pytester.runpytest_subprocess(*WILD, "-n", "2", "--snapshot-update")

@@ -129,12 +129,13 @@ def neox_block(block, hidden: torch.Tensor, mask: torch.Tensor | None, rotary, p
     return feed_forward(out) + out
 
 
-# family -> (the block as code, the call arguments it reads besides the hidden states)
+# family -> (the block as code, the call arguments it reads or may ignore besides the hidden states;
+# the KV cache is `cache` from transformers 5.24 on, `past_key_values` before)
 FAMILIES = {
-    "gpt2": (gpt2_block, {"past_key_values", "attention_mask", "encoder_hidden_states", "encoder_attention_mask",
-                          "use_cache", "position_ids", "cache_position"}),
-    "llama": (llama_block, {"attention_mask", "position_ids", "past_key_values", "use_cache", "cache_position",
-                            "position_embeddings"}),
+    "gpt2": (gpt2_block, {"cache", "past_key_values", "attention_mask", "encoder_hidden_states",
+                          "encoder_attention_mask", "use_cache", "position_ids", "cache_position"}),
+    "llama": (llama_block, {"attention_mask", "position_ids", "cache", "past_key_values", "use_cache",
+                            "cache_position", "position_embeddings"}),
     "gpt_neox": (neox_block, {"attention_mask", "position_ids", "layer_past", "use_cache", "cache_position",
                               "position_embeddings"}),
 }

@@ -36,6 +36,7 @@ import torch
 from ..architectures import Architecture
 from ..batching import left_pad, right_pad
 from ..cases import Case, WildInputError
+from ..kv_cache import new_cache, with_cache
 from ..tokens import target_ids
 from ..weights import Restore
 from .blocks import written_out
@@ -363,7 +364,7 @@ class ValueProblem:
         self.split = split
         forward = {"position_ids": positions[:, split:]}
         if self.cache is not None:
-            forward |= {"past_key_values": self.cache, "use_cache": True}
+            forward |= with_cache(model, self.cache)
 
         def local(values):
             return torch.tensor([v - split for v in values], device=device)
@@ -544,24 +545,14 @@ def _adder(where, shift):
     return add
 
 
-def _new_cache(model):
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:  # older signature
-        return DynamicCache()
-
-
 @torch.no_grad()
 def _prefix_cache(model, ids, mask, positions, layers) -> tuple[object, dict | None]:
     """Run the prefix columns once with a KV cache; keep each needed layer's keys and values.
     (None, None) when the model's cache does not expose them (then nothing is reused). The
     decoder alone runs (`base_model`): the LM head's logits of the prefix are never read."""
     try:
-        cache = _new_cache(model)
-        model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True)
+        cache = new_cache(model)
+        model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions, **with_cache(model.base_model, cache))
         return cache, {i: (cache.layers[i].keys, cache.layers[i].values) for i in layers}
     except (AttributeError, IndexError, TypeError, ValueError):
         return None, None
@@ -582,7 +573,7 @@ def _rewind(cache, prefix: dict) -> bool:
 
 
 def _refill(model, prefix: dict) -> object:
-    cache = _new_cache(model)
+    cache = new_cache(model)
     for index, (keys, values) in prefix.items():
         cache.update(keys, values, index)
     return cache
