@@ -24,3 +24,23 @@ def reference_generate(model, tokenizer, context: str, max_new_tokens: int = MAX
     )
     tokens = output[0, inputs["input_ids"].shape[1] :].tolist()
     return Generation(text=finish_text(tokenizer.decode(tokens), "published", eos), token_ids=tuple(tokens))
+
+
+@torch.no_grad()
+def reference_teacher_forced(model, tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    """The published teacher-forced reading, written as the paper's code (EasyEdit's
+    `test_prediction_acc`) computes it for one record: `prompt + ' ' + target` tokenised with
+    left padding, the prompt's length counted as its non-pad tokens plus the padding, labels
+    after it and the argmax one position earlier. Returns (labels, predicted)."""
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        joint = tokenizer([prompt + " " + target], padding=True, return_tensors="pt").to(next(model.parameters()).device)
+        alone = tokenizer([prompt], padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
+    pad = tokenizer.pad_token_id
+    prompt_len = int((alone["input_ids"][0] != pad).sum()) + int((joint["input_ids"][0].cpu() == pad).sum())
+    answers = model(**joint).logits.argmax(-1)[0].tolist()
+    labels = joint["input_ids"][0].tolist()
+    return labels[prompt_len:], answers[prompt_len - 1 : -1]
