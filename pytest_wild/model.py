@@ -47,14 +47,26 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def share_cpu_threads(device: str) -> None:
-    """Give each xdist worker its share of the cores: two workers with two threads each on
-    two cores run many times slower than one thread each."""
+PARAMETERS_PER_THREAD = 25_000_000
+THREAD_SETTINGS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def choose_cpu_threads(model, device: str) -> int | None:
+    """Set torch's CPU thread count for a model on the CPU, unless the user set one
+    (OMP_NUM_THREADS or MKL_NUM_THREADS). Each process gets its share of the cores it may run
+    on (xdist workers split them), and no more than one thread per 25M parameters: on a small
+    model more threads only add synchronisation, which a busy machine turns into many-fold
+    slowdowns (README, "Threads"). Returns the count set, or None when left alone."""
     import torch
 
+    if device.split(":")[0] != "cpu" or any(os.environ.get(name) for name in THREAD_SETTINGS):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if device in ("cpu", "auto") and workers > 1 and not torch.cuda.is_available():
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    size = sum(p.numel() for p in model.parameters())
+    threads = max(1, min(cores // max(workers, 1), size // PARAMETERS_PER_THREAD))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def load_config(spec: str | None, trust_remote_code: bool = False):

@@ -144,12 +144,12 @@ class WildRun:
 
     def loaded(self):
         if self._loaded is None:
-            from .model import load_model, share_cpu_threads
+            from .model import choose_cpu_threads, load_model
             from .stats import model_identity
 
-            share_cpu_threads(self.options.device)
             self._loaded = load_model(self.options.model, self.options.device, self.options.dtype,
                                       self.options.trust_remote_code, self.options.device_map)
+            choose_cpu_threads(self._loaded.model, self._loaded.device)
             self.model_info = {
                 "spec": self._loaded.spec,
                 "profile": self._loaded.profile,

@@ -41,3 +41,27 @@ def test_shards_parse():
     for bad in ("0/4", "5/4", "a/b", "3"):
         with pytest.raises(WildInputError, match="--wild-shard"):
             parse_shard(bad)
+
+
+def test_cpu_threads_follow_model_size_and_the_cores_a_worker_may_use(monkeypatch):
+    import os
+
+    import torch
+
+    from pytest_wild.model import choose_cpu_threads
+
+    saved = torch.get_num_threads()
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTEST_XDIST_WORKER_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    cores = len(os.sched_getaffinity(0))
+    try:
+        assert choose_cpu_threads(torch.nn.Linear(1000, 1000), "cpu") == 1  # 1M parameters: one thread
+        large = torch.nn.Linear(20_000, 20_000, device="meta")  # 400M parameters
+        assert choose_cpu_threads(large, "cpu") == min(cores, 16) == torch.get_num_threads()
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(cores))
+        assert choose_cpu_threads(large, "cpu") == 1
+        assert choose_cpu_threads(large, "cuda:0") is None
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert choose_cpu_threads(large, "cpu") is None  # the user's setting stands
+    finally:
+        torch.set_num_threads(saved)
