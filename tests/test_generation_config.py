@@ -66,3 +66,21 @@ def test_a_config_asking_for_another_search_is_refused_with_one_line(setting):
         setattr(model.generation_config, name, value)
     with pytest.raises(WildInputError, match=f"generation_config.{next(iter(setting))} "):
         Engine(model, tok)
+
+
+def test_a_model_directory_asking_for_beams_fails_the_run_with_one_line(pytester):
+    import json
+    import shutil
+
+    from pytest_wild.model import TINYWORLD_DIR
+
+    model = pytester.path / "beams"
+    shutil.copytree(TINYWORLD_DIR, model)
+    config = json.loads((model / "generation_config.json").read_text())
+    (model / "generation_config.json").write_text(json.dumps(config | {"num_beams": 4}))
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-model=beams", "--wild-limit", "2",
+                                           "-p", "no:cacheprovider")
+    assert result.ret == 4
+    output = result.stdout.str() + result.stderr.str()
+    assert "generation_config.num_beams = 4 asks for another search than greedy decoding" in output
+    assert "Traceback" not in output
