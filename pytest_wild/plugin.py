@@ -177,13 +177,15 @@ class WildSuite(InputErrorsInOneLine, pytest.File):
         self.found = found
 
     def collect(self):
-        from .golden import goldens_on
+        from .golden import check_golden_directory, goldens_on
         from .suite import load_suite
 
         run = self.config.stash[RUN_KEY]
         run.use_suite(load_suite(self.found, run.options.limit, run.options.sampling))
         run.resolve_hparams()
         goldens = goldens_on(self.config)
+        if goldens:
+            check_golden_directory()
         for case in run.suite.cases:
             yield WildItem.from_parent(self, name=f"edit[{case.id}]", callobj=_case_test(case, goldens), case=case)
 
