@@ -19,6 +19,11 @@ case is not in the suite any more. Goldens of cases the run did not select (`--w
 `-k`, `--wild-shard`, `--wild-only-failed`), or that crashed before comparing, are never
 candidates; and when an xdist worker dies, the run deletes nothing at all.
 
+Goldens come from pull requests, so they are data, never links: a golden is read, written
+or deleted only as a regular file inside the golden root, reached through real directories
+(see `checked_golden_path`), and a golden root that is a link out of the rootdir is refused.
+A golden that is not UTF-8 fails its case with one line, and `--snapshot-update` replaces it.
+
 Comparison starts once goldens exist for the run's configuration (its directory exists, or
 `--snapshot-update` creates it); until then the run says how to record them and compares
 nothing, so a project without goldens is not failed by them.
@@ -30,6 +35,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -39,6 +46,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 import pytest
 
+from .cases import WildInputError
 from .report import write_text_atomic
 
 if TYPE_CHECKING:
@@ -49,6 +57,7 @@ DEFAULT_ROOT = "golden"
 SCORE_DECIMALS = 2
 SCORE_NAMES = ("reliability", "generalization", "locality", "locality_all", "locality_em")
 OUTPUT_KEY = "pytest_wild_golden"
+NOT_UTF8 = "<this golden is not valid UTF-8>\n"  # what a golden that is not UTF-8 reads as
 
 
 # --- paths -------------------------------------------------------------------------------
@@ -89,6 +98,44 @@ def case_key(case_id: str) -> str:
 def _safe(name: str) -> str:
     cleaned = SingleFileSnapshotExtension._sanitize_filename(name).replace(os.sep, "_")
     return cleaned.lstrip(".") or "_"
+
+
+class GoldenRefused(WildInputError):
+    """A golden path that is or passes a link, is no regular file, or leads out of the golden
+    root: refused, never followed."""
+
+
+def checked_golden_path(path: Path | str, root: Path, *, directory: bool = False) -> Path:
+    """`path`, when every step from `root` down to it is a real directory (checked with lstat,
+    so no link is ever followed) and `path` itself a regular file (a directory when
+    `directory`) or absent, resolving inside `root`; else `GoldenRefused`, one line naming
+    it. A pull request can add a link as easily as a golden, and a followed link would show
+    the linked file in a failure's diff, or let an update write or delete outside the tree."""
+    path = Path(path)
+    rule = f"goldens are read and written only as regular files in real directories inside {root.name}/"
+    try:
+        steps = path.relative_to(root).parts
+    except ValueError:
+        steps = ("..",)
+    if ".." in steps:
+        raise GoldenRefused(f"{path} is not inside {root.name}/; {rule}")
+    step = root
+    for depth, name in enumerate(steps, 1):
+        step = step / name
+        try:
+            mode = os.lstat(step).st_mode
+        except FileNotFoundError:
+            return path
+        shown = step.relative_to(root.parent)
+        if stat.S_ISLNK(mode):
+            raise GoldenRefused(f"{shown} is a symbolic link; {rule}")
+        wanted = stat.S_ISREG if depth == len(steps) and not directory else stat.S_ISDIR
+        if not wanted(mode):
+            kind = "a directory" if wanted is stat.S_ISDIR else "a regular file"
+            raise GoldenRefused(f"{shown} is not {kind}; {rule}")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise GoldenRefused(f"{path.relative_to(root.parent)} resolves outside {root.name}/; {rule}")
+    return path
 
 
 # --- content -----------------------------------------------------------------------------
@@ -145,13 +192,21 @@ class GoldenSettings:
     crashed: list[str] = field(default_factory=list)
 
     def directory(self) -> Path:
+        """The configuration's golden directory; `GoldenRefused` when the golden root is a
+        link out of the rootdir, or the way from it to the directory passes a link."""
         if self._directory is None:
             suite = self.run.suite
             if suite is None:
                 raise RuntimeError("pytest-wild goldens: the suite is not loaded yet")
             options = self.run.options
-            self._directory = (self.root / model_key(options.model) / _safe(options.editor)
-                               / suite_key(suite.name, suite.context, options))
+            directory = (self.root / model_key(options.model) / _safe(options.editor)
+                         / suite_key(suite.name, suite.context, options))
+            rootdir = self.config.rootpath
+            inside = Path(os.path.normpath(self.root)).is_relative_to(rootdir)
+            if inside and not self.root.resolve().is_relative_to(rootdir.resolve()):
+                raise GoldenRefused(f"{self.relative(self.root)} leads out of the rootdir through a symbolic "
+                                    "link; goldens are read and written only inside the project")
+            self._directory = checked_golden_path(directory, self.root, directory=True)
         return self._directory
 
     def present(self) -> bool:
@@ -235,13 +290,19 @@ class WildGoldenExtension(SingleFileSnapshotExtension):
     def discover_snapshots(self, *, test_location, ignore_extensions=None) -> SnapshotCollections:
         """Only goldens whose case is gone from the suite: everything syrupy discovers may
         be reported unused and deleted, and a golden of an existing case never should be,
-        whether this run selected the case or not."""
+        whether this run selected the case or not. Links and other files that are not
+        regular are never candidates (reading one fails its case instead)."""
         discovered = SnapshotCollections()
         directory = Path(self.dirname(test_location=test_location))
         if not directory.is_dir():
             return discovered
-        files = {path.stem: path for path in directory.glob("*.json")
-                 if path.is_file() and not path.name.startswith(".")}
+        root = self._settings().root
+        files: dict[str, Path] = {}
+        for path in directory.glob("*.json"):
+            if path.name.startswith("."):
+                continue
+            with suppress(GoldenRefused):
+                files[path.stem] = checked_golden_path(path, root)
         known = self._settings().known_keys(test_location.item, set(files))
         if known is None:
             return discovered
@@ -254,14 +315,27 @@ class WildGoldenExtension(SingleFileSnapshotExtension):
         collection.add(Snapshot(name=f"edit[{Path(snapshot_location).stem}]"))
         return collection
 
+    def read_snapshot_data_from_location(self, *, snapshot_location: str, snapshot_name: str,
+                                         session_id: str) -> str | None:
+        """The golden's text, read only through `checked_golden_path`; `NOT_UTF8`, which
+        compares unequal, for a golden that is not UTF-8 (never its bytes)."""
+        path = checked_golden_path(snapshot_location, self._settings().root)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+        except UnicodeDecodeError:
+            return NOT_UTF8
+
     def delete_snapshots(self, *, snapshot_location: str, snapshot_names: set[str]) -> None:
-        Path(snapshot_location).unlink(missing_ok=True)
+        checked_golden_path(snapshot_location, self._settings().root).unlink(missing_ok=True)
 
     @classmethod
     def write_snapshot_collection(cls, *, snapshot_collection, name_order=None) -> None:
         """Write through a temporary file in the same directory, then `os.replace`, so a
         reader (or a crash) never sees half a golden."""
-        target = Path(snapshot_collection.location)
+        target = checked_golden_path(snapshot_collection.location, cls._settings().root)
         data = next(iter(snapshot_collection)).data
         if not isinstance(data, str):
             raise TypeError(f"pytest-wild goldens are text, got {type(data).__name__}")
@@ -286,6 +360,8 @@ def check_golden(snapshot, row: dict, run: WildRun) -> list[str]:
         return [f"golden {where}: cannot compare ({type(result.exception).__name__}: {result.exception})"]
     if result.recalled_data is None:
         return [f"golden {where} does not exist: run with --snapshot-update to record it"]
+    if result.recalled_data == NOT_UTF8:
+        return [f"golden {where} is not valid UTF-8: run with --snapshot-update to replace it"]
     lines = [f"golden {where} differs (- golden, + this run); accept with --snapshot-update:"]
     lines += _describe(result.recalled_data, result.asserted_data, snapshot)
     return ["\n".join(lines)]
@@ -360,7 +436,7 @@ class GoldenReporter:
         s = self.settings
         try:
             directory = s.relative(s.directory()) if s.run.suite is not None else None
-        except RuntimeError:
+        except (RuntimeError, GoldenRefused):
             directory = None
         return {"directory": directory, "compared": s.compared,
                 "absent": s._present is False and s.compared == 0}
@@ -415,6 +491,12 @@ class GoldenGuard(GoldenReporter):
         if error:
             self.settings.config.option.no_cleanup = True
             self.settings.crashed.append(str(getattr(getattr(node, "gateway", None), "id", node)))
+
+
+def check_golden_directory() -> None:
+    """At collection, before syrupy reads, writes or deletes anything: `GoldenRefused` (one
+    line) when the configuration's golden directory could lead out of the golden root."""
+    WildGoldenExtension._settings().directory()
 
 
 def goldens_on(config: pytest.Config) -> bool:

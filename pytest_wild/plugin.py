@@ -18,6 +18,8 @@ from .gates import METRICS
 
 RUN_KEY = pytest.StashKey["WildRun"]()
 OUTPUT_KEY = "pytest_wild"
+INPUT_PATH_OPTIONS = ("--wild-suite", "--wild-hparams", "--wild-model")
+OUTPUT_PATH_OPTIONS = ("--wild-report", "--wild-markdown")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,6 +65,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.addinivalue_line("markers", "wild: a WILD knowledge-editing case")
     try:
+        if not hasattr(config, "workerinput"):
+            _refuse_paths_after_a_space(config.invocation_params)
         run = _make_run(config)
     except WildInputError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -77,6 +81,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
     configure_goldens(config, run)
     config.args = [str(config.rootpath)]
+
+
+def _refuse_paths_after_a_space(invocation: pytest.Config.InvocationParams) -> None:
+    """pytest picks the rootdir (and the ini file) from the paths on the command line before
+    it knows this plugin's options, so `--wild-suite ../data/x.json` moves the rootdir, and
+    the goldens and caches under it, out of the project; that cannot be undone here, so the
+    space form is refused. Input options only when the value names an existing path (pytest
+    ignores other values, and hub ids look like paths); output options always, so the
+    answer does not depend on whether the file exists yet."""
+    args = invocation.args
+    for option, given in zip(args, args[1:]):
+        if option in OUTPUT_PATH_OPTIONS or (option in INPUT_PATH_OPTIONS and (invocation.dir / given).exists()):
+            raise WildInputError(f"{option} {given}: write {option}={given} (with '='): pytest reads a path "
+                                 "after a space as a test path and moves the rootdir to it")
 
 
 def _make_run(config: pytest.Config):
@@ -177,13 +195,15 @@ class WildSuite(InputErrorsInOneLine, pytest.File):
         self.found = found
 
     def collect(self):
-        from .golden import goldens_on
+        from .golden import check_golden_directory, goldens_on
         from .suite import load_suite
 
         run = self.config.stash[RUN_KEY]
         run.use_suite(load_suite(self.found, run.options.limit, run.options.sampling))
         run.resolve_hparams()
         goldens = goldens_on(self.config)
+        if goldens:
+            check_golden_directory()
         for case in run.suite.cases:
             yield WildItem.from_parent(self, name=f"edit[{case.id}]", callobj=_case_test(case, goldens), case=case)
 

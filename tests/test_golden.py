@@ -29,7 +29,7 @@ from pytest_wild.run import Options
 SUITE = f"data: {TINYWORLD_DIR / 'suite.jsonl'}\nlimit: 4\nseed: 1\nthresholds: {{}}\n"
 CASES = ("tw-0034", "tw-0145", "tw-0195", "tw-0205")  # the 4 cases of SUITE
 GOLDEN = Path("golden/tinyworld/ft-m/open")
-WILD = ("--wild", "--editor", "ft-m", "--wild-suite", "open.yaml", "-p", "no:cacheprovider")
+WILD = ("--wild", "--editor", "ft-m", "--wild-suite=open.yaml", "-p", "no:cacheprovider")
 CRASH_CONFTEST = """
 import os
 import pytest
@@ -115,7 +115,7 @@ def test_changed_generations_fail_with_a_diff_and_are_accepted_by_update(pyteste
     directory = with_goldens(pytester, recorded)
     (directory / "tw-0205.json").unlink()
     pytester.makefile(".yaml", hp="num_steps: 1\nlr: 1.0e-5\n")  # an edit too weak to change the answers
-    changed = pytester.runpytest_subprocess(*WILD, "--wild-hparams", "hp.yaml", "--wild-threshold", "reliability>=1")
+    changed = pytester.runpytest_subprocess(*WILD, "--wild-hparams=hp.yaml", "--wild-threshold", "reliability>=1")
     assert changed.ret == pytest.ExitCode.TESTS_FAILED
     out = changed.stdout.str()
     assert "golden golden/tinyworld/ft-m/open/tw-0205.json does not exist: run with --snapshot-update to record it" in out
@@ -130,10 +130,10 @@ def test_changed_generations_fail_with_a_diff_and_are_accepted_by_update(pyteste
     ])
     assert "scores.wild.reliability" in out
 
-    accepted = pytester.runpytest_subprocess(*WILD, "--wild-hparams", "hp.yaml", "--snapshot-update", "-p", "no:xdist")
+    accepted = pytester.runpytest_subprocess(*WILD, "--wild-hparams=hp.yaml", "--snapshot-update", "-p", "no:xdist")
     accepted.assert_outcomes(passed=4)
     accepted.stdout.fnmatch_lines(["*1 snapshot generated. * updated.*"])
-    rerun = pytester.runpytest_subprocess(*WILD, "--wild-hparams", "hp.yaml", "-n", "2")
+    rerun = pytester.runpytest_subprocess(*WILD, "--wild-hparams=hp.yaml", "-n", "2")
     rerun.assert_outcomes(passed=4)
     rerun.stdout.fnmatch_lines(["*4 snapshots passed*"])
 
@@ -143,7 +143,7 @@ def test_without_syrupy_the_cases_run_and_no_golden_is_compared_or_touched(pytes
     directory = with_goldens(pytester, recorded)
     before = snapshot_of(directory)
     pytester.makefile(".yaml", hp="num_steps: 1\nlr: 1.0e-5\n")  # generations that differ from the goldens
-    result = pytester.runpytest_subprocess(*WILD, "--wild-hparams", "hp.yaml", "-p", "no:syrupy", *workers)
+    result = pytester.runpytest_subprocess(*WILD, "--wild-hparams=hp.yaml", "-p", "no:syrupy", *workers)
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["wild goldens: not compared (the syrupy plugin is disabled: -p no:syrupy)"])
     assert "differs" not in result.stdout.str()

@@ -50,7 +50,7 @@ def test_wild_run_collects_one_test_per_case_and_reports(pytester, runner):
     pytester.makepyfile(test_other="def test_not_collected_under_wild(): assert False")
     report = pytester.path / "report.json"
     result = pytester.runpytest_subprocess(
-        "--wild", "--editor", "ft-m", "--wild-suite", suite, "--wild-report", str(report),
+        "--wild", "--editor", "ft-m", f"--wild-suite={suite}", f"--wild-report={report}",
         "--wild-eval", "wild,synthetic,length", *runner)
     result.assert_outcomes(passed=4)
     devices = "wild devices: gw0=cpu gw1=cpu" if "-n" in runner else "wild devices: auto"
@@ -71,8 +71,8 @@ def test_serial_and_parallel_runs_write_the_same_report_bytes(pytester):
     reports = {}
     for name, args in (("serial", []), ("parallel", ["-n", "2"])):
         path = pytester.path / f"{name}.json"
-        result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite,
-                                               "--wild-report", str(path), *args)
+        result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}",
+                                               f"--wild-report={path}", *args)
         assert result.ret == 0
         reports[name] = path.read_bytes()
     assert reports["serial"] == reports["parallel"]
@@ -81,8 +81,8 @@ def test_serial_and_parallel_runs_write_the_same_report_bytes(pytester):
 
 def test_failures_say_what_was_asked_expected_and_generated(pytester):
     suite = write_suite(pytester, name="strict", thresholds="{reliability: 1, locality: 1}", limit=8)
-    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-l", "--wild-suite", suite,
-                                           "--wild-hparams", str(_tiny_steps(pytester)))
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-l", f"--wild-suite={suite}",
+                                           f"--wild-hparams={_tiny_steps(pytester)}")
     output = result.stdout.str()
     assert result.ret == 1
     assert 'reliability: asked "Q: ' in output and '" expected "' in output and '" generated "' in output
@@ -97,10 +97,10 @@ def _tiny_steps(pytester) -> Path:
 
 def test_gates_decide_the_exit_status(pytester):
     suite = write_suite(pytester)
-    passing = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite,
+    passing = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}",
                                             "--wild-gate", "locality>=0")
     assert passing.ret == 0
-    failing = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite,
+    failing = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}",
                                             "--wild-gate", "synthetic.reliability>=0", "--wild-eval", "wild,synthetic",
                                             "--wild-gate", "locality>1")
     assert failing.ret == 1
@@ -109,7 +109,7 @@ def test_gates_decide_the_exit_status(pytester):
 
 def test_only_failed_drops_cases_the_model_already_answers(pytester):
     suite = write_suite(pytester, limit=12)
-    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite, "--wild-only-failed")
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}", "--wild-only-failed")
     result.stdout.fnmatch_lines(["*--wild-only-failed dropped * cases the unedited model already answered correctly*"])
     assert result.ret == 0
 
@@ -121,9 +121,9 @@ def test_only_failed_drops_cases_the_model_already_answers(pytester):
         ([], "stderr", "ERROR: --editor: name an editing method*"),
         (["--editor", "ft-m", "--wild-eval", "wild,magic"], "stderr", "ERROR: --wild-eval: 'wild,magic'*"),
         (["--editor", "ft-m", "--wild-gate", "reliability=>1"], "stderr", "ERROR: --wild-gate: cannot read*"),
-        (["--editor", "ft-m", "--wild-hparams", "missing.yaml"], "stderr", "ERROR: --wild-hparams: missing.yaml does not exist"),
-        (["--editor", "ft-m", "--wild-suite", "nowhere"], "stdout", "--wild-suite: 'nowhere' is not a suite file*"),
-        (["--editor", "ft-m", "--wild-model", "/no/such/model"], "stdout", "--wild-model: cannot load '/no/such/model'*"),
+        (["--editor", "ft-m", "--wild-hparams=missing.yaml"], "stderr", "ERROR: --wild-hparams: missing.yaml does not exist"),
+        (["--editor", "ft-m", "--wild-suite=nowhere"], "stdout", "--wild-suite: 'nowhere' is not a suite file*"),
+        (["--editor", "ft-m", "--wild-model=/no/such/model"], "stdout", "--wild-model: cannot load '/no/such/model'*"),
     ],
 )
 def test_bad_options_fail_with_one_clear_line(pytester, args, stream, message):
@@ -136,7 +136,7 @@ def test_malformed_data_fails_collection_naming_file_record_and_field(pytester):
     records = [json.loads(line) for line in SUITE_DATA.read_text().splitlines()[:3]]
     del records[2]["target"]
     pytester.makefile(".jsonl", broken="\n".join(json.dumps(r) for r in records))
-    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", "broken.jsonl")
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite=broken.jsonl")
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*broken.jsonl: record 2: field 'target' is missing"])
 
@@ -144,6 +144,6 @@ def test_malformed_data_fails_collection_naming_file_record_and_field(pytester):
 def test_malformed_hparams_fail_collection_naming_the_key(pytester):
     suite = write_suite(pytester)
     pytester.makefile(".yaml", hp="lr: 0.1\nlearning_rate: 3\n")
-    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite", suite, "--wild-hparams", "hp.yaml")
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}", "--wild-hparams=hp.yaml")
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*hp.yaml: unknown hyperparameter 'learning_rate'*"])

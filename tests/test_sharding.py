@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 def run_report(pytester, name, *args):
     path = pytester.path / f"{name}.json"
-    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-report", str(path), *args)
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-report={path}", *args)
     assert result.ret == 0, result.stdout.str()
     return json.loads(path.read_text())
 
@@ -52,7 +52,7 @@ def test_batch_editing_gives_the_same_results_serially_and_in_parallel(pytester)
 
 def test_markdown_table_and_junit_properties(pytester):
     result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-limit", "3", "--wild-eval", "wild,synthetic",
-                                           "--wild-markdown", "table.md", "--junitxml", "junit.xml")
+                                           "--wild-markdown=table.md", "--junitxml", "junit.xml")
     assert result.ret == 0
     table = (pytester.path / "table.md").read_text().splitlines()
     assert table[2] == "| mode | reliability | generalization | locality |"
