@@ -120,8 +120,7 @@ class Engine:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **with_cache,
                          **self._last_logits)
         while active:
-            next_tokens = self._pick(out.logits[:, -1], [prompts[row] for row in active],
-                                     [generated[row] for row in active])
+            next_tokens = self._pick(out.logits[:, -1], active, prompts, generated)
             keep = []
             for slot, row in enumerate(active):
                 generated[row].append(next_tokens[slot])
@@ -141,16 +140,17 @@ class Engine:
             out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, **with_cache)
         return [self._finish(tokens, stop) for tokens in generated]
 
-    def _pick(self, logits: torch.Tensor, prompts: list[list[int]], generated: list[list[int]]) -> list[int]:
-        """The greedy next token of each row: the argmax, after the generation config's logits
-        processors where it has any, each run on its row's own unpadded ids in float32 (as
-        `generate` runs them on a batch of one)."""
+    def _pick(self, logits: torch.Tensor, active: list[int], prompts: list[list[int]],
+              generated: list[list[int]]) -> list[int]:
+        """The greedy next token of each active row: the argmax, after the generation config's
+        logits processors where it has any, each run on its row's own unpadded ids in float32
+        (as `generate` runs them on a batch of one)."""
         if not self.processors.any:
             return logits.argmax(-1).tolist()
         scores = logits.float()
-        for slot, (prompt, tokens) in enumerate(zip(prompts, generated)):
-            processors = self.processors.for_prompt(len(prompt))
-            seen = torch.tensor([prompt + tokens], device=scores.device)
+        for slot, row in enumerate(active):
+            processors = self.processors.for_prompt(len(prompts[row]))
+            seen = torch.tensor([prompts[row] + generated[row]], device=scores.device)
             scores[slot : slot + 1] = processors(seen, scores[slot : slot + 1])
         return scores.argmax(-1).tolist()
 
