@@ -85,8 +85,7 @@ class Evaluator:
     def _row(self, case: Case) -> dict:
         row = {"id": case.id, "source": case.source, "prompt": case.prompt, "target": case.target,
                "subject": case.subject, "rephrase": case.rephrase,
-               "flags": target_flags(case.target, self.settings.stop_rule),
-               "modes": {}}
+               "flags": target_flags(case.target, self.settings.stop_rule), "modes": {}}
         forced = self._forced_accuracy(case)
         row["teacher_forced"] = forced
         for mode in self.settings.modes:

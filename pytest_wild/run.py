@@ -218,9 +218,12 @@ class WildRun:
         head = f"{rule.metric}" + ("" if mode == self.options.primary_mode else f" [{mode}]")
         if rule.metric in ("reliability", "generalization") and answers:
             asked = answers["prompt" if rule.metric == "reliability" else "rephrase"]
-            forced = row["teacher_forced"].get("prompt" if rule.metric == "reliability" else "rephrase", 0.0)
-            note = f"(teacher-forced token accuracy {forced:.2f}"
-            note += ": the synthetic metric would have called this a success)" if forced >= 1.0 else ")"
+            forced = row["teacher_forced"].get("prompt" if rule.metric == "reliability" else "rephrase")
+            if forced is None:  # the published cut left no target token to read
+                note = "(teacher-forced token accuracy n/a)"
+            else:
+                note = f"(teacher-forced token accuracy {forced:.2f}"
+                note += ": the synthetic metric would have called this a success)" if forced >= 1.0 else ")"
             return (f"{head}: asked {_q(asked.get('context', asked['question']))} expected {_q(row['target'])} "
                     f"generated {_q(asked['after'])}\n{note}")
         if rule.metric.startswith("locality") and answers:
