@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -21,6 +23,29 @@ EASYEDIT_IGNORED = frozenset({
     "results_dir", "use_chat_template", "batch_size_eval",
     "P_loc",  # AlphaEdit's projection file: projections are cached in memory per model and layer
 })
+
+
+# Bounds that hold for every editor, by EasyEdit key name: (lowest value, whether it is excluded).
+# A value outside them is refused before the first edit rather than silently giving a no-op
+# (zero steps), a diverging search (a negative KL factor) or a crash deep in an editor.
+BOUNDS = {
+    "lr": (0.0, True), "v_lr": (0.0, True), "clamp_norm_factor": (0.0, True),
+    "num_steps": (0, False), "v_num_grad_steps": (0, False), "batch_size": (1, False),
+    "weight_decay": (0.0, False), "v_weight_decay": (0.0, False), "kl_factor": (0.0, False),
+    "mom2_update_weight": (0.0, False), "mom2_n_samples": (1, False), "L2": (0.0, False),
+    "nullspace_threshold": (0.0, False),
+}
+DEFAULTS_ORIGIN = "the editor's defaults"
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What hyperparameters are checked against before the first edit: the model's depth
+    and the names of its modules (read off a weightless skeleton of the model)."""
+
+    num_layers: int
+    module_names: Collection[str]
+    model_type: str
 
 
 def read_yaml(path: Path, what: str) -> dict:
@@ -40,14 +65,17 @@ def read_yaml(path: Path, what: str) -> dict:
     return data
 
 
-def build_hparams(hparams_type: type, defaults: Mapping, layers: list[tuple[str, Mapping]]) -> object:
-    """Merge `defaults` with each (origin, overrides) layer in order and build the dataclass.
+def build_hparams(hparams_type: type, defaults: Mapping, layers: list[tuple[str, Mapping]],
+                  shape: ModelShape | None = None) -> object:
+    """Merge `defaults` with each (origin, overrides) layer in order and build the dataclass;
+    with `shape`, also check layers and module names against the model.
 
     `origin` names the file and section in errors, e.g. "suites/x.yaml: hparams.ft-m".
     """
     fields = {f.name: f for f in dataclasses.fields(hparams_type)}
     hints = typing.get_type_hints(hparams_type)
     merged = dict(defaults)
+    origin_of = dict.fromkeys(merged, DEFAULTS_ORIGIN)
     for origin, overrides in layers:
         for key, value in overrides.items():
             if key in EASYEDIT_IGNORED:
@@ -56,11 +84,47 @@ def build_hparams(hparams_type: type, defaults: Mapping, layers: list[tuple[str,
                 known = ", ".join(sorted(fields))
                 raise WildInputError(f"{origin}: unknown hyperparameter {key!r} (known: {known})")
             merged[key] = _coerce(value, hints[key], f"{origin}: {key}")
+            origin_of[key] = origin
     missing = [name for name, f in fields.items() if name not in merged
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise WildInputError(f"hyperparameters: no value for {', '.join(missing)}")
-    return hparams_type(**merged)
+    hparams = hparams_type(**merged)
+    for key, value in dataclasses.asdict(hparams).items():
+        _check_bounds(key, value, origin_of.get(key, DEFAULTS_ORIGIN))
+    if shape is not None:
+        _check_fit(hparams, origin_of, shape)
+    return hparams
+
+
+def _check_bounds(key: str, value, origin: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise WildInputError(f"{origin}: {key}: expected a finite number, got {value!r}")
+    if key not in BOUNDS or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    lowest, excluded = BOUNDS[key]
+    if value < lowest or (excluded and value == lowest):
+        raise WildInputError(f"{origin}: {key}: expected a number {'>' if excluded else '>='} {lowest}, got {value!r}")
+
+
+def _check_fit(hparams: object, origin_of: dict[str, str], shape: ModelShape) -> None:
+    """Every layer index inside the model, every module template naming a module of it."""
+    values = dataclasses.asdict(hparams)
+    model = f"the model ({shape.model_type}, {shape.num_layers} layers)"
+    layers = values.get("layers", [])
+    for key in ("layers", "v_loss_layer"):
+        for layer in (values[key] if isinstance(values.get(key), list) else [values.get(key)]):
+            if layer is not None and not 0 <= layer < shape.num_layers:
+                raise WildInputError(f"{origin_of.get(key, DEFAULTS_ORIGIN)}: {key}: layer {layer} is not in "
+                                     f"{model}: use 0 to {shape.num_layers - 1}")
+    for key, template in values.items():
+        if not (key.endswith("_tmp") and isinstance(template, str)):
+            continue
+        for layer in layers or [0]:
+            name = template.format(layer)
+            if name not in shape.module_names:
+                raise WildInputError(f"{origin_of.get(key, DEFAULTS_ORIGIN)}: {key}: {template!r} names "
+                                     f"{name!r}, which is not a module of {model}")
 
 
 def _coerce(value, hint, where: str):

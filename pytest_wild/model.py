@@ -32,7 +32,7 @@ def resolve_model_spec(spec: str | None) -> tuple[str, str]:
     """(path or hub id, hyperparameter profile). The profile picks tuned editor defaults."""
     if spec in (None, "", "tinyworld"):
         return str(TINYWORLD_DIR), "tinyworld"
-    return spec, "default"
+    return (str(Path(spec).expanduser()) if spec.startswith("~") else spec), "default"
 
 
 def resolve_device(device: str) -> str:
@@ -79,6 +79,20 @@ def load_config(spec: str | None, trust_remote_code: bool = False):
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WildInputError(f"--wild-model: cannot load {spec or path!r} ({first_line})") from None
+
+
+def model_shape(config, trust_remote_code: bool = False):
+    """The model's depth and module names, from a skeleton on the meta device (no weights
+    read, no memory taken), for checking hyperparameters before anything is loaded."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .hparams import ModelShape
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return ModelShape(config.num_hidden_layers, frozenset(name for name, _ in skeleton.named_modules()),
+                      config.model_type)
 
 
 def load_model(spec: str | None, device: str = "auto", dtype: str = "float32",

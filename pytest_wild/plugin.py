@@ -116,14 +116,15 @@ def _make_run(config: pytest.Config):
     modes = parse_modes(value("wild_eval", "wild_eval") or "wild")
     stop_rule = check_choice(config.getoption("wild_stop") or "published", STOP_RULES, "--wild-stop")
     labels = tuple(mode_label(m, stop_rule) for m in modes)
-    hparams_file = config.getoption("wild_hparams")
-    if hparams_file is not None and not Path(hparams_file).is_file():
+    hparams_file = _path(config.getoption("wild_hparams"))
+    if hparams_file is not None and not hparams_file.is_file():
         raise WildInputError(f"--wild-hparams: {hparams_file} does not exist")
     limit = config.getoption("wild_limit")
     if limit is not None and limit < 1:
         raise WildInputError(f"--wild-limit: expected a positive number of cases, got {limit}")
     report = value("wild_report", "wild_report")
-    batch_size = config.getoption("wild_batch_size") or 1
+    batch_size = config.getoption("wild_batch_size")
+    batch_size = 1 if batch_size is None else batch_size
     if batch_size < 1:
         raise WildInputError(f"--wild-batch-size: expected a positive number of cases, got {batch_size}")
     markdown = config.getoption("wild_markdown")
@@ -136,22 +137,27 @@ def _make_run(config: pytest.Config):
         modes=modes,
         context=config.getoption("wild_context"),
         metric=check_choice(value("wild_metric", "wild_metric") or "em", ("em", "f1"), "--wild-metric"),
-        hparams_file=Path(hparams_file) if hparams_file else None,
+        hparams_file=hparams_file,
         device=value("wild_device", "wild_device") or "auto",
         dtype=check_choice(value("wild_dtype", "wild_dtype") or "float32", ("float32", "bfloat16", "float16"), "--wild-dtype"),
         stop_rule=stop_rule,
         gates=parse_rules(value("wild_gate", "wild_gates") or [], "--wild-gate", labels),
         thresholds=parse_rules(value("wild_threshold", "wild_thresholds") or [], "--wild-threshold", labels),
-        report=Path(report) if report else None,
+        report=_path(report),
         only_failed=config.getoption("wild_only_failed"),
         trust_remote_code=config.getoption("wild_trust_remote_code"),
         batch_size=batch_size,
         shard=parse_shard(config.getoption("wild_shard")),
-        markdown=Path(markdown) if markdown else None,
+        markdown=_path(markdown),
         devices=parse_devices(config.getoption("wild_devices")),
         device_map=config.getoption("wild_device_map"),
     )
     return WildRun(options)
+
+
+def _path(value: str | None) -> Path | None:
+    """A path option's value with `~` expanded (an ini value or a quoted one reaches us as is)."""
+    return Path(value).expanduser() if value else None
 
 
 def pytest_collect_directory(path: Path, parent: pytest.Collector):

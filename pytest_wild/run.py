@@ -128,9 +128,11 @@ class WildRun:
         return self._editor
 
     def hparams(self, config, profile: str):
-        """Architecture defaults, then the suite's `hparams.<editor>`, then `--wild-hparams`."""
+        """Architecture defaults, then the suite's `hparams.<editor>`, then `--wild-hparams`;
+        checked against the model's shape, so a bad value fails the run before any edit."""
         if self._hparams is None:
             from .hparams import build_hparams, read_yaml
+            from .model import model_shape
 
             editor = self.editor()
             layers = []
@@ -139,7 +141,8 @@ class WildRun:
                 layers.append((origin, self.suite.hparams[self.options.editor]))
             if self.options.hparams_file is not None:
                 layers.append((str(self.options.hparams_file), read_yaml(self.options.hparams_file, "hyperparameters")))
-            self._hparams = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers)
+            shape = model_shape(config, self.options.trust_remote_code)
+            self._hparams = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers, shape)
         return self._hparams
 
     def loaded(self):

@@ -37,6 +37,8 @@ class Suite:
 def find_suite(spec: str | None, rootdir: Path, invocation_dir: Path) -> str | Path:
     """A suite file, a data file, or a hub id, from `--wild-suite`'s value."""
     spec = spec or "tinyworld"
+    if spec.startswith("~"):
+        spec = str(Path(spec).expanduser())
     for base in (invocation_dir, rootdir):
         candidate = base / spec
         if candidate.is_file():

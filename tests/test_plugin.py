@@ -124,6 +124,8 @@ def test_only_failed_drops_cases_the_model_already_answers(pytester):
         (["--editor", "ft-m", "--wild-hparams=missing.yaml"], "stderr", "ERROR: --wild-hparams: missing.yaml does not exist"),
         (["--editor", "ft-m", "--wild-suite=nowhere"], "stdout", "--wild-suite: 'nowhere' is not a suite file*"),
         (["--editor", "ft-m", "--wild-model=/no/such/model"], "stdout", "--wild-model: cannot load '/no/such/model'*"),
+        (["--editor", "ft-m", "--wild-batch-size", "0"], "stderr", "ERROR: --wild-batch-size: expected a positive number of cases, got 0"),
+        (["--editor", "ft-m", "--wild-hparams=~/missing.yaml"], "stderr", "ERROR: --wild-hparams: /*/missing.yaml does not exist"),
     ],
 )
 def test_bad_options_fail_with_one_clear_line(pytester, args, stream, message):
@@ -147,3 +149,13 @@ def test_malformed_hparams_fail_collection_naming_the_key(pytester):
     result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}", "--wild-hparams=hp.yaml")
     assert result.ret == 2
     result.stdout.fnmatch_lines(["*hp.yaml: unknown hyperparameter 'learning_rate'*"])
+
+
+def test_a_tilde_in_a_path_option_means_the_home_directory(pytester, monkeypatch):
+    home = pytester.mkdir("home")
+    monkeypatch.setenv("HOME", str(home))
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-limit", "2", "-p", "no:cacheprovider",
+                                           "--wild-report=~/report.json", "--wild-markdown=~/table.md")
+    assert result.ret in (0, 1)
+    assert (home / "report.json").is_file() and (home / "table.md").is_file()
+    assert not (pytester.path / "~").exists()
