@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from .cases import WildInputError
+from .files import read_text
 
 # Keys found in EasyEdit hyperparameter files that select things pytest-wild decides by
 # other means (the model, the device, the module names of the architecture).
@@ -49,10 +50,11 @@ class ModelShape:
 
 
 def read_yaml(path: Path, what: str) -> dict:
+    text = read_text(path, what)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise WildInputError(f"{path}: cannot read {what} ({exc.strerror})") from None
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise WildInputError(f"{path}: {what} nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

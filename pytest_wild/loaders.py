@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .cases import Case, Locality, WildInputError
+from .files import read_text
 
 QAEDIT_FIELDS = ("prompt", "target", "subject")
 COUNTERFACT_FIELDS = ("prompt", "target_new", "subject")
@@ -18,29 +19,29 @@ COUNTERFACT_FIELDS = ("prompt", "target_new", "subject")
 
 def read_records(path: Path) -> list[Mapping]:
     """Records of a `.json` (a list, or an object with a `data` list) or `.jsonl` file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WildInputError(f"{path}: cannot read data file ({exc.strerror})") from None
+    text = read_text(path, "data file")
     if path.suffix == ".jsonl":
         records = []
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise WildInputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            records.append(_json(line, path, lineno))
         return records
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise WildInputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    data = _json(text, path, 1)
     if isinstance(data, Mapping) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
         raise WildInputError(f"{path}: expected a list of records at the top level")
     return data
+
+
+def _json(text: str, path: Path, first_line: int):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WildInputError(f"{path}:{first_line + exc.lineno - 1}: invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise WildInputError(f"{path}:{first_line}: JSON nested too deeply to be edit records") from None
 
 
 def detect_layout(record: Mapping) -> str:

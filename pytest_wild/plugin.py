@@ -358,6 +358,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if hasattr(config, "workerinput"):
         config.workeroutput[OUTPUT_KEY] = {"model": run.model_info, "dropped": run.dropped, "suite": run.suite_info}
         return
+    if not run.rows and not run.lost:
+        return  # nothing ran (e.g. bad input at collection): no gate to decide, no output to replace
     from .finish import finish_run
 
     if finish_run(run, config) and session.exitstatus == pytest.ExitCode.OK:

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from .cases import WildInputError
+from .files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -294,9 +295,8 @@ def _documents(corpus: Corpus, n_samples: int) -> list[str]:
     import numpy as np
 
     if corpus.kind == "lines":
-        with open(corpus.location, encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle]
-        docs = [line for line in lines if line]
+        lines = read_text(Path(corpus.location), "mom2_dataset corpus").splitlines()
+        docs = [line.strip() for line in lines if line.strip()]
         order = np.random.default_rng(PERMUTATION_SEED).permutation(len(docs))
         return [docs[i] for i in order[:n_samples]]
     import datasets
