@@ -25,6 +25,25 @@ def parse_devices(text: str | None) -> list[str] | None:
     return groups
 
 
+def check_devices(options) -> None:
+    """On the controller, before any worker starts: every CUDA device that `--wild-device` or
+    `--wild-devices` names must exist, or the run stops with one line (a worker would
+    otherwise crash on it, or quietly fall back to the CPU)."""
+    named = [("--wild-devices", d) for group in options.devices or [] for d in group.split("+")]
+    named += [("--wild-device", d) for d in options.device.split("+")]
+    if not any(device.startswith("cuda") for _, device in named):
+        return
+    import torch
+
+    count = torch.cuda.device_count()
+    for option, device in named:
+        if device.startswith("cuda"):
+            index = int(device.split(":")[1]) if ":" in device and device.split(":")[1].isdigit() else 0
+            if index >= count:
+                raise WildInputError(f"{option}: {device} asked for, but this machine shows {count} CUDA device"
+                                     f"{'' if count == 1 else 's'}")
+
+
 def visible_devices(options) -> list[str]:
     if options.devices:
         return options.devices
@@ -35,7 +54,11 @@ def visible_devices(options) -> list[str]:
 
 
 def device_for_worker(worker_id: str, options) -> str:
-    """gw0 -> the first device, gw1 -> the second, ... modulo the number of devices."""
+    """gw0 -> the first device, gw1 -> the second, ... modulo the number of devices; every
+    worker on the one device that `--wild-device` names, when it names one and
+    `--wild-devices` is not given."""
+    if not options.devices and getattr(options, "device", "auto") != "auto":
+        return options.device
     devices = visible_devices(options)
     number = int(worker_id.removeprefix("gw")) if worker_id.removeprefix("gw").isdigit() else 0
     return devices[number % len(devices)]

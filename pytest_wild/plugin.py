@@ -14,6 +14,7 @@ import pytest
 
 from .cases import Case, WildInputError
 from .contexts import CONTEXTS
+from .devices import check_devices
 from .gates import METRICS
 
 RUN_KEY = pytest.StashKey["WildRun"]()
@@ -68,6 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if not hasattr(config, "workerinput"):
             _refuse_paths_after_a_space(config.invocation_params)
         run = _make_run(config)
+        if not hasattr(config, "workerinput"):
+            check_devices(run.options)
     except WildInputError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_KEY] = run

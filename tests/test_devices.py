@@ -65,3 +65,24 @@ def test_cpu_threads_follow_model_size_and_the_cores_a_worker_may_use(monkeypatc
         assert choose_cpu_threads(large, "cpu") is None  # the user's setting stands
     finally:
         torch.set_num_threads(saved)
+
+
+@pytest.mark.skipif("__import__('torch').cuda.is_available()", reason="checks the answer on a machine without a GPU")
+@pytest.mark.parametrize(("args", "message"), [
+    (["--wild-devices", "0", "-n", "2"], "ERROR: --wild-devices: cuda:0 asked for, but this machine shows 0 CUDA devices"),
+    (["--wild-device", "cuda", "-n", "2"], "ERROR: --wild-device: cuda asked for, but this machine shows 0 CUDA devices"),
+    (["--wild-device", "cuda"], "ERROR: --wild-device: cuda asked for, but this machine shows 0 CUDA devices"),
+])
+def test_a_missing_gpu_stops_the_run_with_one_line_serially_and_under_xdist(pytester, args, message):
+    result = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=2", "-p", "no:cacheprovider", *args)
+    assert result.ret == 4
+    result.stderr.fnmatch_lines([message])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_workers_share_the_one_device_wild_device_names():
+    class Named:
+        devices = None
+        device = "cuda:1"
+
+    assert device_for_worker("gw0", Named()) == device_for_worker("gw3", Named()) == "cuda:1"
