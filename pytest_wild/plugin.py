@@ -213,8 +213,22 @@ class WildSuite(InputErrorsInOneLine, pytest.File):
         goldens = goldens_on(self.config)
         if goldens:
             check_golden_directory()
+        _check_outputs(run, goldens)
         for case in run.suite.cases:
             yield WildItem.from_parent(self, name=f"edit[{case.id}]", callobj=_case_test(case, goldens), case=case)
+
+
+def _check_outputs(run, goldens: bool) -> None:
+    """The report and Markdown paths, against each other, the run's input files and the
+    goldens, and for writability, before anything is edited."""
+    from .golden import WildGoldenExtension
+    from .outputs import check_outputs
+
+    suite = run.suite
+    inputs = [path for path in (suite.path, Path(suite.source), run.options.hparams_file)
+              if path is not None and path.is_file()]
+    root = WildGoldenExtension.settings.root if goldens and WildGoldenExtension.settings else None
+    check_outputs({"--wild-report": run.options.report, "--wild-markdown": run.options.markdown}, inputs, root)
 
 
 class WildItem(pytest.Function):

@@ -1,0 +1,51 @@
+"""Where a run will write its report and Markdown table, checked before the first edit: an
+hour of GPU time must not end in a write that fails, or in a report written over the suite's
+data, a golden or the other output."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from .cases import WildInputError
+
+
+def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[Path], golden_root: Path | None) -> None:
+    """`outputs` maps an option to its path. Each must differ from the others and from every
+    input file, lie outside the golden root, and be writable (probed with a temporary file in
+    its nearest existing directory, which is removed again)."""
+    seen: dict[Path, str] = {}
+    taken = {_key(path): path for path in inputs}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        key = _key(path)
+        if key in seen:
+            raise WildInputError(f"{option}: {path} is also the path of {seen[key]}; give each output its own file")
+        if key in taken:
+            raise WildInputError(f"{option}: {path} is an input of this run ({taken[key]}); it would be overwritten")
+        if golden_root is not None and key.is_relative_to(_key(golden_root)):
+            raise WildInputError(f"{option}: {path} lies inside the golden directory {golden_root}")
+        seen[key] = option
+        _check_writable(option, path)
+
+
+def _key(path: Path) -> Path:
+    return Path(os.path.realpath(path.expanduser()))
+
+
+def _check_writable(option: str, path: Path) -> None:
+    if path.is_dir():
+        raise WildInputError(f"{option}: {path} is a directory; name a file")
+    directory = path.parent
+    while not directory.exists():
+        directory = directory.parent
+    if not directory.is_dir():
+        raise WildInputError(f"{option}: {path} cannot be created: {directory} is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".wild-probe-"):
+            pass
+    except OSError as exc:
+        raise WildInputError(f"{option}: {path} cannot be written ({exc.strerror} in {directory})") from None
