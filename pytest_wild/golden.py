@@ -33,8 +33,10 @@ Imported only under `--wild`; never imports torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import stat
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -90,14 +92,29 @@ def suite_key(suite_name: str, suite_context: str, options: Options) -> str:
     return "+".join(parts)
 
 
+PLAIN_CASE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+WINDOWS_RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+                              *(f"lpt{i}" for i in range(10))})
+
+
 def case_key(case_id: str) -> str:
-    """The golden's file name (without .json) for a case id."""
-    return _safe(str(case_id))[:200] or "_"
+    """The golden's file name (without .json) for a case id: the id itself when it is a plain
+    name on every file system (lower-case ASCII letters, digits, ".", "_", "-", at most 100
+    characters, not a reserved Windows name, no trailing dot); otherwise a readable part of
+    it, "+" (which no plain name contains) and 16 hex digits of its SHA-256. So distinct ids
+    never share a file, not even on case-insensitive file systems, and any id can be
+    recorded."""
+    text = str(case_id)
+    if PLAIN_CASE_ID.fullmatch(text) and not text.endswith(".") and text.split(".")[0] not in WINDOWS_RESERVED:
+        return text
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:80] or "case"
+    return f"{readable}+{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
 def _safe(name: str) -> str:
-    cleaned = SingleFileSnapshotExtension._sanitize_filename(name).replace(os.sep, "_")
-    return cleaned.lstrip(".") or "_"
+    """A directory name from a model, editor or suite name: characters outside
+    [A-Za-z0-9._+-] become "_", no leading dot."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".") or "_"
 
 
 class GoldenRefused(WildInputError):

@@ -89,8 +89,9 @@ def _text(record: Mapping, key: str, where: str, required: bool = True) -> str |
         return None
     if not isinstance(value, str):
         raise WildInputError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
-    if required and key != "target" and not value.strip():
-        raise WildInputError(f"{where}: field {key!r} is empty")
+    if key != "target" and not value.strip():
+        hint = "" if required else " (leave it out when there is none)"
+        raise WildInputError(f"{where}: field {key!r} is empty{hint}")
     return value
 
 
@@ -147,8 +148,9 @@ def _loc_answer(record: Mapping, key: str, where: str) -> str:
 def _counterfact_case(record: Mapping, where: str, index: int) -> Case:
     prompt = _text(record, "prompt", where)
     subject = _text(record, "subject", where)
-    if "{}" in prompt:
-        prompt = prompt.format(subject)
+    # ROME's CounterFact writes the subject's place as "{}"; any other brace is the prompt's
+    # own text (str.format would raise on it)
+    prompt = prompt.replace("{}", subject)
     _check_subject(prompt, subject, where)
     locality = ()
     if record.get("locality_prompt") is not None:

@@ -22,7 +22,8 @@ def locked() -> dict[str, Version]:
 
 def test_every_dependency_is_locked_inside_its_declared_range():
     pins = locked()
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dependencies = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
     for text in dependencies:
         requirement = Requirement(text)
         name = requirement.name.lower().replace("_", "-")
