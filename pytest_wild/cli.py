@@ -29,12 +29,14 @@ def _merge_reports(args: argparse.Namespace) -> int:
     from .report import write_json_atomic
 
     try:
-        merged = merge_reports([Path(p) for p in args.reports])
+        merged = merge_reports([Path(p) for p in args.reports], allow_partial=args.allow_partial)
     except WildInputError as exc:
-        print(f"pytest-wild merge-reports: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # one per malformed report, missing shard list or partial report
+            print(f"pytest-wild merge-reports: {line}", file=sys.stderr)
         return 2
     write_json_atomic(Path(args.output), merged)
-    print(f"merged {len(args.reports)} reports, {len(merged['samples'])} cases, into {args.output}")
+    partial = "" if merged["complete"] else " (partial: marked \"complete\": false)"
+    print(f"merged {len(args.reports)} reports, {len(merged['samples'])} cases, into {args.output}{partial}")
     return 0
 
 
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     merge = commands.add_parser("merge-reports", help="merge the JSON reports of sharded runs (--wild-shard)")
     merge.add_argument("reports", nargs="+", help="reports written with --wild-report")
     merge.add_argument("-o", "--output", required=True, help="merged report path")
+    merge.add_argument("--allow-partial", action="store_true",
+                       help='merge even with shards missing or interrupted; the result says "complete": false')
     merge.set_defaults(func=_merge_reports)
     args = parser.parse_args(argv)
     return args.func(args)

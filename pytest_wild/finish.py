@@ -3,10 +3,12 @@ the terminal summary."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .report import aggregate, markdown_table, table, write_json_atomic, write_text_atomic
 
 
-def finish_run(run, config) -> bool:
+def finish_run(run) -> bool:
     """Aggregate, decide the gates, write the report. True when a gate failed."""
     results = aggregate(run.rows)
     run.results = results
@@ -18,17 +20,51 @@ def finish_run(run, config) -> bool:
         run.gate_results.append({"rule": rule.text, "mode": mode, "observed": observed,
                                  "passed": observed is not None and rule.holds(observed)})
     if run.options.report is not None and run.suite_info is not None:
-        write_json_atomic(run.options.report, report_data(run, results))
+        run.written["report"] = _write(run.options.report, run.complete,
+                                       lambda path: write_json_atomic(path, report_data(run, results)))
     if run.options.markdown is not None:
         title = f"WILD results: {run.options.editor} on {run.model_info.get('spec', run.options.model or 'tinyworld')}"
-        write_text_atomic(run.options.markdown, "\n".join(markdown_table(results, list(run.options.mode_labels), title)) + "\n")
+        if not run.complete:
+            title += f" (partial: {_progress(run)})"
+        text = "\n".join(markdown_table(results, list(run.options.mode_labels), title)) + "\n"
+        run.written["markdown table"] = _write(run.options.markdown, run.complete,
+                                               lambda path: write_text_atomic(path, text))
     return any(not gate["passed"] for gate in run.gate_results)
+
+
+def partial_path(path: Path) -> Path:
+    """`out.json` -> `out.partial.json`: where an incomplete run writes, beside the complete
+    report and never in its place."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+def _write(path: Path, complete: bool, write) -> Path:
+    """A complete run writes `path` and then removes a stale partial file beside it (so a
+    glob over the reports cannot pick it up); an incomplete one writes only the partial file,
+    leaving an earlier complete report as it was."""
+    if not complete:
+        write(partial_path(path))
+        return partial_path(path)
+    write(path)
+    partial_path(path).unlink(missing_ok=True)
+    return path
+
+
+def _progress(run) -> str:
+    selected = "?" if run.selected is None else run.selected
+    stopped = f" ({run.stop_reason})" if run.stop_reason else ""
+    return f"{run.cases_run} of {selected} selected cases run{stopped}"
 
 
 def report_data(run, results: dict) -> dict:
     o = run.options
     rows = sorted(run.rows, key=lambda row: row["id"])
     return {
+        "complete": run.complete,
+        "interrupted": run.stop_reason is not None,
+        "stop_reason": run.stop_reason,
+        "cases": {"selected": run.selected, "run": run.cases_run,
+                  "selected_before_sharding": run.selected_before_sharding},
         "results": results,
         "samples": rows,
         "gates": run.gate_results,
@@ -78,8 +114,8 @@ def summary_lines(run) -> list[str]:
     for gate in run.gate_results:
         observed = "n/a" if gate["observed"] is None else f"{gate['observed']:.3f}"
         lines.append(f"gate {gate['rule']} ({gate['mode']}): {'passed' if gate['passed'] else 'FAILED'} (observed {observed})")
-    if o.report is not None:
-        lines.append(f"report written to {o.report}")
-    if o.markdown is not None:
-        lines.append(f"markdown table written to {o.markdown}")
+    if not run.complete:
+        lines.append(f"partial run: {_progress(run)}; results go to *.partial files, earlier complete reports are left as they were")
+    for what, path in run.written.items():
+        lines.append(f"{what} written to {path}")
     return lines

@@ -8,6 +8,8 @@ at module level.
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") and "wild_device" in config.workerinput:
         run.options.device = config.workerinput["wild_device"]
     if not hasattr(config, "workerinput"):
+        _stop_on_sigterm(config)
         config.pluginmanager.register(ResultsListener(run), "wild-results")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(WorkerListener(run), "wild-workers")
@@ -84,6 +87,30 @@ def pytest_configure(config: pytest.Config) -> None:
 
     configure_goldens(config, run)
     config.args = [str(config.rootpath)]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a CI time limit, `kill`) taken as an interrupt: pytest then finishes the
+    session as after Ctrl-C, so the cases run so far reach a partial report."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated("received SIGTERM")
+
+
+def _stop_on_sigterm(config: pytest.Config) -> None:
+    """By default SIGTERM ends the process at once, with no report at all. Only where nobody
+    else handles it (and only in the main thread, where handlers can be set); the default
+    comes back at unconfigure."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    config.add_cleanup(_restore_sigterm)
+
+
+def _restore_sigterm() -> None:
+    if signal.getsignal(signal.SIGTERM) in (_raise_terminated, signal.SIG_IGN):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _refuse_paths_after_a_space(invocation: pytest.Config.InvocationParams) -> None:
@@ -289,8 +316,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     dropped = _answered_already(run) if run.options.only_failed else set()
     run.plan_batches(dropped)
     shard = run.options.shard
+    run.selected_before_sharding = sum(1 for item in wild_items if item.case.id not in dropped)
     deselected = [item for item in wild_items if item.case.id in dropped
                   or (shard and run.batch_of[item.case.id] % shard[1] != shard[0] - 1)]
+    run.selected = len(wild_items) - len(deselected)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         gone = set(map(id, deselected))
@@ -343,6 +372,11 @@ class ResultsListener:
         elif report.failed and not rows and report.nodeid not in self.run.lost:
             self.run.lost.append(report.nodeid)
 
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo) -> None:
+        """Ctrl-C, SIGTERM, pytest.exit, xdist's -x, collection errors: pytest still calls
+        sessionfinish after them, and the report it writes must not look complete."""
+        self.run.stop_reason = str(excinfo.value) or excinfo.typename
+
 
 class WorkerListener:
     """Receives what each xdist worker learnt about its model (fingerprint, dropped cases)."""
@@ -357,11 +391,16 @@ class WorkerListener:
 
         node.workerinput["wild_device"] = device_for_worker(node.gateway.id, self.run.options)
 
+    def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
+        """Every worker collects (and selects) the same cases; the controller does not."""
+        self.run.selected = len(ids)
+
     def pytest_testnodedown(self, node, error) -> None:
         output = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
         if output:
             self.run.model_info = self.run.model_info or output["model"]
             self.run.suite_info = self.run.suite_info or output["suite"]
+            self.run.selected_before_sharding = output["selected_before_sharding"]
             if output["dropped"] is not None:
                 self.run.dropped = output["dropped"]
 
@@ -373,13 +412,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if run is None:
         return
     if hasattr(config, "workerinput"):
-        config.workeroutput[OUTPUT_KEY] = {"model": run.model_info, "dropped": run.dropped, "suite": run.suite_info}
+        config.workeroutput[OUTPUT_KEY] = {"model": run.model_info, "dropped": run.dropped, "suite": run.suite_info,
+                                           "selected_before_sharding": run.selected_before_sharding}
         return
     if not run.rows and not run.lost:
         return  # nothing ran (e.g. bad input at collection): no gate to decide, no output to replace
     from .finish import finish_run
 
-    if finish_run(run, config) and session.exitstatus == pytest.ExitCode.OK:
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the report short
+    if session.shouldfail and run.stop_reason is None:
+        run.stop_reason = str(session.shouldfail)  # -x, --maxfail: serially no interrupt, exit status 1
+    if finish_run(run) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -389,7 +433,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     from .finish import summary_lines
 
-    if not run.rows and not run.lost:
+    if not run.rows and not run.lost and not run.written:
         return
     terminalreporter.section("WILD results")
     for line in summary_lines(run):

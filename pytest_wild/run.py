@@ -101,6 +101,21 @@ class WildRun:
         self.suite_info: dict | None = None  # under xdist the controller learns it from a worker
         self.batches: list[list[Case]] = []
         self.batch_of: dict[str, int] = {}
+        self.selected: int | None = None  # cases this run (this shard) selected
+        self.selected_before_sharding: int | None = None  # the whole run's, for merge-reports
+        self.stop_reason: str | None = None  # what stopped the session early, if anything
+        self.written: dict[str, Path] = {}  # what finish_run wrote, for the summary
+
+    @property
+    def cases_run(self) -> int:
+        """Cases that finished, with a result or reported lost."""
+        return len(self.rows) + len(self.lost)
+
+    @property
+    def complete(self) -> bool:
+        """Nothing stopped the session early and every selected case finished: only then may
+        the report take the place of an earlier one."""
+        return self.stop_reason is None and self.selected is not None and self.cases_run == self.selected
 
     @property
     def context(self) -> str:
