@@ -11,7 +11,7 @@ from pytest_wild.reference import reference_generate
 from .tiny_models import tiny_model
 
 PROMPTS = [f"Q: {w} the {v} of {u}? A:" for w in ("What is", "Where was", "Who made")
-           for v in ("name", "town", "pet", "tool") for u in ("Vebro Haldri", "Trafe Lebru", "Kalo")]
+           for v in ("name", "town", "pet", "tool") for u in ("Vebro Haldri", "Kalo")]
 
 
 def both_ways(model, tok, prompts=PROMPTS):
