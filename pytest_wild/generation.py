@@ -18,7 +18,7 @@ import torch
 
 from .batching import left_pad
 from .greedy import Processors, check_greedy, eos_ids
-from .kv_cache import cache_keyword, new_cache
+from .kv_cache import new_cache, with_cache
 from .stopping import find_stop, finish_text
 
 MAX_NEW_TOKENS = 50
@@ -50,7 +50,6 @@ class Engine:
         self._stop_tokens: set[int] | None = None
         accepted = inspect.signature(model.forward).parameters
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-        self._cache_argument = cache_keyword(model)
         config = model.config
         self.max_positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
@@ -116,9 +115,8 @@ class Engine:
         generated: list[list[int]] = [[] for _ in prompts]
         active = list(range(len(prompts)))
         cache = new_cache(self.model)
-        with_cache = {self._cache_argument: cache, "use_cache": True}
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **with_cache,
-                         **self._last_logits)
+        cached = with_cache(self.model, cache)  # once per batch, not per step
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **cached, **self._last_logits)
         while active:
             next_tokens = self._pick(out.logits[:, -1], active, prompts, generated)
             keep = []
@@ -137,7 +135,7 @@ class Engine:
             step = torch.tensor(next_tokens, device=self.device)[:, None]
             mask = torch.cat([mask, torch.ones_like(step)], dim=1)
             positions = positions[:, -1:] + 1
-            out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, **with_cache)
+            out = self.model(input_ids=step, attention_mask=mask, position_ids=positions, **cached)
         return [self._finish(tokens, stop) for tokens in generated]
 
     def _pick(self, logits: torch.Tensor, active: list[int], prompts: list[list[int]],

@@ -90,27 +90,38 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a CI time limit, `kill`) taken as an interrupt: pytest then finishes the
-    session as after Ctrl-C, so the cases run so far reach a partial report."""
+    """SIGTERM (a CI time limit, `kill`) before any case runs: taken as Ctrl-C."""
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated("received SIGTERM")
+SESSION_KEY = pytest.StashKey[pytest.Session]()
+SIGTERM_REASON = "received SIGTERM"
 
 
 def _stop_on_sigterm(config: pytest.Config) -> None:
-    """By default SIGTERM ends the process at once, with no report at all. Only where nobody
-    else handles it (and only in the main thread, where handlers can be set); the default
+    """By default SIGTERM ends the process at once, with no report at all. Here it asks the
+    session to stop after the case in progress (as `-x` does), so pytest finishes cleanly and
+    the cases run so far reach a partial report; raising from the handler instead could land
+    in any frame, where pytest's own traceback rendering sometimes fails. Only where nobody
+    else handles SIGTERM (and only in the main thread, where handlers can be set); the default
     comes back at unconfigure."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    config.add_cleanup(_restore_sigterm)
+
+    def stop(signum, frame) -> None:
+        session = config.stash.get(SESSION_KEY, None)
+        if session is None:
+            raise Terminated(SIGTERM_REASON)
+        config.stash[RUN_KEY].stop_reason = SIGTERM_REASON
+        session.shouldstop = SIGTERM_REASON
+
+    signal.signal(signal.SIGTERM, stop)
+    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
-def _restore_sigterm() -> None:
-    if signal.getsignal(signal.SIGTERM) in (_raise_terminated, signal.SIG_IGN):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The session a SIGTERM asks to stop."""
+    if RUN_KEY in session.config.stash:
+        session.config.stash[SESSION_KEY] = session
 
 
 def _refuse_paths_after_a_space(invocation: pytest.Config.InvocationParams) -> None:
@@ -419,8 +430,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # nothing ran (e.g. bad input at collection): no gate to decide, no output to replace
     from .finish import finish_run
 
-    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the report short
     if session.shouldfail and run.stop_reason is None:
         run.stop_reason = str(session.shouldfail)  # -x, --maxfail: serially no interrupt, exit status 1
     if finish_run(run) and session.exitstatus == pytest.ExitCode.OK:
@@ -433,7 +442,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     from .finish import summary_lines
 
-    if not run.rows and not run.lost and not run.written:
+    if not run.rows and not run.lost:
         return
     terminalreporter.section("WILD results")
     for line in summary_lines(run):
