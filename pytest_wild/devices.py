@@ -3,7 +3,11 @@ with accelerate) per xdist worker, round-robin; the CPU when there is no GPU."""
 
 from __future__ import annotations
 
+import re
+
 from .cases import WildInputError
+
+DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")  # what --wild-device and --wild-devices accept
 
 
 def parse_devices(text: str | None) -> list[str] | None:
@@ -31,6 +35,9 @@ def check_devices(options) -> None:
     otherwise crash on it, or quietly fall back to the CPU)."""
     named = [("--wild-devices", d) for group in options.devices or [] for d in group.split("+")]
     named += [("--wild-device", d) for d in options.device.split("+")]
+    for option, device in named:
+        if not DEVICE.fullmatch(device):
+            raise WildInputError(f"{option}: {device!r} is not cpu, cuda, cuda:N or auto")
     if not any(device.startswith("cuda") for _, device in named):
         return
     import torch

@@ -10,7 +10,10 @@ that agree). `locality_all` is ours, the same over every locality question of th
 `locality_em` exact match of each locality answer after the edit.
 
 Pre-edit answers do not depend on the edit, so they are computed once, batched over all
-cases, and cached.
+cases, and cached. The teacher-forced reading runs only where it is used: under `synthetic`,
+and to explain an answer that missed ("the synthetic metric would have called this a
+success"). A case too long for the model window is never fed to the model: its row says
+why it is not evaluable and has no scores.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from .contexts import make_context
 from .generation import Engine, Generation
 from .scores import METRICS, target_flags
 from .tokens import target_ids
+from .window import model_window, why_not_evaluable
 
 MODES = ("wild", "synthetic", "length")
 
@@ -40,7 +44,7 @@ def mode_label(mode: str, stop_rule: str) -> str:
 
 
 class Evaluator:
-    def __init__(self, model, tokenizer, settings: Settings, batch_size: int = 64) -> None:
+    def __init__(self, model, tokenizer, settings: Settings, batch_size: int = 64, edit_prefix: int = 0) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
@@ -49,6 +53,9 @@ class Evaluator:
         self._before: dict[str, Generation] = {}
         self._before_fixed: dict[tuple[str, int], Generation] = {}
         self._before_forced: dict[tuple[str, str], list[int]] = {}
+        self.window = model_window(model.config)
+        self.edit_prefix = edit_prefix  # tokens the editor's prompts put before the case's prompt
+        self._unfit: dict[str, str | None] = {}
 
     def context(self, question: str) -> str:
         return make_context(question, self.settings.context, self.tokenizer)
@@ -61,8 +68,15 @@ class Evaluator:
             self._before[context] = generation
         return [self._before[c] for c in contexts]
 
+    def not_evaluable(self, case: Case) -> str | None:
+        """Why the case does not fit the model window (with the token counts), or None."""
+        if case.id not in self._unfit:
+            self._unfit[case.id] = why_not_evaluable(case, self.tokenizer, self.window, self.context, self.edit_prefix)
+        return self._unfit[case.id]
+
     def prepare(self, cases: list[Case]) -> None:
         """Compute every unedited answer the cases will need in a few large batches."""
+        cases = [case for case in cases if self.not_evaluable(case) is None]
         questions = [q for case in cases for q in _questions(case)]
         if "wild" in self.settings.modes:
             self.answers_before(questions)
@@ -75,21 +89,32 @@ class Evaluator:
         """Edit the cases in one update (a batch of one for single editing), answer every
         case's questions on the edited model, restore. `apply_edit(cases)` returns the
         restore handle."""
-        self.prepare(cases)
-        handle = apply_edit(cases)
-        try:
-            return [self._row(case) for case in cases]
-        finally:
-            handle.restore()
+        rows = {case.id: self._unevaluable_row(case) for case in cases if self.not_evaluable(case)}
+        fit = [case for case in cases if case.id not in rows]
+        if fit:
+            self.prepare(fit)
+            handle = apply_edit(fit)
+            try:
+                rows |= {case.id: self._row(case) for case in fit}
+            finally:
+                handle.restore()
+        return [rows[case.id] for case in cases]
+
+    def _base_row(self, case: Case) -> dict:
+        return {"id": case.id, "source": case.source, "prompt": case.prompt, "target": case.target,
+                "subject": case.subject, "rephrase": case.rephrase,
+                "flags": target_flags(case.target, self.settings.stop_rule), "modes": {}, "teacher_forced": {}}
+
+    def _unevaluable_row(self, case: Case) -> dict:
+        return self._base_row(case) | {"not_evaluable": self.not_evaluable(case)}
 
     def _row(self, case: Case) -> dict:
-        row = {"id": case.id, "source": case.source, "prompt": case.prompt, "target": case.target,
-               "subject": case.subject, "rephrase": case.rephrase,
-               "flags": target_flags(case.target, self.settings.stop_rule), "modes": {}}
-        forced = self._forced_accuracy(case)
-        row["teacher_forced"] = forced
+        row = self._base_row(case)
+        synthetic = "synthetic" in self.settings.modes
+        forced = self._forced_accuracy(case, ("prompt", "rephrase")) if synthetic else {}
         for mode in self.settings.modes:
             row["modes"][mode_label(mode, self.settings.stop_rule)] = getattr(self, f"_{mode}")(case, forced)
+        row["teacher_forced"] = forced if synthetic else self._forced_accuracy(case, _missed(row))
         return row
 
     def _wild(self, case: Case, forced: dict) -> dict:
@@ -150,10 +175,14 @@ class Evaluator:
             "locality_all": sum(agreement) / len(agreement) if agreement else None,
         }
 
-    def _forced_accuracy(self, case: Case) -> dict:
-        """The published teacher-forced token accuracy of the target, always on the bare question
-        whatever the context (as the paper's code computes it)."""
-        asked = {"prompt": case.prompt} | ({"rephrase": case.rephrase} if case.rephrase else {})
+    def _forced_accuracy(self, case: Case, which: tuple[str, ...]) -> dict:
+        """The published teacher-forced token accuracy of the target (for the edit prompt and
+        the rephrase, as `which` asks), always on the bare question whatever the context (as
+        the paper's code computes it)."""
+        questions = {"prompt": case.prompt, "rephrase": case.rephrase}
+        asked = {key: questions[key] for key in which if questions[key]}
+        if not asked:
+            return {}
         accuracy = self.engine.teacher_forced_accuracy(list(asked.values()), [case.target] * len(asked))
         return dict(zip(asked, accuracy))
 
@@ -179,6 +208,13 @@ class Evaluator:
 
 def _questions(case: Case) -> list[str]:
     return [case.prompt] + ([case.rephrase] if case.rephrase is not None else []) + [loc.question for loc in case.locality]
+
+
+def _missed(row: dict) -> tuple[str, ...]:
+    """The questions ("prompt", "rephrase") whose answer missed the target under some mode."""
+    missed = {key for scores in row["modes"].values() for key, item in scores.get("answers", {}).items()
+              if key in ("prompt", "rephrase") and item["score"] < 1.0}
+    return tuple(key for key in ("prompt", "rephrase") if key in missed)
 
 
 def _metrics(result: dict) -> dict:

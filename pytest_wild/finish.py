@@ -26,7 +26,10 @@ def finish_run(run) -> bool:
         title = f"WILD results: {run.options.editor} on {run.model_info.get('spec', run.options.model or 'tinyworld')}"
         if not run.complete:
             title += f" (partial: {_progress(run)})"
-        text = "\n".join(markdown_table(results, list(run.options.mode_labels), title)) + "\n"
+        lines = markdown_table(results, list(run.options.mode_labels), title)
+        if run.not_evaluable:
+            lines += ["", f"{_cases(len(run.not_evaluable))} not evaluable (too long for the model window), left out."]
+        text = "\n".join(lines) + "\n"
         run.written["markdown table"] = _write(run.options.markdown, run.complete,
                                                lambda path: write_text_atomic(path, text))
     return any(not gate["passed"] for gate in run.gate_results)
@@ -50,6 +53,10 @@ def _write(path: Path, complete: bool, write) -> Path:
     return path
 
 
+def _cases(n: int) -> str:
+    return f"{n} case" + ("" if n == 1 else "s")
+
+
 def _progress(run) -> str:
     selected = "?" if run.selected is None else run.selected
     stopped = f" ({run.stop_reason})" if run.stop_reason else ""
@@ -64,7 +71,9 @@ def report_data(run, results: dict) -> dict:
         "interrupted": run.stop_reason is not None,
         "stop_reason": run.stop_reason,
         "cases": {"selected": run.selected, "run": run.cases_run,
-                  "selected_before_sharding": run.selected_before_sharding},
+                  "selected_before_sharding": run.selected_before_sharding,
+                  "not_evaluable": len(run.not_evaluable)},
+        "not_evaluable": run.not_evaluable,
         "results": results,
         "samples": rows,
         "gates": run.gate_results,
@@ -100,8 +109,13 @@ def summary_lines(run) -> list[str]:
     o = run.options
     results = getattr(run, "results", None) or aggregate(run.rows)
     suite = (run.suite_info or {}).get("name", o.suite)
+    unfit = run.not_evaluable
     lines = [f"editor {o.editor} on {run.model_info.get('spec', o.model or 'tinyworld')}, suite {suite}: "
-             f"{len(run.rows)} cases evaluated, metric {o.metric}, context {run.context}, stop rule {o.stop_rule}"]
+             f"{len(run.rows) - len(unfit)} cases evaluated, metric {o.metric}, context {run.context}, stop rule {o.stop_rule}"]
+    if unfit:
+        ids = sorted(unfit)
+        lines.append(f"not evaluable (too long for the model window), left out of the results: {_cases(len(ids))} "
+                     f"({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}); first: {ids[0]}: {unfit[ids[0]]}")
     if run.dropped is not None:
         lines.append(f"--wild-only-failed dropped {run.dropped} cases the unedited model already answered correctly")
     lines.append("")

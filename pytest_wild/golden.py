@@ -244,7 +244,7 @@ class GoldenSettings:
                 try:
                     from .suite import load_suite
 
-                    known |= {case_key(case.id) for case in load_suite(found, None).cases}
+                    known |= {case_key(case.id) for case in load_suite(found, None, None, item.config.rootpath).cases}
                 except Exception:
                     return None
             self._known = known

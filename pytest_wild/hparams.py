@@ -8,7 +8,7 @@ import types
 import typing
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -47,6 +47,7 @@ class ModelShape:
     num_layers: int
     module_names: Collection[str]
     model_type: str
+    parameters: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # name -> shape
 
 
 def read_yaml(path: Path, what: str) -> dict:

@@ -89,7 +89,7 @@ def _text(record: Mapping, key: str, where: str, required: bool = True) -> str |
         return None
     if not isinstance(value, str):
         raise WildInputError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
-    if key != "target" and not value.strip():
+    if not value.strip():
         hint = "" if required else " (leave it out when there is none)"
         raise WildInputError(f"{where}: field {key!r} is empty{hint}")
     return value

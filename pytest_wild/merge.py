@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .cases import WildInputError
 from .finish import flagged
-from .report import aggregate
+from .report import aggregate, unevaluable
 
 # Configuration that must agree between shards for their union to be one run.
 MUST_AGREE = ("model", "editor", "suite", "evaluation", "only_failed", "batch_size", "seed", "dtype")
@@ -52,7 +52,9 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
     return {
         "complete": not incomplete,
         "interrupted": any(report.get("interrupted") is True for report in reports),
-        "cases": {"selected": whole, "run": len(rows) + len(lost), "selected_before_sharding": whole},
+        "cases": {"selected": whole, "run": len(rows) + len(lost), "selected_before_sharding": whole,
+                  "not_evaluable": len(unevaluable(rows))},
+        "not_evaluable": unevaluable(rows),
         "results": aggregate(rows),
         "samples": rows,
         "gates": [],

@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .cases import WildInputError
+from .devices import DEVICE
 
 TINYWORLD_DIR = Path(__file__).parent / "data" / "tinyworld"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -38,7 +38,7 @@ def resolve_model_spec(spec: str | None) -> tuple[str, str]:
 def resolve_device(device: str) -> str:
     import torch
 
-    if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", device):
+    if not DEVICE.fullmatch(device):
         raise WildInputError(f"--wild-device: {device!r} is not cpu, cuda, cuda:N or auto")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -77,8 +77,7 @@ def load_config(spec: str | None, trust_remote_code: bool = False):
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), profile
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WildInputError(f"--wild-model: cannot load {spec or path!r} ({first_line})") from None
+        raise WildInputError(f"--wild-model: cannot load {spec or path!r} ({_first_line(exc)})") from None
 
 
 def model_shape(config, trust_remote_code: bool = False):
@@ -89,17 +88,57 @@ def model_shape(config, trust_remote_code: bool = False):
 
     from .hparams import ModelShape
 
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    try:
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # any config value transformers cannot build a model from
+        raise WildInputError(f"--wild-model: its config.json does not describe a model transformers can build "
+                             f"({_first_line(exc)})") from None
     return ModelShape(config.num_hidden_layers, frozenset(name for name, _ in skeleton.named_modules()),
-                      config.model_type)
+                      config.model_type, {name: tuple(p.shape) for name, p in skeleton.named_parameters()})
+
+
+def check_model(spec: str | None, trust_remote_code: bool = False):
+    """A local model directory, before any weights are read (on the xdist controller too):
+    its files, its weights' headers against its config, its tokenizer (`model_files`).
+    Returns (config, profile, shape) for the hyperparameter checks. Hub ids are checked
+    when loaded."""
+    from .model_files import check_links, check_tokenizer, check_weights_match, weight_headers
+
+    path, profile = resolve_model_spec(spec)
+    directory = Path(path)
+    if directory.is_dir():
+        check_links(directory)
+        found = weight_headers(directory)
+    config, profile = load_config(spec, trust_remote_code)
+    shape = model_shape(config, trust_remote_code)
+    if directory.is_dir():
+        check_weights_match(directory, shape.parameters, found)
+        check_tokenizer(_tokenizer(path, spec, trust_remote_code), getattr(config, "vocab_size", None), path)
+    return config, profile, shape
+
+
+def _tokenizer(path: str, spec: str | None, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # tokenizer files are untrusted input: any failure is one line
+        raise WildInputError(f"--wild-model: cannot load the tokenizer of {spec or path!r} ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def load_model(spec: str | None, device: str = "auto", dtype: str = "float32",
                trust_remote_code: bool = False, device_map: str | None = None) -> LoadedModel:
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from .model_files import check_tokenizer
 
     path, profile = resolve_model_spec(spec)
     if dtype not in DTYPES:
@@ -108,14 +147,24 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "float32",
     device = group[0]
     placement = _placement(group) if device_map == "auto" else {}
     transformers.utils.logging.disable_progress_bar()
+    tokenizer = _tokenizer(path, spec, trust_remote_code)
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()  # its load report is a long table; the one line below says it
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code, **placement
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code,
+            output_loading_info=True, **placement
         )
-    except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise WildInputError(f"--wild-model: cannot load {spec or path!r} ({first_line})") from None
+    except Exception as exc:  # weights are untrusted input: any failure is one line
+        raise WildInputError(f"--wild-model: cannot load {spec or path!r} ({_first_line(exc)})") from None
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+    random = sorted(info.get("missing_keys", [])) + sorted(str(k[0]) if isinstance(k, tuple) else str(k)
+                                                          for k in info.get("mismatched_keys", []))
+    if random:
+        raise WildInputError(f"--wild-model: {spec or path!r}: {len(random)} weights of the model are missing from "
+                             f"the checkpoint or of another shape ({', '.join(random[:3])}{', ...' if len(random) > 3 else ''})")
+    check_tokenizer(tokenizer, model.get_input_embeddings().num_embeddings, spec or path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -1,6 +1,6 @@
-"""Where a run will write its report and Markdown table, checked before the first edit: an
+"""Where a run will write, checked before the first edit: its report and Markdown table (an
 hour of GPU time must not end in a write that fails, or in a report written over the suite's
-data, a golden or the other output."""
+data, a golden or the other output) and its cache directory."""
 
 from __future__ import annotations
 
@@ -10,6 +10,31 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .cases import WildInputError
+
+CACHE_ENV = "PYTEST_WILD_CACHE"
+
+
+def cache_root() -> Path:
+    """`$PYTEST_WILD_CACHE` or `~/.cache/pytest-wild`: every pytest-wild cache lives below."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pytest-wild").expanduser()
+
+
+def check_cache_root() -> str | None:
+    """A cache root (or its `stats` directory) that exists but is not a directory is refused;
+    one that cannot be written is allowed (a shared, read-only cache is read) and the
+    returned note says that what is missing is computed and not saved."""
+    root = cache_root()
+    for path in (root, root / "stats"):
+        if path.exists() and not path.is_dir():
+            raise WildInputError(f"{CACHE_ENV}: {path} is not a directory (the cache of statistics lives there)")
+    directory = root
+    while not directory.exists():
+        directory = directory.parent
+    if not directory.is_dir():
+        raise WildInputError(f"{CACHE_ENV}: {root} cannot be created: {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"{root} cannot be written: statistics are read from it, and computed but not saved when missing"
+    return None
 
 
 def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[Path], golden_root: Path | None) -> None:

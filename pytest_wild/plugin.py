@@ -17,6 +17,7 @@ import pytest
 from .cases import Case, WildInputError
 from .contexts import CONTEXTS
 from .devices import check_devices
+from .outputs import check_cache_root
 from .gates import METRICS
 
 RUN_KEY = pytest.StashKey["WildRun"]()
@@ -73,20 +74,43 @@ def pytest_configure(config: pytest.Config) -> None:
         run = _make_run(config)
         if not hasattr(config, "workerinput"):
             check_devices(run.options)
+            run.cache_note = check_cache_root()
     except WildInputError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_KEY] = run
     if hasattr(config, "workerinput") and "wild_device" in config.workerinput:
         run.options.device = config.workerinput["wild_device"]
+    from .golden import configure_goldens
+
+    configure_goldens(config, run)
     if not hasattr(config, "workerinput"):
+        try:
+            _load_inputs(config, run)
+        except WildInputError as exc:
+            raise pytest.UsageError(str(exc)) from None
         _stop_on_sigterm(config)
         config.pluginmanager.register(ResultsListener(run), "wild-results")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(WorkerListener(run), "wild-workers")
-    from .golden import configure_goldens
-
-    configure_goldens(config, run)
     config.args = [str(config.rootpath)]
+
+
+def _load_inputs(config: pytest.Config, run) -> None:
+    """Every input of the run, read and checked: the suite and its data, the model's files,
+    the hyperparameters against the model, the golden directory, the output paths. On the
+    controller at configure time, before any xdist worker starts, so a bad input ends the
+    run with its one line and exit status 4 (a usage error) whether the run is serial or
+    not; a worker repeats it at collection."""
+    from .golden import check_golden_directory, goldens_on
+    from .suite import find_suite, load_suite
+
+    run.found = find_suite(run.options.suite, config.rootpath, config.invocation_params.dir)
+    run.use_suite(load_suite(run.found, run.options.limit, run.options.sampling, config.rootpath))
+    run.resolve_hparams()
+    goldens = goldens_on(config)
+    if goldens:
+        check_golden_directory()
+    _check_outputs(run, goldens)
 
 
 class Terminated(KeyboardInterrupt):
@@ -221,10 +245,10 @@ class WildRoot(InputErrorsInOneLine, pytest.Directory):
     """Under --wild the root collects the suite and nothing else."""
 
     def collect(self):
-        from .suite import find_suite
-
         run = self.config.stash[RUN_KEY]
-        found = find_suite(run.options.suite, self.config.rootpath, self.config.invocation_params.dir)
+        if run.suite is None:  # an xdist worker: the controller checked the inputs already
+            _load_inputs(self.config, run)
+        found = run.found
         path = found if isinstance(found, Path) else self.config.rootpath
         try:
             nodeid = str(path.relative_to(self.config.rootpath)) if isinstance(found, Path) else None
@@ -242,16 +266,10 @@ class WildSuite(InputErrorsInOneLine, pytest.File):
         self.found = found
 
     def collect(self):
-        from .golden import check_golden_directory, goldens_on
-        from .suite import load_suite
+        from .golden import goldens_on
 
         run = self.config.stash[RUN_KEY]
-        run.use_suite(load_suite(self.found, run.options.limit, run.options.sampling))
-        run.resolve_hparams()
         goldens = goldens_on(self.config)
-        if goldens:
-            check_golden_directory()
-        _check_outputs(run, goldens)
         for case in run.suite.cases:
             yield WildItem.from_parent(self, name=f"edit[{case.id}]", callobj=_case_test(case, goldens), case=case)
 
@@ -286,6 +304,8 @@ def _case_test(case: Case, goldens: bool):
         snapshot = request.getfixturevalue("snapshot") if goldens else None
         row = wild_run.evaluate(case)
         request.node.user_properties.append((OUTPUT_KEY, row))
+        if row.get("not_evaluable"):
+            pytest.skip(f"{case.id} not evaluable: {row['not_evaluable']}")
         for mode, scores in row["modes"].items():
             for metric in METRICS:
                 if scores.get(metric) is not None:
@@ -304,16 +324,38 @@ def _case_test(case: Case, goldens: bool):
 @pytest.fixture(scope="session")
 def wild_run(request: pytest.FixtureRequest):
     """The run's state with the model loaded and the unedited answers computed (once per
-    process, so once per xdist worker)."""
+    process, so once per xdist worker: see `pytest_runtestloop`)."""
     run = request.config.stash.get(RUN_KEY, None)
     if run is None:
         pytest.skip("wild_run is only available under --wild")
-    cases = [item.case for item in request.session.items if isinstance(item, WildItem)]
+    return run
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Load the model and compute the unedited answers before the first case, where the
+    cases run (not on an xdist controller). A model that cannot be loaded (a problem only
+    loading finds, e.g. in a hub checkpoint) stops the session before any case runs, with
+    its one line and exit status 2, as a bad input file found at collection does; the same
+    under xdist, where each worker stops and the controller takes the line from it."""
+    config = session.config
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or config.option.collectonly or config.pluginmanager.has_plugin("dsession"):
+        return
+    cases = [item.case for item in session.items if isinstance(item, WildItem)]
+    if not cases:
+        return
     try:
         run.start(cases)
     except WildInputError as exc:
-        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
-    return run
+        run.fatal = session.shouldstop = str(exc)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> bool | None:
+    """A process whose model could not be loaded runs no case."""
+    run = item.config.stash.get(RUN_KEY, None)
+    return True if run is not None and run.fatal else None
 
 
 @pytest.hookimpl(trylast=True)
@@ -363,7 +405,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     shard = f" shard={o.shard[0]}/{o.shard[1]}" if o.shard else ""
     return [f"wild: editor={o.editor} model={o.model or 'tinyworld'} suite={o.suite or 'tinyworld'} "
             f"eval={','.join(o.mode_labels)} metric={o.metric} dtype={o.dtype} batch={o.batch_size}{shard}",
-            f"wild devices: {header_devices(config, o)}"]
+            f"wild devices: {header_devices(config, o)}"] + ([f"wild cache: {run.cache_note}"] if run.cache_note else [])
 
 
 class ResultsListener:
@@ -412,6 +454,7 @@ class WorkerListener:
             self.run.model_info = self.run.model_info or output["model"]
             self.run.suite_info = self.run.suite_info or output["suite"]
             self.run.selected_before_sharding = output["selected_before_sharding"]
+            self.run.fatal = self.run.fatal or output["fatal"]
             if output["dropped"] is not None:
                 self.run.dropped = output["dropped"]
 
@@ -424,8 +467,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if hasattr(config, "workerinput"):
         config.workeroutput[OUTPUT_KEY] = {"model": run.model_info, "dropped": run.dropped, "suite": run.suite_info,
-                                           "selected_before_sharding": run.selected_before_sharding}
+                                           "selected_before_sharding": run.selected_before_sharding,
+                                           "fatal": run.fatal}
         return
+    if run.fatal:
+        return  # the session was interrupted before any case ran: nothing evaluated, nothing written
     if not run.rows and not run.lost:
         return  # nothing ran (e.g. bad input at collection): no gate to decide, no output to replace
     from .finish import finish_run
@@ -442,6 +488,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         return
     from .finish import summary_lines
 
+    if run.fatal:
+        terminalreporter.write_line(f"ERROR: {run.fatal}", red=True)
+        return
     if not run.rows and not run.lost:
         return
     terminalreporter.section("WILD results")

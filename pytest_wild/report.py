@@ -33,6 +33,11 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
     }
 
 
+def unevaluable(rows: list[dict]) -> dict[str, str]:
+    """Case id -> why the case does not fit the model window (its row has no scores)."""
+    return {row["id"]: row["not_evaluable"] for row in rows if row.get("not_evaluable")}
+
+
 def table(results: dict, order: list[str]) -> list[str]:
     """The paper's main table: one line per evaluation mode, metrics side by side."""
     header = f"{'mode':<16}" + "".join(f"{m:>24}" for m in TABLE_METRICS)

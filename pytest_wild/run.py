@@ -11,6 +11,7 @@ from pathlib import Path
 from .cases import Case, WildInputError
 from .evaluation import MODES, Settings, mode_label
 from .gates import Rule, parse_rule
+from .report import unevaluable
 from .suite import Suite
 
 METRIC_CHOICES = ("em", "f1")
@@ -87,6 +88,7 @@ class WildRun:
     def __init__(self, options: Options) -> None:
         self.options = options
         self.suite: Suite | None = None
+        self.found: Path | str | None = None  # the suite file, data file or hub id --wild-suite named
         self.rows: list[dict] = []
         self.lost: list[str] = []
         self.dropped: int | None = None
@@ -94,6 +96,9 @@ class WildRun:
         self.gate_results: list[dict] = []
         self.results: dict = {}
         self._loaded = None
+        self._checked = None
+        self.fatal: str | None = None  # why the model could not be loaded where the cases run
+        self.cache_note: str | None = None  # said in the header when the cache cannot be written
         self._editor = None
         self._hparams = None
         self._evaluator = None
@@ -105,6 +110,11 @@ class WildRun:
         self.selected_before_sharding: int | None = None  # the whole run's, for merge-reports
         self.stop_reason: str | None = None  # what stopped the session early, if anything
         self.written: dict[str, Path] = {}  # what finish_run wrote, for the summary
+
+    @property
+    def not_evaluable(self) -> dict[str, str]:
+        """Case id -> why the case does not fit the model window."""
+        return unevaluable(self.rows)
 
     @property
     def cases_run(self) -> int:
@@ -147,7 +157,6 @@ class WildRun:
         checked against the model's shape, so a bad value fails the run before any edit."""
         if self._hparams is None:
             from .hparams import build_hparams, read_yaml
-            from .model import model_shape
 
             editor = self.editor()
             layers = []
@@ -156,7 +165,7 @@ class WildRun:
                 layers.append((origin, self.suite.hparams[self.options.editor]))
             if self.options.hparams_file is not None:
                 layers.append((str(self.options.hparams_file), read_yaml(self.options.hparams_file, "hyperparameters")))
-            shape = model_shape(config, self.options.trust_remote_code)
+            shape = self.checked_model()[2]
             self._hparams = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers, shape)
         return self._hparams
 
@@ -182,9 +191,11 @@ class WildRun:
             from .evaluation import Evaluator
 
             loaded = self.loaded()
-            self.hparams(loaded.model.config, loaded.profile)
+            hparams = self.hparams(loaded.model.config, loaded.profile)
             settings = Settings(self.options.modes, self.context, self.options.metric, self.options.stop_rule)
-            self._evaluator = Evaluator(loaded.model, loaded.tokenizer, settings)
+            prefix = self.editor().prefix
+            edit_prefix = prefix(loaded.model, loaded.tokenizer, hparams) if prefix else 0
+            self._evaluator = Evaluator(loaded.model, loaded.tokenizer, settings, edit_prefix=edit_prefix)
         return self._evaluator
 
     def start(self, cases: list[Case]) -> None:
@@ -253,13 +264,20 @@ class WildRun:
             return "\n".join(lines)
         return f"{head} {observed:.3f} fails {rule.text}"
 
+    def checked_model(self):
+        """(config, profile, shape) of the model, its directory checked (no weights read)."""
+        if self._checked is None:
+            from .model import check_model
+
+            self._checked = check_model(self.options.model, self.options.trust_remote_code)
+        return self._checked
+
     def resolve_hparams(self) -> dict:
         """The editor's hyperparameters for this model, from its config alone (no weights)."""
         from dataclasses import asdict
 
-        from .model import load_config
-
-        return asdict(self.hparams(*load_config(self.options.model, self.options.trust_remote_code)))
+        config, profile, _ = self.checked_model()
+        return asdict(self.hparams(config, profile))
 
     def versions(self) -> dict:
         import importlib.metadata as metadata

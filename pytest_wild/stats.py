@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ import torch
 
 from .cases import WildInputError
 from .files import read_text
+from .outputs import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +78,6 @@ class SecondMoment:
     matrix: torch.Tensor
     count: int
     key: str
-
-
-def cache_root() -> Path:
-    """``$PYTEST_WILD_CACHE`` or ``~/.cache/pytest-wild``: every pytest-wild cache lives below."""
-    return Path(os.environ.get("PYTEST_WILD_CACHE") or Path.home() / ".cache" / "pytest-wild")
 
 
 def default_cache_dir() -> Path:
@@ -160,26 +157,21 @@ def second_moments(model, tokenizer, modules: list[str], corpus: str | Corpus = 
             raise WildInputError(f"rewrite_module_tmp: the model has no module {name!r}")
 
     keys = {name: _key(identity, name, corpus, n_samples, dtype, max_length) for name in modules}
+    shapes = {name: _input_dim(known[name]) for name in modules}
     found = {name: _MEMORY[keys[name]] for name in modules if keys[name] in _MEMORY}
-    missing = [name for name in modules if name not in found]
-    if missing:
-        for name in missing:
-            loaded = _load(_path(cache_dir, identity, name, keys[name]), keys[name])
+
+    def from_disk() -> list[str]:
+        for name in [name for name in modules if name not in found]:
+            loaded = _load(_path(cache_dir, identity, name, keys[name]), keys[name], shapes[name], DTYPES[dtype])
             if loaded is not None:
                 found[name] = loaded
-        missing = [name for name in modules if name not in found]
-    if missing:
-        from filelock import FileLock
+        return [name for name in modules if name not in found]
 
+    missing = from_disk() if len(found) < len(modules) else []
+    if missing:
         group = _digest(json.dumps([identity, corpus.identity, n_samples, dtype, max_length]))[:16]
-        lock_path = cache_dir / identity / f"{group}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock_path)):
-            for name in missing:  # another process may have finished while this one waited
-                loaded = _load(_path(cache_dir, identity, name, keys[name]), keys[name])
-                if loaded is not None:
-                    found[name] = loaded
-            missing = [name for name in modules if name not in found]
+        with _lock(cache_dir / identity / f"{group}.lock"):
+            missing = from_disk()  # another process may have finished while this one waited
             if missing:
                 sums, count = _accumulate(model, tokenizer, missing, corpus, n_samples, DTYPES[dtype],
                                           max_length, batch_tokens, progress)
@@ -250,25 +242,55 @@ def _tensor_digest(tensor: torch.Tensor) -> str:
     return _digest(tensor.contiguous().view(torch.uint8).numpy().tobytes())
 
 
+def _input_dim(module) -> int | None:
+    """The width of the vectors entering a linear module (nn.Linear, or GPT-2's Conv1D)."""
+    width = getattr(module, "in_features", None) or getattr(module, "nx", None)
+    return width if isinstance(width, int) else None
+
+
+@contextmanager
+def _lock(path: Path):
+    """A file lock shared with other processes; none where the cache cannot be written (a
+    read-only shared cache): then each process computes what it misses, as it must anyway."""
+    from filelock import FileLock
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _save(path: Path, moment: SecondMoment) -> None:
+    """Write atomically; a cache that cannot be written costs a recomputation next run (and a
+    warning), never the run."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     matrix = moment.matrix.contiguous()
     metadata = {"format": FORMAT_VERSION, "key": moment.key, "count": str(moment.count),
                 "sha256": _tensor_digest(matrix)}
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"mom2": matrix}, str(temporary), metadata=metadata)
         os.replace(temporary, path)
+    except OSError as exc:
+        log.warning("pytest-wild: cannot save %s (%s); it is recomputed next run", path, exc.strerror or exc)
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        temporary.unlink(missing_ok=True)
 
 
-def _load(path: Path, key: str) -> SecondMoment | None:
-    """The cached statistic, or None when the file is absent, unreadable, for another key or
-    fails its checksum (then it is recomputed and overwritten)."""
+def _load(path: Path, key: str, width: int | None, dtype: torch.dtype) -> SecondMoment | None:
+    """The cached statistic, or None when the file is absent, unreadable, for another key,
+    fails its checksum or is not a `width` x `width` matrix of `dtype` (then it is recomputed
+    and overwritten). The checksum catches damage, not forgery: a cache restored from
+    elsewhere is checked against the model as well."""
     if not path.exists():
         return None
     try:
@@ -284,6 +306,10 @@ def _load(path: Path, key: str) -> SecondMoment | None:
         count = int(metadata["count"])
         if count <= 0 or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ValueError("malformed statistic")
+        if (width is not None and matrix.shape[0] != width) or matrix.dtype != dtype:
+            raise ValueError(f"a {tuple(matrix.shape)} {matrix.dtype} matrix, the module takes {width} ({dtype})")
+        if not torch.isfinite(matrix).all():
+            raise ValueError("not finite")
         return SecondMoment(matrix, count, key)
     except Exception as exc:  # a truncated or corrupt file: never used
         log.warning("pytest-wild: ignoring the statistics cache file %s (%s); recomputing", path, exc)

@@ -57,15 +57,19 @@ def find_suite(spec: str | None, rootdir: Path, invocation_dir: Path) -> str | P
     )
 
 
-def load_suite(found: str | Path, limit: int | None = None, sampling: str | None = None) -> Suite:
+def load_suite(found: str | Path, limit: int | None = None, sampling: str | None = None,
+               rootdir: Path | None = None) -> Suite:
     """Load and sample a suite; `limit` and `sampling` (from `--wild-limit` and
-    `--wild-sampling`) override the suite's own."""
+    `--wild-sampling`) override the suite's own. A suite file's `data` must lie inside the
+    project that holds the suite (`rootdir`, or the suite's own directory when it lies
+    elsewhere) or be bundled data: suites arrive in pull requests, and their data ends up in
+    reports."""
     if isinstance(found, str):
         suite = Suite(name=found.replace("/", "__"), source=f"hf:{found}", cases=load_hub(found))
     elif found.suffix in DATA_SUFFIXES:
         suite = Suite(name=found.stem, source=str(found), cases=load_file(found), path=found)
     elif found.suffix in (".yaml", ".yml"):
-        suite = _from_yaml(found)
+        suite = _from_yaml(found, _project_of(found, rootdir))
     else:
         raise WildInputError(f"--wild-suite: {found}: expected a .yaml suite or a .json/.jsonl data file")
     if limit is not None:
@@ -87,7 +91,17 @@ def sample(cases: list[Case], limit: int | None, seed: int, sampling: str = "see
     return [case for i, case in enumerate(cases) if i in chosen]
 
 
-def _from_yaml(path: Path) -> Suite:
+def _project_of(suite: Path, rootdir: Path | None) -> Path:
+    """The tree a suite file's data must stay in: the bundled suites' package, the rootdir
+    when the suite lies inside it, else the suite's own directory."""
+    suite = suite.resolve()
+    for root in (BUNDLED_SUITES.parent, rootdir):
+        if root is not None and suite.is_relative_to(root.resolve()):
+            return root.resolve()
+    return suite.parent
+
+
+def _from_yaml(path: Path, project: Path) -> Suite:
     spec = read_yaml(path, "suite")
     unknown = sorted(set(spec) - SUITE_KEYS)
     if unknown:
@@ -97,6 +111,9 @@ def _from_yaml(path: Path) -> Suite:
         raise WildInputError(f"{path}: field 'layout' must be auto, qaedit or counterfact, got {layout!r}")
     if "data" in spec and "hub" not in spec:
         data = (path.parent / str(spec["data"])).resolve()
+        if not (data.is_relative_to(project) or data.is_relative_to(BUNDLED_SUITES.parent.resolve())):
+            raise WildInputError(f"{path}: field 'data' leads out of {project} (links followed); a suite's data "
+                                 "stays in its project: pass an outside file with --wild-suite=PATH")
         if not data.is_file():
             raise WildInputError(f"{path}: field 'data' names {data}, which does not exist")
         cases, source = load_file(data, layout), str(data)

@@ -76,8 +76,8 @@ def test_an_update_through_a_golden_directory_that_is_a_symbolic_link_touches_no
     os.rename(pytester.path / link, pytester.path / f"{link}.real")
     (pytester.path / link).symlink_to(outside / link, target_is_directory=True)
     result = pytester.runpytest_subprocess(*WILD, "--snapshot-update", *workers)
-    assert result.ret in (pytest.ExitCode.INTERRUPTED, pytest.ExitCode.TESTS_FAILED), result.stdout.str()  # xdist: 1
-    result.stdout.fnmatch_lines([named])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()  # refused before any worker starts
+    result.stderr.fnmatch_lines([f"ERROR: {named}"])
     assert tree(outside) == before
 
 

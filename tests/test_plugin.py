@@ -114,43 +114,6 @@ def test_only_failed_drops_cases_the_model_already_answers(pytester):
     assert result.ret == 0
 
 
-@pytest.mark.parametrize(
-    ("args", "stream", "message"),
-    [
-        (["--editor", "nope"], "stderr", "ERROR: --editor: unknown editor 'nope' (available: *"),
-        ([], "stderr", "ERROR: --editor: name an editing method*"),
-        (["--editor", "ft-m", "--wild-eval", "wild,magic"], "stderr", "ERROR: --wild-eval: 'wild,magic'*"),
-        (["--editor", "ft-m", "--wild-gate", "reliability=>1"], "stderr", "ERROR: --wild-gate: cannot read*"),
-        (["--editor", "ft-m", "--wild-hparams=missing.yaml"], "stderr", "ERROR: --wild-hparams: missing.yaml does not exist"),
-        (["--editor", "ft-m", "--wild-suite=nowhere"], "stdout", "--wild-suite: 'nowhere' is not a suite file*"),
-        (["--editor", "ft-m", "--wild-model=/no/such/model"], "stdout", "--wild-model: cannot load '/no/such/model'*"),
-        (["--editor", "ft-m", "--wild-batch-size", "0"], "stderr", "ERROR: --wild-batch-size: expected a positive number of cases, got 0"),
-        (["--editor", "ft-m", "--wild-hparams=~/missing.yaml"], "stderr", "ERROR: --wild-hparams: /*/missing.yaml does not exist"),
-    ],
-)
-def test_bad_options_fail_with_one_clear_line(pytester, args, stream, message):
-    result = pytester.runpytest_subprocess("--wild", *args)
-    assert result.ret in (2, 4)
-    getattr(result, stream).fnmatch_lines([message])
-
-
-def test_malformed_data_fails_collection_naming_file_record_and_field(pytester):
-    records = [json.loads(line) for line in SUITE_DATA.read_text().splitlines()[:3]]
-    del records[2]["target"]
-    pytester.makefile(".jsonl", broken="\n".join(json.dumps(r) for r in records))
-    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", "--wild-suite=broken.jsonl")
-    assert result.ret == 2
-    result.stdout.fnmatch_lines(["*broken.jsonl: record 2: field 'target' is missing"])
-
-
-def test_malformed_hparams_fail_collection_naming_the_key(pytester):
-    suite = write_suite(pytester)
-    pytester.makefile(".yaml", hp="lr: 0.1\nlearning_rate: 3\n")
-    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}", "--wild-hparams=hp.yaml")
-    assert result.ret == 2
-    result.stdout.fnmatch_lines(["*hp.yaml: unknown hyperparameter 'learning_rate'*"])
-
-
 def test_a_tilde_in_a_path_option_means_the_home_directory(pytester, monkeypatch):
     home = pytester.mkdir("home")
     monkeypatch.setenv("HOME", str(home))

@@ -31,7 +31,7 @@ def test_a_run_stopped_by_maxfail_leaves_the_complete_report_and_writes_a_marked
     assert done.ret == pytest.ExitCode.OK, done.stdout.str()
     complete = json.loads((pytester.path / "report.json").read_text())
     assert (complete["complete"], complete["interrupted"]) == (True, False)
-    assert complete["cases"] == {"selected": 4, "run": 4, "selected_before_sharding": 4}
+    assert complete["cases"] == {"selected": 4, "run": 4, "selected_before_sharding": 4, "not_evaluable": 0}
     assert not stale.exists()  # a complete run removes what an earlier interrupted one left
     before = {name: (pytester.path / name).read_bytes() for name in ("report.json", "table.md")}
 
@@ -122,7 +122,7 @@ def test_a_merge_of_every_shard_is_complete_and_counts_the_whole_run(shards, tmp
     assert done.returncode == 0, done.stderr
     merged = json.loads(out.read_text())
     assert (merged["complete"], merged["interrupted"]) == (True, False)
-    assert merged["cases"] == {"selected": 3, "run": 3, "selected_before_sharding": 3}
+    assert merged["cases"] == {"selected": 3, "run": 3, "selected_before_sharding": 3, "not_evaluable": 0}
     assert merged["config"]["missing_shards"] == []
 
 
@@ -158,7 +158,7 @@ def test_a_partial_shard_is_refused_unless_allowed_and_then_the_merge_says_incom
     assert done.returncode == 0, done.stderr
     merged = json.loads(out.read_text())
     assert (merged["complete"], merged["interrupted"]) == (False, True)
-    assert merged["cases"] == {"selected": 3, "run": 1, "selected_before_sharding": 3}
+    assert merged["cases"] == {"selected": 3, "run": 1, "selected_before_sharding": 3, "not_evaluable": 0}
     assert merged["config"]["missing_shards"] == ["3/3"]
 
 

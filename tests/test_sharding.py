@@ -26,7 +26,7 @@ def test_merged_shards_equal_the_unsharded_run_on_the_bundled_suite(pytester):
     assert merged["results"] == whole["results"]
     assert merged["samples"] == whole["samples"]
     assert merged["complete"] is whole["complete"] is True
-    assert merged["cases"] == whole["cases"] == {"selected": 216, "run": 216, "selected_before_sharding": 216}
+    assert merged["cases"] == whole["cases"] == {"selected": 216, "run": 216, "selected_before_sharding": 216, "not_evaluable": 0}
     assert [s["cases"]["selected_before_sharding"] for s in shards] == [216] * 3  # shard 2 ran under -n 2
 
 

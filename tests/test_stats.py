@@ -125,7 +125,7 @@ def test_a_new_layer_is_computed_alone_and_other_keys_get_other_files(tmp_path, 
     assert len(list(tmp_path.rglob("*.safetensors"))) == 4
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "other-key"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "other-key", "forged-shape", "forged-dtype"])
 def test_a_damaged_cache_file_is_never_used_and_is_recomputed(tmp_path, corpus, monkeypatch, damage):
     model, tok = tiny_model("gpt2")
     name = MODULES[0]
@@ -136,6 +136,13 @@ def test_a_damaged_cache_file_is_never_used_and_is_recomputed(tmp_path, corpus, 
         path.write_bytes(data[: len(data) // 2])
     elif damage == "flip":  # same size, one value changed: only the checksum can tell
         path.write_bytes(data[:-8] + bytes(255 - b for b in data[-8:]))
+    elif damage.startswith("forged"):  # key and checksum right, matrix not the module's
+        from safetensors.torch import save_file
+
+        width = first[name].matrix.shape[0]
+        forged = torch.eye(width // 2) if damage == "forged-shape" else torch.eye(width, dtype=torch.float64)
+        save_file({"mom2": forged}, str(path), metadata={"format": stats.FORMAT_VERSION, "key": first[name].key,
+                                                         "count": "7", "sha256": stats._tensor_digest(forged)})
     else:
         other = stats.second_moments(model, tok, [name], str(corpus), 3, "float32", cache_dir=tmp_path,
                                      progress=False)
@@ -148,7 +155,7 @@ def test_a_damaged_cache_file_is_never_used_and_is_recomputed(tmp_path, corpus, 
     assert calls == [1]
     assert torch.equal(again[name].matrix, first[name].matrix)
     stats.clear_memory()
-    assert stats._load(path, first[name].key) is not None  # rewritten whole
+    assert stats._load(path, first[name].key, first[name].matrix.shape[0], torch.float32) is not None  # rewritten whole
 
 
 def _worker(cache_dir: str, corpus: str, counter: str, out: str, barrier) -> None:

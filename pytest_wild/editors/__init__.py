@@ -30,13 +30,16 @@ BUILTIN = {
 @dataclass(frozen=True)
 class Editor:
     """What an editing method provides: its hyperparameter dataclass, its per-architecture
-    defaults and `apply`, which edits the model in place and returns a `Restore` handle."""
+    defaults and `apply`, which edits the model in place and returns a `Restore` handle.
+    `prefix`, where the editor's prompts put text before the case's prompt (context templates),
+    says how many tokens at most, so cases too long for the model window are found first."""
 
     name: str
     description: str
     hparams_type: type
     defaults: Callable  # (model config, profile) -> dict of hyperparameters
     apply: Callable  # (model, tokenizer, cases, hparams) -> Restore
+    prefix: Callable | None = None  # (model, tokenizer, hparams) -> tokens before the prompt
 
 
 def available() -> dict[str, str]:

@@ -28,7 +28,7 @@ import torch
 from ..architectures import architecture_of
 from ..cases import Case
 from . import Editor
-from .locate import PROJECTIONS, EditRestore, check_layers, moments, scaled_layers
+from .locate import PROJECTIONS, EditRestore, check_layers, moments, scaled_layers, template_prefix
 from .memit import PUBLISHED_LAYERS, REFERENCE, edit_layers
 
 
@@ -200,4 +200,4 @@ def apply(model, tokenizer, cases: list[Case], hp: AlphaEditHparams) -> SessionR
 
 
 ALPHAEDIT = Editor("alphaedit", "AlphaEdit: MEMIT updates projected onto the preserved keys' null space "
-                   "(Fang et al. 2025)", AlphaEditHparams, defaults, apply)
+                   "(Fang et al. 2025)", AlphaEditHparams, defaults, apply, template_prefix)

@@ -264,6 +264,14 @@ def context_templates(model, tokenizer, length_params: Sequence[Sequence[int]]) 
     return list(per_model[key])
 
 
+def template_prefix(model, tokenizer, hp) -> int:
+    """The most tokens a context template puts before the prompt (one more for the seam
+    where the template's text and the prompt are tokenised together)."""
+    templates = context_templates(model, tokenizer, hp.context_template_length_params)
+    bare = len(tokenizer("")["input_ids"])
+    return max(len(tokenizer(t.replace("{}", ""))["input_ids"]) - bare for t in templates) + 1
+
+
 @torch.no_grad()
 def _sample_texts(model, tokenizer, length: int, count: int, top_k: int = 5) -> list[str]:
     device = next(model.parameters()).device

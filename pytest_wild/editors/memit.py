@@ -41,6 +41,7 @@ from .locate import (
     request_keys,
     scaled_layers,
     solve_c,
+    template_prefix,
 )
 
 
@@ -193,4 +194,4 @@ def apply(model, tokenizer, cases: list[Case], hp: MEMITHparams) -> EditRestore:
 
 
 MEMIT = Editor("memit", "MEMIT: batched least-squares updates spread over several MLP layers (Meng et al. 2023)",
-               MEMITHparams, defaults, apply)
+               MEMITHparams, defaults, apply, template_prefix)

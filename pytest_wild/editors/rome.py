@@ -39,6 +39,7 @@ from .locate import (
     prepare,
     scaled_layers,
     solve_c,
+    template_prefix,
 )
 
 
@@ -147,6 +148,6 @@ def _edit_layer(model, tokenizer, arch, request, layer: int, name: str, hp: ROME
 
 
 ROME = Editor("rome", "ROME: rank-one update of one MLP output projection (Meng et al. 2022)", ROMEHparams,
-              _defaults(original=True), apply)
+              _defaults(original=True), apply, template_prefix)
 R_ROME = Editor("r-rome", "R-ROME: ROME with consistent keys in the update (Gupta et al. 2024)", ROMEHparams,
-                _defaults(original=False), apply)
+                _defaults(original=False), apply, template_prefix)

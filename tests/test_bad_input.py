@@ -1,0 +1,379 @@
+"""Bad input and faults, as a hostile contributor or a careless user would bring them, through
+the real command line: each row must end the run with a non-zero exit status (the one the row
+names), no traceback, one line naming the file, field or option, and every file that was
+there before (goldens, an earlier report, the statistics cache, the inputs) byte-identical.
+
+Rows run in-process (pytester), which parses the command line as `pytest` does; a few run
+again as a subprocess and under xdist (`-n 2`), where the exit status and line must be the
+same."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pytest_wild.model import TINYWORLD_DIR
+
+USAGE, CASES = 4, 1
+RECORDS = [json.loads(line) for line in (TINYWORLD_DIR / "suite.jsonl").read_text().splitlines()[:4]]
+GOLDEN = "golden/tinyworld/ft-m/data/tw-0000.json"
+SECRET = "ghp_probe-secret-never-printed"  # in the environment of every run
+
+
+@dataclass(frozen=True)
+class Bad:
+    id: str
+    args: tuple[str, ...]
+    message: str
+    status: int
+    files: dict = field(default_factory=dict)  # path -> text, bytes, or a function of the workspace
+    env: dict = field(default_factory=dict)
+    runs_cases: bool = False  # the fault is found while cases run: the report may be written
+
+
+def records(change) -> str:
+    """The data file with its record 1 changed in place by `change(record)`."""
+    rows = [dict(r) for r in RECORDS]
+    change(rows[1])
+    return json.dumps(rows)
+
+
+def set_field(key, value):
+    return lambda record: record.update({key: value})
+
+
+def drop_field(key):
+    return lambda record: record.pop(key)
+
+
+def model(change):
+    """A copy of the bundled model, changed by `change(directory)`."""
+    def build(root: Path) -> None:
+        shutil.copytree(TINYWORLD_DIR, root / "m")
+        change(root / "m")
+    return build
+
+
+def edit_config(**values):
+    def change(directory: Path) -> None:
+        config = json.loads((directory / "config.json").read_text())
+        config.update(values)
+        (directory / "config.json").write_text(json.dumps(config))
+    return change
+
+
+def truncate(directory: Path) -> None:
+    weights = directory / "model.safetensors"
+    os.truncate(weights, weights.stat().st_size // 2)
+
+
+def garble_header(directory: Path) -> None:
+    weights = directory / "model.safetensors"
+    data = weights.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    weights.write_bytes(data[:8] + b"{" * size + data[8 + size :])
+
+
+def remove(*names):
+    def change(directory: Path) -> None:
+        for name in names:
+            (directory / name).unlink()
+    return change
+
+
+def link_weights_out(directory: Path) -> None:
+    (directory / "model.safetensors").unlink()
+    (directory / "model.safetensors").symlink_to("/etc/passwd")
+
+
+def pickled_only(directory: Path) -> None:
+    (directory / "model.safetensors").rename(directory / "pytorch_model.bin")
+
+
+def link(target: str):
+    def build(root: Path) -> None:
+        path = root / GOLDEN
+        path.unlink()
+        path.symlink_to(target)
+    return build
+
+
+def golden_dir_link(root: Path) -> None:
+    outside = root.parent / f"{root.name}-outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "keep.json").write_text("{}\n")
+    shutil.rmtree(root / "golden/tinyworld/ft-m/data")
+    (root / "golden/tinyworld/ft-m/data").symlink_to(outside)
+
+
+def suite_yaml(text: str) -> dict:
+    return {"s.yaml": text}
+
+
+W = "--wild-suite=data.json"
+S = "--wild-suite=s.yaml"
+M = "--wild-model=m"
+H = "--wild-hparams=hp.yaml"
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+BAD = [
+    # options
+    Bad("no-editor", (), "--editor: name an editing method", USAGE),
+    Bad("unknown-editor", ("--editor=rome2",), "--editor: unknown editor 'rome2'", USAGE),
+    Bad("unknown-mode", ("--wild-eval=wild,forced",), "--wild-eval: 'wild,forced'", USAGE),
+    Bad("empty-modes", ("--wild-eval=,",), "--wild-eval: ','", USAGE),
+    Bad("metric-choice", ("--wild-metric=bleu",), "--wild-metric: invalid choice: 'bleu'", USAGE),
+    Bad("stop-choice", ("--wild-stop=never",), "--wild-stop: invalid choice: 'never'", USAGE),
+    Bad("dtype-choice", ("--wild-dtype=int8",), "--wild-dtype: invalid choice: 'int8'", USAGE),
+    Bad("context-choice", ("--wild-context=system",), "--wild-context: invalid choice: 'system'", USAGE),
+    Bad("limit-zero", ("--wild-limit=0",), "--wild-limit: expected a positive number of cases, got 0", USAGE),
+    Bad("limit-negative", ("--wild-limit=-3",), "--wild-limit: expected a positive number of cases, got -3", USAGE),
+    Bad("limit-not-a-number", ("--wild-limit=many",), "--wild-limit: invalid int value: 'many'", USAGE),
+    Bad("batch-zero", ("--wild-batch-size=0",), "--wild-batch-size: expected a positive number of cases, got 0", USAGE),
+    Bad("batch-negative", ("--wild-batch-size=-2",), "--wild-batch-size: expected a positive number of cases, got -2", USAGE),
+    Bad("shard-zero", ("--wild-shard=0/2",), "--wild-shard: '0/2': write K/N", USAGE),
+    Bad("shard-past-end", ("--wild-shard=3/2",), "--wild-shard: '3/2': write K/N", USAGE),
+    Bad("shard-words", ("--wild-shard=first/half",), "--wild-shard: 'first/half'", USAGE),
+    Bad("gate-unreadable", ("--wild-gate=reliability=>1",), "--wild-gate: cannot read 'reliability=>1'", USAGE),
+    Bad("gate-unknown-metric", ("--wild-gate=accuracy>=0.5",), "--wild-gate: 'accuracy>=0.5': unknown metric 'accuracy'", USAGE),
+    Bad("gate-mode-not-run", ("--wild-gate=length.reliability>=0.5",), "mode 'length' is not evaluated in this run", USAGE),
+    Bad("threshold-unreadable", ("--wild-threshold=locality>=one",), "--wild-threshold: cannot read 'locality>=one'", USAGE),
+    Bad("ini-gate", (), "--wild-gate: cannot read 'reliability>>1'", USAGE,
+        files={"pytest.ini": "[pytest]\nwild_gates = reliability>>1\n"}),
+    Bad("device-unknown", ("--wild-device=tpu",), "--wild-device: 'tpu'", USAGE),
+    Bad("device-no-gpu", ("--wild-device=cuda",), "--wild-device: cuda asked for, but this machine shows 0", USAGE),
+    Bad("devices-no-gpu", ("--wild-devices=0",), "--wild-devices: cuda:0 asked for, but this machine shows 0", USAGE),
+    Bad("devices-unreadable", ("--wild-devices=gpu0",), "--wild-devices: 'gpu0': use GPU numbers", USAGE),
+    Bad("hparams-missing", ("--wild-hparams=nope.yaml",), "--wild-hparams: nope.yaml does not exist", USAGE),
+    Bad("suite-after-space", ("--wild-suite", "data.json"), "--wild-suite data.json: write --wild-suite=data.json", USAGE),
+    Bad("report-after-space", ("--wild-report", "out.json"), "--wild-report out.json: write --wild-report=out.json", USAGE),
+    Bad("cache-is-a-file", (), "PYTEST_WILD_CACHE: ", USAGE, files={"cachefile": "x"}, env={"PYTEST_WILD_CACHE": "cachefile"}),
+    Bad("cache-stats-is-a-file", (), "PYTEST_WILD_CACHE: ", USAGE, files={"cache2/stats": "x"}, env={"PYTEST_WILD_CACHE": "cache2"}),
+    # data files
+    Bad("suite-missing", ("--wild-suite=nowhere.json",), "--wild-suite: 'nowhere.json' is not a suite file", USAGE),
+    Bad("data-not-utf8", (W,), "data.json: data file is not UTF-8 text (byte 0)", USAGE, files={"data.json": b"\xff[]"}),
+    Bad("data-deep", (W,), "data.json:1: JSON nested too deeply", USAGE, files={"data.json": DEEP_JSON}),
+    Bad("data-invalid-json", (W,), "data.json:1: invalid JSON", USAGE, files={"data.json": "[{"}),
+    Bad("data-not-a-list", (W,), "data.json: expected a list of records at the top level", USAGE,
+        files={"data.json": '{"prompt": "x"}'}),
+    Bad("record-not-object", (W,), "data.json: record 0: expected an object, got int", USAGE, files={"data.json": "[1]"}),
+    Bad("record-no-prompt", (W,), "data.json: record 1: field 'prompt' is missing", USAGE,
+        files={"data.json": records(drop_field("prompt"))}),
+    Bad("record-no-target", (W,), "data.json: record 1: field 'target' is missing", USAGE,
+        files={"data.json": records(drop_field("target"))}),
+    Bad("record-empty-target", (W,), "data.json: record 1: field 'target' is empty", USAGE,
+        files={"data.json": records(set_field("target", "  "))}),
+    Bad("record-empty-rephrase", (W,), "data.json: record 1: field 'rephrase' is empty", USAGE,
+        files={"data.json": records(set_field("rephrase", ""))}),
+    Bad("record-target-not-string", (W,), "data.json: record 1: field 'target' must be a string", USAGE,
+        files={"data.json": records(set_field("target", ["a"]))}),
+    Bad("record-locality-not-list", (W,), "data.json: record 1: field 'locality' must be a list", USAGE,
+        files={"data.json": records(set_field("locality", "Q: x? A:"))}),
+    Bad("record-subject-absent", (W,), "data.json: record 1: field 'subject'", USAGE,
+        files={"data.json": records(set_field("subject", "Nobody Anywhere"))}),
+    Bad("record-id-repeats", (W,), "field 'id' repeats 'tw-0000'", USAGE,
+        files={"data.json": records(set_field("id", "tw-0000"))}),
+    Bad("jsonl-deep", ("--wild-suite=data.jsonl",), "data.jsonl:2: JSON nested too deeply", USAGE,
+        files={"data.jsonl": json.dumps(RECORDS[0]) + "\n" + DEEP_JSON}),
+    Bad("jsonl-bad-line", ("--wild-suite=data.jsonl",), "data.jsonl:2: invalid JSON", USAGE,
+        files={"data.jsonl": json.dumps(RECORDS[0]) + "\n{oops\n"}),
+    # suite files
+    Bad("suite-not-utf8", (S,), "s.yaml: suite is not UTF-8 text", USAGE, files={"s.yaml": b"name: x\n\xff"}),
+    Bad("suite-bad-yaml", (S,), "s.yaml", USAGE, files=suite_yaml("data: [unclosed\n")),
+    Bad("suite-unknown-field", (S,), "s.yaml: unknown suite field 'dataset'", USAGE,
+        files=suite_yaml("dataset: data.json\n")),
+    Bad("suite-data-missing", (S,), "s.yaml: field 'data' names", USAGE, files=suite_yaml("data: none.json\n")),
+    Bad("suite-data-outside", (S,), "s.yaml: field 'data' leads out of", USAGE,
+        files=suite_yaml("data: /proc/self/environ\n")),
+    Bad("suite-data-link-outside", (S,), "s.yaml: field 'data' leads out of", USAGE,
+        files={**suite_yaml("data: linked.json\n"), "linked.json": lambda root: (root / "linked.json").symlink_to("/etc/hostname")}),
+    Bad("suite-threshold-metric", (S,), "s.yaml: thresholds.accuracy: unknown metric", USAGE,
+        files=suite_yaml("data: data.json\nthresholds: {accuracy: 1}\n")),
+    Bad("suite-threshold-range", (S,), "s.yaml: thresholds.reliability: expected a number in [0, 1]", USAGE,
+        files=suite_yaml("data: data.json\nthresholds: {reliability: 2}\n")),
+    Bad("suite-limit-negative", (S,), "s.yaml: field 'limit' must be a non-negative integer", USAGE,
+        files=suite_yaml("data: data.json\nlimit: -1\n")),
+    Bad("suite-context", (S,), "s.yaml: field 'context' must be one of", USAGE,
+        files=suite_yaml("data: data.json\ncontext: banner\n")),
+    Bad("suite-hparams-bad-value", (S,), "s.yaml: hparams.ft-m: lr: expected a number > 0.0, got -1.0", USAGE,
+        files=suite_yaml("data: data.json\nhparams: {ft-m: {lr: -1}}\n")),
+    # hyperparameter files
+    Bad("hparams-not-utf8", (H,), "hp.yaml: hyperparameters is not UTF-8 text (byte 8)", USAGE,
+        files={"hp.yaml": b"lr: 0.1\n\xfe\n"}),
+    Bad("hparams-deep", (H,), "hp.yaml: hyperparameters nested too deeply", USAGE,
+        files={"hp.yaml": "a: " + "[" * 20_000 + "]" * 20_000}),
+    Bad("hparams-a-list", (H,), "hp.yaml", USAGE, files={"hp.yaml": "- lr\n- 0.1\n"}),
+    Bad("hparams-unknown-key", (H,), "hp.yaml: unknown hyperparameter 'learning_rate'", USAGE,
+        files={"hp.yaml": "learning_rate: 0.1\n"}),
+    Bad("hparams-layer-range", (H,), "hp.yaml: layers: layer 7 is not in the model", USAGE,
+        files={"hp.yaml": "layers: [7]\n"}),
+    Bad("hparams-lr-negative", (H,), "hp.yaml: lr: expected a number > 0.0, got -0.1", USAGE, files={"hp.yaml": "lr: -0.1\n"}),
+    Bad("hparams-kl-negative", ("--editor=rome", H), "hp.yaml: kl_factor: expected a number >= 0.0, got -1.0", USAGE,
+        files={"hp.yaml": "kl_factor: -1\n"}),
+    Bad("hparams-loss-layer-range", ("--editor=memit", H), "hp.yaml: v_loss_layer: layer 4 is not in the model", USAGE,
+        files={"hp.yaml": "v_loss_layer: 4\n"}),
+    Bad("hparams-tilde-missing", ("--wild-hparams=~/nope.yaml",), "/nope.yaml does not exist", USAGE),
+    Bad("hparams-lr-nan", (H,), "hp.yaml: lr: expected a finite number, got nan", USAGE, files={"hp.yaml": "lr: .nan\n"}),
+    Bad("hparams-steps-negative", (H,), "hp.yaml: num_steps: expected a number >= 0, got -3", USAGE,
+        files={"hp.yaml": "num_steps: -3\n"}),
+    Bad("hparams-module-nothing", (H,), "hp.yaml: rewrite_module_tmp: 'transformer.h.{}.mlp.c_nope'", USAGE,
+        files={"hp.yaml": "rewrite_module_tmp: 'transformer.h.{}.mlp.c_nope'\n"}),
+    Bad("hparams-wrong-type", (H,), "hp.yaml: lr: ", USAGE, files={"hp.yaml": "lr: fast\n"}),
+    Bad("hparams-a-directory", ("--wild-hparams=hpdir",), "--wild-hparams: hpdir does not exist", USAGE,
+        files={"hpdir/x": "lr: 1"}),
+    # model directories
+    Bad("model-missing", ("--wild-model=/no/such/model",), "--wild-model: cannot load '/no/such/model'", USAGE),
+    Bad("model-truncated", (M,), "m/model.safetensors: not a whole safetensors file", USAGE,
+        files={"m": model(truncate)}),
+    Bad("model-header-garbage", (M,), "m/model.safetensors: not a whole safetensors file", USAGE,
+        files={"m": model(garble_header)}),
+    Bad("model-weights-linked-out", (M,), "m/model.safetensors: a link out of the model directory", USAGE,
+        files={"m": model(link_weights_out)}),
+    Bad("model-pickle-only", (M,), "no model.safetensors (only pytorch_model.bin: pickled weights are never loaded)",
+        USAGE, files={"m": model(pickled_only)}),
+    Bad("model-more-layers", (M,), "m/config.json does not match the weights: 24 tensors of the model are not in the "
+        "checkpoint (transformer.h.4.attn.c_attn.bias", USAGE, files={"m": model(edit_config(n_layer=6))}),
+    Bad("model-other-width", (M,), "m/config.json does not match the weights: ", USAGE,
+        files={"m": model(edit_config(n_embd=64))}),
+    Bad("model-bad-config-value", (M,), "--wild-model: its config.json does not describe a model", USAGE,
+        files={"m": model(edit_config(n_positions=-5))}),
+    Bad("model-config-not-json", (M,), "--wild-model: cannot load 'm'", USAGE,
+        files={"m": model(lambda d: (d / "config.json").write_text('{"model_type": '))}),
+    Bad("model-no-tokenizer", (M,), "--wild-model: cannot load the tokenizer of 'm'", USAGE,
+        files={"m": model(remove("tokenizer.json"))}),
+    Bad("model-no-tokenizer-files", (M,), "--wild-model: ", USAGE,
+        files={"m": model(remove("tokenizer.json", "tokenizer_config.json"))}),
+    Bad("model-empty-tokenizer", (M,), "--wild-model: cannot load the tokenizer of 'm'", USAGE,
+        files={"m": model(lambda d: (d / "tokenizer.json").write_text("{}"))}),
+    Bad("model-smaller-vocabulary", (M,), "transformer.wte.weight has shape [2000, 128] in the checkpoint, [1000, 128] "
+        "in the model", USAGE, files={"m": model(edit_config(vocab_size=1000))}),
+    # outputs
+    Bad("report-is-markdown", ("--wild-report=out.md", "--wild-markdown=out.md"), "--wild-markdown: out.md is also the path of --wild-report", USAGE),
+    Bad("report-is-data", (W, "--wild-report=data.json"), "--wild-report: data.json is an input of this run", USAGE),
+    Bad("report-in-goldens", ("--wild-report=golden/r.json",), "--wild-report: golden/r.json lies inside the golden directory", USAGE),
+    Bad("report-is-a-directory", ("--wild-report=outdir",), "--wild-report: outdir is a directory", USAGE,
+        files={"outdir/keep": ""}),
+    Bad("markdown-is-hparams", (H, "--wild-markdown=hp.yaml"), "--wild-markdown: hp.yaml is an input of this run", USAGE),
+    Bad("report-unwritable", ("--wild-report=/proc/wild-report.json",), "--wild-report: /proc/wild-report.json cannot be written", USAGE),
+    Bad("report-under-a-file", ("--wild-report=data.json/r.json",), "data.json is not a directory", USAGE),
+    # goldens
+    Bad("golden-dir-link-out", ("--snapshot-update",), "golden/tinyworld/ft-m/data is a symbolic link", USAGE, files={"golden-link": golden_dir_link}),
+    Bad("golden-link-to-environ", (), "golden/tinyworld/ft-m/data/tw-0000.json is a symbolic link", CASES,
+        files={"golden-link": link("/proc/self/environ")}, runs_cases=True),
+    Bad("golden-not-utf8", (), "tw-0000.json is not valid UTF-8: run with --snapshot-update to replace it", CASES,
+        files={GOLDEN: b"\xff\xfe{}"}, runs_cases=True),
+]
+
+DEFAULT_ARGS = ("--editor=ft-m", "--wild-suite=data.json", "--wild-limit=1", "--wild-sampling=first",
+                "--wild-report=report.json", "--wild-markdown=table.md")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def imported_once():
+    """What a run imports, imported before the first in-process run: pytester drops the
+    modules a run imports when it ends, and torch's C extension cannot be imported twice."""
+    import pytest_wild.editors.ft  # noqa: F401
+    import pytest_wild.evaluation  # noqa: F401
+    import pytest_wild.golden  # noqa: F401
+    import pytest_wild.stats  # noqa: F401
+    from pytest_wild.model import check_model, load_model
+
+    load_model(None, "cpu")
+    check_model(None)
+
+
+@pytest.fixture
+def workspace(pytester, monkeypatch):
+    """A project with data, hyperparameters, a golden, an earlier complete report and a
+    statistics cache, all of which a failed run must leave as they were."""
+    root = pytester.path
+    (root / "data.json").write_text(json.dumps(RECORDS))
+    (root / "hp.yaml").write_text("lr: 0.005\n")
+    (root / GOLDEN).parent.mkdir(parents=True)
+    (root / GOLDEN).write_text('{"case": {"id": "tw-0000"}, "scores": {}}\n')
+    (root / "report.json").write_text('{"complete": true, "earlier": "report"}\n')
+    (root / "table.md").write_text("### earlier table\n")
+    cached = root / "cache/stats/0123456789abcdef/transformer.h.0.mlp.c_proj.tinyworld.100.float32.0000.safetensors"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"earlier statistics")
+    monkeypatch.setenv("PYTEST_WILD_CACHE", str(root / "cache"))
+    monkeypatch.setenv("WILD_PROBE_TOKEN", SECRET)
+    return root
+
+
+def prepare(root: Path, bad: Bad, monkeypatch) -> None:
+    for name, content in bad.files.items():
+        if callable(content):
+            content(root)
+            continue
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    for key, value in bad.env.items():
+        monkeypatch.setenv(key, str(root / value))
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every regular file's bytes (links as their target) in the project and beside it,
+    pytester's own captures aside."""
+    found = {}
+    for path in sorted([*root.rglob("*"), *root.parent.glob(f"{root.name}-outside/*")]):
+        if path.relative_to(root.parent).parts[1:2] and path.relative_to(root).parts[0].startswith("runpytest-"):
+            continue  # the base temporary directory of a subprocess run
+        if path.is_symlink():
+            found[str(path)] = os.readlink(path).encode()
+        elif path.is_file() and path.name not in ("stdout", "stderr"):
+            found[str(path)] = path.read_bytes()
+    return found
+
+
+def arguments(bad: Bad) -> list[str]:
+    given = {arg.split("=")[0] for arg in bad.args}
+    defaults = [arg for arg in DEFAULT_ARGS if arg.split("=")[0] not in given]
+    if bad.id in ("no-editor", "ini-gate") or any(a.startswith("--editor") for a in bad.args):
+        defaults = [a for a in defaults if not a.startswith("--editor")] + (["--editor=ft-m"] if bad.id == "ini-gate" else [])
+    if bad.id.startswith(("report-", "suite-after")):
+        defaults = [a for a in defaults if not a.startswith(("--wild-report", "--wild-markdown"))]
+    return ["--wild", "-p", "no:cacheprovider", *defaults, *bad.args]
+
+
+def check(result, bad: Bad, before: dict, after: dict) -> None:
+    output = result.stdout.str() + result.stderr.str()
+    assert result.ret == bad.status, output[-3000:]
+    assert bad.message in output, output[-3000:]
+    assert "Traceback" not in output and "INTERNALERROR" not in output and SECRET not in output
+    if bad.runs_cases:
+        before = {k: v for k, v in before.items() if not k.endswith(("report.json", "table.md"))}
+        after = {k: v for k, v in after.items() if not k.endswith(("report.json", "table.md"))}
+    assert after == before
+
+
+def test_the_table_has_at_least_sixty_rows_with_distinct_names():
+    assert len(BAD) >= 60 and len({bad.id for bad in BAD}) == len(BAD)
+
+
+@pytest.mark.parametrize("bad", BAD, ids=[bad.id for bad in BAD])
+def test_bad_input_ends_the_run_with_one_line_and_loses_nothing(workspace, pytester, monkeypatch, bad):
+    prepare(workspace, bad, monkeypatch)
+    before = snapshot(workspace)
+    result = pytester.runpytest_inprocess(*arguments(bad))
+    check(result, bad, before, snapshot(workspace))
+
+
+AGAIN = ["data-invalid-json", "model-more-layers", "suite-data-outside", "golden-not-utf8"]  # one per stage
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["subprocess", "xdist"])
+@pytest.mark.parametrize("name", AGAIN)
+def test_the_same_line_and_status_as_a_subprocess_and_under_xdist(workspace, pytester, monkeypatch, name, workers):
+    bad = next(bad for bad in BAD if bad.id == name)
+    prepare(workspace, bad, monkeypatch)
+    before = snapshot(workspace)
+    result = pytester.runpytest_subprocess(*arguments(bad), *workers)
+    check(result, bad, before, snapshot(workspace))
