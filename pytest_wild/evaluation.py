@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from .cases import Case
 from .contexts import make_context
 from .generation import Engine, Generation
-from .scores import METRICS, target_flags
+from .scores import SCORES, target_flags
 from .tokens import target_ids
 from .window import model_window, why_not_evaluable
 
@@ -49,7 +49,7 @@ class Evaluator:
         self.tokenizer = tokenizer
         self.settings = settings
         self.engine = Engine(model, tokenizer, settings.stop_rule, batch_size=batch_size)
-        self.score = METRICS[settings.metric]
+        self.score = SCORES[settings.metric]
         self._before: dict[str, Generation] = {}
         self._before_fixed: dict[tuple[str, int], Generation] = {}
         self._before_forced: dict[tuple[str, str], list[int]] = {}

@@ -49,6 +49,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 import pytest
 
 from .cases import WildInputError
+from .metrics import EDIT_METRICS
 from .report import write_text_atomic
 
 if TYPE_CHECKING:
@@ -57,7 +58,6 @@ if TYPE_CHECKING:
 INI_NAME = "wild_golden_dir"
 DEFAULT_ROOT = "golden"
 SCORE_DECIMALS = 2
-SCORE_NAMES = ("reliability", "generalization", "locality", "locality_all", "locality_em")
 OUTPUT_KEY = "pytest_wild_golden"
 NOT_UTF8 = "<this golden is not valid UTF-8>\n"  # what a golden that is not UTF-8 reads as
 
@@ -162,7 +162,7 @@ def golden_record(row: dict, options: Options) -> dict:
     record: dict[str, Any] = {
         "case": {"id": row["id"], "prompt": row["prompt"], "target": row["target"],
                  "rephrase": row.get("rephrase")},
-        "scores": {mode: {name: _rounded(scores[name]) for name in SCORE_NAMES if name in scores}
+        "scores": {mode: {name: _rounded(scores[name]) for name in EDIT_METRICS if name in scores}
                    for mode, scores in row["modes"].items()},
     }
     mode = next((label for label in options.mode_labels if row["modes"].get(label, {}).get("answers")), None)

@@ -18,7 +18,7 @@ from .cases import Case, WildInputError
 from .contexts import CONTEXTS
 from .devices import check_devices
 from .outputs import check_cache_root
-from .gates import METRICS
+from .metrics import ANSWER_SCORES, EDIT_METRICS
 
 RUN_KEY = pytest.StashKey["WildRun"]()
 OUTPUT_KEY = "pytest_wild"
@@ -36,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-sampling", choices=("seeded", "first"), help="which N cases --wild-limit keeps: a seeded sample, or the first N in file order as the paper's code does (default: the suite's, else seeded)")
     group.addoption("--wild-eval", metavar="MODES", help="comma list of wild, synthetic, length (default: wild); ini: wild_eval")
     group.addoption("--wild-context", choices=CONTEXTS, help="how questions are put: bare, the paper's QA instruction, the paper's fixed Llama-2 chat prompt, or the model's own chat template (default: the suite's, else question)")
-    group.addoption("--wild-metric", choices=("em", "f1"), help="answer score (default: em); ini: wild_metric")
+    group.addoption("--wild-metric", choices=ANSWER_SCORES, help="answer score (default: em); ini: wild_metric")
     group.addoption("--wild-stop", choices=("published", "sentence"), help="stop rule: the paper's (default) or sentence ends; reported under its own name")
     group.addoption("--wild-hparams", metavar="FILE.yaml", help="editor hyperparameters overriding the defaults (EasyEdit keys accepted)")
     group.addoption("--wild-device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (default: auto); ini: wild_device")
@@ -201,7 +201,7 @@ def _make_run(config: pytest.Config):
         sampling=config.getoption("wild_sampling"),
         modes=modes,
         context=config.getoption("wild_context"),
-        metric=check_choice(value("wild_metric", "wild_metric") or "em", ("em", "f1"), "--wild-metric"),
+        metric=check_choice(value("wild_metric", "wild_metric") or "em", ANSWER_SCORES, "--wild-metric"),
         hparams_file=hparams_file,
         device=value("wild_device", "wild_device") or "auto",
         dtype=check_choice(value("wild_dtype", "wild_dtype") or "float32", ("float32", "bfloat16", "float16"), "--wild-dtype"),
@@ -307,7 +307,7 @@ def _case_test(case: Case, goldens: bool):
         if row.get("not_evaluable"):
             pytest.skip(f"{case.id} not evaluable: {row['not_evaluable']}")
         for mode, scores in row["modes"].items():
-            for metric in METRICS:
+            for metric in EDIT_METRICS:
                 if scores.get(metric) is not None:
                     request.node.user_properties.append((f"wild.{mode}.{metric}", scores[metric]))
         failures = wild_run.failures(row)
@@ -382,14 +382,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def _answered_already(run) -> set[str]:
     """Ids of the suite's cases whose unedited WILD answer already matches the target
     (all of the suite, not only the selected cases, so batches do not depend on -k)."""
-    from .scores import METRICS
+    from .scores import SCORES
 
     cases = run.suite.cases
     try:
         before = run.evaluator().answers_before([case.prompt for case in cases])
     except WildInputError as exc:
         raise pytest.UsageError(str(exc)) from None
-    score = METRICS[run.options.metric]
+    score = SCORES[run.options.metric]
     answered = {case.id for case, gen in zip(cases, before) if score(gen.text, case.target) >= 1.0}
     run.dropped = len(answered)
     return answered

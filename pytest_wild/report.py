@@ -9,9 +9,7 @@ import os
 import uuid
 from pathlib import Path
 
-from .gates import METRICS
-
-TABLE_METRICS = ("reliability", "generalization", "locality")
+from .metrics import EDIT_METRICS, TABLE_METRICS
 
 
 def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
@@ -19,7 +17,7 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
     modes: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         for mode, scores in row["modes"].items():
-            for metric in METRICS:
+            for metric in EDIT_METRICS:
                 value = scores.get(metric)
                 if value is not None:
                     modes.setdefault(mode, {}).setdefault(metric, []).append(value)

@@ -14,7 +14,6 @@ from .gates import Rule, parse_rule
 from .report import unevaluable
 from .suite import Suite
 
-METRIC_CHOICES = ("em", "f1")
 
 
 @dataclass

@@ -36,7 +36,7 @@ def f1(prediction: str, target: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-METRICS = {"em": exact_match, "f1": f1}
+SCORES = {"em": exact_match, "f1": f1}  # metrics.ANSWER_SCORES, by name
 
 
 def target_flags(target: str, stop_rule: str) -> list[str]:

@@ -11,9 +11,9 @@ from .cases import Case, WildInputError
 from .contexts import CONTEXTS
 from .hparams import read_yaml
 from .loaders import load_file, load_hub
+from .metrics import EDIT_METRICS
 
 BUNDLED_SUITES = Path(__file__).parent / "suites"
-METRIC_NAMES = ("reliability", "generalization", "locality")
 SUITE_KEYS = {"name", "description", "data", "hub", "split", "layout", "limit", "sampling", "seed", "context",
               "thresholds", "hparams"}
 SAMPLINGS = ("seeded", "first")
@@ -155,8 +155,8 @@ def _thresholds(value, path: Path) -> dict[str, float]:
         raise WildInputError(f"{path}: field 'thresholds' must map metrics to minimum values")
     out = {}
     for metric, minimum in value.items():
-        if metric not in METRIC_NAMES:
-            raise WildInputError(f"{path}: thresholds.{metric}: unknown metric (known: {', '.join(METRIC_NAMES)})")
+        if metric not in EDIT_METRICS:
+            raise WildInputError(f"{path}: thresholds.{metric}: unknown metric (known: {', '.join(EDIT_METRICS)})")
         if isinstance(minimum, bool) or not isinstance(minimum, (int, float)) or not 0 <= minimum <= 1:
             raise WildInputError(f"{path}: thresholds.{metric}: expected a number in [0, 1], got {minimum!r}")
         out[metric] = float(minimum)

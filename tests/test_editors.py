@@ -80,3 +80,42 @@ def test_norm_constraint_keeps_weights_in_the_box():
     for key, value in model.state_dict().items():
         assert (value - before[key]).abs().max() <= 1e-3 + 1e-7
     handle.restore()
+
+
+@pytest.mark.parametrize("name", ("ft-m", "rome", "memit"))
+def test_an_edit_that_fails_half_way_leaves_every_weight_as_it_was(name, monkeypatch):
+    """The edit of two cases raises half-way (a CUDA out-of-memory, a Ctrl-C), after weights
+    have changed: at the fine-tuning's fifth forward pass, or at the second weight update of
+    a locate-then-edit method. The changed weights are put back before the error reaches the
+    caller, and nothing stays trainable."""
+    import importlib
+
+    model, tok = tiny_model("gpt2", seed=2)
+    if name.startswith("ft"):
+        quick = {"lr": 5e-2, "num_steps": 5}
+    else:
+        quick = {"mom2_dataset": "tinyworld", "mom2_n_samples": 50, "v_num_grad_steps": 3,
+                 "layers": [1] if name == "rome" else [1, 2]}
+    editor, hp = hparams_for(name, model, **quick)
+    cases = [CASE, Case(id="y", prompt="Q: Where was Tarn Bolvi born? A:", target="Emberly", subject="Tarn Bolvi",
+                        rephrase=None, locality=())]
+    digest = weights_hash(model)
+    calls = []
+
+    def fails_on(count: int, step):
+        def wrapped(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == count:
+                raise KeyboardInterrupt("stopped mid-edit")
+            return step(*args, **kwargs)
+        return wrapped
+
+    if name.startswith("ft"):
+        monkeypatch.setattr(model, "forward", fails_on(5, model.forward))
+    else:
+        module = importlib.import_module(f"pytest_wild.editors.{name}")
+        monkeypatch.setattr(module, "add_update", fails_on(2, module.add_update))
+    with pytest.raises(KeyboardInterrupt):
+        editor.apply(model, tok, cases, hp)
+    assert len(calls) > 1 and weights_hash(model) == digest
+    assert not any(p.requires_grad for p in model.parameters())

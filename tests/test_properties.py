@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_wild.cases import WildInputError
-from pytest_wild.gates import METRICS, parse_rule
+from pytest_wild.gates import parse_rule
+from pytest_wild.metrics import EDIT_METRICS
 from pytest_wild.golden import WINDOWS_RESERVED, case_key
 from pytest_wild.loaders import cases_from_records
 
@@ -45,10 +46,10 @@ def test_a_gate_rule_is_parsed_or_refused_in_one_line(text):
     except WildInputError as exc:
         assert "\n" not in str(exc) and str(exc).startswith("--wild-gate: ")
     else:
-        assert rule.metric in METRICS and rule.mode in (None, "wild", "synthetic")
+        assert rule.metric in EDIT_METRICS and rule.mode in (None, "wild", "synthetic")
 
 
-@given(st.sampled_from(METRICS), st.sampled_from([">=", ">", "<=", "<", "=="]),
+@given(st.sampled_from(EDIT_METRICS), st.sampled_from([">=", ">", "<=", "<", "=="]),
        st.floats(min_value=0, max_value=1, allow_nan=False), st.sampled_from(["", "synthetic."]))
 def test_written_gate_rules_read_back(metric, op, value, mode):
     rule = parse_rule(f"{mode}{metric}{op}{value:.3f}", "--wild-gate", ("wild", "synthetic"))

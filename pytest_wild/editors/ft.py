@@ -71,6 +71,21 @@ def apply(model, tokenizer, cases: list[Case], hp: FTHparams) -> Restore:
     restore = Restore(model, names)
     params = dict(model.named_parameters())
     trained = [params[name] for name in names]
+    try:
+        _train(model, tokenizer, cases, hp, names, params, restore)
+    except BaseException:  # an edit that fails half-way leaves the model as it was
+        restore.restore()
+        raise
+    finally:
+        for param in trained:
+            param.requires_grad_(False)
+            param.grad = None
+    return restore
+
+
+def _train(model, tokenizer, cases: list[Case], hp: FTHparams, names: list[str], params: dict, restore: Restore) -> None:
+    """Adam on the loss of the objective, batch by batch, until the mean loss is small."""
+    trained = [params[name] for name in names]
     for param in trained:
         param.requires_grad_(True)
     optimizer = torch.optim.Adam(trained, lr=hp.lr, weight_decay=hp.weight_decay)
@@ -88,10 +103,6 @@ def apply(model, tokenizer, cases: list[Case], hp: FTHparams) -> Restore:
                 _clamp(names, params, restore, hp.norm_constraint)
         if sum(losses) / len(losses) < EARLY_STOP_LOSS:
             break
-    for param in trained:
-        param.requires_grad_(False)
-        param.grad = None
-    return restore
 
 
 @torch.no_grad()

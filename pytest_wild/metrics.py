@@ -1,0 +1,16 @@
+"""The names of what a run measures, in one place: the edit metrics every mode reports per
+case and in aggregate, the three the results table shows, and the answer scores that decide
+whether one generated answer matches its target (their functions live in `scores`)."""
+
+from __future__ import annotations
+
+# Per case and aggregated; gates, thresholds, reports and goldens all use these names.
+# `locality` is the published estimator (the first locality question); `locality_all` and
+# `locality_em` are ours (evaluation.py says how each is computed).
+EDIT_METRICS = ("reliability", "generalization", "locality", "locality_all", "locality_em")
+
+# The paper's main table: one line per mode, these side by side.
+TABLE_METRICS = ("reliability", "generalization", "locality")
+
+# How one answer is scored against its target (`--wild-metric`).
+ANSWER_SCORES = ("em", "f1")
