@@ -115,7 +115,25 @@ def check_model(spec: str | None, trust_remote_code: bool = False):
     if directory.is_dir():
         check_weights_match(directory, shape.parameters, found)
         check_tokenizer(_tokenizer(path, spec, trust_remote_code), getattr(config, "vocab_size", None), path)
+        _check_generation_config(directory)
     return config, profile, shape
+
+
+def _check_generation_config(directory: Path) -> None:
+    """The directory's generation_config.json asks for greedy decoding (the engine checks
+    the loaded model's again, for hub ids)."""
+    from transformers import GenerationConfig
+
+    from .greedy import check_greedy
+
+    if not (directory / "generation_config.json").is_file():
+        return
+    try:
+        generation_config = GenerationConfig.from_pretrained(directory)
+    except Exception as exc:  # an untrusted file: any failure is one line
+        raise WildInputError(f"--wild-model: {directory / 'generation_config.json'}: cannot read it "
+                             f"({_first_line(exc)})") from None
+    check_greedy(generation_config, "--wild-model")
 
 
 def _tokenizer(path: str, spec: str | None, trust_remote_code: bool):

@@ -243,6 +243,10 @@ BAD = [
         files={"m": model(edit_config(n_embd=64))}),
     Bad("model-bad-config-value", (M,), "--wild-model: its config.json does not describe a model", USAGE,
         files={"m": model(edit_config(n_positions=-5))}),
+    Bad("model-beam-search", (M,), "--wild-model: generation_config.num_beams = 4 asks for another search", USAGE,
+        files={"m": model(lambda d: (d / "generation_config.json").write_text('{"num_beams": 4}'))}),
+    Bad("model-generation-config-not-json", (M,), "m/generation_config.json: cannot read it", USAGE,
+        files={"m": model(lambda d: (d / "generation_config.json").write_text('{"num_beams": '))}),
     Bad("model-config-not-json", (M,), "--wild-model: cannot load 'm'", USAGE,
         files={"m": model(lambda d: (d / "config.json").write_text('{"model_type": '))}),
     Bad("model-no-tokenizer", (M,), "--wild-model: cannot load the tokenizer of 'm'", USAGE,
@@ -324,7 +328,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
     pytester's own captures aside."""
     found = {}
     for path in sorted([*root.rglob("*"), *root.parent.glob(f"{root.name}-outside/*")]):
-        if path.relative_to(root.parent).parts[1:2] and path.relative_to(root).parts[0].startswith("runpytest-"):
+        if path.is_relative_to(root) and path.relative_to(root).parts[0].startswith("runpytest-"):
             continue  # the base temporary directory of a subprocess run
         if path.is_symlink():
             found[str(path)] = os.readlink(path).encode()
