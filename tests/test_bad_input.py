@@ -381,3 +381,32 @@ def test_the_same_line_and_status_as_a_subprocess_and_under_xdist(workspace, pyt
     before = snapshot(workspace)
     result = pytester.runpytest_subprocess(*arguments(bad), *workers)
     check(result, bad, before, snapshot(workspace))
+
+
+needs_permissions = pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only directory")
+
+
+@needs_permissions
+def test_a_report_in_a_read_only_directory_is_refused_before_the_run(workspace, pytester):
+    (workspace / "ro").mkdir()
+    (workspace / "ro").chmod(0o555)
+    bad = Bad("report-read-only", ("--wild-report=ro/r.json",), "--wild-report: ro/r.json cannot be written", USAGE)
+    before = snapshot(workspace)
+    result = pytester.runpytest_inprocess(*arguments(bad))
+    check(result, bad, before, snapshot(workspace))
+
+
+@needs_permissions
+def test_a_read_only_cache_is_read_and_the_header_says_what_is_not_saved(workspace, pytester, monkeypatch):
+    cache = workspace / "ro-cache"
+    (cache / "stats").mkdir(parents=True)
+    cache.chmod(0o555)
+    (cache / "stats").chmod(0o555)
+    monkeypatch.setenv("PYTEST_WILD_CACHE", str(cache))
+    before = snapshot(cache)
+    result = pytester.runpytest_inprocess("--wild", "-p", "no:cacheprovider", "--editor=rome", "--wild-limit=1",
+                                          "--wild-suite=data.json", "--wild-threshold=reliability>=0")
+    output = result.stdout.str()
+    assert f"wild cache: {cache} cannot be written: statistics are read from it" in output
+    assert result.ret in (0, 1) and "Traceback" not in output  # 1: the golden of the case differs, if any
+    assert snapshot(cache) == before
