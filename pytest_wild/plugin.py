@@ -124,7 +124,8 @@ SIGTERM_REASON = "received SIGTERM"
 def _stop_on_sigterm(config: pytest.Config) -> None:
     """By default SIGTERM ends the process at once, with no report at all. Here it asks the
     session to stop after the case in progress (as `-x` does), so pytest finishes cleanly and
-    the cases run so far reach a partial report; raising from the handler instead could land
+    the cases run so far reach a partial report (under xdist the controller stops handing out
+    cases and shuts the workers down); raising from the handler instead could land
     in any frame, where pytest's own traceback rendering sometimes fails. Only where nobody
     else handles SIGTERM (and only in the main thread, where handlers can be set); the default
     comes back at unconfigure."""
@@ -137,6 +138,9 @@ def _stop_on_sigterm(config: pytest.Config) -> None:
             raise Terminated(SIGTERM_REASON)
         config.stash[RUN_KEY].stop_reason = SIGTERM_REASON
         session.shouldstop = SIGTERM_REASON
+        scheduler = config.pluginmanager.get_plugin("dsession")  # xdist's controller loop reads its own flag
+        if scheduler is not None:
+            scheduler.shouldstop = SIGTERM_REASON
 
     signal.signal(signal.SIGTERM, stop)
     config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))

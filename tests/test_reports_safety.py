@@ -49,12 +49,15 @@ def test_a_run_stopped_by_maxfail_leaves_the_complete_report_and_writes_a_marked
                                   "report written to *report.partial.json"])
 
 
-def test_sigterm_stops_the_run_leaving_the_earlier_report_and_writing_a_marked_partial_one(tmp_path):
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_sigterm_stops_the_run_leaving_the_earlier_report_and_writing_a_marked_partial_one(tmp_path, workers):
+    """SIGTERM to the pytest process (serially, or the xdist controller): it stops handing out
+    cases, and the cases run so far reach a partial report beside the earlier one."""
     earlier = tmp_path / "report.json"
     earlier.write_bytes(b'{"complete": true}\n')  # any earlier report: it must stay byte for byte
     process = subprocess.Popen(
         [sys.executable, "-u", "-m", "pytest", "--wild", "--editor", "ft-m", "--wild-limit", "40", "-v",
-         "-p", "no:cacheprovider", f"--wild-report={earlier}"],
+         "-p", "no:cacheprovider", f"--wild-report={earlier}", *workers],
         cwd=tmp_path, env=inner_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
     reader = threading.Thread(target=_lines_into, args=(process.stdout, lines))
