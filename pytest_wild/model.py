@@ -76,7 +76,7 @@ def load_config(spec: str | None, trust_remote_code: bool = False):
     path, profile = resolve_model_spec(spec)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code), profile
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # an untrusted config (or, when trusted, its own code): any failure is one line
         raise WildInputError(f"--wild-model: cannot load {spec or path!r} ({_first_line(exc)})") from None
 
 

@@ -410,3 +410,24 @@ def test_a_read_only_cache_is_read_and_the_header_says_what_is_not_saved(workspa
     assert f"wild cache: {cache} cannot be written: statistics are read from it" in output
     assert result.ret in (0, 1) and "Traceback" not in output  # 1: the golden of the case differs, if any
     assert snapshot(cache) == before
+
+
+def test_code_in_a_model_directory_is_never_run_without_the_flag(workspace, pytester, tmp_path):
+    """A config and tokenizer config that name the directory's own Python code (`auto_map`):
+    without --wild-trust-remote-code it is neither imported nor run."""
+    ran = tmp_path / "ran"
+
+    def with_code(directory: Path) -> None:
+        for name, key, value in (("config.json", "AutoModelForCausalLM", "evil.Model"),
+                                 ("tokenizer_config.json", "AutoTokenizer", ["evil.Tokenizer", None])):
+            config = json.loads((directory / name).read_text())
+            config["auto_map"] = {key: value, **({"AutoConfig": "evil.Config"} if name == "config.json" else {})}
+            (directory / name).write_text(json.dumps(config))
+        (directory / "evil.py").write_text(f"open({str(ran)!r}, 'w').write('ran')\n")
+
+    model(with_code)(workspace)
+    result = pytester.runpytest_inprocess("--wild", "-p", "no:cacheprovider", "--editor=ft-m", "--wild-model=m",
+                                          "--wild-suite=data.json", "--wild-limit=1", "--wild-threshold=reliability>=0",
+                                          "-p", "no:syrupy")
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    assert not ran.exists()
