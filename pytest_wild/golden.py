@@ -232,19 +232,17 @@ class GoldenSettings:
             self._present = self.directory().is_dir()
         return self._present
 
-    def known_keys(self, item: Any, on_disk: set[str]) -> set[str] | None:
+    def known_keys(self, on_disk: set[str]) -> set[str] | None:
         """File names of the suite's cases: the cases collected in this run and, when
         `--wild-limit` sampled them, the suite's own. None when that cannot be told."""
         if self._known is None:
             known = {case_key(case.id) for case in self.run.suite.cases}
             if on_disk - known and self.run.options.limit is not None:
-                found = getattr(getattr(item, "parent", None), "found", None)
-                if found is None:
-                    return None
                 try:
                     from .suite import load_suite
 
-                    known |= {case_key(case.id) for case in load_suite(found, None, None, item.config.rootpath).cases}
+                    whole = load_suite(self.run.found, None, None, self.config.rootpath)
+                    known |= {case_key(case.id) for case in whole.cases}
                 except Exception:
                     return None
             self._known = known
@@ -320,7 +318,7 @@ class WildGoldenExtension(SingleFileSnapshotExtension):
                 continue
             with suppress(GoldenRefused):
                 files[path.stem] = checked_golden_path(path, root)
-        known = self._settings().known_keys(test_location.item, set(files))
+        known = self._settings().known_keys(set(files))
         if known is None:
             return discovered
         for stem in sorted(set(files) - known):

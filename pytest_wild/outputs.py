@@ -27,11 +27,7 @@ def check_cache_root() -> str | None:
     for path in (root, root / "stats"):
         if path.exists() and not path.is_dir():
             raise WildInputError(f"{CACHE_ENV}: {path} is not a directory (the cache of statistics lives there)")
-    directory = root
-    while not directory.exists():
-        directory = directory.parent
-    if not directory.is_dir():
-        raise WildInputError(f"{CACHE_ENV}: {root} cannot be created: {directory} is not a directory")
+    directory = _nearest_directory(root, CACHE_ENV)
     if not os.access(directory, os.W_OK | os.X_OK):
         return f"{root} cannot be written: statistics are read from it, and computed but not saved when missing"
     return None
@@ -57,6 +53,17 @@ def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[Path], golde
         _check_writable(option, path)
 
 
+def _nearest_directory(start: Path, option: str, path: Path | None = None) -> Path:
+    """The nearest existing ancestor of `start` (itself included), where a missing `path`
+    would be created; one line naming `option` when that is not a directory."""
+    directory = start
+    while not directory.exists():
+        directory = directory.parent
+    if not directory.is_dir():
+        raise WildInputError(f"{option}: {path or start} cannot be created: {directory} is not a directory")
+    return directory
+
+
 def _key(path: Path) -> Path:
     return Path(os.path.realpath(path.expanduser()))
 
@@ -64,11 +71,7 @@ def _key(path: Path) -> Path:
 def _check_writable(option: str, path: Path) -> None:
     if path.is_dir():
         raise WildInputError(f"{option}: {path} is a directory; name a file")
-    directory = path.parent
-    while not directory.exists():
-        directory = directory.parent
-    if not directory.is_dir():
-        raise WildInputError(f"{option}: {path} cannot be created: {directory} is not a directory")
+    directory = _nearest_directory(path.parent, option, path)
     try:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".wild-probe-"):
             pass

@@ -259,15 +259,11 @@ class WildRoot(InputErrorsInOneLine, pytest.Directory):
         except ValueError:
             nodeid = None
         name = path.name if isinstance(found, Path) else found
-        yield WildSuite.from_parent(self, path=path, name=name, nodeid=nodeid or name, found=found)
+        yield WildSuite.from_parent(self, path=path, name=name, nodeid=nodeid or name)
 
 
 class WildSuite(InputErrorsInOneLine, pytest.File):
     """One suite: one `edit[<case id>]` test per case."""
-
-    def __init__(self, *, found, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.found = found
 
     def collect(self):
         from .golden import goldens_on
@@ -340,8 +336,9 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     """Load the model and compute the unedited answers before the first case, where the
     cases run (not on an xdist controller). A model that cannot be loaded (a problem only
     loading finds, e.g. in a hub checkpoint) stops the session before any case runs, with
-    its one line and exit status 2, as a bad input file found at collection does; the same
-    under xdist, where each worker stops and the controller takes the line from it."""
+    its one line and exit status 2 (interrupted); the same under xdist, where each worker
+    stops and the controller takes the line from it. (A bad input file never gets here: it
+    is refused at configure, with exit status 4.)"""
     config = session.config
     run = config.stash.get(RUN_KEY, None)
     if run is None or config.option.collectonly or config.pluginmanager.has_plugin("dsession"):
@@ -474,10 +471,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                                            "selected_before_sharding": run.selected_before_sharding,
                                            "fatal": run.fatal}
         return
-    if run.fatal:
-        return  # the session was interrupted before any case ran: nothing evaluated, nothing written
     if not run.rows and not run.lost:
-        return  # nothing ran (e.g. bad input at collection): no gate to decide, no output to replace
+        return  # nothing ran (the model failed to load, or the run was stopped first): nothing to replace
     from .finish import finish_run
 
     if session.shouldfail and run.stop_reason is None:

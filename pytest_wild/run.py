@@ -15,7 +15,6 @@ from .report import unevaluable
 from .suite import Suite
 
 
-
 @dataclass
 class Options:
     """The run's options, validated without importing torch."""

@@ -167,7 +167,7 @@ def second_moments(model, tokenizer, modules: list[str], corpus: str | Corpus = 
                 found[name] = loaded
         return [name for name in modules if name not in found]
 
-    missing = from_disk() if len(found) < len(modules) else []
+    missing = from_disk()
     if missing:
         group = _digest(json.dumps([identity, corpus.identity, n_samples, dtype, max_length]))[:16]
         with _lock(cache_dir / identity / f"{group}.lock"):

@@ -35,6 +35,7 @@ class Bad:
     files: dict = field(default_factory=dict)  # path -> text, bytes, or a function of the workspace
     env: dict = field(default_factory=dict)
     runs_cases: bool = False  # the fault is found while cases run: the report may be written
+    omit: tuple[str, ...] = ()  # default options the row leaves out
 
 
 def records(change) -> str:
@@ -124,7 +125,7 @@ DEEP_JSON = "[" * 100_000 + "]" * 100_000
 
 BAD = [
     # options
-    Bad("no-editor", (), "--editor: name an editing method", USAGE),
+    Bad("no-editor", (), "--editor: name an editing method", USAGE, omit=("--editor",)),
     Bad("unknown-editor", ("--editor=rome2",), "--editor: unknown editor 'rome2'", USAGE),
     Bad("unknown-mode", ("--wild-eval=wild,forced",), "--wild-eval: 'wild,forced'", USAGE),
     Bad("empty-modes", ("--wild-eval=,",), "--wild-eval: ','", USAGE),
@@ -338,12 +339,9 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 def arguments(bad: Bad) -> list[str]:
-    given = {arg.split("=")[0] for arg in bad.args}
-    defaults = [arg for arg in DEFAULT_ARGS if arg.split("=")[0] not in given]
-    if bad.id in ("no-editor", "ini-gate") or any(a.startswith("--editor") for a in bad.args):
-        defaults = [a for a in defaults if not a.startswith("--editor")] + (["--editor=ft-m"] if bad.id == "ini-gate" else [])
-    if bad.id.startswith(("report-", "suite-after")):
-        defaults = [a for a in defaults if not a.startswith(("--wild-report", "--wild-markdown"))]
+    """The row's arguments after the defaults it neither gives itself nor omits."""
+    left_out = {arg.split("=")[0] for arg in bad.args} | set(bad.omit)
+    defaults = [arg for arg in DEFAULT_ARGS if arg.split("=")[0] not in left_out]
     return ["--wild", "-p", "no:cacheprovider", *defaults, *bad.args]
 
 
