@@ -64,7 +64,11 @@ def peak_mib() -> float:
 
 def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
     from pytest_wild.architectures import architecture_of
-    from pytest_wild.editors import get_editor, locate
+    from pytest_wild.editors import get_editor
+    from pytest_wild.editors.api import EditorCache, edit
+    from pytest_wild.editors.locate import values as value_search
+    from pytest_wild.editors.locate.requests import pad_id, prepare
+    from pytest_wild.editors.locate.templates import context_templates
     from pytest_wild.generation import Engine
     from pytest_wild.hparams import build_hparams
     from pytest_wild.loaders import load_file
@@ -81,7 +85,8 @@ def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
     reset_peak()  # the peak below is the editing phase's, not the model loading's
 
     start = time.perf_counter()
-    editor.apply(model, tok, [cases[0]], hp).restore()  # templates, statistics, factorisations
+    cache = EditorCache(model)
+    edit(editor, model, tok, [cases[0]], hp, cache=cache).restore()  # templates, statistics, factorisations
     warmup = time.perf_counter() - start
 
     engine = Engine(model, tok)
@@ -89,7 +94,7 @@ def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
     for case in cases:
         questions = [case.prompt, case.rephrase] + [item.question for item in case.locality]
         before = engine.generate(questions)
-        handle = editor.apply(model, tok, [case], hp)
+        handle = edit(editor, model, tok, [case], hp, cache=cache)
         after = engine.generate(questions)
         handle.restore()
         rel += exact_match(after[0].text, case.target)
@@ -98,28 +103,28 @@ def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
         n_loc += len(case.locality)
 
     peak = peak_mib()
-    published_s, ours_full_s, update_gap = compare_whole_edits(name, loaded, cases[:naive_cases], hp)
+    published_s, ours_full_s, update_gap = compare_whole_edits(name, loaded, cases[:naive_cases], hp, cache)
 
     # the value search alone, ours against the published loop, same steps (no early stop)
-    locate.EARLY_STOP_LOSS = float("-inf")
+    value_search.EARLY_STOP_LOSS = float("-inf")
     layer, at = (hp.layers[0], "mlp") if name in ("rome", "r-rome") else (max(hp.layers), "block")
     place = (arch.mlp if at == "mlp" else arch.block).format(layer)
-    templates = locate.context_templates(model, tok, hp.context_template_length_params)
-    pad = locate.pad_id(tok)
+    templates = context_templates(model, tok, hp.context_template_length_params, cache)
+    pad = pad_id(tok)
     ours_s = naive_s = 0.0
     gaps = []
     for case in cases[:naive_cases]:
-        request = locate.prepare(tok, case, templates, [range(len(templates))], hp.fact_token)
+        request = prepare(tok, case, templates, [range(len(templates))], hp.fact_token)
         start = time.perf_counter()
-        problem = locate.ValueProblem(model, arch, [request], layer, at, hp.v_loss_layer, pad)
-        values = locate.optimise_values(problem, lr=hp.v_lr, steps=hp.v_num_grad_steps, kl_factor=hp.kl_factor,
-                                        weight_decay=hp.v_weight_decay, clamp_norm_factor=hp.clamp_norm_factor)
+        problem = value_search.ValueProblem(model, arch, [request], layer, at, hp.v_loss_layer, pad, cache=cache)
+        values = value_search.optimise_values(problem, lr=hp.v_lr, steps=hp.v_num_grad_steps, kl_factor=hp.kl_factor,
+                                              weight_decay=hp.v_weight_decay, clamp_norm_factor=hp.clamp_norm_factor)
         ours_s += time.perf_counter() - start
         start = time.perf_counter()
         _, naive = published.value_search(model, request, place, layer, hp, arch, pad, early_stop=float("-inf"))
         naive_s += time.perf_counter() - start
         gaps.append(float((values.delta[0].double() - naive).norm() / naive.norm().clamp_min(1e-12)))
-    locate.EARLY_STOP_LOSS = published.EARLY_STOP_LOSS
+    value_search.EARLY_STOP_LOSS = published.EARLY_STOP_LOSS
     return {"method": name, "cases": len(cases), "first_edit_s": warmup, "reliability": rel / len(cases), "generalization": gen / len(cases),
             "locality": loc / max(n_loc, 1), "peak_mib": peak, "baseline_mib": baseline,
             "value_search_s": ours_s / max(naive_cases, 1), "naive_s": naive_s / max(naive_cases, 1),
@@ -127,24 +132,28 @@ def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
             "edit_s": ours_full_s, "published_s": published_s, "update_gap": update_gap}
 
 
-def compare_whole_edits(name: str, loaded, cases, hp) -> tuple[float, float, float]:
+def compare_whole_edits(name: str, loaded, cases, hp, cache) -> tuple[float, float, float]:
     """(published s/edit, pytest-wild s/edit, largest ‖ΔW − ΔW_published‖/‖ΔW_published‖): whole
     single edits, early stopping on in both, each edit undone before the next. What the
     published code computes once and caches (templates, C, C⁻¹, the projection) is ready
     before the clock starts, on both sides."""
     from pytest_wild import stats
     from pytest_wild.architectures import architecture_of
-    from pytest_wild.editors import get_editor, locate
+    from pytest_wild.editors import get_editor
+    from pytest_wild.editors.api import edit
+    from pytest_wild.editors.locate.requests import pad_id, prepare
+    from pytest_wild.editors.locate.templates import context_templates
 
     model, tok = loaded.model, loaded.tokenizer
     arch = architecture_of(model.config)
     editor = get_editor(name)
-    pad = locate.pad_id(tok)
+    pad = pad_id(tok)
     layers = sorted(hp.layers)
     modules = [hp.rewrite_module_tmp.format(layer) for layer in layers]
-    found = stats.second_moments(model, tok, modules, hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype)
+    found = stats.second_moments(model, tok, modules, hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype,
+                                 memory=cache)
     covariances = {m: found[m].matrix.double() for m in modules}
-    templates = locate.context_templates(model, tok, hp.context_template_length_params)
+    templates = context_templates(model, tok, hp.context_template_length_params, cache)
     rome_like = name in ("rome", "r-rome")
     groups = [range(len(templates))] if rome_like else [[0], list(range(1, len(templates)))]
     inverses = {m: torch.inverse(c) for m, c in covariances.items()} if rome_like and hp.mom2_adjustment else {}
@@ -152,7 +161,7 @@ def compare_whole_edits(name: str, loaded, cases, hp) -> tuple[float, float, flo
                    if name == "alphaedit" else {})
 
     def reference(case):
-        request = locate.prepare(tok, case, templates, groups, hp.fact_token)
+        request = prepare(tok, case, templates, groups, hp.fact_token)
         if rome_like:
             return {modules[0]: published.rome_edit(model, request, hp, layers[0], arch, inverses.get(modules[0]),
                                                     pad, consistent_keys=name == "r-rome")}
@@ -168,7 +177,7 @@ def compare_whole_edits(name: str, loaded, cases, hp) -> tuple[float, float, flo
         saved = published.save_weights(model, modules)
         sync()
         start = time.perf_counter()
-        handle = editor.apply(model, tok, [case], hp)
+        handle = edit(editor, model, tok, [case], hp, cache=cache)
         sync()
         ours_s += time.perf_counter() - start
         ours = {m: published.weight_update(model, m, saved[m]) for m in modules}
@@ -193,7 +202,11 @@ def scale_comparison(args) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from pytest_wild.architectures import architecture_of
-    from pytest_wild.editors import get_editor, locate
+    from pytest_wild.editors import get_editor
+    from pytest_wild.editors.api import EditorCache
+    from pytest_wild.editors.locate import values as value_search
+    from pytest_wild.editors.locate.requests import pad_id, prepare
+    from pytest_wild.editors.locate.templates import context_templates
     from pytest_wild.hparams import build_hparams
     from pytest_wild.loaders import load_file
     from pytest_wild.model import TINYWORLD_DIR, load_model
@@ -214,8 +227,9 @@ def scale_comparison(args) -> None:
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"random {args.random_model}: {params:.0f}M parameters, d {hidden}, {layers} layers, vocab {args.vocab}, "
           f"{args.dtype} on {args.device}; {len(cases)} cases")
-    locate.EARLY_STOP_LOSS = float("-inf")
-    pad = locate.pad_id(tok)
+    value_search.EARLY_STOP_LOSS = float("-inf")
+    pad = pad_id(tok)
+    cache = EditorCache(model)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     print(f"| {'method':<6} | {'layer':>5} | {'steps':>5} | {'rows':>4} | {'search s':>8} | {'naive s':>7} | "
           f"{'speed-up':>8} | {'δ gap':>7} |")
@@ -225,18 +239,19 @@ def scale_comparison(args) -> None:
         hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), [])
         layer, at = (hp.layers[0], "mlp") if name == "rome" else (max(hp.layers), "block")
         place = (arch.mlp if at == "mlp" else arch.block).format(layer)
-        templates = locate.context_templates(model, tok, hp.context_template_length_params)
+        templates = context_templates(model, tok, hp.context_template_length_params, cache)
         ours_s = naive_s = 0.0
         gaps = []
         for case in cases:
-            request = locate.prepare(tok, case, templates, [range(len(templates))], hp.fact_token)
+            request = prepare(tok, case, templates, [range(len(templates))], hp.fact_token)
             for timed in (False, True):  # the second run of each: new shapes cost a first call on GPUs
                 sync()
                 start = time.perf_counter()
-                problem = locate.ValueProblem(model, arch, [request], layer, at, hp.v_loss_layer, pad)
-                values = locate.optimise_values(problem, lr=hp.v_lr, steps=hp.v_num_grad_steps,
-                                                kl_factor=hp.kl_factor, weight_decay=hp.v_weight_decay,
-                                                clamp_norm_factor=hp.clamp_norm_factor)
+                problem = value_search.ValueProblem(model, arch, [request], layer, at, hp.v_loss_layer, pad,
+                                                    cache=cache)
+                values = value_search.optimise_values(problem, lr=hp.v_lr, steps=hp.v_num_grad_steps,
+                                                      kl_factor=hp.kl_factor, weight_decay=hp.v_weight_decay,
+                                                      clamp_norm_factor=hp.clamp_norm_factor)
                 sync()
                 middle = time.perf_counter()
                 _, naive = published.value_search(model, request, place, layer, hp, arch, pad, early_stop=float("-inf"))
@@ -251,7 +266,7 @@ def scale_comparison(args) -> None:
               f"{naive_s / n:>7.3f} | {naive_s / ours_s:>7.1f}x | {max(gaps):>7.1e} |")
 
     # whole single edits against bench/published.py, statistics from the bundled corpus
-    locate.EARLY_STOP_LOSS = published.EARLY_STOP_LOSS
+    value_search.EARLY_STOP_LOSS = published.EARLY_STOP_LOSS
     loaded = types.SimpleNamespace(model=model, tokenizer=tok)
     print(f"\nwhole edits (statistics: {args.stats_samples} bundled-corpus documents)")
     print(f"| {'method':<9} | {'layers':<11} | {'s/edit':>6} | {'published s/edit':>16} | {'speed-up':>8} | {'ΔW gap':>7} |")
@@ -262,8 +277,8 @@ def scale_comparison(args) -> None:
             editor = get_editor(name)
             hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"),
                                [("bench", {"mom2_dataset": "tinyworld", "mom2_n_samples": args.stats_samples})])
-            compare_whole_edits(name, loaded, cases[:1], hp)  # statistics, factorisations, first shapes
-            theirs, ours, gap = compare_whole_edits(name, loaded, cases, hp)
+            compare_whole_edits(name, loaded, cases[:1], hp, cache)  # statistics, factorisations, first shapes
+            theirs, ours, gap = compare_whole_edits(name, loaded, cases, hp, cache)
             print(f"| {name:<9} | {','.join(map(str, hp.layers)):<11} | {ours:>6.3f} | {theirs:>16.3f} | "
                   f"{theirs / ours:>7.1f}x | {gap:>7.1e} |")
 
@@ -291,7 +306,6 @@ def statistics_timing() -> tuple[float, float, int, list[str]]:
         start = time.perf_counter()
         found = stats.second_moments(loaded.model, loaded.tokenizer, sorted(names), corpus, n_samples, dtype)
         cold += time.perf_counter() - start
-        stats.clear_memory()
         start = time.perf_counter()
         stats.second_moments(loaded.model, loaded.tokenizer, sorted(names), corpus, n_samples, dtype)
         warm += time.perf_counter() - start

@@ -77,12 +77,12 @@ def value_search(model, request, place: str, layer: int, hp, arch, pad: int, ear
     final norm and LM head, applied again at every position of the rewriting prompts, give the
     NLL. `arch` names the modules (block, final norm), as the published hyperparameters do."""
     device = _device(model)
-    rows = [list(row.ids) + list(request.target[:-1]) for row in request.rows] + [list(request.kl.ids)]
-    lookups = [row.lookup for row in request.rows] + [request.kl.lookup]
+    rows = [list(row.ids) + list(request.target[:-1]) for row in request.prompts] + [list(request.kl.ids)]
+    lookups = [row.lookup for row in request.prompts] + [request.kl.lookup]
     ids, mask = right_pad(rows, pad, device)
-    n_rewrite, n_target = len(request.rows), len(request.target)
+    n_rewrite, n_target = len(request.prompts), len(request.target)
     targets = torch.full((n_rewrite, ids.shape[1]), -100, device=device)
-    for i, row in enumerate(request.rows):
+    for i, row in enumerate(request.prompts):
         end = len(row.ids) + n_target - 1
         targets[i, end - n_target : end] = torch.tensor(request.target, device=device)
     head = model.get_output_embeddings()
@@ -178,8 +178,8 @@ def rome_edit(model, request, hp, layer: int, arch, c_inverse: torch.Tensor | No
     search at the MLP output, ΔW = (v* − W k) uᵀ / (kᵀu) with k and W k at the bare prompt,
     or, with `consistent_keys` (R-ROME), averaged over the templates as in u."""
     name = hp.rewrite_module_tmp.format(layer)
-    rows = [row.ids for row in request.rows]
-    lookups = [row.lookup for row in request.rows]
+    rows = [row.ids for row in request.prompts]
+    lookups = [row.lookup for row in request.prompts]
     keys, outs = at_tokens(model, name, rows, lookups, pad)
     u = keys.mean(0)
     if c_inverse is not None:
@@ -202,8 +202,8 @@ def group_keys(model, module: str, requests, pad: int) -> torch.Tensor:
     """(d_k, n): each request's keys averaged within each template group, then over groups."""
     columns = []
     for request in requests:
-        keys, _ = at_tokens(model, module, [row.ids for row in request.rows],
-                            [row.lookup for row in request.rows], pad)
+        keys, _ = at_tokens(model, module, [row.ids for row in request.prompts],
+                            [row.lookup for row in request.prompts], pad)
         columns.append(torch.stack([keys[list(group)].mean(0) for group in request.groups]).mean(0))
     return torch.stack(columns, dim=1)
 
@@ -218,7 +218,7 @@ def spread(model, requests, hp, arch, pad: int, solve) -> dict[str, torch.Tensor
         init, delta = value_search(model, request, top, layers[-1], hp, arch, pad)
         zs.append(init + delta)
     z = torch.stack(zs, dim=1)  # (d, n)
-    bare = [request.rows[0] for request in requests]
+    bare = [request.prompts[0] for request in requests]
     updates = {}
     for i, layer in enumerate(layers):
         name = hp.rewrite_module_tmp.format(layer)

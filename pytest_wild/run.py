@@ -169,16 +169,18 @@ class WildRun:
 
     def loaded(self):
         if self._loaded is None:
+            from .editors.api import EditorCache, EditorState
             from .model import choose_cpu_threads, load_model
-            from .stats import model_identity
 
             self._loaded = load_model(self.options.model, self.options.device, self.options.dtype,
                                       self.options.trust_remote_code, self.options.device_map)
             choose_cpu_threads(self._loaded.model, self._loaded.device)
+            self.editor_cache = EditorCache(self._loaded.model)
+            self.editor_state = EditorState()  # the run's one sequence: each edit is restored before the next
             self.model_info = {
                 "spec": self._loaded.spec,
                 "profile": self._loaded.profile,
-                "fingerprint": model_identity(self._loaded.model),
+                "fingerprint": self.editor_cache.identity,
                 "dtype": self._loaded.dtype,
                 "architecture": self._loaded.model.config.model_type,
             }
@@ -192,7 +194,7 @@ class WildRun:
             hparams = self.hparams(loaded.model.config, loaded.profile)
             settings = Settings(self.options.modes, self.context, self.options.metric, self.options.stop_rule)
             prefix = self.editor().prefix
-            edit_prefix = prefix(loaded.model, loaded.tokenizer, hparams) if prefix else 0
+            edit_prefix = prefix(loaded.model, loaded.tokenizer, hparams, self.editor_cache) if prefix else 0
             self._evaluator = Evaluator(loaded.model, loaded.tokenizer, settings, edit_prefix=edit_prefix)
         return self._evaluator
 
@@ -220,8 +222,11 @@ class WildRun:
             batch = self.batches[self.batch_of[case.id]] if self.batches else [case]
 
             def apply_edit(cases: list[Case]):
+                from .editors.api import edit
+
                 torch.manual_seed(self.options.seed)
-                return self.editor().apply(loaded.model, loaded.tokenizer, cases, self._hparams)
+                return edit(self.editor(), loaded.model, loaded.tokenizer, cases, self._hparams,
+                            cache=self.editor_cache, state=self.editor_state)
 
             for row in evaluator.evaluate(batch, apply_edit):
                 self._pending[row["id"]] = row

@@ -35,16 +35,17 @@ import json
 import logging
 import os
 import re
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
 from .cases import WildInputError
 from .files import read_text
 from .outputs import cache_root
+from .tracing import StopForward, input_of
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ HUB_CORPORA = {
 }
 # The cap the published code puts on document length for models with very long contexts.
 LENGTH_CAP = {"qwen2": 4096}
+
+
+class Memory(Protocol):
+    """Where a process keeps statistics it has read (an editor cache, pytest_wild.editors.api)."""
+
+    identity: str  # the model's weights fingerprint, as first seen
+
+    def lookup(self, key: Any) -> Any | None: ...
+
+    def put(self, key: Any, value: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -108,17 +119,6 @@ def resolve_corpus(spec: str) -> Corpus:
     )
 
 
-def model_identity(model) -> str:
-    """The model's weights fingerprint, taken the first time this model object asks and kept,
-    so sequential edits keep using the statistics of the model as it was first seen."""
-    found = _IDENTITIES.get(model)
-    if found is None:
-        from .model import fingerprint
-
-        found = _IDENTITIES[model] = fingerprint(model)
-    return found
-
-
 def max_length_of(model, tokenizer=None) -> int:
     """The document truncation length: the model's context size (Mistral: its sliding window;
     Qwen2: at most 4096, as the published code caps it)."""
@@ -140,16 +140,23 @@ def max_length_of(model, tokenizer=None) -> int:
 def second_moments(model, tokenizer, modules: list[str], corpus: str | Corpus = "tinyworld",
                    n_samples: int = 100_000, dtype: str = "float32", *, cache_dir: str | Path | None = None,
                    max_length: int | None = None, batch_tokens: int | None = None,
-                   progress: bool = True) -> dict[str, SecondMoment]:
+                   progress: bool = True, memory: Memory | None = None) -> dict[str, SecondMoment]:
     """C = E[k kᵀ] of each named module's input over the corpus sample, computed once: from
-    this process's memory, else from the disk cache, else in one pass for all the modules
-    still missing (under a lock shared with other processes)."""
+    `memory` (the model's editor cache, which also fixes the model's identity as first seen,
+    so a sequence of edits keeps the statistics of the unedited model), else from the disk
+    cache, else in one pass for all the modules still missing (under a lock shared with other
+    processes)."""
     if dtype not in DTYPES:
         raise WildInputError(f"mom2_dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
     corpus = resolve_corpus(corpus) if isinstance(corpus, str) else corpus
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     max_length = max_length or max_length_of(model, tokenizer)
-    identity = model_identity(model)
+    if memory is None:
+        from .model import fingerprint
+
+        identity = fingerprint(model)
+    else:
+        identity = memory.identity
     modules = list(dict.fromkeys(modules))
     known = dict(model.named_modules())
     for name in modules:
@@ -158,7 +165,10 @@ def second_moments(model, tokenizer, modules: list[str], corpus: str | Corpus = 
 
     keys = {name: _key(identity, name, corpus, n_samples, dtype, max_length) for name in modules}
     shapes = {name: _input_dim(known[name]) for name in modules}
-    found = {name: _MEMORY[keys[name]] for name in modules if keys[name] in _MEMORY}
+    found = {}
+    if memory is not None:
+        found = {name: memory.lookup(("second moment", keys[name])) for name in modules}
+        found = {name: moment for name, moment in found.items() if moment is not None}
 
     def from_disk() -> list[str]:
         for name in [name for name in modules if name not in found]:
@@ -179,26 +189,13 @@ def second_moments(model, tokenizer, modules: list[str], corpus: str | Corpus = 
                     moment = SecondMoment((sums[name] / max(count, 1)).cpu(), count, keys[name])
                     _save(_path(cache_dir, identity, name, keys[name]), moment)
                     found[name] = moment
-    for name in modules:
-        _MEMORY[keys[name]] = found[name]
+    if memory is not None:
+        for name in modules:
+            memory.put(("second moment", keys[name]), found[name])
     return {name: found[name] for name in modules}
 
 
-def clear_memory() -> None:
-    """Forget what this process holds (the disk cache stays)."""
-    _MEMORY.clear()
-    _IDENTITIES.clear()
-
-
 # ---------------------------------------------------------------------------- internals
-
-_MEMORY: dict[str, SecondMoment] = {}
-_IDENTITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-class _Stop(Exception):
-    """Raised from a hook to end the forward pass once every needed module has run."""
-
 
 def _key(identity: str, module: str, corpus: Corpus, n: int, dtype: str, max_length: int) -> str:
     return json.dumps({"format": FORMAT_VERSION, "model": identity, "module": module, "corpus": corpus.identity,
@@ -379,14 +376,14 @@ def _accumulate(model, tokenizer, modules: list[str], corpus: Corpus, n_samples:
 
     def hook(name):
         def record(module, args, kwargs, output):
-            x = args[0] if args else next(iter(kwargs.values()))
+            x = input_of(args, kwargs)
             rows = x[state["mask"]].to(dtype)
             if name not in sums:
                 sums[name] = torch.zeros(rows.shape[-1], rows.shape[-1], dtype=dtype, device=rows.device)
             sums[name].addmm_(rows.T, rows)
             state["seen"].add(name)
             if len(state["seen"]) == len(modules):
-                raise _Stop
+                raise StopForward
         return record
 
     handles = [named[name].register_forward_hook(hook(name), with_kwargs=True) for name in modules]
@@ -406,7 +403,7 @@ def _accumulate(model, tokenizer, modules: list[str], corpus: Corpus, n_samples:
             state["mask"], state["seen"] = mask.to(device), set()
             try:
                 model(input_ids=ids.to(device), attention_mask=mask.long().to(device), use_cache=False)
-            except _Stop:
+            except StopForward:
                 pass
             count += int(mask.sum())
             bar.update(len(batch))

@@ -1,31 +1,12 @@
-"""Exact restore of edited weights: copy only the tensors an edit touches, put them back
-bit for bit. A full model copy per edit would cost 14 GB on a 7B model."""
+"""Parameters by module name, and weight updates written in each module's own layout.
+
+Updates are computed in the math layout ΔW (d_v × d_k) and written into `nn.Linear` weights
+(d_v, d_k) or GPT-2 `Conv1D` weights, stored transposed (d_k, d_v).
+"""
 
 from __future__ import annotations
 
 import torch
-
-
-class Restore:
-    """The handle every editor returns. `restore()` undoes the edit exactly, once."""
-
-    def __init__(self, model: torch.nn.Module, names: list[str]) -> None:
-        params = dict(model.named_parameters())
-        self._saved = {name: (params[name], params[name].detach().clone()) for name in names}
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._saved)
-
-    def original(self, name: str) -> torch.Tensor:
-        return self._saved[name][1]
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for param, saved in self._saved.values():
-            param.copy_(saved)
-            param.requires_grad_(False)
-        self._saved.clear()
 
 
 def parameters_under(model: torch.nn.Module, prefixes: list[str]) -> list[str]:
@@ -35,3 +16,23 @@ def parameters_under(model: torch.nn.Module, prefixes: list[str]) -> list[str]:
     if not names:
         raise ValueError(f"no parameters under {prefixes}")
     return names
+
+
+def is_transposed(module) -> bool:
+    """GPT-2's Conv1D stores its weight as (in, out), the transpose of nn.Linear."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
+
+
+@torch.no_grad()
+def add_update(module, delta: torch.Tensor) -> None:
+    """W += ΔW, with ΔW in the math layout (d_v, d_k), cast to the weight's dtype."""
+    weight = module.weight
+    update = delta.T if is_transposed(module) else delta
+    if update.shape != weight.shape:
+        if update.T.shape == weight.shape:
+            update = update.T
+        else:
+            raise ValueError(f"update of shape {tuple(delta.shape)} does not fit weight {tuple(weight.shape)}")
+    weight.add_(update.to(device=weight.device, dtype=weight.dtype))

@@ -4,6 +4,7 @@ import torch
 from pytest_wild.architectures import architecture_of
 from pytest_wild.cases import Case, Locality
 from pytest_wild.editors import get_editor
+from pytest_wild.editors.api import edit
 from pytest_wild.hparams import build_hparams
 
 from .tiny_models import SIZES, target_logprob, tiny_model, weights_hash
@@ -25,7 +26,7 @@ def test_edit_raises_target_changes_only_its_module_and_restores_exactly(model_t
     editor, hp = hparams_for(name, model, lr=5e-2, num_steps=20, norm_constraint=None)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     digest, logprob = weights_hash(model), target_logprob(model, tok, CASE)
-    handle = editor.apply(model, tok, [CASE], hp)
+    handle = edit(editor, model, tok, [CASE], hp)
     assert target_logprob(model, tok, CASE) > logprob + 0.2
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     prefixes = tuple(hp.rewrite_module_tmp.format(layer) + "." for layer in hp.layers)
@@ -50,7 +51,7 @@ def test_default_modules_exist_in_every_architecture(model_type):
 def test_published_default_layers_for_7b_shapes():
     from transformers import AutoConfig
 
-    from pytest_wild.editors.ft import FT_M
+    from pytest_wild.editors.finetune.ft import FT_M
 
     llama = AutoConfig.for_model("llama", num_hidden_layers=32)
     qwen = AutoConfig.for_model("qwen2", num_hidden_layers=28)
@@ -68,7 +69,7 @@ def test_many_edits_and_restores_leave_every_weight_bit_identical():
         editor, hp = hparams_for(name, model, lr=1e-2, num_steps=3)
         case = Case(id=str(i), prompt=f"Q: Where was Kalo {i} born? A:", target=f"Town{i}", subject=f"Kalo {i}",
                     rephrase=None, locality=())
-        editor.apply(model, tok, [case], hp).restore()
+        edit(editor, model, tok, [case], hp).restore()
     assert weights_hash(model) == digest
 
 
@@ -76,7 +77,7 @@ def test_norm_constraint_keeps_weights_in_the_box():
     model, tok = tiny_model("gpt2")
     editor, hp = hparams_for("ft-l", model, lr=1e-1, num_steps=5, norm_constraint=1e-3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    handle = editor.apply(model, tok, [CASE], hp)
+    handle = edit(editor, model, tok, [CASE], hp)
     for key, value in model.state_dict().items():
         assert (value - before[key]).abs().max() <= 1e-3 + 1e-7
     handle.restore()
@@ -113,9 +114,9 @@ def test_an_edit_that_fails_half_way_leaves_every_weight_as_it_was(name, monkeyp
     if name.startswith("ft"):
         monkeypatch.setattr(model, "forward", fails_on(5, model.forward))
     else:
-        module = importlib.import_module(f"pytest_wild.editors.{name}")
+        module = importlib.import_module("pytest_wild.editors.locate." + ("rome" if name == "rome" else "spread"))
         monkeypatch.setattr(module, "add_update", fails_on(2, module.add_update))
     with pytest.raises(KeyboardInterrupt):
-        editor.apply(model, tok, cases, hp)
+        edit(editor, model, tok, cases, hp)
     assert len(calls) > 1 and weights_hash(model) == digest
     assert not any(p.requires_grad for p in model.parameters())

@@ -1,7 +1,7 @@
 import pytest
 
 from pytest_wild.cases import WildInputError
-from pytest_wild.editors.ft import FTHparams
+from pytest_wild.editors.finetune.ft import FTHparams
 from pytest_wild.gates import parse_rule
 from pytest_wild.hparams import build_hparams
 

@@ -6,10 +6,17 @@ from transformers import AutoConfig
 from pytest_wild import stats
 from pytest_wild.architectures import architecture_of
 from pytest_wild.cases import Case, Locality, WildInputError
-from pytest_wild.editors import get_editor, locate
-from pytest_wild.editors.alphaedit import alphaedit_solve, projection, session
-from pytest_wild.editors.memit import memit_solve, memit_solve_dense
+from pytest_wild.editors import get_editor
+from pytest_wild.editors.api import EditorCache, EditorState, edit
+from pytest_wild.editors.locate.alphaedit import PreservedKeys
+from pytest_wild.editors.locate.keys import request_keys
+from pytest_wild.editors.locate.requests import locate, pad_id, prepare
+from pytest_wild.editors.locate.solves import alphaedit_solve, memit_solve, memit_solve_dense, moments, projection
+from pytest_wild.editors.locate.templates import context_templates
+from pytest_wild.editors.locate.values import ValueProblem
 from pytest_wild.hparams import build_hparams
+from pytest_wild.tracing import hidden_of, with_hidden
+from pytest_wild.weights import is_transposed
 
 from .tiny_models import SIZES, target_logprob, tiny_model, tokenizer, weights_hash
 
@@ -56,7 +63,7 @@ def hparams_for(name: str, model, **overrides):
 
 def fact_output(model, tok, module: str, text: str, subject: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(input, output) of a module at the subject's last token of `text`."""
-    row = locate.locate(tok, text, (text.index(subject), text.index(subject) + len(subject)), "subject_last")
+    row = locate(tok, text, (text.index(subject), text.index(subject) + len(subject)), "subject_last")
     found = {}
     hook = model.get_submodule(module).register_forward_hook(lambda m, a, o: found.update(k=a[0], v=o))
     with torch.no_grad():
@@ -68,7 +75,7 @@ def fact_output(model, tok, module: str, text: str, subject: str) -> tuple[torch
 def math_delta(model, module: str, before: dict) -> torch.Tensor:
     name = f"{module}.weight"
     delta = (model.state_dict()[name] - before[name]).double()
-    return delta.T if locate.is_transposed(model.get_submodule(module)) else delta
+    return delta.T if is_transposed(model.get_submodule(module)) else delta
 
 
 # ------------------------------------------------------------------ every method, every model
@@ -81,7 +88,7 @@ def test_edit_raises_target_changes_only_its_modules_and_restores_exactly(model_
     editor, hp = hparams_for(name, model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     digest, logprob = weights_hash(model), target_logprob(model, tok, CASE)
-    handle = editor.apply(model, tok, [CASE], hp)
+    handle = edit(editor, model, tok, [CASE], hp)
     assert target_logprob(model, tok, CASE) > logprob + 1.0
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     expected = {f"{hp.rewrite_module_tmp.format(layer)}.weight" for layer in hp.layers}
@@ -102,7 +109,7 @@ def test_rome_update_maps_the_bare_prompt_key_to_the_optimised_value(model_type)
     (layer,) = hp.layers
     module = hp.rewrite_module_tmp.format(layer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    handle = editor.apply(model, tok, [QA_CASE], hp)
+    handle = edit(editor, model, tok, [QA_CASE], hp)
     (info,) = handle.info
     key, value = fact_output(model, tok, module, QA_CASE.prompt, QA_CASE.subject)
     torch.testing.assert_close(key.float(), info["key"], rtol=1e-5, atol=1e-5)
@@ -117,9 +124,10 @@ def test_r_rome_update_maps_the_template_average_key_to_the_optimised_value():
     editor, hp = hparams_for("r-rome", model)
     (layer,) = hp.layers
     module = hp.rewrite_module_tmp.format(layer)
-    handle = editor.apply(model, tok, [QA_CASE], hp)
+    cache = EditorCache(model)
+    handle = edit(editor, model, tok, [QA_CASE], hp, cache=cache)
     (info,) = handle.info
-    templates = locate.context_templates(model, tok, hp.context_template_length_params)
+    templates = context_templates(model, tok, hp.context_template_length_params, cache)
     outs = [fact_output(model, tok, module, t.replace("{}", QA_CASE.prompt), QA_CASE.subject) for t in templates]
     torch.testing.assert_close(torch.stack([k for k, _ in outs]).mean(0).float(), info["key"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.stack([v for _, v in outs]).mean(0).float(), info["target"], rtol=1e-4,
@@ -177,33 +185,35 @@ def test_alphaedit_on_a_model_writes_only_into_the_null_space():
     model, tok = tiny_model("llama")
     editor, hp = hparams_for("alphaedit", model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    handle = editor.apply(model, tok, [CASE], hp)
-    moments = locate.moments(model, tok, hp, hp.layers)
+    cache = EditorCache(model)
+    handle = edit(editor, model, tok, [CASE], hp, cache=cache)
+    found = moments(model, tok, hp, hp.layers, cache)
     for layer in hp.layers:
         module = hp.rewrite_module_tmp.format(layer)
-        proj, kept = projection(moments[layer], hp.nullspace_threshold, hp.nullspace_threshold_mode, "cpu")
+        proj, kept = projection(found[layer], hp.nullspace_threshold, hp.nullspace_threshold_mode, "cpu")
         delta = math_delta(model, module, before)
         assert 0 < kept < proj.shape[0] and delta.norm() > 0
         assert (delta - delta @ proj).norm() <= 1e-4 * delta.norm()
     handle.restore()
 
 
-def test_alphaedit_session_accumulates_sequential_edits_and_restores_rewind_it():
+def test_alphaedit_state_accumulates_sequential_edits_and_restores_rewind_it():
     model, tok = tiny_model("gpt2")
     editor, hp = hparams_for("alphaedit", model)
-    state = session(model)
-    assert state.c_prev == {}
+    cache, state = EditorCache(model), EditorState()
+    preserved = state.part("alphaedit", PreservedKeys)
+    assert preserved.c_prev == {}
     digest = weights_hash(model)
-    first = editor.apply(model, tok, [CASE], hp)
-    after_first = state.snapshot()
+    first = edit(editor, model, tok, [CASE], hp, cache=cache, state=state)
+    after_first = dict(preserved.c_prev)
     assert set(after_first) == {hp.rewrite_module_tmp.format(layer) for layer in hp.layers}
-    second = editor.apply(model, tok, [OTHERS[0]], hp)
+    second = edit(editor, model, tok, [OTHERS[0]], hp, cache=cache, state=state)
     name = hp.rewrite_module_tmp.format(hp.layers[0])
-    assert not torch.equal(state.c_prev[name], after_first[name])
+    assert not torch.equal(preserved.c_prev[name], after_first[name])
     second.restore()
-    assert all(state.c_prev[k] is v for k, v in after_first.items())
+    assert all(preserved.c_prev[k] is v for k, v in after_first.items())
     first.restore()
-    assert state.c_prev == {} and weights_hash(model) == digest
+    assert preserved.c_prev == {} and weights_hash(model) == digest
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "gptj", "llama"])
@@ -214,16 +224,17 @@ def test_alphaedit_c_prev_holds_the_keys_read_again_on_the_edited_model(model_ty
     model, tok = edit_model(model_type)
     editor, hp = hparams_for("alphaedit", model)
     cases = [CASE, OTHERS[0]]
-    handle = editor.apply(model, tok, cases, hp)
-    templates = locate.context_templates(model, tok, hp.context_template_length_params)
+    cache, state = EditorCache(model), EditorState()
+    handle = edit(editor, model, tok, cases, hp, cache=cache, state=state)
+    templates = context_templates(model, tok, hp.context_template_length_params, cache)
     groups = [[0], list(range(1, len(templates)))]
-    requests = [locate.prepare(tok, case, templates, groups, hp.fact_token) for case in cases]
+    requests = [prepare(tok, case, templates, groups, hp.fact_token) for case in cases]
     names = [hp.rewrite_module_tmp.format(layer) for layer in sorted(hp.layers)]
     assert len(names) >= 2  # a lower layer's update changes the keys of the layers above
-    keys, _ = locate.request_keys(model, architecture_of(model.config), requests, names, locate.pad_id(tok))
+    keys, _ = request_keys(model, architecture_of(model.config), requests, names, pad_id(tok))
     for name in names:
         expected = keys[name].T @ keys[name]
-        assert (session(model).c_prev[name].double() - expected).norm() <= 1e-5 * expected.norm(), name
+        assert (state.part("alphaedit", PreservedKeys).c_prev[name].double() - expected).norm() <= 1e-5 * expected.norm(), name
     handle.restore()
 
 
@@ -233,7 +244,7 @@ def test_batch_edit_writes_several_cases_in_one_update(name):
     editor, hp = hparams_for(name, model)
     cases = [CASE, *OTHERS]
     before = [target_logprob(model, tok, case) for case in cases]
-    handle = editor.apply(model, tok, cases, hp)
+    handle = edit(editor, model, tok, cases, hp)
     assert len(handle.info) == len(hp.layers) and handle.info[0]["keys"].shape[0] == len(cases)
     after = [target_logprob(model, tok, case) for case in cases]
     assert all(a > b + 1.0 for a, b in zip(after, before))
@@ -245,7 +256,7 @@ def test_rome_edits_several_cases_one_after_the_other():
     editor, hp = hparams_for("rome", model)
     digest = weights_hash(model)
     before = [target_logprob(model, tok, case) for case in OTHERS[:2]]
-    handle = editor.apply(model, tok, OTHERS[:2], hp)
+    handle = edit(editor, model, tok, OTHERS[:2], hp)
     assert [info["case"] for info in handle.info] == ["c0", "c1"]
     assert all(target_logprob(model, tok, c) > b + 1.0 for c, b in zip(OTHERS[:2], before))
     handle.restore()
@@ -259,21 +270,21 @@ def test_rome_edits_several_cases_one_after_the_other():
 def test_value_search_runs_only_upper_blocks_and_matches_the_full_model(model_type):
     model, tok = tiny_model(model_type)
     arch = architecture_of(model.config)
-    templates = locate.context_templates(model, tok, [[5, 2], [8, 1]])
-    requests = [locate.prepare(tok, case, templates, [range(len(templates))]) for case in (CASE, OTHERS[1])]
+    templates = context_templates(model, tok, [[5, 2], [8, 1]])
+    requests = [prepare(tok, case, templates, [range(len(templates))]) for case in (CASE, OTHERS[1])]
     calls = []
     model.get_submodule(arch.block.format(0)).register_forward_hook(lambda *a: calls.append(0))
     for at in ("mlp", "block"):
-        problem = locate.ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id)
-        plain = locate.ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id, reuse_prefix=False)
+        problem = ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id)
+        plain = ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id, reuse_prefix=False)
         assert problem.split > 0 and plain.split == 0
         calls.clear()
         token_logp, kl_logp = problem.log_probs(torch.zeros(2, model.config.hidden_size))
         assert calls == []  # nothing below the edit layer runs during the search
         # the same numbers from the whole model on each row alone
-        rows = [list(row.ids) + list(q.target[:-1]) for q in requests for row in q.rows]
+        rows = [list(row.ids) + list(q.target[:-1]) for q in requests for row in q.prompts]
         expected = []
-        for row_ids, q in zip(rows, [q for q in requests for _ in q.rows]):
+        for row_ids, q in zip(rows, [q for q in requests for _ in q.prompts]):
             with torch.no_grad():
                 logp = model(torch.tensor([row_ids])).logits[0].log_softmax(-1)
             start = len(row_ids) - len(q.target)
@@ -283,14 +294,14 @@ def test_value_search_runs_only_upper_blocks_and_matches_the_full_model(model_ty
         torch.testing.assert_close(problem.log_probs(shifted)[0], plain.log_probs(shifted)[0], rtol=1e-5, atol=1e-5)
         # and with δ: the whole model, δ added by a hook at the fact token of one row at a time
         place = (arch.mlp if at == "mlp" else arch.block).format(1)
-        owners = [r for r, q in enumerate(requests) for _ in q.rows]
-        lookups = [row.lookup for q in requests for row in q.rows]
+        owners = [r for r, q in enumerate(requests) for _ in q.prompts]
+        lookups = [row.lookup for q in requests for row in q.prompts]
         expected = []
-        for row_ids, q, r, lookup in zip(rows, [q for q in requests for _ in q.rows], owners, lookups):
+        for row_ids, q, r, lookup in zip(rows, [q for q in requests for _ in q.prompts], owners, lookups):
             def add(module, args, out, r=r, lookup=lookup):
-                hidden = locate.hidden_of(out).clone()
+                hidden = hidden_of(out).clone()
                 hidden[0, lookup] += shifted[r]
-                return locate.with_hidden(out, hidden)
+                return with_hidden(out, hidden)
             handle = model.get_submodule(place).register_forward_hook(add)
             with torch.no_grad():
                 logp = model(torch.tensor([row_ids])).logits[0].log_softmax(-1)
@@ -320,22 +331,22 @@ def bos_tokenizer():
 def test_fact_token_is_found_on_the_ids_fed_to_the_model(bos):
     tok = bos_tokenizer() if bos else tokenizer()
     templates = ["{}", "Some words here. {}"]
-    request = locate.prepare(tok, QA_CASE, templates, [[0, 1]])
-    for row, template in zip(request.rows, templates):
+    request = prepare(tok, QA_CASE, templates, [[0, 1]])
+    for row, template in zip(request.prompts, templates):
         text = template.replace("{}", QA_CASE.prompt)
         assert list(row.ids) == tok(text)["input_ids"]
         assert (row.ids[0] == tok.eos_token_id) == bos
         assert tok.decode(row.ids[: row.lookup + 1]).endswith("Kalo Venbri")
         assert not tok.decode(row.ids[: row.lookup]).endswith("Kalo Venbri")
     assert tok.decode(request.kl.ids[: request.kl.lookup + 1]).endswith("Kalo Venbri")
-    first = locate.prepare(tok, QA_CASE, templates, [[0]], "subject_first")
-    assert tok.decode(first.rows[0].ids[first.rows[0].lookup]).strip() in "Kalo"
-    last = locate.prepare(tok, QA_CASE, templates, [[0]], "last")
-    assert last.rows[0].lookup == len(last.rows[0].ids) - 1
-    spaced = locate.prepare(tok, Case(**{**QA_CASE.__dict__, "target": " Dorwyn Hill"}), templates, [[0]])
+    first = prepare(tok, QA_CASE, templates, [[0]], "subject_first")
+    assert tok.decode(first.prompts[0].ids[first.prompts[0].lookup]).strip() in "Kalo"
+    last = prepare(tok, QA_CASE, templates, [[0]], "last")
+    assert last.prompts[0].lookup == len(last.prompts[0].ids) - 1
+    spaced = prepare(tok, Case(**{**QA_CASE.__dict__, "target": " Dorwyn Hill"}), templates, [[0]])
     assert spaced.target == request.target and tok.decode(request.target) == " Dorwyn Hill"
     with pytest.raises(WildInputError, match="does not occur"):
-        locate.prepare(tok, Case(**{**QA_CASE.__dict__, "subject": "Nobody"}), templates, [[0]])
+        prepare(tok, Case(**{**QA_CASE.__dict__, "subject": "Nobody"}), templates, [[0]])
 
 
 def test_rome_edits_with_a_bos_tokenizer():
@@ -343,20 +354,22 @@ def test_rome_edits_with_a_bos_tokenizer():
     tok = bos_tokenizer()
     editor, hp = hparams_for("rome", model)
     logprob = target_logprob(model, tok, CASE)
-    handle = editor.apply(model, tok, [CASE], hp)
+    handle = edit(editor, model, tok, [CASE], hp)
     assert target_logprob(model, tok, CASE) > logprob + 1.0
     handle.restore()
 
 
 def test_context_templates_are_sampled_once_per_model_and_deterministic():
     model, tok = tiny_model("gpt2")
-    first = locate.context_templates(model, tok, [[5, 10], [10, 10]])
+    cache = EditorCache(model)
+    first = context_templates(model, tok, [[5, 10], [10, 10]], cache)
     assert len(first) == 21 and first[0] == "{}" and all(t.endswith(". {}") for t in first[1:])
     assert all(t.count("{}") == 1 for t in first)
-    assert locate.context_templates(model, tok, [[5, 10], [10, 10]]) == first
+    assert cache.keys() == [("context templates", ((5, 10), (10, 10)))]
+    assert context_templates(model, tok, [[5, 10], [10, 10]], cache) == first
     other, _ = tiny_model("gpt2")
-    assert locate.context_templates(other, tok, [[5, 10], [10, 10]]) == first  # same weights, same seed
-    assert len(locate.context_templates(model, tok, [[10, 5]])) == 6
+    assert context_templates(other, tok, [[5, 10], [10, 10]]) == first  # same weights, same seed
+    assert len(context_templates(model, tok, [[10, 5]])) == 6
 
 
 def test_published_defaults_for_real_model_shapes():
@@ -410,12 +423,12 @@ def test_bad_layers_and_edits_that_fail_leave_the_model_unchanged():
     model, tok = tiny_model("gpt2")
     editor, hp = hparams_for("memit", model, layers=[1, 7])
     with pytest.raises(WildInputError, match="layers"):
-        editor.apply(model, tok, [CASE], hp)
+        edit(editor, model, tok, [CASE], hp)
     digest = weights_hash(model)
     editor, hp = hparams_for("rome", model)
     bad = Case(id="bad", prompt="Q: Who? A:", target="x", subject="Kalo", rephrase=None, locality=())
     with pytest.raises(WildInputError, match="does not occur"):
-        editor.apply(model, tok, [CASE, bad], hp)
+        edit(editor, model, tok, [CASE, bad], hp)
     assert weights_hash(model) == digest
 
 
@@ -448,7 +461,7 @@ def test_each_method_makes_the_bundled_model_answer_the_target(tinyworld, name):
     for case in (cases["tw-0003"], cases["tw-0002"]):  # a held-out fact and a changed one
         before = engine.generate([case.prompt, case.rephrase])
         assert not exact_match(before[0].text, case.target)
-        handle = editor.apply(model, tok, [case], hp)
+        handle = edit(editor, model, tok, [case], hp)
         after = engine.generate([case.prompt, case.rephrase])
         handle.restore()
         assert exact_match(after[0].text, case.target) and exact_match(after[1].text, case.target)
@@ -458,15 +471,15 @@ def test_each_method_makes_the_bundled_model_answer_the_target(tinyworld, name):
 def test_rome_search_skips_the_edited_block_only_when_its_mlp_output_adds_to_the_residual():
     model, tok = tiny_model("llama")
     arch = architecture_of(model.config)
-    templates = locate.context_templates(model, tok, [[5, 2]])
-    request = locate.prepare(tok, QA_CASE, templates, [range(len(templates))])
-    problem = locate.ValueProblem(model, arch, [request], 1, "mlp", 3, tok.eos_token_id)
+    templates = context_templates(model, tok, [[5, 2]])
+    request = prepare(tok, QA_CASE, templates, [range(len(templates))])
+    problem = ValueProblem(model, arch, [request], 1, "mlp", 3, tok.eos_token_id)
     assert problem.residual and problem.start == 2
     # a block that squashes its output: δ on the MLP output is no longer δ on the block output
     model.get_submodule(arch.block.format(1)).register_forward_hook(
-        lambda m, a, out: locate.with_hidden(out, torch.tanh(locate.hidden_of(out))))
-    squashed = locate.ValueProblem(model, arch, [request], 1, "mlp", 3, tok.eos_token_id)
+        lambda m, a, out: with_hidden(out, torch.tanh(hidden_of(out))))
+    squashed = ValueProblem(model, arch, [request], 1, "mlp", 3, tok.eos_token_id)
     assert not squashed.residual and squashed.start == 1
-    plain = locate.ValueProblem(model, arch, [request], 1, "mlp", 3, tok.eos_token_id, reuse_prefix=False)
+    plain = ValueProblem(model, arch, [request], 1, "mlp", 3, tok.eos_token_id, reuse_prefix=False)
     shift = torch.randn(1, model.config.hidden_size)
     torch.testing.assert_close(squashed.log_probs(shift)[0], plain.log_probs(shift)[0], rtol=1e-5, atol=1e-5)

@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from pytest_wild.generation import Engine
+from pytest_wild.editors.api import edit
 
 from .test_locate_editors import CASE, edit_model, hparams_for, statistics_cache  # noqa: F401
 from .tiny_models import SIZES
@@ -31,7 +32,7 @@ def test_engine_and_editors_call_transformers_as_it_wants_to_be_called(model_typ
         engine.teacher_forced(ROOT_QUESTIONS, ["Dorwyn Hill"] * 3)
         for name in ("rome", "memit"):
             editor, hparams = hparams_for(name, model)
-            editor.apply(model, tok, [CASE], hparams).restore()
+            edit(editor, model, tok, [CASE], hparams).restore()
     assert deprecations(caplog.records) == []
 
 

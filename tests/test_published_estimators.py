@@ -13,6 +13,7 @@ from pytest_wild.model import load_model
 from pytest_wild.reference import reference_teacher_forced
 from pytest_wild.scores import target_flags
 from pytest_wild.suite import load_suite
+from pytest_wild.editors.api import edit
 
 LLAMA2_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}[INST] <<SYS>>\n{{ m['content'] }}\n"
@@ -72,7 +73,7 @@ def test_locality_is_the_first_question_and_locality_all_every_question(loaded):
     editor = get_editor("ft-m")
     hparams = build_hparams(editor.hparams_type, editor.defaults(loaded.model.config, "tinyworld"), [])
     evaluator = Evaluator(loaded.model, loaded.tokenizer, Settings(("wild", "synthetic", "length")))
-    row = evaluator.evaluate([edited], lambda cases: editor.apply(loaded.model, loaded.tokenizer, cases, hparams))[0]
+    row = evaluator.evaluate([edited], lambda cases: edit(editor, loaded.model, loaded.tokenizer, cases, hparams))[0]
     wild = row["modes"]["wild"]
     assert wild["reliability"] == 1.0
     assert wild["locality"] == 1.0 and wild["locality_all"] == 0.5

@@ -8,7 +8,11 @@ import torch
 from bench import published
 from pytest_wild import stats
 from pytest_wild.architectures import architecture_of
-from pytest_wild.editors import get_editor, locate
+from pytest_wild.editors import get_editor
+from pytest_wild.editors.api import EditorCache, EditorState, edit
+from pytest_wild.editors.locate.alphaedit import PreservedKeys
+from pytest_wild.editors.locate.requests import pad_id, prepare
+from pytest_wild.editors.locate.templates import context_templates
 from pytest_wild.hparams import build_hparams
 
 from .tiny_models import weights_hash
@@ -40,13 +44,13 @@ def setup(loaded, name: str, **overrides):
     modules = [hp.rewrite_module_tmp.format(layer) for layer in sorted(hp.layers)]
     found = stats.second_moments(model, tok, modules, hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype)
     covariances = {module: found[module].matrix.double() for module in modules}
-    templates = locate.context_templates(model, tok, hp.context_template_length_params)
+    templates = context_templates(model, tok, hp.context_template_length_params)
     return editor, hp, modules, covariances, templates
 
 
 def request_for(tok, case, templates, grouped: bool):
     groups = [[0], list(range(1, len(templates)))] if grouped else [range(len(templates))]
-    return locate.prepare(tok, case, templates, groups, "subject_last")
+    return prepare(tok, case, templates, groups, "subject_last")
 
 
 def gap(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -62,12 +66,12 @@ def test_rome_matches_the_published_algorithm(bundled):
     digest = weights_hash(model)
     for case_id in CASES:
         saved = published.save_weights(model, modules)
-        handle = editor.apply(model, tok, [cases[case_id]], hp)
+        handle = edit(editor, model, tok, [cases[case_id]], hp)
         ours = published.weight_update(model, module, saved[module])
         handle.restore()
         request = request_for(tok, cases[case_id], templates, grouped=False)
         reference = published.rome_edit(model, request, hp, layer, architecture_of(model.config), inverse,
-                                        locate.pad_id(tok))
+                                        pad_id(tok))
         published.put_back(model, saved)
         assert gap(ours, reference) < TOLERANCE, case_id
     assert weights_hash(model) == digest
@@ -87,11 +91,11 @@ def test_memit_matches_the_published_algorithm(bundled, overrides, batches):
     digest = weights_hash(model)
     for batch in batches:
         saved = published.save_weights(model, modules)
-        handle = editor.apply(model, tok, [cases[c] for c in batch], hp)
+        handle = edit(editor, model, tok, [cases[c] for c in batch], hp)
         ours = {m: published.weight_update(model, m, saved[m]) for m in modules}
         handle.restore()
         requests = [request_for(tok, cases[c], templates, grouped=True) for c in batch]
-        reference = published.memit_edit(model, requests, hp, arch, covariances, locate.pad_id(tok))
+        reference = published.memit_edit(model, requests, hp, arch, covariances, pad_id(tok))
         published.put_back(model, saved)
         for module in modules:
             assert gap(ours[module], reference[module]) < TOLERANCE, (batch, module)
@@ -101,8 +105,6 @@ def test_memit_matches_the_published_algorithm(bundled, overrides, batches):
 def test_alphaedit_matches_the_published_algorithm_over_sequential_edits(bundled):
     """Two edits kept one after the other: the second one's update depends on the first one's
     keys (C_prev), in both implementations."""
-    from pytest_wild.editors.alphaedit import session
-
     loaded, cases = bundled
     model, tok = loaded.model, loaded.tokenizer
     editor, hp, modules, covariances, templates = setup(loaded, "alphaedit")
@@ -111,17 +113,18 @@ def test_alphaedit_matches_the_published_algorithm_over_sequential_edits(bundled
     digest = weights_hash(model)
     start = published.save_weights(model, modules)
     ours, handles = [], []
+    cache, state = EditorCache(model), EditorState()  # one sequence on one model
     for case_id in CASES[:2]:
         saved = published.save_weights(model, modules)
-        handles.append(editor.apply(model, tok, [cases[case_id]], hp))
+        handles.append(edit(editor, model, tok, [cases[case_id]], hp, cache=cache, state=state))
         ours.append({m: published.weight_update(model, m, saved[m]) for m in modules})
     for handle in reversed(handles):
         handle.restore()
-    assert not session(model).c_prev
+    assert not state.part("alphaedit", PreservedKeys).c_prev
     cache_c = {m: torch.zeros_like(covariances[m]) for m in modules}
     for case_id, mine in zip(CASES[:2], ours):
         request = request_for(tok, cases[case_id], templates, grouped=True)
-        reference = published.alphaedit_edit(model, [request], hp, arch, projections, cache_c, locate.pad_id(tok))
+        reference = published.alphaedit_edit(model, [request], hp, arch, projections, cache_c, pad_id(tok))
         for module in modules:
             assert gap(mine[module], reference[module]) < TOLERANCE, (case_id, module)
     published.put_back(model, start)

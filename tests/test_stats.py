@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pytest_wild import stats
+from pytest_wild.editors.api import EditorCache
 from pytest_wild.cases import WildInputError
 
 from .tiny_models import tiny_model
@@ -22,13 +23,6 @@ DOCS = [
     "Brabe Vindepon works for Copperline.",
 ] * 3
 MODULES = ["transformer.h.0.mlp.c_proj", "transformer.h.1.mlp.c_proj"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_memory():
-    stats.clear_memory()
-    yield
-    stats.clear_memory()
 
 
 @pytest.fixture
@@ -97,11 +91,12 @@ def test_float32_accumulation_and_sample_size(tmp_path, corpus):
 def test_memory_then_disk_cache_give_the_same_tensors_without_recomputing(tmp_path, corpus, monkeypatch):
     model, tok = tiny_model("gpt2")
     calls = count_computations(monkeypatch)
-    first = stats.second_moments(model, tok, MODULES, str(corpus), 100, "float32", cache_dir=tmp_path, progress=False)
+    memory = EditorCache(model)
+    first = stats.second_moments(model, tok, MODULES, str(corpus), 100, "float32", cache_dir=tmp_path,
+                                 progress=False, memory=memory)
     again = stats.second_moments(model, tok, MODULES[:1], str(corpus), 100, "float32", cache_dir=tmp_path,
-                                 progress=False)
+                                 progress=False, memory=memory)
     assert again[MODULES[0]] is first[MODULES[0]]
-    stats.clear_memory()
     loaded = stats.second_moments(model, tok, MODULES, str(corpus), 100, "float32", cache_dir=tmp_path,
                                   progress=False)
     assert calls == [1]
@@ -149,12 +144,10 @@ def test_a_damaged_cache_file_is_never_used_and_is_recomputed(tmp_path, corpus, 
         assert not torch.equal(other[name].matrix, first[name].matrix)
         (other_path,) = [p for p in tmp_path.rglob("*.safetensors") if p != path]
         path.write_bytes(other_path.read_bytes())
-    stats.clear_memory()
     calls = count_computations(monkeypatch)
     again = stats.second_moments(model, tok, [name], str(corpus), 100, "float32", cache_dir=tmp_path, progress=False)
     assert calls == [1]
     assert torch.equal(again[name].matrix, first[name].matrix)
-    stats.clear_memory()
     assert stats._load(path, first[name].key, first[name].matrix.shape[0], torch.float32) is not None  # rewritten whole
 
 

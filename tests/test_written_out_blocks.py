@@ -8,7 +8,10 @@ import torch
 
 from pytest_wild.architectures import architecture_of
 from pytest_wild.cases import Case
-from pytest_wild.editors import locate
+from pytest_wild.editors.api import EditorCache
+from pytest_wild.editors.locate.requests import prepare
+from pytest_wild.editors.locate.templates import context_templates
+from pytest_wild.editors.locate.values import ValueProblem
 
 from .tiny_models import SIZES, tiny_model
 
@@ -19,14 +22,14 @@ CASES = [Case(id="a", prompt="The home town of Kalo Venbri", target="Dorwyn Hill
 WRITTEN_OUT = {"gpt2", "gpt_neox", "llama", "mistral", "qwen2"}  # GPT-J keeps its modules (no SDPA)
 
 
-def problem(model, tok, at: str, reuse_prefix: bool = True) -> locate.ValueProblem:
+def problem(model, tok, at: str, reuse_prefix: bool = True, cache: EditorCache | None = None) -> ValueProblem:
     arch = architecture_of(model.config)
-    templates = locate.context_templates(model, tok, [[5, 2]])
-    requests = [locate.prepare(tok, case, templates, [range(len(templates))]) for case in CASES]
-    return locate.ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id, reuse_prefix=reuse_prefix)
+    templates = context_templates(model, tok, [[5, 2]], cache)
+    requests = [prepare(tok, case, templates, [range(len(templates))]) for case in CASES]
+    return ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id, reuse_prefix=reuse_prefix, cache=cache)
 
 
-def loss_and_gradient(found: locate.ValueProblem, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_and_gradient(found: ValueProblem, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     delta = delta.clone().requires_grad_(True)
     with torch.enable_grad():
         loss, _, _ = found.losses(delta, None, 0.0625, 0.5)
@@ -34,7 +37,7 @@ def loss_and_gradient(found: locate.ValueProblem, delta: torch.Tensor) -> tuple[
     return loss.detach(), delta.grad
 
 
-def assert_modules_agree(found: locate.ValueProblem, seed: int, tolerance: float) -> None:
+def assert_modules_agree(found: ValueProblem, seed: int, tolerance: float) -> None:
     """The search's loss and gradient at a random δ, written out, equal the modules' ones."""
     delta = torch.randn(len(CASES), found.model.config.hidden_size, generator=torch.Generator().manual_seed(seed))
     loss, grad = loss_and_gradient(found, delta)
@@ -86,13 +89,15 @@ def test_written_out_blocks_stand_aside_for_hooks_training_and_other_attention()
 def test_written_out_blocks_are_dropped_when_they_miss_what_the_block_does():
     """A block whose forward does something the written-out code does not (here: a scaled
     output) fails the check against the clean pass, and the search runs the modules. The
-    answer is kept per model and block range until the caches are cleared."""
+    answer is kept in the model's editor cache, per block range, until the cache is cleared."""
     model, tok = tiny_model("gpt2")
+    cache = EditorCache(model)
     block = model.get_submodule("transformer.h.3")
     forward = block.forward
     block.forward = functools.wraps(forward)(lambda *args, **kwargs: forward(*args, **kwargs) * 1.01)
-    assert problem(model, tok, "block").written_out is None
+    assert problem(model, tok, "block", cache=cache).written_out is None
     block.forward = forward
-    assert problem(model, tok, "block").written_out is None
-    locate.clear_caches()
-    assert problem(model, tok, "block").written_out is not None
+    assert problem(model, tok, "block", cache=cache).written_out is None
+    assert problem(model, tok, "block").written_out is not None  # without the cache: checked again
+    cache.clear()
+    assert problem(model, tok, "block", cache=cache).written_out is not None

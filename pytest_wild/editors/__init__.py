@@ -1,5 +1,7 @@
-"""The editor registry. Each editor is a small module exposing an `Editor` record; the
-registry names them by import target, so nothing heavy is imported until one is asked for.
+"""The editor registry. Each editor is a small module exposing an `Editor` record (see
+`api.py` for the protocol); the registry names them by import target, so nothing heavy is
+imported until one is asked for. Editors are grouped by family: `locate/` (ROME, R-ROME,
+MEMIT, AlphaEdit), `finetune/` (FT, FT-L, FT-M).
 
 Other packages add editors through the `pytest_wild.editors` entry-point group, whose
 values point at an `Editor` object ("package.module:ATTR").
@@ -8,38 +10,22 @@ values point at an `Editor` object ("package.module:ATTR").
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from ..cases import WildInputError
+from .api import Editor
 
 ENTRY_POINT_GROUP = "pytest_wild.editors"
 
 BUILTIN = {
-    "ft": "pytest_wild.editors.ft:FT",
-    "ft-l": "pytest_wild.editors.ft:FT_L",
-    "ft-m": "pytest_wild.editors.ft:FT_M",
-    "rome": "pytest_wild.editors.rome:ROME",
-    "r-rome": "pytest_wild.editors.rome:R_ROME",
-    "memit": "pytest_wild.editors.memit:MEMIT",
-    "alphaedit": "pytest_wild.editors.alphaedit:ALPHAEDIT",
+    "ft": "pytest_wild.editors.finetune.ft:FT",
+    "ft-l": "pytest_wild.editors.finetune.ft:FT_L",
+    "ft-m": "pytest_wild.editors.finetune.ft:FT_M",
+    "rome": "pytest_wild.editors.locate.rome:ROME",
+    "r-rome": "pytest_wild.editors.locate.rome:R_ROME",
+    "memit": "pytest_wild.editors.locate.memit:MEMIT",
+    "alphaedit": "pytest_wild.editors.locate.alphaedit:ALPHAEDIT",
 }
-
-
-@dataclass(frozen=True)
-class Editor:
-    """What an editing method provides: its hyperparameter dataclass, its per-architecture
-    defaults and `apply`, which edits the model in place and returns a `Restore` handle.
-    `prefix`, where the editor's prompts put text before the case's prompt (context templates),
-    says how many tokens at most, so cases too long for the model window are found first."""
-
-    name: str
-    description: str
-    hparams_type: type
-    defaults: Callable  # (model config, profile) -> dict of hyperparameters
-    apply: Callable  # (model, tokenizer, cases, hparams) -> Restore
-    prefix: Callable | None = None  # (model, tokenizer, hparams) -> tokens before the prompt
 
 
 def available() -> dict[str, str]:

@@ -11,7 +11,7 @@ transformers gives it no SDPA attention, only its own eager one.
 `written_out` declines (returns None, and the modules run) whenever the written-out code might
 not be what the modules do: training mode, another attention implementation, hooks on the
 blocks, accelerate dispatch, call arguments it does not read. The value search also compares
-its output with the modules' on the clean pass before using it (pytest_wild.editors.locate).
+its output with the modules' on the clean pass before using it (`fastpath.py`).
 """
 
 from __future__ import annotations

@@ -22,25 +22,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
-
-from ..architectures import architecture_of
-from ..cases import Case
-from . import Editor
-from .locate import (
-    EditRestore,
-    ValueProblem,
-    add_update,
-    check_layers,
-    context_templates,
-    moments,
-    optimise_values,
-    pad_id,
-    prepare,
-    scaled_layers,
-    solve_c,
-    template_prefix,
-)
+from ...architectures import architecture_of
+from ...cases import Case
+from ...weights import add_update
+from ..api import EditHandle, Editor, EditorCache, EditorState
+from .keys import template_keys
+from .layers import check_layers, published_layers
+from .requests import Request, pad_id, prepare
+from .solves import moments, rank_one_update, solve_c
+from .templates import context_templates, template_prefix
+from .values import ValueProblem, optimise_values
 
 
 @dataclass
@@ -89,14 +80,12 @@ def _defaults(original: bool):
     def defaults(config, profile: str) -> dict:
         arch = architecture_of(config)
         depth = config.num_hidden_layers
-        layers = PUBLISHED_LAYERS.get((arch.family, depth)) or scaled_layers(REFERENCE[arch.family][1],
-                                                                            REFERENCE[arch.family][0], depth)
         steps, decay, clamp, adjustment = FAMILY_VALUES[arch.family]
         if arch.family == "gpt2" and depth == 24:  # gpt2-medium
             clamp = 3.0
-        values = {"layers": list(layers), "rewrite_module_tmp": arch.mlp_out, "v_loss_layer": depth - 1,
-                  "v_num_grad_steps": steps, "v_weight_decay": decay, "clamp_norm_factor": clamp,
-                  "mom2_adjustment": adjustment, "original_implementation": original}
+        values = {"layers": published_layers(config, PUBLISHED_LAYERS, REFERENCE), "rewrite_module_tmp": arch.mlp_out,
+                  "v_loss_layer": depth - 1, "v_num_grad_steps": steps, "v_weight_decay": decay,
+                  "clamp_norm_factor": clamp, "mom2_adjustment": adjustment, "original_implementation": original}
         if profile == "tinyworld":
             values.update(TINYWORLD)
         return values
@@ -104,44 +93,43 @@ def _defaults(original: bool):
     return defaults
 
 
-def apply(model, tokenizer, cases: list[Case], hp: ROMEHparams) -> EditRestore:
-    """Edit the cases one after the other; return the handle that restores the weights."""
+def apply(model, tokenizer, cases: list[Case], hp: ROMEHparams, *, handle: EditHandle, cache: EditorCache,
+          state: EditorState) -> None:
+    """Edit the cases one after the other, each layer in ascending order."""
     arch = architecture_of(model.config)
     layers = sorted(set(hp.layers))
     check_layers(model, layers, hp.v_loss_layer)
     names = {layer: hp.rewrite_module_tmp.format(layer) for layer in layers}
-    handle = EditRestore(model, [f"{name}.weight" for name in names.values()])
-    try:
-        templates = context_templates(model, tokenizer, hp.context_template_length_params)
-        stats = moments(model, tokenizer, hp, layers) if hp.mom2_adjustment else None
-        for case in cases:
-            request = prepare(tokenizer, case, templates, [range(len(templates))], hp.fact_token)
-            for layer in layers:
-                handle.info.append(_edit_layer(model, tokenizer, arch, request, layer, names[layer], hp,
-                                               stats[layer] if stats else None))
-    except BaseException:
-        handle.restore()
-        raise
-    return handle
+    handle.save([f"{name}.weight" for name in names.values()])
+    templates = context_templates(model, tokenizer, hp.context_template_length_params, cache)
+    stats = moments(model, tokenizer, hp, layers, cache) if hp.mom2_adjustment else None
+    for case in cases:
+        request = prepare(tokenizer, case, templates, [range(len(templates))], hp.fact_token)
+        for layer in layers:
+            handle.info.append(edit_layer(model, tokenizer, arch, request, layer, names[layer], hp,
+                                          stats[layer] if stats else None, cache))
 
 
-def _edit_layer(model, tokenizer, arch, request, layer: int, name: str, hp: ROMEHparams, moment) -> dict:
+def edit_layer(model, tokenizer, arch, request: Request, layer: int, name: str, hp: ROMEHparams, moment,
+               cache: EditorCache) -> dict:
+    """One rank-one edit: key, value, update (ROME's compute_u, compute_v, the update)."""
+    # the value search's clean pass reads the keys on its way: one pass serves steps 1 and 2
     problem = ValueProblem(model, arch, [request], layer, "mlp", hp.v_loss_layer, pad_id(tokenizer),
-                           rewrite_module=name)
+                           cache=cache, keys_at=name)
+
+    # 1. keys: k* (what u is built from), k and W k + b (what the update maps from)
+    k_star, key, current = template_keys(problem, original=hp.original_implementation,
+                                         bare=hp.enable_prompt_keys or not hp.enable_random_prefix_keys)
+    u = solve_c(moment, k_star, cache) if moment is not None else k_star
+    u = u / u.norm()
+
+    # 2. value: v* = W k + b + δ at the bare prompt's fact token
     values = optimise_values(problem, lr=hp.v_lr, steps=hp.v_num_grad_steps, kl_factor=hp.kl_factor,
                              weight_decay=hp.v_weight_decay, clamp_norm_factor=hp.clamp_norm_factor)
-    keys, outs = values.keys.double(), values.outs.double()  # one row per template; row 0 is the bare prompt
     target = values.target[0].double()
-    if hp.original_implementation:  # ROME: u from the template average, r from the bare prompt
-        k_star, key, current = keys.mean(0), keys[0], outs[0]
-    elif hp.enable_prompt_keys or not hp.enable_random_prefix_keys:  # the bare prompt everywhere
-        k_star, key, current = keys[0], keys[0], outs[0]
-    else:  # R-ROME: the same template average in u and r, so that ΔW maps k* to v*
-        k_star, key, current = keys.mean(0), keys.mean(0), outs.mean(0)
-    u = solve_c(moment, k_star) if moment is not None else k_star
-    u = u / u.norm()
-    r = (target - current) / key.dot(u)
-    add_update(model.get_submodule(name), torch.outer(r, u))
+
+    # 3. update: ΔW = r uᵀ
+    add_update(model.get_submodule(name), rank_one_update(u, key, current, target))
     return {"case": request.case.id, "layer": layer, "module": name, "key": key.float(), "target": target.float(),
             "steps": values.steps[0], "loss": values.loss[0], "nll": values.nll[0],
             "delta_norm": float(values.delta[0].norm()), "init_norm": float(values.init[0].norm())}

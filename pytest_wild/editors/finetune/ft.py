@@ -13,12 +13,12 @@ from typing import Literal
 
 import torch
 
-from ..architectures import architecture_of
-from ..batching import left_pad
-from ..cases import Case
-from ..tokens import target_ids
-from ..weights import Restore, parameters_under
-from . import Editor
+from ...architectures import architecture_of
+from ...batching import left_pad
+from ...cases import Case
+from ...tokens import target_ids
+from ...weights import parameters_under
+from ..api import EditHandle, Editor, EditorCache, EditorState
 
 EARLY_STOP_LOSS = 1e-2
 
@@ -65,25 +65,23 @@ def _defaults(objective: str, whole_block: bool, constrained: bool):
     return defaults
 
 
-def apply(model, tokenizer, cases: list[Case], hp: FTHparams) -> Restore:
-    """Train the chosen weights on the cases; return the handle that puts them back."""
+def apply(model, tokenizer, cases: list[Case], hp: FTHparams, *, handle: EditHandle, cache: EditorCache,
+          state: EditorState) -> None:
+    """Train the chosen weights on the cases (their originals saved on the handle first)."""
     names = parameters_under(model, [hp.rewrite_module_tmp.format(layer) for layer in hp.layers])
-    restore = Restore(model, names)
+    handle.save(names)
     params = dict(model.named_parameters())
     trained = [params[name] for name in names]
     try:
-        _train(model, tokenizer, cases, hp, names, params, restore)
-    except BaseException:  # an edit that fails half-way leaves the model as it was
-        restore.restore()
-        raise
+        _train(model, tokenizer, cases, hp, names, params, handle)
     finally:
         for param in trained:
             param.requires_grad_(False)
             param.grad = None
-    return restore
 
 
-def _train(model, tokenizer, cases: list[Case], hp: FTHparams, names: list[str], params: dict, restore: Restore) -> None:
+def _train(model, tokenizer, cases: list[Case], hp: FTHparams, names: list[str], params: dict,
+           handle: EditHandle) -> None:
     """Adam on the loss of the objective, batch by batch, until the mean loss is small."""
     trained = [params[name] for name in names]
     for param in trained:
@@ -100,17 +98,17 @@ def _train(model, tokenizer, cases: list[Case], hp: FTHparams, names: list[str],
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                _clamp(names, params, restore, hp.norm_constraint)
+                _clamp(names, params, handle, hp.norm_constraint)
         if sum(losses) / len(losses) < EARLY_STOP_LOSS:
             break
 
 
 @torch.no_grad()
-def _clamp(names: list[str], params: dict, restore: Restore, epsilon: float | bool | None) -> None:
+def _clamp(names: list[str], params: dict, handle: EditHandle, epsilon: float | bool | None) -> None:
     if epsilon is None or isinstance(epsilon, bool):
         return
     for name in names:
-        original = restore.original(name)
+        original = handle.original(name)
         params[name].copy_(torch.clamp(params[name], original - epsilon, original + epsilon))
 
 
