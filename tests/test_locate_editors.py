@@ -275,8 +275,9 @@ def test_value_search_runs_only_upper_blocks_and_matches_the_full_model(model_ty
     calls = []
     model.get_submodule(arch.block.format(0)).register_forward_hook(lambda *a: calls.append(0))
     for at in ("mlp", "block"):
-        problem = ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id)
-        plain = ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id, reuse_prefix=False)
+        problem = ValueProblem(model, arch, requests, layer=1, at=at, loss_layer=3, pad=tok.eos_token_id)
+        plain = ValueProblem(model, arch, requests, layer=1, at=at, loss_layer=3, pad=tok.eos_token_id,
+                             reuse_prefix=False)
         assert problem.split > 0 and plain.split == 0
         calls.clear()
         token_logp, kl_logp = problem.log_probs(torch.zeros(2, model.config.hidden_size))
@@ -322,7 +323,7 @@ def bos_tokenizer():
 
     tok = tokenizer()
     bos = tok.eos_token
-    tok._tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                        special_tokens=[(bos, tok.eos_token_id)])
     return tok
 
@@ -473,13 +474,14 @@ def test_rome_search_skips_the_edited_block_only_when_its_mlp_output_adds_to_the
     arch = architecture_of(model.config)
     templates = context_templates(model, tok, [[5, 2]])
     request = prepare(tok, QA_CASE, templates, [range(len(templates))])
-    problem = ValueProblem(model, arch, [request], 1, "mlp", 3, tok.eos_token_id)
+    problem = ValueProblem(model, arch, [request], layer=1, at="mlp", loss_layer=3, pad=tok.eos_token_id)
     assert problem.residual and problem.start == 2
     # a block that squashes its output: δ on the MLP output is no longer δ on the block output
     model.get_submodule(arch.block.format(1)).register_forward_hook(
         lambda m, a, out: with_hidden(out, torch.tanh(hidden_of(out))))
-    squashed = ValueProblem(model, arch, [request], 1, "mlp", 3, tok.eos_token_id)
+    squashed = ValueProblem(model, arch, [request], layer=1, at="mlp", loss_layer=3, pad=tok.eos_token_id)
     assert not squashed.residual and squashed.start == 1
-    plain = ValueProblem(model, arch, [request], 1, "mlp", 3, tok.eos_token_id, reuse_prefix=False)
+    plain = ValueProblem(model, arch, [request], layer=1, at="mlp", loss_layer=3, pad=tok.eos_token_id,
+                         reuse_prefix=False)
     shift = torch.randn(1, model.config.hidden_size)
     torch.testing.assert_close(squashed.log_probs(shift)[0], plain.log_probs(shift)[0], rtol=1e-5, atol=1e-5)

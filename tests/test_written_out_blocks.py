@@ -26,13 +26,14 @@ def problem(model, tok, at: str, reuse_prefix: bool = True, cache: EditorCache |
     arch = architecture_of(model.config)
     templates = context_templates(model, tok, [[5, 2]], cache)
     requests = [prepare(tok, case, templates, [range(len(templates))]) for case in CASES]
-    return ValueProblem(model, arch, requests, 1, at, 3, tok.eos_token_id, reuse_prefix=reuse_prefix, cache=cache)
+    return ValueProblem(model, arch, requests, layer=1, at=at, loss_layer=3, pad=tok.eos_token_id,
+                        reuse_prefix=reuse_prefix, cache=cache)
 
 
 def loss_and_gradient(found: ValueProblem, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     delta = delta.clone().requires_grad_(True)
     with torch.enable_grad():
-        loss, _, _ = found.losses(delta, None, 0.0625, 0.5)
+        loss, _ = found.losses(delta, kl_factor=0.0625, weight_decay=0.5)
         loss.sum().backward()
     return loss.detach(), delta.grad
 

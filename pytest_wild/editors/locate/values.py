@@ -85,6 +85,7 @@ class ValueProblem:
         self._clean_pass(ids, mask, positions, keys_at)
         self.final_norm = model.get_submodule(arch.ln_f)
         self.head = model.get_output_embeddings()
+        self.kl_reference: torch.Tensor | None = None  # set by the first call of `losses`
         self.written_out = None
         if self.residual:  # δ enters through the residual stream: no hook needed, blocks may be written out
             self.written_out = checked_written_out(model, arch, self.recorded, self.entry, self.start, self.last,
@@ -226,18 +227,18 @@ class ValueProblem:
         token_logp = logp[self.token_index.to(delta.device), self.target_ids.to(delta.device)]
         return token_logp, logp[self.n_target:]
 
-    def losses(self, delta: torch.Tensor, kl_init: torch.Tensor | None, kl_factor: float, weight_decay: float):
-        """Per request: NLL + KL + weight decay, the NLL alone, and the KL reference (the first
-        call's distribution, δ = 0)."""
+    def losses(self, delta: torch.Tensor, kl_factor: float, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per request: NLL + KL + weight decay, and the NLL alone. The KL term compares with
+        the distribution of the first call, which the optimiser makes at δ = 0."""
         token_logp, kl_logp = self.log_probs(delta)
         device = delta.device
         nll = torch.zeros(self.n, device=device).index_add(
             0, self.token_owner.to(device), token_logp * self.token_weight.to(device))
-        if kl_init is None:
-            kl_init = kl_logp.detach()
-        kl = kl_factor * (kl_logp.exp() * (kl_logp - kl_init)).sum(-1)
+        if self.kl_reference is None:
+            self.kl_reference = kl_logp.detach()
+        kl = kl_factor * (kl_logp.exp() * (kl_logp - self.kl_reference)).sum(-1)
         decay = delta.norm(dim=-1) * (weight_decay / self.init_sq)
-        return nll + kl + decay, nll, kl_init
+        return nll + kl + decay, nll
 
 
 def _shifted(hidden: torch.Tensor, where: tuple[torch.Tensor, ...], shift: torch.Tensor) -> torch.Tensor:
@@ -266,14 +267,13 @@ def optimise_values(problem: ValueProblem, *, lr: float, steps: int, kl_factor: 
     final_loss = [0.0] * problem.n
     final_nll = [0.0] * problem.n
     max_norm = clamp_norm_factor * init.norm(dim=-1)
-    kl_init = None
     frozen = [p for p in problem.model.parameters() if p.requires_grad]
     for param in frozen:
         param.requires_grad_(False)
     try:
         with torch.enable_grad():
             for iteration in range(max(steps, 1)):
-                loss, nll, kl_init = problem.losses(delta, kl_init, kl_factor, weight_decay)
+                loss, nll = problem.losses(delta, kl_factor, weight_decay)
                 losses, nlls = loss.tolist(), nll.tolist()
                 for r in range(problem.n):
                     if active[r]:
