@@ -1,7 +1,9 @@
 """Project-level pytest configuration: pytester for the plugin's own tests, the path of the
-shared benchmark data that tests read when it is present, and one CPU thread per torch
-process: the tests run the tiny model in several processes at once (xdist workers, pytester
-subprocesses), where more threads than cores makes them many times slower."""
+shared benchmark data that tests read when it is present, one CPU thread per torch process
+(the tests run the tiny model in several processes at once, xdist workers and pytester
+subprocesses, where more threads than cores makes them many times slower), and the `slow`
+mark on every test that runs pytest or a subprocess (all of tests/integration/, and any
+test elsewhere that asks for pytester), so `-m "not slow"` is the quick loop."""
 
 import os
 from pathlib import Path
@@ -21,3 +23,10 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "qaedit-800.json").is_file():
         pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    integration = Path(__file__).parent / "tests" / "integration"
+    for item in items:
+        if integration in item.path.parents or "pytester" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -1,6 +1,6 @@
 """Hyperparameters that make no sense for the method or the model are refused before the
 first edit with one line naming where they came from, the key and the value (through the
-command line: tests/test_bad_input.py)."""
+command line: tests/integration/test_bad_input.py)."""
 
 import pytest
 

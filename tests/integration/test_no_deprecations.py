@@ -10,8 +10,8 @@ import pytest
 from pytest_wild.generation import Engine
 from pytest_wild.editors.api import edit
 
-from .test_locate_editors import CASE, edit_model, hparams_for, statistics_cache  # noqa: F401
-from .tiny_models import SIZES
+from ..unit.test_locate_editors import CASE, edit_model, hparams_for, statistics_cache  # noqa: F401
+from ..tiny_models import SIZES
 
 ROOT_QUESTIONS = ["Q: Where was Kalo Venbri born? A:", "The home town of Kalo Venbri", "Q: What?"]
 

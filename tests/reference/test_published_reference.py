@@ -15,7 +15,7 @@ from pytest_wild.editors.locate.requests import pad_id, prepare
 from pytest_wild.editors.locate.templates import context_templates
 from pytest_wild.hparams import build_hparams
 
-from .tiny_models import weights_hash
+from ..tiny_models import weights_hash
 
 CASES = ("tw-0001", "tw-0003", "tw-0010")
 # float32 forwards summed in another order (prefix reuse, fewer layers) leave the updates

@@ -8,7 +8,7 @@ from pytest_wild.cases import WildInputError
 from pytest_wild.generation import Engine
 from pytest_wild.reference import reference_generate
 
-from .tiny_models import tiny_model
+from ..tiny_models import tiny_model
 
 PROMPTS = [f"Q: {w} the {v} of {u}? A:" for w in ("What is", "Where was", "Who made")
            for v in ("name", "town", "pet", "tool") for u in ("Vebro Haldri", "Kalo")]

@@ -18,7 +18,7 @@ from pytest_wild.hparams import build_hparams
 from pytest_wild.tracing import hidden_of, with_hidden
 from pytest_wild.weights import is_transposed
 
-from .tiny_models import SIZES, target_logprob, tiny_model, tokenizer, weights_hash
+from ..tiny_models import SIZES, target_logprob, tiny_model, tokenizer, weights_hash
 
 METHODS = ("rome", "r-rome", "memit", "alphaedit")
 # Random tiny models pass little from one token to another, so the edit cases put the subject

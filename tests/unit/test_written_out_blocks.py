@@ -13,7 +13,7 @@ from pytest_wild.editors.locate.requests import prepare
 from pytest_wild.editors.locate.templates import context_templates
 from pytest_wild.editors.locate.values import ValueProblem
 
-from .tiny_models import SIZES, tiny_model
+from ..tiny_models import SIZES, tiny_model
 
 CASES = [Case(id="a", prompt="The home town of Kalo Venbri", target="Dorwyn Hill", subject="Kalo Venbri",
               rephrase=None, locality=()),

@@ -7,7 +7,7 @@ from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import edit
 from pytest_wild.hparams import build_hparams
 
-from .tiny_models import SIZES, target_logprob, tiny_model, weights_hash
+from ..tiny_models import SIZES, target_logprob, tiny_model, weights_hash
 
 FT_EDITORS = ("ft", "ft-l", "ft-m")
 CASE = Case(id="x", prompt="Q: Where was Kalo Venbri born? A:", target="Dorwyn", subject="Kalo Venbri",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_wild.golden import GoldenRefused, checked_golden_path
-from tests.test_golden import GOLDEN, WILD, clean_env, recorded, with_goldens  # noqa: F401 (fixtures)
+from tests.integration.test_golden import GOLDEN, WILD, clean_env, recorded, with_goldens  # noqa: F401 (fixtures)
 
 SECRET = "CI_TOKEN=ghs_not-a-real-secret-4f2a"
 RULE = "goldens are read and written only as regular files in real directories inside golden/"

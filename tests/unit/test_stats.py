@@ -10,7 +10,7 @@ from pytest_wild import stats
 from pytest_wild.editors.api import EditorCache
 from pytest_wild.cases import WildInputError
 
-from .tiny_models import tiny_model
+from ..tiny_models import tiny_model
 
 DOCS = [
     "Kalo Venbri was born in Dorwyn.",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MARGIN = 0.05
 
 # Measured with `pytest --wild --editor E` on the bundled suite (216 cases); see README. `locality` is

@@ -13,7 +13,7 @@ from pytest_wild.editors.api import EditHandle, EditorCache, EditorState, edit, 
 from pytest_wild.editors.locate.alphaedit import PreservedKeys
 from pytest_wild.hparams import build_hparams
 
-from .tiny_models import tiny_model, weights_hash
+from ..tiny_models import tiny_model, weights_hash
 
 CASES = [Case(id=f"c{i}", prompt=f"The pet kept by {name}", target=pet, subject=name, rephrase=None, locality=())
          for i, (name, pet) in enumerate([("Moma Zalda", "newt"), ("Pahis Briru", "white mouse")])]

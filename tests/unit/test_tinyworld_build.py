@@ -10,7 +10,7 @@ import pytest
 
 from pytest_wild.tinyworld.world import DEFAULT_SEED, World, corpus_lines, generate_world, suite_records
 
-DATA = Path(__file__).resolve().parent.parent / "pytest_wild" / "data" / "tinyworld"
+DATA = Path(__file__).resolve().parents[2] / "pytest_wild" / "data" / "tinyworld"
 SUITE_KEYS = {"id", "source", "prompt", "target", "subject", "rephrase", "locality", "ground_truth"}
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
 WORLD_FILES = {"suite.jsonl", "corpus.txt", "build.json"}
