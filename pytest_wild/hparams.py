@@ -69,9 +69,10 @@ def read_yaml(path: Path, what: str) -> dict:
 
 
 def build_hparams(hparams_type: type, defaults: Mapping, layers: list[tuple[str, Mapping]],
-                  shape: ModelShape | None = None) -> object:
+                  shape: ModelShape | None = None, ignored: Collection[str] = ()) -> object:
     """Merge `defaults` with each (origin, overrides) layer in order and build the dataclass;
-    with `shape`, also check layers and module names against the model.
+    with `shape`, also check layers and module names against the model. Keys in `ignored`
+    (the editor's published keys it does not use, see `ignored_keys`) are skipped.
 
     `origin` names the file and section in errors, e.g. "suites/x.yaml: hparams.ft-m".
     """
@@ -81,7 +82,7 @@ def build_hparams(hparams_type: type, defaults: Mapping, layers: list[tuple[str,
     origin_of = dict.fromkeys(merged, DEFAULTS_ORIGIN)
     for origin, overrides in layers:
         for key, value in overrides.items():
-            if key in EASYEDIT_IGNORED:
+            if key in EASYEDIT_IGNORED or key in ignored:
                 continue
             if key not in fields:
                 known = ", ".join(sorted(fields))
@@ -98,6 +99,13 @@ def build_hparams(hparams_type: type, defaults: Mapping, layers: list[tuple[str,
     if shape is not None:
         _check_fit(hparams, origin_of, shape)
     return hparams
+
+
+def ignored_keys(layers: list[tuple[str, Mapping]], ignored: Mapping[str, str]) -> list[str]:
+    """One line per key a layer sets that the editor accepts and does not use, e.g.
+    "ft.yaml: kl_factor ignored (...)", so the user learns it once instead of getting an error."""
+    return [f"{origin}: {key} ignored ({ignored[key]})" for origin, overrides in layers
+            for key in overrides if key in ignored]
 
 
 def _check_bounds(key: str, value, origin: str) -> None:
@@ -125,7 +133,7 @@ def _check_fit(hparams: object, origin_of: dict[str, str], shape: ModelShape) ->
             continue
         for layer in layers or [0]:
             name = template.format(layer)
-            if name not in shape.module_names:
+            if name not in shape.module_names and name not in shape.parameters:
                 raise WildInputError(f"{origin_of.get(key, DEFAULTS_ORIGIN)}: {key}: {template!r} names "
                                      f"{name!r}, which is not a module of {model}")
 

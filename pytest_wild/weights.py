@@ -10,9 +10,10 @@ import torch
 
 
 def parameters_under(model: torch.nn.Module, prefixes: list[str]) -> list[str]:
-    """Names of the parameters of the modules named by `prefixes` (exact module paths)."""
+    """Names of the parameters named by `prefixes`: a module path gives all of its parameters,
+    a parameter name (EasyEdit's FT files name `...down_proj.weight`) that parameter alone."""
     names = [name for name, _ in model.named_parameters()
-             if any(name.startswith(prefix + ".") for prefix in prefixes)]
+             if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)]
     if not names:
         raise ValueError(f"no parameters under {prefixes}")
     return names

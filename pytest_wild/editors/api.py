@@ -23,8 +23,8 @@ from __future__ import annotations
 import os
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, fields, is_dataclass
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -37,7 +37,9 @@ class Editor:
     """What an editing method provides: its hyperparameter dataclass, its per-architecture
     defaults and `apply` (see the module docstring). `prefix`, where the editor's prompts put
     text before the case's prompt (context templates), says how many tokens at most, so cases
-    too long for the model window are found first."""
+    too long for the model window are found first. `ignored` names keys of the method's
+    published hyperparameter files that this implementation accepts and does not use, each
+    with why (reported to the user, never an error)."""
 
     name: str
     description: str
@@ -45,6 +47,7 @@ class Editor:
     defaults: Callable  # (model config, profile) -> dict of hyperparameters
     apply: Callable  # (model, tokenizer, cases, hparams, *, handle, cache, state) -> None
     prefix: Callable | None = None  # (model, tokenizer, hparams, cache) -> tokens before the prompt
+    ignored: Mapping[str, str] = field(default_factory=dict)  # hyperparameter key -> why it is not used
 
 
 class EditHandle:

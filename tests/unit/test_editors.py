@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pytest_wild.architectures import architecture_of
-from pytest_wild.cases import Case, Locality
+from pytest_wild.cases import Case, Locality, WildInputError
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import edit
 from pytest_wild.hparams import build_hparams
@@ -120,3 +120,33 @@ def test_an_edit_that_fails_half_way_leaves_every_weight_as_it_was(name, monkeyp
         edit(editor, model, tok, cases, hp)
     assert len(calls) > 1 and weights_hash(model) == digest
     assert not any(p.requires_grad for p in model.parameters())
+
+
+# EasyEdit's hparams/FT/llama-7b.yaml as published (layers moved into the tiny model)
+EASYEDIT_FT = {"alg_name": "FT", "model_name": "./hugging_cache/llama-2-7b", "device": 0, "layers": [1],
+               "num_steps": 25, "batch_size": 1, "max_length": 30, "lr": 5e-4, "weight_decay": 0, "kl_factor": 0,
+               "norm_constraint": False, "rewrite_module_tmp": "model.layers.{}.mlp.down_proj.weight",
+               "layer_module_tmp": "model.layers.{}", "mlp_module_tmp": "model.layers.{}.mlp",
+               "attn_module_tmp": "model.layers.{}.self_attn", "ln_f_module": "model.norm", "lm_head_module": "lm_head"}
+
+
+@pytest.mark.parametrize("name", ["ft-l", "ft-m"])
+def test_a_stock_easyedit_ft_file_loads_and_trains_the_parameter_it_names(name):
+    from pytest_wild.hparams import ignored_keys
+    from pytest_wild.model import model_shape
+
+    model, tok = tiny_model("llama")
+    editor = get_editor(name)
+    layers = [("llama-7b.yaml", EASYEDIT_FT)]
+    hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), layers,
+                       model_shape(model.config), ignored=editor.ignored)
+    assert hp.rewrite_module_tmp == "model.layers.{}.mlp.down_proj.weight" and hp.lr == 5e-4
+    notes = ignored_keys(layers, editor.ignored)
+    assert notes == ["llama-7b.yaml: kl_factor ignored (EasyEdit's FT computes no KL term: its files set it to 0 "
+                     "and its training loop never reads it)"]
+    handle = edit(editor, model, tok, [CASE], hp)
+    assert handle.names == ["model.layers.1.mlp.down_proj.weight"]
+    handle.restore()
+    with pytest.raises(WildInputError, match="llama-7b.yaml: unknown hyperparameter 'kl_factr'"):
+        build_hparams(editor.hparams_type, editor.defaults(model.config, "default"),
+                      [("llama-7b.yaml", EASYEDIT_FT | {"kl_factr": 0})], ignored=editor.ignored)

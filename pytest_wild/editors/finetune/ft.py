@@ -26,7 +26,8 @@ EARLY_STOP_LOSS = 1e-2
 @dataclass
 class FTHparams:
     """EasyEdit's FT keys. `norm_constraint` is an L-infinity box around the original
-    weights (false or null: none); `rewrite_module_tmp` names the trained modules."""
+    weights (false or null: none); `rewrite_module_tmp` names the trained modules (all their
+    parameters) or, as EasyEdit's files do, one parameter each (`...down_proj.weight`)."""
 
     layers: list[int]
     rewrite_module_tmp: str
@@ -47,6 +48,8 @@ def _default_layer(config) -> int:
 
 
 TINYWORLD = {"layers": [2], "lr": 5e-3, "num_steps": 25}
+# Keys of EasyEdit's FT files that its FT code does not read either.
+IGNORED = {"kl_factor": "EasyEdit's FT computes no KL term: its files set it to 0 and its training loop never reads it"}
 
 
 def _defaults(objective: str, whole_block: bool, constrained: bool):
@@ -135,8 +138,8 @@ def _prompt_last_loss(model, tokenizer, cases: list[Case]) -> torch.Tensor:
 
 
 FT = Editor("ft", "fine-tune every weight of the chosen layers on the target tokens", FTHparams,
-            _defaults("target_new", whole_block=True, constrained=False), apply)
+            _defaults("target_new", whole_block=True, constrained=False), apply, ignored=IGNORED)
 FT_L = Editor("ft-l", "fine-tune the MLP output projection, targets scored at the prompt's last position",
-              FTHparams, _defaults("prompt_last", whole_block=False, constrained=True), apply)
+              FTHparams, _defaults("prompt_last", whole_block=False, constrained=True), apply, ignored=IGNORED)
 FT_M = Editor("ft-m", "fine-tune the MLP output projection on the target tokens (FT-M)", FTHparams,
-              _defaults("target_new", whole_block=False, constrained=False), apply)
+              _defaults("target_new", whole_block=False, constrained=False), apply, ignored=IGNORED)
