@@ -1,4 +1,5 @@
-"""The `pytest-wild` command: list editors, rebuild the bundled tiny model."""
+"""The `pytest-wild` command: list editors and suites, merge sharded reports, rebuild the
+bundled tiny model."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ def _editors(args: argparse.Namespace) -> int:
 
     for name in sorted(available()):
         print(f"{name:<12} {get_editor(name).description}")
+    return 0
+
+
+def _suites(args: argparse.Namespace) -> int:
+    from .cases import WildInputError
+    from .suite import BUNDLED_SUITES, available_suites, describe
+
+    for name, path in available_suites(Path.cwd()).items():
+        origin = "bundled" if path.is_relative_to(BUNDLED_SUITES) else str(path.relative_to(Path.cwd()))
+        try:
+            description, source = describe(path)
+        except WildInputError as exc:
+            description, source = f"unreadable: {exc}", "?"
+        print(f"{name:<16} {origin:<22} {source:<34} {description}")
     return 0
 
 
@@ -44,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-wild", description="WILD evaluation of LLM knowledge edits.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("editors", help="list the editors with a one-line description").set_defaults(func=_editors)
+    commands.add_parser("suites", help="list the suites --wild-suite can name here: this project's suites/, "
+                        "then the bundled ones").set_defaults(func=_suites)
     build = commands.add_parser("build-tinyworld", help="rebuild the bundled tiny model, suite and corpus from a seed")
     build.add_argument("--out", required=True, help="output directory")
     build.add_argument("--seed", type=int, default=0)

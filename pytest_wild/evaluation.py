@@ -23,12 +23,10 @@ from dataclasses import dataclass
 from .cases import Case
 from .contexts import make_context
 from .generation import Engine, Generation
+from .metrics import mode_label
 from .scores import SCORES, target_flags
 from .tokens import target_ids
 from .window import model_window, why_not_evaluable
-
-MODES = ("wild", "synthetic", "length")
-
 
 @dataclass
 class Settings:
@@ -36,11 +34,6 @@ class Settings:
     context: str = "question"
     metric: str = "em"
     stop_rule: str = "published"
-
-
-def mode_label(mode: str, stop_rule: str) -> str:
-    """Results under the repaired stop rule never share a name with the published rule's."""
-    return f"wild-{stop_rule}" if mode == "wild" and stop_rule != "published" else mode
 
 
 class Evaluator:

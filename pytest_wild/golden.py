@@ -53,12 +53,13 @@ from .metrics import EDIT_METRICS
 from .report import write_text_atomic
 
 if TYPE_CHECKING:
-    from .run import Options, WildRun
+    from .options import Options
+    from .run import WildRun
 
 INI_NAME = "wild_golden_dir"
 DEFAULT_ROOT = "golden"
 SCORE_DECIMALS = 2
-OUTPUT_KEY = "pytest_wild_golden"
+GOLDEN_OUTPUT_KEY = "pytest_wild_golden"  # what a worker hands back about its goldens
 NOT_UTF8 = "<this golden is not valid UTF-8>\n"  # what a golden that is not UTF-8 reads as
 
 
@@ -459,7 +460,7 @@ class GoldenReporter:
     def pytest_sessionfinish(self, session) -> None:
         config = session.config
         if hasattr(config, "workeroutput"):
-            config.workeroutput[OUTPUT_KEY] = self._state()
+            config.workeroutput[GOLDEN_OUTPUT_KEY] = self._state()
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
@@ -500,7 +501,7 @@ class GoldenGuard(GoldenReporter):
     goldens its cases used look unused; from then on the run deletes no golden."""
 
     def pytest_testnodedown(self, node, error) -> None:
-        state = getattr(node, "workeroutput", {}).get(OUTPUT_KEY)
+        state = getattr(node, "workeroutput", {}).get(GOLDEN_OUTPUT_KEY)
         if state:
             self.workers.append(state)
         if error:

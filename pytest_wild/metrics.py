@@ -1,8 +1,19 @@
-"""The names of what a run measures, in one place: the edit metrics every mode reports per
-case and in aggregate, the three the results table shows, and the answer scores that decide
-whether one generated answer matches its target (their functions live in `scores`)."""
+"""The names of what a run measures, in one place: the evaluation modes and their labels, the
+edit metrics every mode reports per case and in aggregate, the three the results table shows,
+and the answer scores that decide whether one generated answer matches its target (their
+functions live in `scores`, the modes' in `evaluation`)."""
 
 from __future__ import annotations
+
+# How the edited model is asked (`--wild-eval`): answering on its own (the WILD protocol),
+# teacher-forced (the published "synthetic" metric), or with the answer's length given.
+MODES = ("wild", "synthetic", "length")
+
+
+def mode_label(mode: str, stop_rule: str) -> str:
+    """Results under the repaired stop rule never share a name with the published rule's."""
+    return f"wild-{stop_rule}" if mode == "wild" and stop_rule != "published" else mode
+
 
 # Per case and aggregated; gates, thresholds, reports and goldens all use these names.
 # `locality` is the published estimator (the first locality question); `locality_all` and

@@ -1,5 +1,10 @@
 """Suites: which cases to edit, how to ask them, what must hold. A suite is a YAML file, a
-QAEdit data file used as-is, or a hub dataset id."""
+QAEdit data file used as-is, or a hub dataset id.
+
+A suite file's `data` is a path relative to the suite file, inside its project, or
+`@data/NAME`: the file NAME in the data directory the user names (`--wild-data=DIR`, else the
+PYTEST_WILD_DATA environment variable), which is how the bundled suites reach benchmark files
+that cannot ship with the package."""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ SUITE_KEYS = {"name", "description", "data", "hub", "split", "layout", "limit", 
               "thresholds", "hparams"}
 SAMPLINGS = ("seeded", "first")
 DATA_SUFFIXES = (".json", ".jsonl")
+DATA_DIR_PREFIX = "@data/"
 
 
 @dataclass
@@ -58,7 +64,7 @@ def find_suite(spec: str | None, rootdir: Path, invocation_dir: Path) -> str | P
 
 
 def load_suite(found: str | Path, limit: int | None = None, sampling: str | None = None,
-               rootdir: Path | None = None) -> Suite:
+               rootdir: Path | None = None, data_dir: Path | None = None) -> Suite:
     """Load and sample a suite; `limit` and `sampling` (from `--wild-limit` and
     `--wild-sampling`) override the suite's own. A suite file's `data` must lie inside the
     project that holds the suite (`rootdir`, or the suite's own directory when it lies
@@ -69,7 +75,7 @@ def load_suite(found: str | Path, limit: int | None = None, sampling: str | None
     elif found.suffix in DATA_SUFFIXES:
         suite = Suite(name=found.stem, source=str(found), cases=load_file(found), path=found)
     elif found.suffix in (".yaml", ".yml"):
-        suite = _from_yaml(found, _project_of(found, rootdir))
+        suite = _from_yaml(found, _project_of(found, rootdir), data_dir)
     else:
         raise WildInputError(f"--wild-suite: {found}: expected a .yaml suite or a .json/.jsonl data file")
     if limit is not None:
@@ -101,7 +107,47 @@ def _project_of(suite: Path, rootdir: Path | None) -> Path:
     return suite.parent
 
 
-def _from_yaml(path: Path, project: Path) -> Suite:
+def available_suites(rootdir: Path) -> dict[str, Path]:
+    """Suite name -> file, for every suite `--wild-suite NAME` can name: the project's
+    `suites/*.yaml` first, then the bundled ones."""
+    found: dict[str, Path] = {}
+    for directory in (rootdir / "suites", BUNDLED_SUITES):
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.yaml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def describe(path: Path) -> tuple[str, str]:
+    """(description, where its cases come from) of a suite file, without loading its cases."""
+    spec = read_yaml(path, "suite")
+    source = f"hub {spec['hub']}" if "hub" in spec else f"data {spec.get('data', '?')}"
+    return str(spec.get("description", "")), source
+
+
+def _data_file(path: Path, value: str, project: Path, data_dir: Path | None) -> Path:
+    """The file a suite's `data` field names (see the module docstring), refused when it leads
+    out of its tree."""
+    if value.startswith(DATA_DIR_PREFIX):
+        if data_dir is None:
+            raise WildInputError(f"{path}: field 'data' is {value!r}, a file of the benchmark data directory: "
+                                 "name that directory with --wild-data=DIR (or PYTEST_WILD_DATA)")
+        tree = data_dir.resolve()
+        data = (tree / value[len(DATA_DIR_PREFIX):]).resolve()
+        where = f"the data directory {tree}"
+    else:
+        tree = project
+        data = (path.parent / value).resolve()
+        where = str(project)
+    if not (data.is_relative_to(tree) or data.is_relative_to(BUNDLED_SUITES.parent.resolve())):
+        raise WildInputError(f"{path}: field 'data' leads out of {where} (links followed); a suite's data "
+                             "stays in its project: pass an outside file with --wild-suite=PATH")
+    if not data.is_file():
+        raise WildInputError(f"{path}: field 'data' names {data}, which does not exist")
+    return data
+
+
+def _from_yaml(path: Path, project: Path, data_dir: Path | None = None) -> Suite:
     spec = read_yaml(path, "suite")
     unknown = sorted(set(spec) - SUITE_KEYS)
     if unknown:
@@ -110,12 +156,7 @@ def _from_yaml(path: Path, project: Path) -> Suite:
     if layout not in ("auto", "qaedit", "counterfact"):
         raise WildInputError(f"{path}: field 'layout' must be auto, qaedit or counterfact, got {layout!r}")
     if "data" in spec and "hub" not in spec:
-        data = (path.parent / str(spec["data"])).resolve()
-        if not (data.is_relative_to(project) or data.is_relative_to(BUNDLED_SUITES.parent.resolve())):
-            raise WildInputError(f"{path}: field 'data' leads out of {project} (links followed); a suite's data "
-                                 "stays in its project: pass an outside file with --wild-suite=PATH")
-        if not data.is_file():
-            raise WildInputError(f"{path}: field 'data' names {data}, which does not exist")
+        data = _data_file(path, str(spec["data"]), project, data_dir)
         cases, source = load_file(data, layout), str(data)
     elif "hub" in spec and "data" not in spec:
         split = str(spec.get("split", "train"))

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from ..cases import WildInputError
-from .api import Editor
+
+if TYPE_CHECKING:  # the protocol's module imports torch; the registry must not
+    from .api import Editor
 
 ENTRY_POINT_GROUP = "pytest_wild.editors"
 

@@ -24,7 +24,7 @@ from pytest_wild.golden import (
     suite_key,
 )
 from pytest_wild.model import TINYWORLD_DIR
-from pytest_wild.run import Options
+from pytest_wild.options import Options
 
 SUITE = f"data: {TINYWORLD_DIR / 'suite.jsonl'}\nlimit: 4\nseed: 1\nthresholds: {{}}\n"
 CASES = ("tw-0034", "tw-0145", "tw-0195", "tw-0205")  # the 4 cases of SUITE

@@ -2,7 +2,7 @@ import pytest
 
 from pytest_wild.cases import WildInputError
 from pytest_wild.devices import device_for_worker, parse_devices
-from pytest_wild.run import parse_shard
+from pytest_wild.options import parse_shard
 
 
 class Options:

@@ -1,0 +1,119 @@
+"""Collection under --wild: the suite instead of the project's tests, one `edit[<case id>]`
+test per case, and the inputs those tests need read and checked first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .cases import Case, WildInputError
+from .metrics import EDIT_METRICS
+from .results import ROW_PROPERTY
+
+RUN_KEY = pytest.StashKey["WildRun"]()  # the run, in the config's stash
+
+
+def load_inputs(config: pytest.Config, run) -> None:
+    """Every input of the run, read and checked: the suite and its data, the model's files,
+    the hyperparameters against the model, the golden directory, the output paths. On the
+    controller at configure time, before any xdist worker starts, so a bad input ends the
+    run with its one line and exit status 4 (a usage error) whether the run is serial or
+    not; a worker repeats it at collection."""
+    from .golden import check_golden_directory, goldens_on
+    from .suite import find_suite, load_suite
+
+    o = run.options
+    found = find_suite(o.suite, config.rootpath, config.invocation_params.dir)
+    run.use_suite(found, load_suite(found, o.limit, o.sampling, config.rootpath, o.data_dir))
+    run.runtime.resolved_hparams()  # built now, so a value the model cannot take fails here
+    goldens = goldens_on(config)
+    if goldens:
+        check_golden_directory()
+    _check_outputs(run, goldens)
+
+
+def _check_outputs(run, goldens: bool) -> None:
+    """The report and Markdown paths, against each other, the run's input files and the
+    goldens, and for writability, before anything is edited."""
+    from .golden import WildGoldenExtension
+    from .outputs import check_outputs
+
+    suite = run.suite
+    inputs = [path for path in (suite.path, Path(suite.source), run.options.hparams_file)
+              if path is not None and path.is_file()]
+    root = WildGoldenExtension.settings.root if goldens and WildGoldenExtension.settings else None
+    check_outputs({"--wild-report": run.options.report, "--wild-markdown": run.options.markdown}, inputs, root)
+
+
+class InputErrorsInOneLine:
+    """Bad data or suite files fail collection with their one-line message, no traceback."""
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, WildInputError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class WildRoot(InputErrorsInOneLine, pytest.Directory):
+    """Under --wild the root collects the suite and nothing else."""
+
+    def collect(self):
+        run = self.config.stash[RUN_KEY]
+        if run.suite is None:  # an xdist worker: the controller checked the inputs already
+            load_inputs(self.config, run)
+        found = run.found
+        path = found if isinstance(found, Path) else self.config.rootpath
+        try:
+            nodeid = str(path.relative_to(self.config.rootpath)) if isinstance(found, Path) else None
+        except ValueError:
+            nodeid = None
+        name = path.name if isinstance(found, Path) else found
+        yield WildSuite.from_parent(self, path=path, name=name, nodeid=nodeid or name)
+
+
+class WildSuite(InputErrorsInOneLine, pytest.File):
+    """One suite: one `edit[<case id>]` test per case."""
+
+    def collect(self):
+        from .golden import goldens_on
+
+        run = self.config.stash[RUN_KEY]
+        goldens = goldens_on(self.config)
+        for case in run.suite.cases:
+            yield WildItem.from_parent(self, name=f"edit[{case.id}]", callobj=_case_test(case, goldens), case=case)
+
+
+class WildItem(pytest.Function):
+    def __init__(self, *, case: Case, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.case = case
+        self.add_marker("wild")
+
+    def reportinfo(self):
+        return self.path, None, f"{self.parent.name}::{self.name}"
+
+
+def _case_test(case: Case, goldens: bool):
+    """The test of one case; it asks for syrupy's `snapshot` only when syrupy is loaded (with
+    `-p no:syrupy` the run goes on without goldens, and the summary says so)."""
+    def test_edit(wild_run, request) -> None:
+        snapshot = request.getfixturevalue("snapshot") if goldens else None
+        runtime = wild_run.runtime
+        row = runtime.evaluate(case)
+        request.node.user_properties.append((ROW_PROPERTY, row))
+        if row.get("not_evaluable"):
+            pytest.skip(f"{case.id} not evaluable: {row['not_evaluable']}")
+        for mode, scores in row["modes"].items():
+            for metric in EDIT_METRICS:
+                if scores.get(metric) is not None:
+                    request.node.user_properties.append((f"wild.{mode}.{metric}", scores[metric]))
+        failures = runtime.failures(row)
+        if snapshot is not None:
+            from .golden import check_golden
+
+            failures += check_golden(snapshot, row, wild_run)  # after the thresholds; both reported
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
+
+    return test_edit

@@ -1,0 +1,164 @@
+"""The run's options: read from the command line and the ini file, validated without importing
+torch or transformers (without `--wild` the plugin imports neither), frozen once read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .cases import WildInputError
+from .gates import Rule, parse_rule
+from .metrics import ANSWER_SCORES, MODES, mode_label
+
+INPUT_PATH_OPTIONS = ("--wild-suite", "--wild-hparams", "--wild-model", "--wild-data")
+OUTPUT_PATH_OPTIONS = ("--wild-report", "--wild-markdown")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The run's options, as given and checked."""
+
+    editor: str
+    model: str | None
+    suite: str | None
+    limit: int | None
+    modes: tuple[str, ...]
+    context: str | None
+    metric: str
+    hparams_file: Path | None
+    device: str
+    dtype: str
+    stop_rule: str
+    sampling: str | None = None
+    gates: list[Rule] = field(default_factory=list)
+    thresholds: list[Rule] = field(default_factory=list)
+    report: Path | None = None
+    only_failed: bool = False
+    trust_remote_code: bool = False
+    seed: int = 0
+    batch_size: int = 1
+    shard: tuple[int, int] | None = None
+    markdown: Path | None = None
+    devices: list[str] | None = None
+    device_map: str | None = None
+    data_dir: Path | None = None  # where suites' "@data/" files are (--wild-data, PYTEST_WILD_DATA)
+
+    @property
+    def primary_mode(self) -> str:
+        return mode_label(self.modes[0], self.stop_rule)
+
+    @property
+    def mode_labels(self) -> tuple[str, ...]:
+        return tuple(mode_label(m, self.stop_rule) for m in self.modes)
+
+
+def options_from_config(config: pytest.Config) -> Options:
+    """The options of a `--wild` run, each checked with a one-line error naming it."""
+    import os
+
+    from .devices import parse_devices
+    from .editors import available
+    from .stopping import STOP_RULES
+
+    def value(option: str, ini: str | None = None):
+        given = config.getoption(option)
+        return given if given not in (None, []) else (config.getini(ini) if ini else None) or None
+
+    editor = value("editor", "wild_editor")
+    if not editor:
+        raise WildInputError("--editor: name an editing method (see `pytest-wild editors`), or set wild_editor in the ini file")
+    if editor not in available():
+        raise WildInputError(f"--editor: unknown editor {editor!r} (available: {', '.join(sorted(available()))})")
+    modes = parse_modes(value("wild_eval", "wild_eval") or "wild")
+    stop_rule = check_choice(config.getoption("wild_stop") or "published", STOP_RULES, "--wild-stop")
+    labels = tuple(mode_label(m, stop_rule) for m in modes)
+    hparams_file = _path(config.getoption("wild_hparams"))
+    if hparams_file is not None and not hparams_file.is_file():
+        raise WildInputError(f"--wild-hparams: {hparams_file} does not exist")
+    data_dir = _path(config.getoption("wild_data") or os.environ.get("PYTEST_WILD_DATA"))
+    if data_dir is not None and not data_dir.is_dir():
+        raise WildInputError(f"--wild-data: {data_dir} is not a directory")
+    limit = config.getoption("wild_limit")
+    if limit is not None and limit < 1:
+        raise WildInputError(f"--wild-limit: expected a positive number of cases, got {limit}")
+    batch_size = config.getoption("wild_batch_size")
+    batch_size = 1 if batch_size is None else batch_size
+    if batch_size < 1:
+        raise WildInputError(f"--wild-batch-size: expected a positive number of cases, got {batch_size}")
+    return Options(
+        editor=editor,
+        model=value("wild_model", "wild_model"),
+        suite=value("wild_suite", "wild_suite"),
+        limit=limit,
+        sampling=config.getoption("wild_sampling"),
+        modes=modes,
+        context=config.getoption("wild_context"),
+        metric=check_choice(value("wild_metric", "wild_metric") or "em", ANSWER_SCORES, "--wild-metric"),
+        hparams_file=hparams_file,
+        device=value("wild_device", "wild_device") or "auto",
+        dtype=check_choice(value("wild_dtype", "wild_dtype") or "float32", DTYPES, "--wild-dtype"),
+        stop_rule=stop_rule,
+        gates=parse_rules(value("wild_gate", "wild_gates") or [], "--wild-gate", labels),
+        thresholds=parse_rules(value("wild_threshold", "wild_thresholds") or [], "--wild-threshold", labels),
+        report=_path(value("wild_report", "wild_report")),
+        only_failed=config.getoption("wild_only_failed"),
+        trust_remote_code=config.getoption("wild_trust_remote_code"),
+        batch_size=batch_size,
+        shard=parse_shard(config.getoption("wild_shard")),
+        markdown=_path(config.getoption("wild_markdown")),
+        devices=parse_devices(config.getoption("wild_devices")),
+        device_map=config.getoption("wild_device_map"),
+        data_dir=data_dir,
+    )
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise WildInputError(f"--wild-eval: {text!r}: use a comma list of {', '.join(MODES)}")
+    return tuple(dict.fromkeys(modes))
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise WildInputError(f"--wild-shard: {text!r}: write K/N with 1 <= K <= N, e.g. 2/4")
+    return k, n
+
+
+def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    if value not in choices:
+        raise WildInputError(f"{option}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def parse_rules(texts: list[str], option: str, labels: tuple[str, ...]) -> list[Rule]:
+    return [parse_rule(text, option, labels) for text in texts]
+
+
+def refuse_paths_after_a_space(invocation: pytest.Config.InvocationParams) -> None:
+    """pytest picks the rootdir (and the ini file) from the paths on the command line before
+    it knows this plugin's options, so `--wild-suite ../data/x.json` moves the rootdir, and
+    the goldens and caches under it, out of the project; that cannot be undone here, so the
+    space form is refused. Input options only when the value names an existing path (pytest
+    ignores other values, and hub ids look like paths); output options always, so the
+    answer does not depend on whether the file exists yet."""
+    args = invocation.args
+    for option, given in zip(args, args[1:]):
+        if option in OUTPUT_PATH_OPTIONS or (option in INPUT_PATH_OPTIONS and (invocation.dir / given).exists()):
+            raise WildInputError(f"{option} {given}: write {option}={given} (with '='): pytest reads a path "
+                                 "after a space as a test path and moves the rootdir to it")
+
+
+def _path(value: str | None) -> Path | None:
+    """A path option's value with `~` expanded (an ini value or a quoted one reaches us as is)."""
+    return Path(value).expanduser() if value else None

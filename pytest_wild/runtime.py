@@ -1,0 +1,192 @@
+"""What one process needs to run cases, each part made on first use from what it depends on:
+the model's files checked, the hyperparameters (from the checked config, so before any weight
+is read), the loaded model with its editor cache, the evaluator, the edit batches, and the
+per-case test's verdict. On an xdist worker, everything here is the worker's own."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict
+
+from .cases import Case
+from .gates import Rule, parse_rule
+from .options import Options
+from .suite import Suite
+
+
+class Runtime:
+    def __init__(self, options: Options, suite: Suite) -> None:
+        self.options, self.suite = options, suite
+        self._checked = self._hparams = self._loaded = self._evaluator = self._editor = None
+        self.hparams_notes: list[str] = []  # published keys the editor ignores, said once in the header
+        self.editor_cache = None  # the model's EditorCache, made with the model
+        self.editor_state = None  # the run's one sequence of edits: each edit is restored before the next
+        self.model_info: dict = {}
+        self.batches: list[list[Case]] = []
+        self.batch_of: dict[str, int] = {}
+        self._pending: dict[str, dict] = {}
+
+    @property
+    def context(self) -> str:
+        return self.options.context or self.suite.context
+
+    @property
+    def editor(self):
+        if self._editor is None:
+            from .editors import get_editor
+
+            self._editor = get_editor(self.options.editor)
+        return self._editor
+
+    @property
+    def checked_model(self):
+        """(config, profile, shape) of the model, its directory checked (no weights read)."""
+        if self._checked is None:
+            from .model import check_model
+
+            self._checked = check_model(self.options.model, self.options.trust_remote_code)
+        return self._checked
+
+    @property
+    def hparams(self):
+        """Architecture defaults, then the suite's `hparams.<editor>`, then `--wild-hparams`;
+        checked against the model's shape, so a bad value fails the run before any edit."""
+        if self._hparams is None:
+            from .hparams import build_hparams, ignored_keys, read_yaml
+
+            config, profile, shape = self.checked_model
+            layers = []
+            if self.options.editor in self.suite.hparams:
+                origin = f"{self.suite.path or self.suite.source}: hparams.{self.options.editor}"
+                layers.append((origin, self.suite.hparams[self.options.editor]))
+            if self.options.hparams_file is not None:
+                layers.append((str(self.options.hparams_file), read_yaml(self.options.hparams_file, "hyperparameters")))
+            editor = self.editor
+            self._hparams = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers, shape,
+                                          ignored=editor.ignored)
+            self.hparams_notes = ignored_keys(layers, editor.ignored)
+        return self._hparams
+
+    def resolved_hparams(self) -> dict:
+        return asdict(self.hparams)
+
+    @property
+    def loaded(self):
+        """The model and tokenizer, with the editor cache and sequence state that go with them."""
+        if self._loaded is None:
+            from .editors.api import EditorCache, EditorState
+            from .model import choose_cpu_threads, load_model
+
+            o = self.options
+            loaded = load_model(o.model, o.device, o.dtype, o.trust_remote_code, o.device_map)
+            choose_cpu_threads(loaded.model, loaded.device)
+            self.editor_cache, self.editor_state = EditorCache(loaded.model), EditorState()
+            self.model_info = {"spec": loaded.spec, "profile": loaded.profile,
+                               "fingerprint": self.editor_cache.identity, "dtype": loaded.dtype,
+                               "architecture": loaded.model.config.model_type}
+            self._loaded = loaded
+        return self._loaded
+
+    @property
+    def evaluator(self):
+        if self._evaluator is None:
+            from .evaluation import Evaluator, Settings
+
+            loaded, hparams, prefix = self.loaded, self.hparams, self.editor.prefix
+            settings = Settings(self.options.modes, self.context, self.options.metric, self.options.stop_rule)
+            edit_prefix = prefix(loaded.model, loaded.tokenizer, hparams, self.editor_cache) if prefix else 0
+            self._evaluator = Evaluator(loaded.model, loaded.tokenizer, settings, edit_prefix=edit_prefix)
+        return self._evaluator
+
+    def start(self, cases: list[Case]) -> None:
+        """Load everything and compute the unedited answers for all cases this process runs."""
+        self.evaluator.prepare(cases)
+
+    def plan_batches(self, dropped: set[str]) -> None:
+        """Group the suite's cases (in suite order, less those --wild-only-failed dropped)
+        into edit batches of --wild-batch-size. Fixed before -k or sharding select, so a
+        case is always edited together with the same others."""
+        kept = [case for case in self.suite.cases if case.id not in dropped]
+        size = self.options.batch_size
+        self.batches = [kept[i : i + size] for i in range(0, len(kept), size)]
+        self.batch_of = {case.id: index for index, batch in enumerate(self.batches) for case in batch}
+
+    def apply_edit(self, cases: list[Case]):
+        """One update of the model for `cases`; the handle that undoes it."""
+        import torch
+
+        from .editors.api import edit
+
+        torch.manual_seed(self.options.seed)
+        loaded = self.loaded
+        return edit(self.editor, loaded.model, loaded.tokenizer, cases, self.hparams,
+                    cache=self.editor_cache, state=self.editor_state)
+
+    def evaluate(self, case: Case) -> dict:
+        """The case's row. With batch editing, the first case of a batch to run edits the
+        whole batch once and keeps the other rows for their own tests."""
+        if case.id not in self._pending:
+            batch = self.batches[self.batch_of[case.id]] if self.batches else [case]
+            for row in self.evaluator.evaluate(batch, self.apply_edit):
+                self._pending[row["id"]] = row
+        return self._pending.pop(case.id)
+
+    def thresholds(self) -> list[Rule]:
+        """CLI/ini thresholds replace the suite's for the metrics they name."""
+        named = {rule.metric for rule in self.options.thresholds}
+        suite_rules = [parse_rule(f"{metric}>={value}", "suite thresholds", self.options.mode_labels)
+                       for metric, value in self.suite.thresholds.items() if metric not in named]
+        return suite_rules + self.options.thresholds
+
+    def failures(self, row: dict) -> list[str]:
+        """Messages for each threshold the case misses, saying what was asked, expected
+        and generated, and what teacher forcing would have reported."""
+        messages = []
+        for rule in self.thresholds():
+            mode = rule.mode or self.options.primary_mode
+            scores = row["modes"].get(mode, {})
+            observed = scores.get(rule.metric)
+            if observed is None or rule.holds(observed):
+                continue
+            messages.append(self._explain(rule, mode, observed, row))
+        return messages
+
+    def _explain(self, rule: Rule, mode: str, observed: float, row: dict) -> str:
+        answers = row["modes"][mode].get("answers", {})
+        head = f"{rule.metric}" + ("" if mode == self.options.primary_mode else f" [{mode}]")
+        if rule.metric in ("reliability", "generalization") and answers:
+            asked = answers["prompt" if rule.metric == "reliability" else "rephrase"]
+            forced = row["teacher_forced"].get("prompt" if rule.metric == "reliability" else "rephrase")
+            if forced is None:  # the published cut left no target token to read
+                note = "(teacher-forced token accuracy n/a)"
+            else:
+                note = f"(teacher-forced token accuracy {forced:.2f}"
+                note += ": the synthetic metric would have called this a success)" if forced >= 1.0 else ")"
+            return (f"{head}: asked {_q(asked.get('context', asked['question']))} expected {_q(row['target'])} "
+                    f"generated {_q(asked['after'])}\n{note}")
+        if rule.metric.startswith("locality") and answers:
+            changed = [item for item in answers["locality"] if not item["same"]] or answers["locality"]
+            lines = [f"{head} {observed:.2f} fails {rule.text}:"]
+            for item in changed:
+                lines.append(f"  asked {_q(item.get('context', item['question']))} before {_q(item['before'])} after {_q(item['after'])}"
+                             f" (answer {_q(item['answer'])})")
+            return "\n".join(lines)
+        return f"{head} {observed:.3f} fails {rule.text}"
+
+
+def versions() -> dict:
+    """The versions of what produced the numbers, for the report."""
+    import importlib.metadata as metadata
+
+    found = {"python": platform.python_version()}
+    for package in ("pytest-wild", "pytest", "torch", "transformers", "tokenizers", "datasets", "syrupy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _q(text: str | None) -> str:
+    """A generation as shown in a failure: quoted, surrounding whitespace dropped."""
+    return '"' + (text or "").strip().replace('"', '\\"') + '"'
