@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .report import aggregate, markdown_table, table, write_json_atomic, write_text_atomic
+import pytest
+
+from .report import aggregate, aggregate_by_source, markdown_table, table, write_json_atomic, write_text_atomic
 from .results import Outcome, Results
 
 
@@ -78,6 +80,7 @@ def report_data(run, aggregates: dict, gates: list[dict]) -> dict:
                   "not_evaluable": len(results.not_evaluable)},
         "not_evaluable": results.not_evaluable,
         "results": aggregates,
+        "results_by_source": aggregate_by_source(rows),
         "samples": rows,
         "gates": gates,
         "flags": flagged(rows),
@@ -125,6 +128,7 @@ def summary_lines(run) -> list[str]:
         lines.append(f"--wild-only-failed dropped {results.dropped} cases the unedited model already answered correctly")
     lines.append("")
     lines.extend(table(aggregates, list(o.mode_labels)))
+    lines.extend(source_lines(results.rows, o.primary_mode))
     flags = flagged(results.rows)
     for name, ids in sorted(flags.items()):
         lines.append(f"flagged {name}: {len(ids)} cases ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})")
@@ -138,3 +142,53 @@ def summary_lines(run) -> list[str]:
     for what, path in (outcome.written if outcome else {}).items():
         lines.append(f"{what} written to {path}")
     return lines
+
+
+def source_lines(rows: list[dict], mode: str) -> list[str]:
+    """The primary mode's table metrics per source, when the suite has more than one."""
+    from .metrics import TABLE_METRICS
+
+    by_source = aggregate_by_source(rows)
+    if len(by_source) < 2:
+        return []
+    lines = ["", f"{'by source (' + mode + ')':<28}{'cases':>6}" + "".join(f"{m[:14]:>15}" for m in TABLE_METRICS)]
+    for source, aggregates in by_source.items():
+        cells = aggregates.get(mode, {})
+        n = max((cell["n"] for cell in cells.values()), default=0)
+        values = ["-" if cells.get(m) is None else f"{cells[m]['value']:.3f}" for m in TABLE_METRICS]
+        lines.append(f"{source[:27]:<28}{n:>6}" + "".join(f"{v:>15}" for v in values))
+    return lines
+
+
+class EndOfRun:
+    """The WILD results, printed after pytest's own summary and its "N passed" line, so that
+    how the run ended (the gates' verdicts, a model that could not be loaded) is the last
+    thing a reader sees."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session):
+        result = yield
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            self._write(reporter)
+        return result
+
+    def _write(self, reporter) -> None:
+        results = self.run.results
+        if results.fatal:
+            reporter.write_line(f"ERROR: {results.fatal}", red=True)
+            return
+        if not results.rows and not results.lost:
+            return
+        reporter.write_sep("=", "WILD results")
+        for line in summary_lines(self.run):
+            reporter.write_line(line, red=line.startswith("gate ") and "FAILED" in line)
+        gates = results.outcome.gates if results.outcome else []
+        failed = [gate for gate in gates if not gate["passed"]]
+        if gates:
+            verdict = (f"WILD gates: {len(failed)} of {len(gates)} FAILED ({', '.join(g['rule'] for g in failed)}): "
+                       "the run fails") if failed else f"WILD gates: all {len(gates)} passed"
+            reporter.write_sep("=", verdict, red=bool(failed), green=not failed)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .cases import WildInputError
 from .finish import flagged
-from .report import aggregate, unevaluable
+from .report import aggregate, aggregate_by_source, unevaluable
 
 # Configuration that must agree between shards for their union to be one run.
 MUST_AGREE = ("model", "editor", "suite", "evaluation", "only_failed", "batch_size", "seed", "dtype")
@@ -56,6 +56,7 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
                   "not_evaluable": len(unevaluable(rows))},
         "not_evaluable": unevaluable(rows),
         "results": aggregate(rows),
+        "results_by_source": aggregate_by_source(rows),
         "samples": rows,
         "gates": [],
         "flags": flagged(rows),

@@ -1,7 +1,7 @@
 """The pytest plugin's hooks, in the order a run meets them; each hands off to the module that
 owns the work: options (`options`), collection (`collect`), the per-process runtime
-(`runtime`), the results the controller gathers (`results`), the end of the run (`finish`),
-goldens (`golden`), SIGTERM (`sigterm`).
+(`runtime`), the results the controller gathers (`results`), the end of the run and its
+summary, printed after pytest's own (`finish`), goldens (`golden`), SIGTERM (`sigterm`).
 
 Loaded in every pytest run of every project that installs pytest-wild, so without `--wild`
 it registers its options and does nothing else, and it never imports torch or transformers
@@ -102,6 +102,7 @@ def _make_run(config: pytest.Config, worker: bool):
 
 def _start_controller(config: pytest.Config, run) -> None:
     from .collect import load_inputs
+    from .finish import EndOfRun
     from .results import ResultsListener, WorkerListener
     from .sigterm import stop_on_sigterm
 
@@ -111,6 +112,7 @@ def _start_controller(config: pytest.Config, run) -> None:
         raise pytest.UsageError(str(exc)) from None
     stop_on_sigterm(config, run.results)
     config.pluginmanager.register(ResultsListener(run.results), "wild-results")
+    config.pluginmanager.register(EndOfRun(run), "wild-end-of-run")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(WorkerListener(run.results, run.options), "wild-workers")
 
@@ -245,20 +247,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results.conclude(finish_run(run))
     if results.outcome.gate_failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """The WILD results: the table, flags, gates, what was written."""
-    run = config.stash.get(RUN_KEY, None)
-    if run is None or hasattr(config, "workerinput"):
-        return
-    from .finish import summary_lines
-
-    if run.results.fatal:
-        terminalreporter.write_line(f"ERROR: {run.results.fatal}", red=True)
-        return
-    if not run.results.rows and not run.results.lost:
-        return
-    terminalreporter.section("WILD results")
-    for line in summary_lines(run):
-        terminalreporter.write_line(line)

@@ -5,6 +5,7 @@ produced them."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -13,7 +14,12 @@ from .metrics import EDIT_METRICS, TABLE_METRICS
 
 
 def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
-    """mode -> metric -> {"value", "n", "successes"} over the cases that have the metric."""
+    """mode -> metric -> cell, over the cases that have the metric. A cell is the mean over
+    cases of the case's score ("value"), its standard error ("stderr": the sample standard
+    deviation over sqrt(n), as lm-evaluation-harness reports it; null for one case), the
+    number of cases ("n") and how many of them score 1 ("successes", the cases fully
+    passing: for locality, every locality question unchanged). Sums are exact (fsum), so
+    the cells do not depend on the order cases finished in."""
     modes: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         for mode, scores in row["modes"].items():
@@ -21,14 +27,24 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
                 value = scores.get(metric)
                 if value is not None:
                     modes.setdefault(mode, {}).setdefault(metric, []).append(value)
-    return {
-        mode: {
-            metric: {"value": sum(values) / len(values), "n": len(values),
-                     "successes": sum(1 for v in values if v >= 1.0)}
-            for metric, values in sorted(metrics.items())
-        }
-        for mode, metrics in modes.items()
-    }
+    return {mode: {metric: _cell(values) for metric, values in sorted(metrics.items())}
+            for mode, metrics in modes.items()}
+
+
+def aggregate_by_source(rows: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
+    """source -> the aggregates of its cases (NQ / TriviaQA / SimpleQA in QAEdit; held-out
+    and counterfactual facts in tinyworld)."""
+    sources: dict[str, list[dict]] = {}
+    for row in rows:
+        sources.setdefault(str(row.get("source") or "unknown"), []).append(row)
+    return {source: aggregate(found) for source, found in sorted(sources.items())}
+
+
+def _cell(values: list[float]) -> dict:
+    n = len(values)
+    mean = math.fsum(values) / n
+    stderr = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None
+    return {"value": mean, "stderr": stderr, "n": n, "successes": sum(1 for v in values if v >= 1.0)}
 
 
 def unevaluable(rows: list[dict]) -> dict[str, str]:
@@ -36,31 +52,39 @@ def unevaluable(rows: list[dict]) -> dict[str, str]:
     return {row["id"]: row["not_evaluable"] for row in rows if row.get("not_evaluable")}
 
 
-def table(results: dict, order: list[str]) -> list[str]:
-    """The paper's main table: one line per evaluation mode, metrics side by side."""
-    header = f"{'mode':<16}" + "".join(f"{m:>24}" for m in TABLE_METRICS)
-    lines = [header, "-" * len(header)]
+TABLE_COLUMNS = ("mode", "metric", "mean", "± stderr", "cases", "cases passing")
+
+
+def table_rows(results: dict, order: list[str]) -> list[tuple[str, ...]]:
+    """One row per mode and metric of the paper's table, every number with what it is: the
+    mean over cases with its standard error, the number of cases, and the cases fully passing
+    (for locality the mean counts each question, the last column whole cases)."""
+    rows = []
     for mode in order:
-        metrics = results.get(mode, {})
-        cells = []
         for metric in TABLE_METRICS:
-            cell = metrics.get(metric)
-            text = "-" if cell is None else f"{cell['value']:.3f} ({cell['successes']}/{cell['n']})"
-            cells.append(f"{text:>24}")
-        lines.append(f"{mode:<16}" + "".join(cells))
-    return lines
+            cell = results.get(mode, {}).get(metric)
+            if cell is None:
+                rows.append((mode, metric, "-", "", "", ""))
+                continue
+            stderr = "" if cell.get("stderr") is None else f"± {cell['stderr']:.3f}"
+            rows.append((mode, metric, f"{cell['value']:.3f}", stderr, str(cell["n"]),
+                         f"{cell['successes']}/{cell['n']}"))
+    return rows
+
+
+def table(results: dict, order: list[str]) -> list[str]:
+    """The results table for the terminal, at most 80 columns wide."""
+    widths = (16, 15, 7, 9, 7, 14)
+    def line(cells) -> str:
+        return "".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    header = line(TABLE_COLUMNS)
+    return [header, "-" * len(header)] + [line(cells) for cells in table_rows(results, order)]
 
 
 def markdown_table(results: dict, order: list[str], title: str) -> list[str]:
     """The same table in Markdown, for a CI job summary."""
-    lines = [f"### {title}", "", "| mode | " + " | ".join(TABLE_METRICS) + " |",
-             "|---|" + "---:|" * len(TABLE_METRICS)]
-    for mode in order:
-        cells = []
-        for metric in TABLE_METRICS:
-            cell = results.get(mode, {}).get(metric)
-            cells.append("-" if cell is None else f"{cell['value']:.3f} ({cell['successes']}/{cell['n']})")
-        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    lines = [f"### {title}", "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|---|---|" + "---:|" * 4]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results, order)]
     return lines
 
 

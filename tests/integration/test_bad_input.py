@@ -194,6 +194,14 @@ BAD = [
         files=suite_yaml("data: /proc/self/environ\n")),
     Bad("suite-data-link-outside", (S,), "s.yaml: field 'data' leads out of", USAGE,
         files={**suite_yaml("data: linked.json\n"), "linked.json": lambda root: (root / "linked.json").symlink_to("/etc/hostname")}),
+    Bad("suite-data-dir-not-given", (S,), "s.yaml: field 'data' is '@data/q.json', a file of the benchmark data "
+        "directory: name that directory with --wild-data=DIR", USAGE, files=suite_yaml("data: '@data/q.json'\n")),
+    Bad("suite-data-dir-missing", ("--wild-data=nodir", S), "--wild-data: nodir is not a directory", USAGE,
+        files=suite_yaml("data: '@data/q.json'\n")),
+    Bad("suite-data-dir-escape", ("--wild-data=d", S), "s.yaml: field 'data' leads out of the data directory", USAGE,
+        files={**suite_yaml("data: '@data/../data.json'\n"), "d/keep.txt": "x"}),
+    Bad("bundled-suite-without-data-dir", ("--wild-suite=qaedit-800",), "qaedit-800.yaml: field 'data' is "
+        "'@data/qaedit-800.json'", USAGE),
     Bad("suite-threshold-metric", (S,), "s.yaml: thresholds.accuracy: unknown metric", USAGE,
         files=suite_yaml("data: data.json\nthresholds: {accuracy: 1}\n")),
     Bad("suite-threshold-range", (S,), "s.yaml: thresholds.reliability: expected a number in [0, 1]", USAGE,
@@ -283,7 +291,7 @@ DEFAULT_ARGS = ("--editor=ft-m", "--wild-suite=data.json", "--wild-limit=1", "--
 def imported_once():
     """What a run imports, imported before the first in-process run: pytester drops the
     modules a run imports when it ends, and torch's C extension cannot be imported twice."""
-    import pytest_wild.editors.ft  # noqa: F401
+    import pytest_wild.editors.finetune.ft  # noqa: F401
     import pytest_wild.evaluation  # noqa: F401
     import pytest_wild.golden  # noqa: F401
     import pytest_wild.stats  # noqa: F401

@@ -2,6 +2,8 @@
 version, CI installs with the lock file and runs exactly the README's test command."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -39,3 +41,11 @@ def test_ci_installs_from_the_lock_file_and_runs_the_readmes_test_command():
     assert ci.rstrip().splitlines()[-1] == test_command
     installs = [line for line in ci.splitlines() if line.startswith("pip install") and "pip==" not in line]
     assert installs and all("-c constraints.txt" in line for line in installs)
+
+
+def test_the_suites_command_lists_the_bundled_suites_from_an_empty_project(tmp_path):
+    found = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "suites"], cwd=tmp_path, capture_output=True,
+                           text=True, check=True)
+    names = {line.split()[0]: line for line in found.stdout.splitlines()}
+    assert set(names) == {"tinyworld", "qaedit", "qaedit-800", "counterfact-1k"}
+    assert "@data/qaedit-800.json" in names["qaedit-800"] and "hub WenDingY/QAEdit" in names["qaedit"]

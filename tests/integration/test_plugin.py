@@ -54,8 +54,12 @@ def test_wild_run_collects_one_test_per_case_and_reports(pytester, runner):
         "--wild-eval", "wild,synthetic,length", *runner)
     result.assert_outcomes(passed=4)
     devices = "wild devices: gw0=cpu gw1=cpu" if "-n" in runner else "wild devices: auto"
-    result.stdout.fnmatch_lines([devices, "*WILD results*", "*reliability*generalization*locality*",
-                                 "wild *", "synthetic *", "length *"])
+    result.stdout.fnmatch_lines([devices, "*4 passed*", "*WILD results*", "mode *metric *mean *± stderr *cases *passing",
+                                 "wild *reliability *", "wild *locality *", "synthetic *reliability *",
+                                 "length *locality *"])
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if line.startswith("mode "))
+    assert all(len(line) <= 80 for line in lines[start : start + 11])  # header, rule, 3 modes x 3 metrics
     data = json.loads(report.read_text())
     assert len(data["samples"]) == 4
     assert set(data["results"]) == {"wild", "synthetic", "length"}
@@ -104,7 +108,9 @@ def test_gates_decide_the_exit_status(pytester):
                                             "--wild-gate", "synthetic.reliability>=0", "--wild-eval", "wild,synthetic",
                                             "--wild-gate", "locality>1")
     assert failing.ret == 1
-    failing.stdout.fnmatch_lines(["*gate synthetic.reliability>=0 (synthetic): passed*", "*gate locality>1 (wild): FAILED*"])
+    failing.stdout.fnmatch_lines(["*passed in*", "*WILD results*", "*gate synthetic.reliability>=0 (synthetic): passed*",
+                                  "*gate locality>1 (wild): FAILED*"])
+    assert failing.stdout.lines[-1].strip("= ") == "WILD gates: 1 of 2 FAILED (locality>1): the run fails"
 
 
 def test_only_failed_drops_cases_the_model_already_answers(pytester):
@@ -122,3 +128,12 @@ def test_a_tilde_in_a_path_option_means_the_home_directory(pytester, monkeypatch
     assert result.ret in (0, 1)
     assert (home / "report.json").is_file() and (home / "table.md").is_file()
     assert not (pytester.path / "~").exists()
+
+
+def test_published_keys_an_editor_ignores_are_said_once_in_the_header(pytester):
+    pytester.path.joinpath("ft.yaml").write_text("alg_name: FT\nkl_factor: 0\nlr: 0.001\n")
+    result = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-hparams=ft.yaml", "--collect-only")
+    assert result.ret == 0
+    lines = [line for line in result.stdout.lines if line.startswith("wild hparams:")]
+    assert lines == ["wild hparams: ft.yaml: kl_factor ignored (EasyEdit's FT computes no KL term: its files set it "
+                     "to 0 and its training loop never reads it)"]

@@ -58,8 +58,9 @@ def test_markdown_table_and_junit_properties(pytester):
                                            "--wild-markdown=table.md", "--junitxml", "junit.xml")
     assert result.ret == 0
     table = (pytester.path / "table.md").read_text().splitlines()
-    assert table[2] == "| mode | reliability | generalization | locality |"
-    assert table[4].startswith("| wild | ") and table[5].startswith("| synthetic | ")
+    assert table[2] == "| mode | metric | mean | ± stderr | cases | cases passing |"
+    assert table[4].startswith("| wild | reliability | ") and table[7].startswith("| synthetic | reliability | ")
+    assert table[4].endswith("/3 |")
     cases = ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")
     names = {p.get("name") for case in cases for p in case.iter("property")}
     assert {"wild.wild.reliability", "wild.synthetic.locality"} <= names

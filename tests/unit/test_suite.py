@@ -68,3 +68,25 @@ def test_malformed_suite_files_name_the_file_and_field(tmp_path, data_file, body
         load_suite(suite_file)
     assert str(excinfo.value).startswith(str(suite_file))
     assert message in str(excinfo.value)
+
+
+def test_bundled_suites_read_their_benchmark_file_from_the_data_directory(tmp_path, shared_data):
+    found = find_suite("qaedit-800", tmp_path, tmp_path)
+    suite = load_suite(found, limit=5, rootdir=tmp_path, data_dir=shared_data)
+    assert suite.name == "qaedit-800" and len(suite.cases) == 5
+    assert suite.source == str((shared_data / "qaedit-800.json").resolve())
+    with pytest.raises(WildInputError, match="name that directory with --wild-data=DIR"):
+        load_suite(found, limit=5, rootdir=tmp_path)
+
+
+def test_a_projects_suites_come_before_the_bundled_ones_and_are_listed(tmp_path, data_file):
+    from pytest_wild.suite import BUNDLED_SUITES, available_suites
+
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "tinyworld.yaml").write_text("data: ../data.jsonl\n")
+    (tmp_path / "suites" / "mine.yaml").write_text("data: ../data.jsonl\n")
+    found = available_suites(tmp_path)
+    assert found["tinyworld"] == found["mine"].parent / "tinyworld.yaml"
+    assert {"qaedit", "qaedit-800", "counterfact-1k"} <= set(found)
+    assert found["qaedit-800"].parent == BUNDLED_SUITES
+    assert find_suite("tinyworld", tmp_path, tmp_path) == found["tinyworld"].resolve()

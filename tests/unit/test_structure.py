@@ -1,0 +1,100 @@
+"""The package's shape, read from its own source: no process-wide mutable state, an import
+graph without cycles, and editor families that do not import each other."""
+
+import ast
+from pathlib import Path
+
+import pytest_wild
+
+PACKAGE = Path(pytest_wild.__file__).parent
+MUTABLE_CALLS = {"dict", "list", "set", "defaultdict", "OrderedDict", "WeakKeyDictionary", "WeakValueDictionary"}
+
+
+def modules() -> dict[str, ast.Module]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = ast.parse(path.read_text(), filename=str(path))
+    return found
+
+
+def _empty_container(value: ast.expr) -> bool:
+    """`{}`, `[]`, `set()`, `weakref.WeakKeyDictionary()`...: a container made to be filled."""
+    if isinstance(value, (ast.Dict, ast.List, ast.Set)):
+        return not (value.keys if isinstance(value, ast.Dict) else value.elts)
+    if isinstance(value, ast.Call) and not value.args and not value.keywords:
+        func = value.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        return name in MUTABLE_CALLS
+    return False
+
+
+def test_no_module_keeps_state_in_a_global_container():
+    found = []
+    for name, tree in modules().items():
+        for node in tree.body:
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if value is not None and _empty_container(value):
+                found.append(f"{name}:{node.lineno}")
+        found += [f"{name}:{node.lineno} (global)" for node in ast.walk(tree) if isinstance(node, ast.Global)]
+    assert found == []
+
+
+def imports(name: str, tree: ast.Module) -> set[str]:
+    package = name.split(".") if name.count(".") and _is_package(name) else name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            out |= {f"{target}.{a.name}" for a in node.names} if node.module is None else {target}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pytest_wild"):
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("pytest_wild")}
+    return out
+
+
+def _is_package(name: str) -> bool:
+    return (PACKAGE.parent / name.replace(".", "/") / "__init__.py").is_file()
+
+
+def graph() -> dict[str, set[str]]:
+    trees = modules()
+    return {name: {m for m in imports(name, tree) if m in trees and m != name} for name, tree in trees.items()}
+
+
+def test_the_import_graph_has_no_cycles():
+    edges = graph()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1 and not nxt.startswith(node) and not node.startswith(nxt):
+                cycles.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+def test_editor_families_and_methods_do_not_import_each_other():
+    edges = graph()
+    families = {"pytest_wild.editors.locate", "pytest_wild.editors.finetune"}
+    for name, targets in edges.items():
+        family = next((f for f in families if name.startswith(f)), None)
+        for target in targets:
+            other = next((f for f in families if target.startswith(f)), None)
+            assert other in (None, family), f"{name} imports {target}"
+    methods = {f"pytest_wild.editors.locate.{m}" for m in ("rome", "memit", "alphaedit")}
+    for method in methods:
+        assert not edges[method] & methods, f"{method} imports another method"
+    assert not any(t.startswith("pytest_wild.editors") for t in edges["pytest_wild.stats"])
