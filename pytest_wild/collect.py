@@ -91,7 +91,9 @@ class WildItem(pytest.Function):
         self.add_marker("wild")
 
     def reportinfo(self):
-        return self.path, None, f"{self.parent.name}::{self.name}"
+        """Only the test's own name as its domain, so `-v` prints the id exactly as it can be
+        pasted back (pytest turns dots in a domain into '::': "tinyworld::yaml::edit[...]")."""
+        return self.path, None, self.name
 
 
 def _case_test(case: Case, goldens: bool):

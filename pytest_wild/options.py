@@ -45,6 +45,7 @@ class Options:
     devices: list[str] | None = None
     device_map: str | None = None
     data_dir: Path | None = None  # where suites' "@data/" files are (--wild-data, PYTEST_WILD_DATA)
+    case_ids: tuple[str, ...] = ()  # test ids given on the command line (e.g. pasted from -v output)
 
     @property
     def primary_mode(self) -> str:
@@ -112,6 +113,8 @@ def options_from_config(config: pytest.Config) -> Options:
         devices=parse_devices(config.getoption("wild_devices")),
         device_map=config.getoption("wild_device_map"),
         data_dir=data_dir,
+        case_ids=tuple(arg for arg in config.invocation_params.args
+                       if isinstance(arg, str) and "::" in arg and not arg.startswith("-")),
     )
 
 

@@ -133,11 +133,12 @@ def pytest_collect_directory(path: Path, parent: pytest.Collector):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """After -k and marks: drop what --wild-only-failed drops, plan the edit batches, keep
-    this shard's batches."""
+    """After -k and marks: keep the test ids given on the command line, drop what
+    --wild-only-failed drops, plan the edit batches, keep this shard's batches."""
     run = config.stash.get(RUN_KEY, None)
     if run is None or run.suite is None:
         return
+    _keep_given_ids(config, items, run.options.case_ids)
     wild_items = [item for item in items if isinstance(item, WildItem)]
     dropped = _answered_already(run) if run.options.only_failed else set()
     run.runtime.plan_batches(dropped)
@@ -150,6 +151,22 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         config.hook.pytest_deselected(items=deselected)
         gone = set(map(id, deselected))
         items[:] = [item for item in items if id(item) not in gone]
+
+
+def _keep_given_ids(config: pytest.Config, items: list, given: tuple[str, ...]) -> None:
+    """Test ids on the command line (as `-v` prints them) select those cases; pytest itself
+    cannot, since under --wild the rootdir, not those paths, is collected."""
+    if not given:
+        return
+    found = {item.nodeid for item in items}
+    unknown = [nodeid for nodeid in given if nodeid not in found]
+    if unknown:
+        raise pytest.UsageError(f"{unknown[0]}: no such test in this run (ids look like {items[0].nodeid})"
+                                if items else f"{unknown[0]}: no such test in this run")
+    others = [item for item in items if item.nodeid not in given]
+    if others:
+        config.hook.pytest_deselected(items=others)
+        items[:] = [item for item in items if item.nodeid in given]
 
 
 def _answered_already(run) -> set[str]:
