@@ -139,16 +139,16 @@ def test_published_keys_an_editor_ignores_are_said_once_in_the_header(pytester):
                      "to 0 and its training loop never reads it)"]
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_an_id_printed_by_verbose_output_runs_that_case_alone_when_pasted_back(pytester, workers):
+def test_an_id_printed_by_verbose_output_runs_that_case_alone_when_pasted_back(pytester):
     listed = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "--collect-only", "-q")
     ids = [line for line in listed.stdout.lines if "::edit[" in line]
     assert len(ids) == 4 and ids[0].startswith("tinyworld.yaml::edit[tw-")
-    chosen = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "-v", ids[2], *workers)
-    assert chosen.ret == 0
-    passed = [line for line in chosen.stdout.lines if "PASSED" in line]
-    assert len(passed) == 1 and ids[2] in passed[0]  # (xdist does not count deselected tests)
-    chosen.stdout.fnmatch_lines(["*= 1 passed*"])
+    for workers in ([], ["-n", "2"]):
+        chosen = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "-v", ids[2], *workers)
+        assert chosen.ret == 0
+        passed = [line for line in chosen.stdout.lines if "PASSED" in line]
+        assert len(passed) == 1 and ids[2] in passed[0], workers  # (xdist does not count deselected tests)
+        chosen.stdout.fnmatch_lines(["*= 1 passed*"])
     unknown = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "tinyworld.yaml::edit[nope]")
     assert unknown.ret == 4
     assert unknown.stderr.lines[0].startswith("ERROR: tinyworld.yaml::edit[nope]: no such test in this run")
