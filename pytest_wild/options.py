@@ -113,9 +113,17 @@ def options_from_config(config: pytest.Config) -> Options:
         devices=parse_devices(config.getoption("wild_devices")),
         device_map=config.getoption("wild_device_map"),
         data_dir=data_dir,
-        case_ids=tuple(arg for arg in config.invocation_params.args
-                       if isinstance(arg, str) and "::" in arg and not arg.startswith("-")),
+        case_ids=given_case_ids(config),
     )
+
+
+def given_case_ids(config: pytest.Config) -> tuple[str, ...]:
+    """Test ids among the command line's positional arguments (as pytest parsed them, so an
+    option's value such as `-W error::DeprecationWarning` is not one); an xdist worker gets
+    them from the controller, whose arguments the plugin replaced with the rootdir."""
+    if hasattr(config, "workerinput"):
+        return tuple(config.workerinput.get("wild_case_ids", ()))
+    return tuple(str(arg) for arg in config.args if "::" in str(arg))
 
 
 def parse_modes(text: str) -> tuple[str, ...]:

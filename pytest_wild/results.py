@@ -142,10 +142,12 @@ class WorkerListener:
 
     def pytest_configure_node(self, node) -> None:
         """Give each worker its device (or device group), round-robin by worker number, so a
-        replacement worker (gw4 after gw0 died) lands on a device as well."""
+        replacement worker (gw4 after gw0 died) lands on a device as well, and the test ids
+        given on the command line."""
         from .devices import device_for_worker
 
         node.workerinput["wild_device"] = device_for_worker(node.gateway.id, self.options)
+        node.workerinput["wild_case_ids"] = list(self.options.case_ids)
 
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
         """Every worker collects (and selects) the same cases; the controller does not."""

@@ -130,22 +130,20 @@ def test_a_tilde_in_a_path_option_means_the_home_directory(pytester, monkeypatch
     assert not (pytester.path / "~").exists()
 
 
-def test_published_keys_an_editor_ignores_are_said_once_in_the_header(pytester):
-    pytester.path.joinpath("ft.yaml").write_text("alg_name: FT\nkl_factor: 0\nlr: 0.001\n")
-    result = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-hparams=ft.yaml", "--collect-only")
-    assert result.ret == 0
-    lines = [line for line in result.stdout.lines if line.startswith("wild hparams:")]
-    assert lines == ["wild hparams: ft.yaml: kl_factor ignored (EasyEdit's FT computes no KL term: its files set it "
-                     "to 0 and its training loop never reads it)"]
-
-
 def test_an_id_printed_by_verbose_output_runs_that_case_alone_when_pasted_back(pytester):
+    """Also: an option's value with '::' is no test id, and published hyperparameter keys the
+    editor ignores are said once in the header."""
     listed = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "--collect-only", "-q")
     ids = [line for line in listed.stdout.lines if "::edit[" in line]
     assert len(ids) == 4 and ids[0].startswith("tinyworld.yaml::edit[tw-")
+    pytester.path.joinpath("ft.yaml").write_text("alg_name: FT\nkl_factor: 0\n")
     for workers in ([], ["-n", "2"]):
-        chosen = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "-v", ids[2], *workers)
+        chosen = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "-v", ids[2], *workers,
+                                               "-W", "error::DeprecationWarning", "--wild-hparams=ft.yaml")
         assert chosen.ret == 0
+        notes = [line for line in chosen.stdout.lines if line.startswith("wild hparams:")]
+        assert notes == ["wild hparams: ft.yaml: kl_factor ignored (EasyEdit's FT computes no KL term: its files "
+                         "set it to 0 and its training loop never reads it)"]
         passed = [line for line in chosen.stdout.lines if "PASSED" in line]
         assert len(passed) == 1 and ids[2] in passed[0], workers  # (xdist does not count deselected tests)
         chosen.stdout.fnmatch_lines(["*= 1 passed*"])
