@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .metrics import TABLE_METRICS
 from .report import aggregate, aggregate_by_source, markdown_table, table, write_json_atomic, write_text_atomic
 from .results import Outcome, Results
 
@@ -146,8 +147,6 @@ def summary_lines(run) -> list[str]:
 
 def source_lines(rows: list[dict], mode: str) -> list[str]:
     """The primary mode's table metrics per source, when the suite has more than one."""
-    from .metrics import TABLE_METRICS
-
     by_source = aggregate_by_source(rows)
     if len(by_source) < 2:
         return []
@@ -188,7 +187,9 @@ class EndOfRun:
             reporter.write_line(line, red=line.startswith("gate ") and "FAILED" in line)
         gates = results.outcome.gates if results.outcome else []
         failed = [gate for gate in gates if not gate["passed"]]
-        if gates:
-            verdict = (f"WILD gates: {len(failed)} of {len(gates)} FAILED ({', '.join(g['rule'] for g in failed)}): "
-                       "the run fails") if failed else f"WILD gates: all {len(gates)} passed"
-            reporter.write_sep("=", verdict, red=bool(failed), green=not failed)
+        if not gates:
+            reporter.write_sep("=", "WILD gates: none set (--wild-gate); the per-case tests decide the exit status")
+            return
+        verdict = (f"WILD gates: {len(failed)} of {len(gates)} FAILED ({', '.join(g['rule'] for g in failed)}): "
+                   "the run fails") if failed else f"WILD gates: all {len(gates)} passed"
+        reporter.write_sep("=", verdict, red=bool(failed), green=not failed)

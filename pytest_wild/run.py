@@ -31,4 +31,5 @@ class WildRun:
 
     @property
     def context(self) -> str:
-        return self.options.context or (self.suite.context if self.suite else "question")
+        """How questions are put: the runtime's once the suite is known."""
+        return self.runtime.context if self.runtime else (self.options.context or "question")

@@ -172,6 +172,11 @@ class EditorCache:
         self._entries.clear()
 
 
+def cached(cache: EditorCache | None, key: Hashable, compute: Callable[[], T]) -> T:
+    """`compute()`, kept under `key` in `cache` when there is one (None: computed for this call)."""
+    return compute() if cache is None else cache.get(key, compute)
+
+
 class EditorState:
     """What the edits of one sequence carry from one to the next. Each editor keeps its part
     under its own name (`part`); a part that changes registers its own undo on the edit's

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from pytest_wild.cases import Case
-from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditHandle, EditorCache, EditorState, edit, tensor_bytes
 from pytest_wild.editors.locate.alphaedit import PreservedKeys
-from pytest_wild.hparams import build_hparams
 
 from ..tiny_models import tiny_model, weights_hash
+from .test_locate_editors import hparams_for as locate_hparams
+from .test_locate_editors import statistics_cache  # noqa: F401 (the module's statistics cache directory)
 
 CASES = [Case(id=f"c{i}", prompt=f"The pet kept by {name}", target=pet, subject=name, rephrase=None, locality=())
          for i, (name, pet) in enumerate([("Moma Zalda", "newt"), ("Pahis Briru", "white mouse")])]
@@ -21,17 +21,8 @@ QUICK = {"mom2_dataset": "tinyworld", "mom2_n_samples": 200, "mom2_dtype": "floa
          "context_template_length_params": [[5, 2]], "v_num_grad_steps": 5, "layers": [1, 2]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def statistics_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTEST_WILD_CACHE", str(tmp_path_factory.mktemp("wild-cache")))
-        yield
-
-
 def hparams_for(name: str, model, **overrides):
-    editor = get_editor(name)
-    values = editor.defaults(model.config, "default")
-    return editor, build_hparams(editor.hparams_type, values, [("test", QUICK | overrides)])
+    return locate_hparams(name, model, **(QUICK | overrides))
 
 
 def updates(model, handle: EditHandle) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ import torch
 from ...architectures import Architecture
 from ...kv_cache import new_cache, with_cache
 from ...tracing import Trace, run_blocks
-from ..api import EditorCache
+from ..api import EditorCache, cached
 from .blocks import written_out
 
 
@@ -98,8 +98,7 @@ def checked_written_out(model, arch: Architecture, recorded: Trace, entry: torch
                 return False
         return found.shape == expected.shape and agrees(found, expected)
 
-    key = ("written-out blocks agree", start, last, prefix is None)
-    return run if (verdict() if cache is None else cache.get(key, verdict)) else None
+    return run if cached(cache, ("written-out blocks agree", start, last, prefix is None), verdict) else None
 
 
 def agrees(found: torch.Tensor, expected: torch.Tensor) -> bool:

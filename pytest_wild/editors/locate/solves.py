@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..api import EditorCache
+from ..api import EditorCache, cached
 
 
 def moments(model, tokenizer, hp, layers: Sequence[int], cache: EditorCache | None = None) -> dict[int, object]:
@@ -42,7 +42,7 @@ def cholesky(moment, device, cache: EditorCache | None = None) -> torch.Tensor:
             ridge = 10.0 ** exponent
         raise RuntimeError("the second-moment matrix cannot be factorised")
 
-    return factorise() if cache is None else cache.get(("cholesky", moment.key, str(device)), factorise)
+    return cached(cache, ("cholesky", moment.key, str(device)), factorise)
 
 
 def solve_c(moment, rhs: torch.Tensor, cache: EditorCache | None = None) -> torch.Tensor:
@@ -96,9 +96,7 @@ def projection(moment, threshold: float, mode: str, device,
         # stored in the statistics' dtype (float32 for the published settings: d_k² × 4 bytes)
         return (basis @ basis.T).to(moment.matrix.dtype), int(keep.sum())
 
-    if cache is None:
-        return project()
-    return cache.get(("projection", moment.key, float(threshold), mode, str(device)), project)
+    return cached(cache, ("projection", moment.key, float(threshold), mode, str(device)), project)
 
 
 def alphaedit_solve(proj: torch.Tensor, keys: torch.Tensor, resid: torch.Tensor, c_prev: torch.Tensor | None,

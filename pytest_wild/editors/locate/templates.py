@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..api import EditorCache
+from ..api import EditorCache, cached
 
 TEMPLATE_PROMPTS = ("The", "Therefore", "Because", "I", "You")
 TEMPLATE_SEED = 0
@@ -32,7 +32,7 @@ def context_templates(model, tokenizer, length_params: Sequence[Sequence[int]],
             templates += [t.replace("{", " ").replace("}", " ") + ". {}" for t in texts]
         return templates
 
-    return list(sample() if cache is None else cache.get(("context templates", params), sample))
+    return list(cached(cache, ("context templates", params), sample))
 
 
 def template_prefix(model, tokenizer, hp, cache: EditorCache | None = None) -> int:
