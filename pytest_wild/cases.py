@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 
 
@@ -45,3 +47,34 @@ class Case:
         if self.ground_truth is not None:
             record["ground_truth"] = self.ground_truth
         return record
+
+
+PLAIN_CASE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+WINDOWS_RESERVED = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
+                              *(f"lpt{i}" for i in range(10))})
+
+
+def case_key(case_id: str) -> str:
+    """The golden's file name (without .json) for a case id: the id itself when it is a plain
+    name on every file system (lower-case ASCII letters, digits, ".", "_", "-", at most 100
+    characters, not a reserved Windows name, no trailing dot); otherwise a readable part of
+    it, "+" (which no plain name contains) and 16 hex digits of its SHA-256. So distinct ids
+    never share a file, not even on case-insensitive file systems, and any id can be
+    recorded."""
+    text = str(case_id)
+    if PLAIN_CASE_ID.fullmatch(text) and not text.endswith(".") and text.split(".")[0] not in WINDOWS_RESERVED:
+        return text
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:80] or "case"
+    return f"{readable}+{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
+NOT_IN_A_NODE_ID = re.compile(r"\[|\]|::|\s|^$")
+
+
+def item_name(case_id: str) -> str:
+    """The case's test name: its id as it is (`tinyworld.yaml::tw-0042`, the form pytest's
+    own example of a YAML collector uses), so `-v` prints it, `--lf` finds it again and it
+    can be pasted back on the command line; an id holding what a node id cannot carry
+    (brackets, which pytest 9.2 reads as parameters, "::", white space) gets its golden's
+    file key instead, which is unique too."""
+    return case_key(case_id) if NOT_IN_A_NODE_ID.search(case_id) else case_id

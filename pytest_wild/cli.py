@@ -1,5 +1,5 @@
-"""The `pytest-wild` command: list editors and suites, merge sharded reports, rebuild the
-bundled tiny model."""
+"""The `pytest-wild` command: list editors and suites, merge sharded reports, compare runs in
+one table, rebuild the bundled tiny model."""
 
 from __future__ import annotations
 
@@ -55,6 +55,19 @@ def _merge_reports(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(args: argparse.Namespace) -> int:
+    from .cases import WildInputError
+    from .compare import markdown, run_line
+
+    try:
+        lines = [run_line(Path(source), args.mode) for source in args.sources]
+    except WildInputError as exc:
+        print(f"pytest-wild table: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(markdown(lines)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pytest-wild", description="WILD evaluation of LLM knowledge edits.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("--allow-partial", action="store_true",
                        help='merge even with shards missing or interrupted; the result says "complete": false')
     merge.set_defaults(func=_merge_reports)
+    compare = commands.add_parser("table", help="one Markdown line per run, from JSON reports or golden directories "
+                                  "(golden/<model>/<editor>/<suite>), to compare editors")
+    compare.add_argument("sources", nargs="+", help="reports written with --wild-report, or golden directories")
+    compare.add_argument("--mode", default="wild", help="evaluation mode to show (default: wild)")
+    compare.set_defaults(func=_table)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -10,7 +10,9 @@ that agree). `locality_all` is ours, the same over every locality question of th
 `locality_em` exact match of each locality answer after the edit.
 
 Pre-edit answers do not depend on the edit, so they are computed once, batched over all
-cases, and cached. The teacher-forced reading runs only where it is used: under `synthetic`,
+cases, and cached. Each row also says how long its edit and the edited model's answers took
+(`timing`: wall-clock seconds, and the questions asked of the edited model under every
+mode). The teacher-forced reading runs only where it is used: under `synthetic`,
 and to explain an answer that missed ("the synthetic metric would have called this a
 success"). A case too long for the model window is never fed to the model: its row says
 why it is not evaluable and has no scores.
@@ -18,6 +20,7 @@ why it is not evaluable and has no scores.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .cases import Case
@@ -86,11 +89,18 @@ class Evaluator:
         fit = [case for case in cases if case.id not in rows]
         if fit:
             self.prepare(fit)
+            started = time.perf_counter()
             handle = apply_edit(fit)
+            edited = time.perf_counter()
             try:
                 rows |= {case.id: self._row(case) for case in fit}
             finally:
                 handle.restore()
+            done = time.perf_counter()
+            for case in fit:  # one update's cost shared by the cases it edited
+                rows[case.id]["timing"] = {"edit_seconds": (edited - started) / len(fit),
+                                           "evaluate_seconds": (done - edited) / len(fit),
+                                           "questions": len(_questions(case)) * len(self.settings.modes)}
         return [rows[case.id] for case in cases]
 
     def _base_row(self, case: Case) -> dict:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from .metrics import TABLE_METRICS
-from .report import aggregate, aggregate_by_source, markdown_table, table, write_json_atomic, write_text_atomic
+from .report import (aggregate, aggregate_by_source, gates_verdict, markdown_gates, markdown_table, table, timing_by_case,
+                     timing_line, timing_summary, write_json_atomic, write_text_atomic)
 from .results import Outcome, Results
 
 
@@ -34,6 +35,9 @@ def finish_run(run) -> Outcome:
         lines = markdown_table(aggregates, list(o.mode_labels), title)
         if results.not_evaluable:
             lines += ["", f"{_cases(len(results.not_evaluable))} not evaluable (too long for the model window), left out."]
+        lines += ["", timing_line(timing_summary(timing_by_case(results.rows)))]
+        if gates:
+            lines += ["", *markdown_gates(gates)]
         text = "\n".join(lines) + "\n"
         written["markdown table"] = _write(o.markdown, results.complete, lambda path: write_text_atomic(path, text))
     return Outcome(aggregates, gates, written)
@@ -72,6 +76,7 @@ def report_data(run, aggregates: dict, gates: list[dict]) -> dict:
 
     o, results = run.options, run.results
     rows = sorted(results.rows, key=lambda row: row["id"])
+    by_case = timing_by_case(rows)
     return {
         "complete": results.complete,
         "interrupted": results.stop_reason is not None,
@@ -82,7 +87,8 @@ def report_data(run, aggregates: dict, gates: list[dict]) -> dict:
         "not_evaluable": results.not_evaluable,
         "results": aggregates,
         "results_by_source": aggregate_by_source(rows),
-        "samples": rows,
+        "samples": [{key: value for key, value in row.items() if key != "timing"} for row in rows],
+        "timing": {"summary": timing_summary(by_case), "cases": by_case},
         "gates": gates,
         "flags": flagged(rows),
         "lost": sorted(results.lost),
@@ -130,6 +136,7 @@ def summary_lines(run) -> list[str]:
     lines.append("")
     lines.extend(table(aggregates, list(o.mode_labels)))
     lines.extend(source_lines(results.rows, o.primary_mode))
+    lines.append(timing_line(timing_summary(timing_by_case(results.rows))))
     flags = flagged(results.rows)
     for name, ids in sorted(flags.items()):
         lines.append(f"flagged {name}: {len(ids)} cases ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})")
@@ -186,10 +193,5 @@ class EndOfRun:
         for line in summary_lines(self.run):
             reporter.write_line(line, red=line.startswith("gate ") and "FAILED" in line)
         gates = results.outcome.gates if results.outcome else []
-        failed = [gate for gate in gates if not gate["passed"]]
-        if not gates:
-            reporter.write_sep("=", "WILD gates: none set (--wild-gate); the per-case tests decide the exit status")
-            return
-        verdict = (f"WILD gates: {len(failed)} of {len(gates)} FAILED ({', '.join(g['rule'] for g in failed)}): "
-                   "the run fails") if failed else f"WILD gates: all {len(gates)} passed"
-        reporter.write_sep("=", verdict, red=bool(failed), green=not failed)
+        failed = any(not gate["passed"] for gate in gates)
+        reporter.write_sep("=", gates_verdict(gates), red=failed, green=bool(gates) and not failed)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .cases import WildInputError
 from .finish import flagged
-from .report import aggregate, aggregate_by_source, unevaluable
+from .report import aggregate, aggregate_by_source, timing_summary, unevaluable
 
 # Configuration that must agree between shards for their union to be one run.
 MUST_AGREE = ("model", "editor", "suite", "evaluation", "only_failed", "batch_size", "seed", "dtype")
@@ -21,7 +21,7 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
     reports, malformed = [], []
     for path in paths:
         try:
-            reports.append(_read(path))
+            reports.append(read_report(path))
         except WildInputError as exc:
             malformed.append(str(exc))
     if malformed:
@@ -47,6 +47,8 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
                 raise WildInputError(f"{path}: case {row['id']!r} is also in an earlier report")
             samples[row["id"]] = row
     rows = [samples[key] for key in sorted(samples)]
+    timing = {case: found for report in reports for case, found in report.get("timing", {}).get("cases", {}).items()}
+    timing = {case: timing[case] for case in sorted(timing) if case in samples}
     lost = sorted(lost for report in reports for lost in report.get("lost", []))
     config = {**first, "shard": None, "merged_from": [str(p) for p in paths], "missing_shards": missing}
     return {
@@ -58,6 +60,7 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
         "results": aggregate(rows),
         "results_by_source": aggregate_by_source(rows),
         "samples": rows,
+        "timing": {"summary": timing_summary(timing), "cases": timing},
         "gates": [],
         "flags": flagged(rows),
         "lost": lost,
@@ -112,7 +115,7 @@ def _comparable(value):
     return value
 
 
-def _read(path: Path) -> dict:
+def read_report(path: Path) -> dict:
     """The report at `path`, checked as far as merging reads it, or one line naming the file
     and the field that is wrong."""
     try:
@@ -146,6 +149,15 @@ def _read(path: Path) -> dict:
         count = report["cases"].get("selected_before_sharding")
         if count is not None:
             _expect(path, "cases.selected_before_sharding", count, int)
+    if "timing" in report:  # older reports have none
+        _expect(path, "timing", report["timing"], dict)
+        _expect(path, "timing.cases", report["timing"].get("cases", {}), dict)
+        for case, found in report["timing"].get("cases", {}).items():
+            _expect(path, f"timing.cases.{case}", found, dict)
+            for key, kind in (("edit_seconds", float), ("evaluate_seconds", float), ("questions", int)):
+                value = found.get(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+                    raise WildInputError(f"{path}: field 'timing.cases.{case}.{key}' must be a number, not {_kind(value)}")
     shard = report["config"].get("shard")
     if shard is not None and not (isinstance(shard, list) and len(shard) == 2
                                   and all(type(part) is int for part in shard) and 1 <= shard[0] <= shard[1]):

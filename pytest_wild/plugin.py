@@ -87,17 +87,18 @@ def _make_run(config: pytest.Config, worker: bool):
     from .devices import check_devices
     from .options import options_from_config, refuse_paths_after_a_space
     from .outputs import check_cache_root
+    from .progress import Progress
     from .run import WildRun
 
     if worker:
         options = options_from_config(config)
         if "wild_device" in config.workerinput:
             options = replace(options, device=config.workerinput["wild_device"])
-        return WildRun(options)
+        return WildRun(options, progress=Progress(config))
     refuse_paths_after_a_space(config.invocation_params)
     options = options_from_config(config)
     check_devices(options)
-    return WildRun(options, cache_note=check_cache_root())
+    return WildRun(options, cache_note=check_cache_root(), progress=Progress(config))
 
 
 def _start_controller(config: pytest.Config, run) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import uuid
 from pathlib import Path
 
@@ -45,6 +46,37 @@ def _cell(values: list[float]) -> dict:
     mean = math.fsum(values) / n
     stderr = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else None
     return {"value": mean, "stderr": stderr, "n": n, "successes": sum(1 for v in values if v >= 1.0)}
+
+
+def timing_by_case(rows: list[dict]) -> dict[str, dict]:
+    """Case id -> its `timing` (seconds of its edit, of answering on the edited model, and
+    the questions answered). Kept out of the samples: it is the one part of a report that
+    differs between two runs of the same cases."""
+    return {row["id"]: row["timing"] for row in sorted(rows, key=lambda row: row["id"]) if "timing" in row}
+
+
+def timing_summary(by_case: dict[str, dict]) -> dict:
+    """What a method costs, as wall-clock seconds on this run's machine: per case edited
+    (mean, and the median, which the first edit's one-off work such as MEMIT's statistics
+    does not move), and per question answered on the edited model. Under xdist the workers
+    overlap, so these are per process, not the run's wall time divided out."""
+    if not by_case:
+        return {"cases": 0}
+    edits = [t["edit_seconds"] for t in by_case.values()]
+    questions = sum(t["questions"] for t in by_case.values())
+    answering = math.fsum(t["evaluate_seconds"] for t in by_case.values())
+    return {"cases": len(edits), "edit_seconds_mean": math.fsum(edits) / len(edits),
+            "edit_seconds_median": statistics.median(edits), "questions": questions,
+            "seconds_per_question": answering / questions if questions else None}
+
+
+def timing_line(summary: dict) -> str:
+    if not summary.get("cases"):
+        return "time: no case was edited"
+    per_question = summary["seconds_per_question"]
+    return (f"time: {summary['edit_seconds_mean']:.3f} s per edit (median {summary['edit_seconds_median']:.3f}), "
+            + (f"{per_question:.4f} s per question ({summary['questions']} questions)"
+               if per_question is not None else "no question answered"))
 
 
 def unevaluable(rows: list[dict]) -> dict[str, str]:
@@ -86,6 +118,25 @@ def markdown_table(results: dict, order: list[str], title: str) -> list[str]:
     lines = [f"### {title}", "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|---|---|" + "---:|" * 4]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results, order)]
     return lines
+
+
+def gates_verdict(gates: list[dict]) -> str:
+    """The run's last word on its gates, the same in the terminal and in Markdown."""
+    failed = [gate for gate in gates if not gate["passed"]]
+    if not gates:
+        return "WILD gates: none set (--wild-gate); the per-case tests decide the exit status"
+    if failed:
+        return f"WILD gates: {len(failed)} of {len(gates)} FAILED ({', '.join(g['rule'] for g in failed)}): the run fails"
+    return f"WILD gates: all {len(gates)} passed"
+
+
+def markdown_gates(gates: list[dict]) -> list[str]:
+    """Each gate with what was observed, and the verdict last."""
+    lines = ["| gate | mode | observed | verdict |", "|---|---|---:|---|"]
+    for gate in gates:
+        observed = "n/a" if gate["observed"] is None else f"{gate['observed']:.3f}"
+        lines.append(f"| `{gate['rule']}` | {gate['mode']} | {observed} | {'passed' if gate['passed'] else '**FAILED**'} |")
+    return lines + ["", f"**{gates_verdict(gates)}**"]
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -13,8 +13,9 @@ from .suite import Suite
 
 
 class WildRun:
-    def __init__(self, options: Options, cache_note: str | None = None) -> None:
+    def __init__(self, options: Options, cache_note: str | None = None, progress=None) -> None:
         self.options = options
+        self.progress = progress  # how the runtime shows its long steps (pytest_wild.progress)
         self.cache_note = cache_note  # said in the header when the statistics cache cannot be written
         self.found: Path | str | None = None  # the suite file, data file or hub id --wild-suite named
         self.suite: Suite | None = None
@@ -26,7 +27,7 @@ class WildRun:
         from .runtime import Runtime
 
         self.found, self.suite = found, suite
-        self.runtime = Runtime(self.options, suite)
+        self.runtime = Runtime(self.options, suite, self.progress)
         self.results.describe_suite(suite)
 
     @property

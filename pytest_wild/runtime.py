@@ -10,13 +10,16 @@ from dataclasses import asdict
 
 from .cases import Case
 from .gates import Rule, parse_rule
+from .metrics import TABLE_METRICS
 from .options import Options
+from .progress import Silent
 from .suite import Suite
 
 
 class Runtime:
-    def __init__(self, options: Options, suite: Suite) -> None:
+    def __init__(self, options: Options, suite: Suite, progress=None) -> None:
         self.options, self.suite = options, suite
+        self.progress = progress or Silent()
         self._checked = self._hparams = self._loaded = self._evaluator = self._editor = None
         self.hparams_notes: list[str] = []  # published keys the editor ignores, said once in the header
         self.editor_cache = None  # the model's EditorCache, made with the model
@@ -78,7 +81,8 @@ class Runtime:
             from .model import choose_cpu_threads, load_model
 
             o = self.options
-            loaded = load_model(o.model, o.device, o.dtype, o.trust_remote_code, o.device_map)
+            with self.progress.step(f"loading {o.model or 'the bundled tinyworld model'} ({o.dtype}, device {o.device})"):
+                loaded = load_model(o.model, o.device, o.dtype, o.trust_remote_code, o.device_map)
             choose_cpu_threads(loaded.model, loaded.device)
             self.editor_cache, self.editor_state = EditorCache(loaded.model), EditorState()
             self.model_info = {"spec": loaded.spec, "profile": loaded.profile,
@@ -99,8 +103,16 @@ class Runtime:
         return self._evaluator
 
     def start(self, cases: list[Case]) -> None:
-        """Load everything and compute the unedited answers for all cases this process runs."""
-        self.evaluator.prepare(cases)
+        """Before the first case, each step shown: load the model, compute what every edit
+        needs (an editor's statistics), and the unedited answers of the cases this process
+        runs."""
+        evaluator = self.evaluator
+        if self.editor.prepare is not None:
+            loaded = self.loaded
+            with self.progress.step(f"{self.editor.name}: what every edit needs (statistics, cached on disk)"):
+                self.editor.prepare(loaded.model, loaded.tokenizer, self.hparams, self.editor_cache)
+        with self.progress.step(f"unedited answers of {len(cases)} case{'s' if len(cases) != 1 else ''}"):
+            evaluator.prepare(cases)
 
     def plan_batches(self, dropped: set[str]) -> None:
         """Group the suite's cases (in suite order, less those --wild-only-failed dropped)
@@ -150,6 +162,15 @@ class Runtime:
                 continue
             messages.append(self._explain(rule, mode, observed, row))
         return messages
+
+    def misses(self, row: dict) -> list[str]:
+        """Messages for each of the table's metrics (reliability, generalization, locality)
+        where the case scored below 1 in the primary mode: what the edited model got wrong,
+        in the words of a failed threshold, for a case that no threshold fails."""
+        mode = self.options.primary_mode
+        scores = row["modes"].get(mode, {})
+        return [self._explain(Rule(None, metric, ">=", 1.0, f"{metric}>=1"), mode, scores[metric], row)
+                for metric in TABLE_METRICS if scores.get(metric) is not None and scores[metric] < 1.0]
 
     def _explain(self, rule: Rule, mode: str, observed: float, row: dict) -> str:
         answers = row["modes"][mode].get("answers", {})

@@ -36,7 +36,7 @@ class Suite:
     seed: int = 0
     limit: int | None = None
     sampling: str = "seeded"
-    thresholds: dict[str, float] = field(default_factory=lambda: {"reliability": 1.0})
+    thresholds: dict[str, float] = field(default_factory=dict)  # per-case; none unless the suite sets them
     hparams: dict[str, dict] = field(default_factory=dict)
 
 
@@ -172,7 +172,7 @@ def _from_yaml(path: Path, project: Path, data_dir: Path | None = None) -> Suite
         seed=_integer(spec, "seed", 0, path),
         limit=_integer(spec, "limit", None, path),
         sampling=_choice(spec, "sampling", SAMPLINGS, "seeded", path),
-        thresholds=_thresholds(spec.get("thresholds", {"reliability": 1.0}), path),
+        thresholds=_thresholds(spec.get("thresholds", {}), path),
         hparams=_hparams(spec.get("hparams", {}), path),
     )
 

@@ -37,9 +37,11 @@ class Editor:
     """What an editing method provides: its hyperparameter dataclass, its per-architecture
     defaults and `apply` (see the module docstring). `prefix`, where the editor's prompts put
     text before the case's prompt (context templates), says how many tokens at most, so cases
-    too long for the model window are found first. `ignored` names keys of the method's
-    published hyperparameter files that this implementation accepts and does not use, each
-    with why (reported to the user, never an error)."""
+    too long for the model window are found first. `prepare` computes what every edit reads
+    and no case changes (statistics) before the first case, where its progress shows.
+    `ignored` names keys of the method's published hyperparameter files that this
+    implementation accepts and does not use, each with why (reported to the user, never an
+    error)."""
 
     name: str
     description: str
@@ -47,6 +49,7 @@ class Editor:
     defaults: Callable  # (model config, profile) -> dict of hyperparameters
     apply: Callable  # (model, tokenizer, cases, hparams, *, handle, cache, state) -> None
     prefix: Callable | None = None  # (model, tokenizer, hparams, cache) -> tokens before the prompt
+    prepare: Callable | None = None  # (model, tokenizer, hparams, cache) -> None: what every edit reads
     ignored: Mapping[str, str] = field(default_factory=dict)  # hyperparameter key -> why it is not used
 
 

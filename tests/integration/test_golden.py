@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from pytest_wild.cases import case_key
 from pytest_wild.golden import (
     GoldenGuard,
     GoldenSettings,
     WildGoldenExtension,
-    case_key,
     golden_record,
     model_key,
     render,
@@ -119,7 +119,7 @@ def test_changed_generations_fail_with_a_diff_and_are_accepted_by_update(pyteste
     assert changed.ret == pytest.ExitCode.TESTS_FAILED
     out = changed.stdout.str()
     assert "golden golden/tinyworld/ft-m/open/tw-0205.json does not exist: run with --snapshot-update to record it" in out
-    failed = [case for case in CASES if f"edit[{case}] - " in out]
+    failed = [case for case in CASES if f"open.yaml::{case} - " in out]
     assert failed, out
     changed.stdout.fnmatch_lines([
         "reliability: asked * expected * generated *",  # the threshold first ...
@@ -131,10 +131,10 @@ def test_changed_generations_fail_with_a_diff_and_are_accepted_by_update(pyteste
     assert "scores.wild.reliability" in out
 
     accepted = pytester.runpytest_subprocess(*WILD, "--wild-hparams=hp.yaml", "--snapshot-update", "-p", "no:xdist")
-    accepted.assert_outcomes(passed=4)
+    accepted.assert_outcomes(xfailed=4)  # the weak edits miss: expected failures, recorded as they are
     accepted.stdout.fnmatch_lines(["*1 snapshot generated. * updated.*"])
     rerun = pytester.runpytest_subprocess(*WILD, "--wild-hparams=hp.yaml", "-n", "2")
-    rerun.assert_outcomes(passed=4)
+    rerun.assert_outcomes(xfailed=4)
     rerun.stdout.fnmatch_lines(["*4 snapshots passed*"])
 
 
@@ -144,7 +144,7 @@ def test_without_syrupy_the_cases_run_and_no_golden_is_compared_or_touched(pytes
     before = snapshot_of(directory)
     pytester.makefile(".yaml", hp="num_steps: 1\nlr: 1.0e-5\n")  # generations that differ from the goldens
     result = pytester.runpytest_subprocess(*WILD, "--wild-hparams=hp.yaml", "-p", "no:syrupy", *workers)
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(xfailed=4)
     result.stdout.fnmatch_lines(["wild goldens: not compared (the syrupy plugin is disabled: -p no:syrupy)"])
     assert "differs" not in result.stdout.str()
     assert snapshot_of(directory) == before
@@ -166,7 +166,7 @@ def test_a_golden_of_a_case_gone_from_the_suite_is_reported_then_removed(pyteste
     update = pytester.runpytest_subprocess(*WILD, "-n", "2", "--snapshot-update")
     update.assert_outcomes(passed=4)
     update.stdout.fnmatch_lines(["*4 snapshots passed. 1 unused snapshot deleted.*"])
-    assert "Deleted edit[tw-9999] (golden/tinyworld/ft-m/open/tw-9999.json)" in update.stdout.str()
+    assert "Deleted case_gone_from_suite[tw-9999] (golden/tinyworld/ft-m/open/tw-9999.json)" in update.stdout.str()
     assert contents(directory) == kept
 
 
@@ -190,11 +190,11 @@ def test_a_crashed_worker_loses_its_case_and_no_golden(pytester, recorded, monke
     shutil.copy(directory / "tw-0034.json", directory / "tw-9999.json")  # would be deleted
     before = contents(directory)
     pytester.makeconftest(CRASH_CONFTEST)
-    monkeypatch.setenv("WILD_CRASH_CASE", "edit[tw-0145]")
+    monkeypatch.setenv("WILD_CRASH_CASE", "tw-0145")
     result = pytester.runpytest_subprocess(*WILD, "-n", "2", "--snapshot-update")
     result.assert_outcomes(passed=3, failed=1)
     out = result.stdout.str()
-    assert "crashed while running 'open.yaml::edit[tw-0145]'" in out
+    assert "crashed while running 'open.yaml::tw-0145'" in out
     result.stdout.fnmatch_lines(["wild goldens: xdist worker(s) gw* crashed: unused goldens were kept (nothing deleted)*"])
     assert "Deleted" not in out
     assert contents(directory) == before
@@ -263,3 +263,26 @@ def test_the_extension_is_importable_and_constructible_without_arguments():
     cls = import_module_member("pytest_wild.golden.WildGoldenExtension")
     assert cls is WildGoldenExtension
     assert cls().file_extension == "json"
+
+
+@pytest.mark.parametrize("case_id", ["tw-0042", "NQ-1104", "1104", "a b", "x[1]", "é-1"])
+def test_a_case_claims_its_own_golden_and_never_one_whose_case_is_gone(tmp_path, case_id):
+    """syrupy relates snapshots to tests by name: a case of the run (passed, skipped or
+    expected to fail) must match its own golden's name, so recording it raises no warning,
+    and must not match a gone case's golden, which would then never be removed."""
+    from types import SimpleNamespace
+
+    from syrupy.location import PyTestLocation
+
+    from pytest_wild.cases import Case, item_name
+
+    def test_edit():
+        pass
+
+    case = Case(case_id, "Q: ?", "x", "", None, ())
+    item = SimpleNamespace(path=tmp_path / "open.yaml", obj=test_edit, name=item_name(case_id),
+                           nodeid=f"open.yaml::{item_name(case_id)}", case=case)
+    location = PyTestLocation(item)
+    assert location.matches_snapshot_name(WildGoldenExtension.get_snapshot_name(test_location=location))
+    gone = next(iter(WildGoldenExtension().read_snapshot_collection(snapshot_location=str(tmp_path / "tw-9999.json"))))
+    assert not location.matches_snapshot_name(gone.name)

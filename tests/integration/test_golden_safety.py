@@ -5,6 +5,8 @@ that is a link reads, writes and deletes nothing there; a golden that is not UTF
 with one line until `--snapshot-update` replaces it."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,25 @@ def test_checked_golden_path_allows_regular_files_and_absent_ones_and_refuses_th
             checked_golden_path(path, root)
     with pytest.raises(GoldenRefused, match="a.json is not a directory"):
         checked_golden_path(directory / "a.json" / "x.json", root)
+
+
+@pytest.mark.parametrize("make", ["golden-link", "directory-link", "not-a-golden"])
+def test_the_table_command_refuses_links_and_bad_goldens_in_one_line(tmp_path, secret, make):
+    directory = tmp_path / "golden" / "tinyworld" / "memit" / "tinyworld"
+    directory.mkdir(parents=True)
+    (directory / "tw-0001.json").write_text('{"scores": {"wild": {"reliability": 1.0}}}')
+    source, expected = directory, None
+    if make == "golden-link":
+        (directory / "tw-0002.json").symlink_to(secret)
+        expected = "tinyworld/tw-0002.json is a symbolic link; goldens are read and written only as regular files"
+    elif make == "directory-link":
+        source = tmp_path / "link"
+        source.symlink_to(directory)
+        expected = f"{source}: not a directory (a golden directory or a JSON report)"
+    else:
+        (directory / "tw-0002.json").write_text("[1, 2]")
+        expected = f"{directory / 'tw-0002.json'}: not a golden with scores for mode 'wild' (TypeError)"
+    done = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "table", str(source)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and expected in done.stderr, done.stderr
+    assert SECRET not in done.stderr

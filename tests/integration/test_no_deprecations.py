@@ -1,6 +1,7 @@
 """pytest-wild's own calls into transformers raise no deprecation: warnings from them are
 errors here, and transformers' own deprecation log lines are failures too (it reports a
-renamed output field through its logger, not through `warnings`)."""
+renamed output field through its logger, not through `warnings`). That a default run of the
+plugin prints no warning is checked by every run of tests/integration/test_bundled_goldens.py."""
 
 import logging
 import warnings
@@ -34,13 +35,3 @@ def test_engine_and_editors_call_transformers_as_it_wants_to_be_called(model_typ
             editor, hparams = hparams_for(name, model)
             edit(editor, model, tok, [CASE], hparams).restore()
     assert deprecations(caplog.records) == []
-
-
-def test_a_default_run_prints_no_warning(pytester):
-    result = pytester.runpytest_subprocess("--wild", "--editor", "memit", "--wild-limit", "4", "-p", "no:cacheprovider",
-                                           "--wild-eval", "wild,synthetic,length", "-W", "error::DeprecationWarning",
-                                           "-W", "error::FutureWarning")
-    output = result.stdout.str() + result.stderr.str()
-    assert result.ret in (0, 1), output
-    assert "warnings summary" not in output and "Warning:" not in output, output
-    assert "deprecat" not in output.lower(), output

@@ -1,6 +1,7 @@
 """The plugin as users meet it, through pytester: serially, with `-n 2`, and without xdist."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,6 @@ RUNNERS = {
     "xdist": ["-n", "2"],
     "no-xdist": ["-p", "no:xdist"],
 }
-
-
-@pytest.fixture(params=sorted(RUNNERS))
-def runner(request):
-    return RUNNERS[request.param]
 
 
 def write_suite(pytester, name="open", thresholds="{}", limit=4):
@@ -45,50 +41,69 @@ def test_help_lists_the_option_group(pytester):
     result.stdout.fnmatch_lines(["*WILD evaluation of knowledge edits*", "*--wild-suite=NAME_OR_PATH*"])
 
 
-def test_wild_run_collects_one_test_per_case_and_reports(pytester, runner):
+def without_timing(text: str) -> str:
+    """A report's text less its `timing` section, the one part the wall clock writes."""
+    start = text.index('\n  "timing": {')
+    return text[:start] + text[text.index("\n  },\n", start) + len("\n  },"):]
+
+
+def test_wild_run_collects_one_test_per_case_and_reports_the_same_bytes_serially_and_under_xdist(pytester):
+    """Serially, with -n 2 and without xdist: one test per case, the long steps before the
+    first case shown, the results table in 80 columns, a time line, and the same report bytes
+    but for the timing section."""
     suite = write_suite(pytester)
     pytester.makepyfile(test_other="def test_not_collected_under_wild(): assert False")
-    report = pytester.path / "report.json"
-    result = pytester.runpytest_subprocess(
-        "--wild", "--editor", "ft-m", f"--wild-suite={suite}", f"--wild-report={report}",
-        "--wild-eval", "wild,synthetic,length", *runner)
-    result.assert_outcomes(passed=4)
-    devices = "wild devices: gw0=cpu gw1=cpu" if "-n" in runner else "wild devices: auto"
-    result.stdout.fnmatch_lines([devices, "*4 passed*", "*WILD results*", "mode *metric *mean *± stderr *cases *passing",
-                                 "wild *reliability *", "wild *locality *", "synthetic *reliability *",
-                                 "length *locality *"])
-    lines = result.stdout.lines
-    start = next(i for i, line in enumerate(lines) if line.startswith("mode "))
-    assert all(len(line) <= 80 for line in lines[start : start + 11])  # header, rule, 3 modes x 3 metrics
-    data = json.loads(report.read_text())
-    assert len(data["samples"]) == 4
+    reports = {}
+    for name, runner in RUNNERS.items():
+        report = pytester.path / f"{name}.json"
+        result = pytester.runpytest_subprocess(
+            "--wild", "--editor", "ft-m", f"--wild-suite={suite}", f"--wild-report={report}",
+            "--wild-eval", "wild,synthetic,length", *runner)
+        result.assert_outcomes(passed=4)
+        devices = "wild devices: gw0=cpu gw1=cpu" if "-n" in runner else "wild devices: auto"
+        result.stdout.fnmatch_lines([devices, "*4 passed*", "*WILD results*", "mode *metric *mean *± stderr *cases *passing",
+                                     "wild *reliability *", "wild *locality *", "synthetic *reliability *",
+                                     "length *locality *",
+                                     "time: * s per edit (median *), * s per question (* questions)"])
+        progress = result.stderr.lines if "-n" in runner else result.stdout.lines
+        steps = [line for line in progress if line.startswith("[gw" if "-n" in runner else "wild: ") and "wild: " in line]
+        assert any("wild: loading the bundled tinyworld model (float32, device " in line and line.endswith(" ...")
+                   for line in steps), (name, steps)
+        assert any("wild: unedited answers of " in line and ": done in " in line for line in steps), (name, steps)
+        lines = result.stdout.lines
+        start = next(i for i, line in enumerate(lines) if line.startswith("mode "))
+        assert all(len(line) <= 80 for line in lines[start : start + 11])  # header, rule, 3 modes x 3 metrics
+        text = report.read_text()
+        timing = json.loads(text)["timing"]
+        assert timing["summary"]["cases"] == 4
+        assert sorted(timing["cases"]) == sorted(row["id"] for row in json.loads(text)["samples"])
+        assert all(t["edit_seconds"] > 0 and t["evaluate_seconds"] > 0 and t["questions"] == 15 for t in timing["cases"].values())
+        reports[name] = without_timing(text)
+    assert reports["serial"] == reports["xdist"] == reports["no-xdist"]
+    data = json.loads(reports["serial"])
+    assert len(data["samples"]) == 4 and "timing" not in data["samples"][0]
     assert set(data["results"]) == {"wild", "synthetic", "length"}
     assert data["config"]["editor"]["name"] == "ft-m"
     assert data["config"]["editor"]["hparams"]["objective_optimization"] == "target_new"
     assert len(data["config"]["model"]["fingerprint"]) == 16
-    sample = data["samples"][0]
-    assert {"prompt", "rephrase", "locality"} <= set(sample["modes"]["wild"]["answers"])
+    assert {"prompt", "rephrase", "locality"} <= set(data["samples"][0]["modes"]["wild"]["answers"])
 
 
-def test_serial_and_parallel_runs_write_the_same_report_bytes(pytester):
-    suite = write_suite(pytester, limit=6)
-    reports = {}
-    for name, args in (("serial", []), ("parallel", ["-n", "2"])):
-        path = pytester.path / f"{name}.json"
-        result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}",
-                                               f"--wild-report={path}", *args)
-        assert result.ret == 0
-        reports[name] = path.read_bytes()
-    assert reports["serial"] == reports["parallel"]
-    assert len(json.loads(reports["serial"])["samples"]) == 6
-
-
-def test_failures_say_what_was_asked_expected_and_generated(pytester):
-    suite = write_suite(pytester, name="strict", thresholds="{reliability: 1, locality: 1}", limit=8)
-    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-l", f"--wild-suite={suite}",
-                                           f"--wild-hparams={_tiny_steps(pytester)}")
+def test_an_edit_that_did_not_work_is_an_expected_failure_and_a_threshold_makes_it_fail(pytester):
+    """By default a case whose edit missed is `xfailed` with what was asked, expected and
+    generated (`-rx`), and the run passes; a per-case threshold turns the same case into a
+    failure with the same words."""
+    weak = _tiny_steps(pytester)
+    default = pytester.runpytest_subprocess("--wild", "--editor", "ft-l", f"--wild-suite={write_suite(pytester, limit=8)}",
+                                            f"--wild-hparams={weak}", "-rx")
+    assert default.ret == 0
+    assert default.parseoutcomes().get("xfailed", 0) >= 1 and "failed" not in default.parseoutcomes()
+    default.stdout.fnmatch_lines(['XFAIL open.yaml::tw-* - reliability: asked "Q: * expected "*" generated "*'])
+    strict = write_suite(pytester, name="strict", thresholds="{reliability: 1, generalization: 1, locality: 1}", limit=8)
+    result = pytester.runpytest_subprocess("--wild", "--editor", "ft-l", f"--wild-suite={strict}", f"--wild-hparams={weak}")
     output = result.stdout.str()
     assert result.ret == 1
+    assert result.parseoutcomes()["failed"] == default.parseoutcomes()["xfailed"]
     assert 'reliability: asked "Q: ' in output and '" expected "' in output and '" generated "' in output
     assert "teacher-forced token accuracy" in output
 
@@ -106,8 +121,11 @@ def test_gates_decide_the_exit_status(pytester):
     assert passing.ret == 0
     failing = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}",
                                             "--wild-gate", "synthetic.reliability>=0", "--wild-eval", "wild,synthetic",
-                                            "--wild-gate", "locality>1")
+                                            "--wild-gate", "locality>1", "--wild-markdown=gates.md")
     assert failing.ret == 1
+    markdown = (pytester.path / "gates.md").read_text().splitlines()
+    assert "| `locality>1` | wild | 1.000 | **FAILED** |" in markdown
+    assert markdown[-1] == "**WILD gates: 1 of 2 FAILED (locality>1): the run fails**"
     failing.stdout.fnmatch_lines(["*passed in*", "*WILD results*", "*gate synthetic.reliability>=0 (synthetic): passed*",
                                   "*gate locality>1 (wild): FAILED*"])
     assert failing.stdout.lines[-1].strip("= ") == "WILD gates: 1 of 2 FAILED (locality>1): the run fails"
@@ -130,23 +148,40 @@ def test_a_tilde_in_a_path_option_means_the_home_directory(pytester, monkeypatch
     assert not (pytester.path / "~").exists()
 
 
-def test_an_id_printed_by_verbose_output_runs_that_case_alone_when_pasted_back(pytester):
-    """Also: an option's value with '::' is no test id, and published hyperparameter keys the
-    editor ignores are said once in the header."""
-    listed = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "--collect-only", "-q")
-    ids = [line for line in listed.stdout.lines if "::edit[" in line]
-    assert len(ids) == 4 and ids[0].startswith("tinyworld.yaml::edit[tw-")
+def ran(result) -> dict[str, str]:
+    """Each case's outcome in `-v` output, serial ("tinyworld.yaml::tw-0010 PASSED [ 16%]")
+    or xdist ("[gw0] [ 16%] PASSED tinyworld.yaml::tw-0010")."""
+    outcomes = {}
+    for line in result.stdout.lines:
+        test, outcome = re.search(r"tinyworld\.yaml::\S+", line), re.search(r"\b(PASSED|FAILED|XFAIL|ERROR)\b", line)
+        if test and outcome and not line.startswith(("FAILED ", "ERROR ", "XFAIL ")):
+            outcomes[test.group()] = outcome.group()
+    return outcomes
+
+
+def test_lf_reruns_exactly_the_failed_cases_and_a_pasted_id_runs_that_case_alone(pytester):
+    """Serially and under xdist. Also: an option's value with '::' is no test id, and
+    published hyperparameter keys the editor ignores are said once in the header."""
+    threshold = ("--wild-threshold", "locality>=1")  # of these 6 cases, ft-m changes tw-0098's locality answer
+    first = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=6", "-v", *threshold)
+    outcomes = ran(first)
+    assert len(outcomes) == 6 and all(test.startswith("tinyworld.yaml::tw-") for test in outcomes), first.stdout.str()
+    failed = [test for test, outcome in outcomes.items() if outcome == "FAILED"]
+    assert failed == ["tinyworld.yaml::tw-0098"] and first.ret == 1
+    for workers in ([], ["-n", "2"]):
+        again = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=6", "-v", "--lf", *threshold, *workers)
+        assert ran(again) == {failed[0]: "FAILED"}, (workers, again.stdout.str())
+    chosen_id = next(test for test, outcome in outcomes.items() if outcome == "PASSED")
     pytester.path.joinpath("ft.yaml").write_text("alg_name: FT\nkl_factor: 0\n")
     for workers in ([], ["-n", "2"]):
-        chosen = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "-v", ids[2], *workers,
+        chosen = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=6", "-v", chosen_id, *workers,
                                                "-W", "error::DeprecationWarning", "--wild-hparams=ft.yaml")
         assert chosen.ret == 0
         notes = [line for line in chosen.stdout.lines if line.startswith("wild hparams:")]
         assert notes == ["wild hparams: ft.yaml: kl_factor ignored (EasyEdit's FT computes no KL term: its files "
                          "set it to 0 and its training loop never reads it)"]
-        passed = [line for line in chosen.stdout.lines if "PASSED" in line]
-        assert len(passed) == 1 and ids[2] in passed[0], workers  # (xdist does not count deselected tests)
-        chosen.stdout.fnmatch_lines(["*= 1 passed*"])
-    unknown = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "tinyworld.yaml::edit[nope]")
+        assert ran(chosen) == {chosen_id: "PASSED"}, workers
+        chosen.stdout.fnmatch_lines(["*= 1 passed*"])  # (xdist does not count deselected tests)
+    unknown = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "tinyworld.yaml::nope")
     assert unknown.ret == 4
-    assert unknown.stderr.lines[0].startswith("ERROR: tinyworld.yaml::edit[nope]: no such test in this run")
+    assert unknown.stderr.lines[0].startswith("ERROR: tinyworld.yaml::nope: no such test in this run")

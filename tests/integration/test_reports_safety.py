@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 MERGE = [sys.executable, "-m", "pytest_wild.cli", "merge-reports"]
 
@@ -94,18 +95,23 @@ def _lines_into(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shards(tmp_path_factory) -> dict[int, dict]:
-    """The reports of the 3 shards of a 3-case run, made once for the module."""
-    where = tmp_path_factory.mktemp("shards")
-    reports = {}
-    for k in (1, 2, 3):
-        done = subprocess.run([sys.executable, "-m", "pytest", "--wild", "--editor", "ft-m", "--wild-limit", "3",
-                               "--wild-shard", f"{k}/3", f"--wild-report=shard{k}.json", "-q", "-p", "no:cacheprovider"],
-                              cwd=where, env=inner_env(), capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout + done.stderr
-        reports[k] = json.loads((where / f"shard{k}.json").read_text())
-    return reports
+    """The reports of the 3 shards of a 3-case run, made once for the session and shared by
+    xdist workers under a file lock (pytest-xdist's documented pattern for session data)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the directory every worker's base temp lies in
+    where = root / "wild-shards"
+    with FileLock(str(root / "wild-shards.lock")):
+        if not all((where / f"shard{k}.json").is_file() for k in (1, 2, 3)):
+            where.mkdir(exist_ok=True)
+            for k in (1, 2, 3):
+                done = subprocess.run([sys.executable, "-m", "pytest", "--wild", "--editor", "ft-m", "--wild-limit", "3",
+                                       "--wild-shard", f"{k}/3", f"--wild-report=shard{k}.json", "-q", "-p", "no:cacheprovider"],
+                                      cwd=where, env=inner_env(), capture_output=True, text=True)
+                assert done.returncode == 0, done.stdout + done.stderr
+    return {k: json.loads((where / f"shard{k}.json").read_text()) for k in (1, 2, 3)}
 
 
 def merge(tmp_path: Path, reports: dict[str, dict | bytes], *options: str) -> tuple[subprocess.CompletedProcess, Path]:
@@ -193,6 +199,9 @@ MALFORMED = {
     "sample without modes": (lambda r: _sample(r, "modes"), "bad.json: field 'samples[0].modes' is missing"),
     "shard not K/N": (lambda r: _with(r, config={**r["config"], "shard": [4, 3]}),
                       "bad.json: field 'config.shard' must be null or [K, N] with 1 <= K <= N, not [4, 3]"),
+    "timing of a case not a number": (
+        lambda r: _with(r, timing={"cases": {"tw-1": {"edit_seconds": "1", "evaluate_seconds": 1.0, "questions": 5}}}),
+        "bad.json: field 'timing.cases.tw-1.edit_seconds' must be a number, not a string"),
     "complete not a boolean": (lambda r: _with(r, complete="yes"), "bad.json: field 'complete' must be a boolean, not a string"),
     "not UTF-8": (lambda r: b'{"samples": "\xff"}', "bad.json: not UTF-8 (byte 0xff at offset 13)"),
     "nested too deeply": (lambda r: b"[" * 200_000 + b"]" * 200_000,

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+from pytest_wild.suite import BUNDLED_SUITES, load_suite
+
 LIMIT = ("--wild-limit", "25")
 
 
@@ -29,6 +31,8 @@ def test_merged_shards_equal_the_unsharded_run(pytester):
     merged = json.loads(merged_path.read_text())
     assert merged["results"] == whole["results"]
     assert merged["samples"] == whole["samples"]
+    assert sorted(merged["timing"]["cases"]) == sorted(whole["timing"]["cases"]) == [r["id"] for r in whole["samples"]]
+    assert merged["timing"]["summary"]["questions"] == whole["timing"]["summary"]["questions"]
     assert merged["complete"] is whole["complete"] is True
     assert merged["cases"] == whole["cases"] == {"selected": 25, "run": 25, "selected_before_sharding": 25, "not_evaluable": 0}
     assert [s["cases"]["selected_before_sharding"] for s in shards] == [25] * 3  # shard 2 ran under -n 2
@@ -53,8 +57,8 @@ def test_batch_editing_gives_the_same_results_serially_and_in_parallel(pytester)
     parallel = run_report(pytester, "parallel", *args, "-n", "2")
     assert serial["samples"] == parallel["samples"]
     assert serial["config"]["batch_size"] == 4
-    single = run_report(pytester, "single", "--wild-limit", "12")
-    assert [r["id"] for r in single["samples"]] == [r["id"] for r in serial["samples"]]
+    selected = load_suite(BUNDLED_SUITES / "tinyworld.yaml", limit=12).cases  # what a single-edit run selects
+    assert [r["id"] for r in serial["samples"]] == sorted(case.id for case in selected)
 
 
 def test_markdown_table_and_junit_properties(pytester):

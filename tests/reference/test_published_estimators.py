@@ -111,7 +111,7 @@ def test_first_k_sampling_takes_the_first_records_and_seeded_a_sample():
 def test_messages_and_reports_show_the_text_the_model_was_given(pytester):
     result = pytester.runpytest_subprocess("--wild", "--editor", "ft-l", "--wild-limit", "6", "-p", "no:cacheprovider",
                                            "--wild-context", "qa_inst", "--wild-sampling", "first",
-                                           "--wild-report=report.json")
+                                           "--wild-report=report.json", "-rx")
     output = result.stdout.str()
     assert 'asked "Please answer the question:' in output
     report = json.loads((pytester.path / "report.json").read_text())

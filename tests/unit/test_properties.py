@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pytest_wild.cases import WildInputError
 from pytest_wild.gates import parse_rule
 from pytest_wild.metrics import EDIT_METRICS
-from pytest_wild.golden import WINDOWS_RESERVED, case_key
+from pytest_wild.cases import WINDOWS_RESERVED, case_key
 from pytest_wild.loaders import cases_from_records
 
 FILE_NAME_CHARACTERS = set(string.ascii_letters + string.digits + "._+-")

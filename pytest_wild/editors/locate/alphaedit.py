@@ -28,7 +28,7 @@ from ...architectures import architecture_of
 from ...cases import Case
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from .layers import SPREAD_LAYERS, SPREAD_REFERENCE, check_layers, published_layers
-from .solves import alphaedit_solve, moments, projection
+from .solves import alphaedit_solve, moments, moments_of_layers, projection
 from .spread import spread_update
 from .templates import template_prefix
 
@@ -133,4 +133,4 @@ def apply(model, tokenizer, cases: list[Case], hp: AlphaEditHparams, *, handle: 
 
 
 ALPHAEDIT = Editor("alphaedit", "AlphaEdit: MEMIT updates projected onto the preserved keys' null space "
-                   "(Fang et al. 2025)", AlphaEditHparams, defaults, apply, template_prefix)
+                   "(Fang et al. 2025)", AlphaEditHparams, defaults, apply, template_prefix, moments_of_layers)

@@ -24,7 +24,7 @@ from ...architectures import architecture_of
 from ...cases import Case
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from .layers import SPREAD_LAYERS, SPREAD_REFERENCE, check_layers, published_layers
-from .solves import memit_solve, moments
+from .solves import memit_solve, moments, moments_of_layers
 from .spread import spread_update
 from .templates import template_prefix
 
@@ -90,4 +90,4 @@ def apply(model, tokenizer, cases: list[Case], hp: MEMITHparams, *, handle: Edit
 
 
 MEMIT = Editor("memit", "MEMIT: batched least-squares updates spread over several MLP layers (Meng et al. 2023)",
-               MEMITHparams, defaults, apply, template_prefix)
+               MEMITHparams, defaults, apply, template_prefix, moments_of_layers)

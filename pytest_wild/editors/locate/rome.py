@@ -135,7 +135,13 @@ def edit_layer(model, tokenizer, arch, request: Request, layer: int, name: str, 
             "delta_norm": float(values.delta[0].norm()), "init_norm": float(values.init[0].norm())}
 
 
+def before_edits(model, tokenizer, hp, cache: EditorCache) -> None:
+    """The second moments every edit reads (with `mom2_adjustment`), before the first case."""
+    if hp.mom2_adjustment:
+        moments(model, tokenizer, hp, sorted(set(hp.layers)), cache)
+
+
 ROME = Editor("rome", "ROME: rank-one update of one MLP output projection (Meng et al. 2022)", ROMEHparams,
-              _defaults(original=True), apply, template_prefix)
+              _defaults(original=True), apply, template_prefix, before_edits)
 R_ROME = Editor("r-rome", "R-ROME: ROME with consistent keys in the update (Gupta et al. 2024)", ROMEHparams,
-                _defaults(original=False), apply, template_prefix)
+                _defaults(original=False), apply, template_prefix, before_edits)

@@ -26,6 +26,12 @@ def moments(model, tokenizer, hp, layers: Sequence[int], cache: EditorCache | No
     return {layer: found[name] for layer, name in names.items()}
 
 
+def moments_of_layers(model, tokenizer, hp, cache: EditorCache | None = None) -> None:
+    """The second moments of every edited layer, computed (or read from disk) once before the
+    first case: the editors' `prepare`."""
+    moments(model, tokenizer, hp, sorted(set(hp.layers)), cache)
+
+
 def cholesky(moment, device, cache: EditorCache | None = None) -> torch.Tensor:
     """The float64 Cholesky factor of C. A C that is not numerically positive definite (few
     samples, dead units) gets the smallest ridge ε·mean(diag C), ε = 1e-10, 1e-9, ..., that

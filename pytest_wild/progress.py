@@ -1,0 +1,46 @@
+"""Lines about the long work pytest's dots say nothing about: loading the model, what every
+edit needs (an editor's statistics, with their own progress bar), the unedited answers of the
+cases. They run before the first case, where pytest captures no output; a serial run writes
+them through pytest's terminal, an xdist worker to its stderr (the terminal it inherited),
+tagged with its id. Not shown with `-q`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+
+class Progress:
+    def __init__(self, config: pytest.Config) -> None:
+        self.shown = config.get_verbosity() >= 0
+        self.worker = getattr(config, "workerinput", {}).get("workerid")
+        self.plugins = config.pluginmanager  # the terminal reporter registers after this plugin's configure
+
+    @contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        """Say what starts, then how long it took."""
+        self._line(f"wild: {what} ...")
+        started = time.perf_counter()
+        yield
+        self._line(f"wild: {what}: done in {time.perf_counter() - started:.1f} s")
+
+    def _line(self, text: str) -> None:
+        if not self.shown:
+            return
+        reporter = self.plugins.get_plugin("terminalreporter")
+        if self.worker is None and reporter is not None:
+            reporter.write_line(text)
+        else:
+            print(f"[{self.worker}] {text}" if self.worker else text, file=sys.stderr, flush=True)
+
+
+class Silent:
+    """For a runtime used outside pytest (tests, benchmarks)."""
+
+    @contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        yield
