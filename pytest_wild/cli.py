@@ -26,11 +26,19 @@ def _suites(args: argparse.Namespace) -> int:
             description, source = describe(path)
         except WildInputError as exc:
             description, source = f"unreadable: {exc}", "?"
-        print(f"{name:<16} {origin:<22} {source:<34} {description}")
+        print(f"{name:<22} {origin:<18} {source:<42} {description}")
     return 0
 
 
 def _build_tinyworld(args: argparse.Namespace) -> int:
+    if args.world_files_only:
+        from .tinyworld.build import write_world_files
+        from .tinyworld.world import generate_world
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        written = write_world_files(generate_world(args.seed), Path(args.out))
+        print(f"tinyworld world files written to {args.out}: {', '.join(written)}")
+        return 0
     from .tinyworld.build import build
 
     info = build(Path(args.out), seed=args.seed, steps=args.steps)
@@ -78,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--out", required=True, help="output directory")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--steps", type=int, default=None, help="training steps (default: the full schedule)")
+    build.add_argument("--world-files-only", action="store_true",
+                       help="write only the files that depend on the world, not on training (suites, corpus, "
+                            "perplexity text): no model is trained")
     build.set_defaults(func=_build_tinyworld)
     merge = commands.add_parser("merge-reports", help="merge the JSON reports of sharded runs (--wild-shard)")
     merge.add_argument("reports", nargs="+", help="reports written with --wild-report")

@@ -103,6 +103,20 @@ class Evaluator:
                                            "questions": len(_questions(case)) * len(self.settings.modes)}
         return [rows[case.id] for case in cases]
 
+    def rows_now(self, cases: list[Case]) -> list[dict]:
+        """Every case's row on the model as it is now, with no edit made or undone (a
+        sequence's checkpoint): the WILD answers of all the cases in one batched pass through
+        the engine, so the cost grows linearly with the number of cases."""
+        rows = {case.id: self._unevaluable_row(case) for case in cases if self.not_evaluable(case)}
+        fit = [case for case in cases if case.id not in rows]
+        self.prepare(fit)
+        after = {}
+        if "wild" in self.settings.modes:
+            contexts = sorted({self.context(q) for case in fit for q in _questions(case)})
+            after = dict(zip(contexts, self.engine.generate(contexts)))
+        rows |= {case.id: self._row(case, after) for case in fit}
+        return [rows[case.id] for case in cases]
+
     def _base_row(self, case: Case) -> dict:
         return {"id": case.id, "source": case.source, "prompt": case.prompt, "target": case.target,
                 "subject": case.subject, "rephrase": case.rephrase,
@@ -111,19 +125,22 @@ class Evaluator:
     def _unevaluable_row(self, case: Case) -> dict:
         return self._base_row(case) | {"not_evaluable": self.not_evaluable(case)}
 
-    def _row(self, case: Case) -> dict:
+    def _row(self, case: Case, after: dict[str, Generation] | None = None) -> dict:
+        """`after`: WILD answers already generated on the current model, by context."""
         row = self._base_row(case)
         synthetic = "synthetic" in self.settings.modes
         forced = self._forced_accuracy(case, ("prompt", "rephrase")) if synthetic else {}
         for mode in self.settings.modes:
-            row["modes"][mode_label(mode, self.settings.stop_rule)] = getattr(self, f"_{mode}")(case, forced)
+            scores = self._wild(case, forced, after) if mode == "wild" else getattr(self, f"_{mode}")(case, forced)
+            row["modes"][mode_label(mode, self.settings.stop_rule)] = scores
         row["teacher_forced"] = forced if synthetic else self._forced_accuracy(case, _missed(row))
         return row
 
-    def _wild(self, case: Case, forced: dict) -> dict:
+    def _wild(self, case: Case, forced: dict, generated: dict[str, Generation] | None = None) -> dict:
         questions = _questions(case)
         before = self.answers_before(questions)
-        after = self.engine.generate([self.context(q) for q in questions])
+        contexts = [self.context(q) for q in questions]
+        after = [generated[c] for c in contexts] if generated else self.engine.generate(contexts)
         result = {"prompt": self._answer(case.prompt, case.target, before[0], after[0])}
         if case.rephrase is not None:
             result["rephrase"] = self._answer(case.rephrase, case.target, before[1], after[1])

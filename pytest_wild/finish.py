@@ -11,6 +11,7 @@ from .metrics import TABLE_METRICS
 from .report import (aggregate, aggregate_by_source, gates_verdict, markdown_gates, markdown_table, table, timing_by_case,
                      timing_line, timing_summary, write_json_atomic, write_text_atomic)
 from .results import Outcome, Results
+from .sequential import curve, curve_lines
 
 
 def finish_run(run) -> Outcome:
@@ -36,6 +37,9 @@ def finish_run(run) -> Outcome:
         if results.not_evaluable:
             lines += ["", f"{_cases(len(results.not_evaluable))} not evaluable (too long for the model window), left out."]
         lines += ["", timing_line(timing_summary(timing_by_case(results.rows)))]
+        points = curve(results.rows)
+        if points:
+            lines += ["", "```text", *curve_lines(points, o.primary_mode), "```"]
         if gates:
             lines += ["", *markdown_gates(gates)]
         text = "\n".join(lines) + "\n"
@@ -77,7 +81,9 @@ def report_data(run, aggregates: dict, gates: list[dict]) -> dict:
     o, results = run.options, run.results
     rows = sorted(results.rows, key=lambda row: row["id"])
     by_case = timing_by_case(rows)
-    return {
+    sequence = ({"sequence": {"edits": o.sequential, "batch_size": o.batch_size, "checkpoints": list(o.checkpoints),
+                              "curve": curve(rows)}} if o.sequential else {})
+    return sequence | {
         "complete": results.complete,
         "interrupted": results.stop_reason is not None,
         "stop_reason": results.stop_reason,
@@ -137,6 +143,9 @@ def summary_lines(run) -> list[str]:
     lines.extend(table(aggregates, list(o.mode_labels)))
     lines.extend(source_lines(results.rows, o.primary_mode))
     lines.append(timing_line(timing_summary(timing_by_case(results.rows))))
+    points = curve(results.rows)
+    if points:
+        lines += ["", *curve_lines(points, o.primary_mode)]
     flags = flagged(results.rows)
     for name, ids in sorted(flags.items()):
         lines.append(f"flagged {name}: {len(ids)} cases ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})")

@@ -87,6 +87,8 @@ def suite_key(suite_name: str, suite_context: str, options: Options) -> str:
         parts.append("eval-" + "-".join(options.modes))
     if getattr(options, "batch_size", 1) != 1:
         parts.append(f"batch-{options.batch_size}")
+    if getattr(options, "sequential", None):
+        parts.append(f"sequential-{options.sequential}")
     if options.dtype != "float32":
         parts.append(f"dtype-{options.dtype}")
     return "+".join(parts)

@@ -46,6 +46,8 @@ class Options:
     device_map: str | None = None
     data_dir: Path | None = None  # where suites' "@data/" files are (--wild-data, PYTEST_WILD_DATA)
     case_ids: tuple[str, ...] = ()  # test ids given on the command line (e.g. pasted from -v output)
+    sequential: int | None = None  # edits applied one after another to one model (--wild-sequential)
+    checkpoints: tuple[int, ...] = (1, 10, 100, 1000)  # after how many edits a sequence is scored
 
     @property
     def primary_mode(self) -> str:
@@ -89,6 +91,14 @@ def options_from_config(config: pytest.Config) -> Options:
     batch_size = 1 if batch_size is None else batch_size
     if batch_size < 1:
         raise WildInputError(f"--wild-batch-size: expected a positive number of cases, got {batch_size}")
+    sequential = config.getoption("wild_sequential")
+    if sequential is not None and sequential < 1:
+        raise WildInputError(f"--wild-sequential: expected a positive number of edits, got {sequential}")
+    checkpoints = parse_checkpoints(config.getoption("wild_checkpoints") or "1,10,100,1000")
+    if sequential is not None and config.getoption("wild_shard"):
+        raise WildInputError("--wild-shard: a sequence of edits runs on one model in one process and cannot be sharded")
+    if sequential is not None and config.getoption("wild_only_failed"):
+        raise WildInputError("--wild-only-failed: not with --wild-sequential (select the sequence's cases with -k or the suite)")
     return Options(
         editor=editor,
         model=value("wild_model", "wild_model"),
@@ -114,6 +124,8 @@ def options_from_config(config: pytest.Config) -> Options:
         device_map=config.getoption("wild_device_map"),
         data_dir=data_dir,
         case_ids=given_case_ids(config),
+        sequential=sequential,
+        checkpoints=checkpoints,
     )
 
 
@@ -124,6 +136,19 @@ def given_case_ids(config: pytest.Config) -> tuple[str, ...]:
     if hasattr(config, "workerinput"):
         return tuple(config.workerinput.get("wild_case_ids", ()))
     return tuple(str(arg) for arg in config.args if "::" in str(arg))
+
+
+def parse_checkpoints(text: str) -> tuple[int, ...]:
+    """"1,10,100,1000" -> (1, 10, 100, 1000): after how many edits a sequence is scored (the
+    last edit always is)."""
+    try:
+        found = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        found = []
+    if not found or found[0] < 1:
+        raise WildInputError(f"--wild-checkpoints: {text!r}: write positive numbers of edits separated by commas, "
+                             "e.g. 1,10,100,1000")
+    return tuple(found)
 
 
 def parse_modes(text: str) -> tuple[str, ...]:

@@ -42,6 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-report", metavar="FILE.json", help="write per-case results, aggregates and configuration as JSON; ini: wild_report")
     group.addoption("--wild-only-failed", action="store_true", help="keep only cases the unedited model answers wrongly (QAEdit's protocol)")
     group.addoption("--wild-batch-size", type=int, metavar="B", help="edit B cases in one update (MEMIT, AlphaEdit, FT), then evaluate each (default: 1)")
+    group.addoption("--wild-sequential", type=int, metavar="N", help="apply the suite's first N selected cases one after another to one model, never restoring, and score them at checkpoints")
+    group.addoption("--wild-checkpoints", metavar="LIST", help="after how many edits a sequence is scored (default 1,10,100,1000; the last edit always)")
     group.addoption("--wild-shard", metavar="K/N", help="run the K-th of N deterministic shards of the cases (merge reports with `pytest-wild merge-reports`)")
     group.addoption("--wild-devices", metavar="LIST", help="devices for xdist workers, round-robin: '0,1,2,3' (one GPU each) or '0+1,2+3' (groups for --wild-device-map); default: every visible GPU, else CPU")
     group.addoption("--wild-device-map", choices=("auto",), help="place a model too large for one GPU across the worker's GPUs with accelerate")
@@ -146,12 +148,40 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     shard = run.options.shard
     deselected = [item for item in wild_items if item.case.id in dropped
                   or (shard and run.runtime.batch_of[item.case.id] % shard[1] != shard[0] - 1)]
+    if run.options.sequential:
+        deselected += _outside_the_sequence(run, [item for item in wild_items if item not in deselected])
     run.results.select(len(wild_items) - len(deselected),
                        before_sharding=sum(1 for item in wild_items if item.case.id not in dropped))
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         gone = set(map(id, deselected))
         items[:] = [item for item in items if id(item) not in gone]
+
+
+def _outside_the_sequence(run, items: list) -> list:
+    """--wild-sequential N: the first N selected cases in suite order (whatever order -p
+    randomly put the tests in) form the sequence; the items of the other cases are returned
+    to be deselected."""
+    order = {case.id: index for index, case in enumerate(run.suite.cases)}
+    chosen = sorted(items, key=lambda item: order[item.case.id])
+    wanted = run.options.sequential
+    if len(chosen) < wanted:
+        raise pytest.UsageError(f"--wild-sequential {wanted}: the run has only {len(chosen)} cases to edit "
+                                f"(suite {run.suite.name}, after -k and the other selections)")
+    run.runtime.plan_sequence([item.case for item in chosen[:wanted]])
+    return chosen[wanted:]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """A sequence runs on one process: xdist's scope scheduling sends all the cases of one
+    suite file to one worker, in order."""
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or not run.options.sequential:
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    return LoadScopeScheduling(config, log)
 
 
 def _keep_given_ids(config: pytest.Config, items: list, given: tuple[str, ...]) -> None:

@@ -2,14 +2,15 @@
 edit needs (an editor's statistics, with their own progress bar), the unedited answers of the
 cases. They run before the first case, where pytest captures no output; a serial run writes
 them through pytest's terminal, an xdist worker to its stderr (the terminal it inherited),
-tagged with its id. Not shown with `-q`."""
+tagged with its id; a sequence of edits, which runs inside its first case, says how far it
+is past pytest's output capture. Not shown with `-q`."""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import pytest
 
@@ -28,14 +29,21 @@ class Progress:
         yield
         self._line(f"wild: {what}: done in {time.perf_counter() - started:.1f} s")
 
+    def note(self, text: str) -> None:
+        """A line about work in progress (a sequence of edits, which runs in its first case)."""
+        self._line(f"wild: {text}")
+
     def _line(self, text: str) -> None:
+        """Written past pytest's output capture, which is on while a case runs."""
         if not self.shown:
             return
         reporter = self.plugins.get_plugin("terminalreporter")
-        if self.worker is None and reporter is not None:
-            reporter.write_line(text)
-        else:
-            print(f"[{self.worker}] {text}" if self.worker else text, file=sys.stderr, flush=True)
+        capture = self.plugins.get_plugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+            if self.worker is None and reporter is not None:
+                reporter.write_line(text)
+            else:
+                print(f"[{self.worker}] {text}" if self.worker else text, file=sys.stderr, flush=True)
 
 
 class Silent:
@@ -44,3 +52,6 @@ class Silent:
     @contextmanager
     def step(self, what: str) -> Iterator[None]:
         yield
+
+    def note(self, text: str) -> None:
+        pass

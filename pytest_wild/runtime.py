@@ -28,6 +28,8 @@ class Runtime:
         self.batches: list[list[Case]] = []
         self.batch_of: dict[str, int] = {}
         self._pending: dict[str, dict] = {}
+        self.sequence: list[Case] = []  # a sequential run's cases, in the order they are edited
+        self._sequence_ran = False
 
     @property
     def context(self) -> str:
@@ -106,6 +108,8 @@ class Runtime:
         """Before the first case, each step shown: load the model, compute what every edit
         needs (an editor's statistics), and the unedited answers of the cases this process
         runs."""
+        if self.options.sequential:
+            return  # the sequence runs in its first case, on the one process that runs its cases
         evaluator = self.evaluator
         if self.editor.prepare is not None:
             loaded = self.loaded
@@ -134,9 +138,22 @@ class Runtime:
         return edit(self.editor, loaded.model, loaded.tokenizer, cases, self.hparams,
                     cache=self.editor_cache, state=self.editor_state)
 
+    def plan_sequence(self, cases: list[Case]) -> None:
+        """The cases a sequential run edits, in suite order (after -k and the other selections)."""
+        self.sequence = cases
+
     def evaluate(self, case: Case) -> dict:
         """The case's row. With batch editing, the first case of a batch to run edits the
-        whole batch once and keeps the other rows for their own tests."""
+        whole batch once and keeps the other rows for their own tests; in a sequential run
+        the first case to run runs the whole sequence, and each case's row is its score on
+        the final model."""
+        if self.options.sequential and not self._sequence_ran:
+            from .sequential import run_sequence
+
+            self._sequence_ran = True
+            rows = run_sequence(self.sequence, self.evaluator, self.apply_edit, self.options.batch_size,
+                                self.options.checkpoints, self.suite.perplexity_text, self.progress)
+            self._pending |= {row["id"]: row for row in rows}
         if case.id not in self._pending:
             batch = self.batches[self.batch_of[case.id]] if self.batches else [case]
             for row in self.evaluator.evaluate(batch, self.apply_edit):
@@ -161,6 +178,8 @@ class Runtime:
             if observed is None or rule.holds(observed):
                 continue
             messages.append(self._explain(rule, mode, observed, row))
+        if messages and "sequence" in row:
+            messages.append(sequence_note(row, self.options.primary_mode))
         return messages
 
     def misses(self, row: dict) -> list[str]:
@@ -169,8 +188,9 @@ class Runtime:
         in the words of a failed threshold, for a case that no threshold fails."""
         mode = self.options.primary_mode
         scores = row["modes"].get(mode, {})
-        return [self._explain(Rule(None, metric, ">=", 1.0, f"{metric}>=1"), mode, scores[metric], row)
-                for metric in TABLE_METRICS if scores.get(metric) is not None and scores[metric] < 1.0]
+        missed = [self._explain(Rule(None, metric, ">=", 1.0, f"{metric}>=1"), mode, scores[metric], row)
+                  for metric in TABLE_METRICS if scores.get(metric) is not None and scores[metric] < 1.0]
+        return missed + [sequence_note(row, mode)] if missed and "sequence" in row else missed
 
     def _explain(self, rule: Rule, mode: str, observed: float, row: dict) -> str:
         answers = row["modes"][mode].get("answers", {})
@@ -211,3 +231,14 @@ def versions() -> dict:
 def _q(text: str | None) -> str:
     """A generation as shown in a failure: quoted, surrounding whitespace dropped."""
     return '"' + (text or "").strip().replace('"', '\\"') + '"'
+
+
+def sequence_note(row: dict, mode: str) -> str:
+    """Where a case of a sequence stands: its place, whether it held right after its own
+    edit, and the checkpoint where it was first lost."""
+    sequence = row["sequence"]
+    right_after = sequence["immediate"].get(mode, {}).get("reliability")
+    held = "n/a" if right_after is None else ("answered" if right_after >= 1.0 else "missed")
+    lost = sequence["lost_at"]
+    where = f"first missed at the checkpoint after {lost} edits" if lost else "answered at every checkpoint"
+    return f"(edit {sequence['position']} of the sequence: its question {held} right after its own edit; {where})"

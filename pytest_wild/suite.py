@@ -20,7 +20,7 @@ from .metrics import EDIT_METRICS
 
 BUNDLED_SUITES = Path(__file__).parent / "suites"
 SUITE_KEYS = {"name", "description", "data", "hub", "split", "layout", "limit", "sampling", "seed", "context",
-              "thresholds", "hparams"}
+              "thresholds", "hparams", "perplexity"}
 SAMPLINGS = ("seeded", "first")
 DATA_SUFFIXES = (".json", ".jsonl")
 DATA_DIR_PREFIX = "@data/"
@@ -38,6 +38,7 @@ class Suite:
     sampling: str = "seeded"
     thresholds: dict[str, float] = field(default_factory=dict)  # per-case; none unless the suite sets them
     hparams: dict[str, dict] = field(default_factory=dict)
+    perplexity_text: list[str] | None = None  # lines a sequence's general capability is measured on
 
 
 def find_suite(spec: str | None, rootdir: Path, invocation_dir: Path) -> str | Path:
@@ -125,12 +126,12 @@ def describe(path: Path) -> tuple[str, str]:
     return str(spec.get("description", "")), source
 
 
-def _data_file(path: Path, value: str, project: Path, data_dir: Path | None) -> Path:
-    """The file a suite's `data` field names (see the module docstring), refused when it leads
-    out of its tree."""
+def _data_file(path: Path, value: str, project: Path, data_dir: Path | None, field: str = "data") -> Path:
+    """The file a suite's `data` (or `perplexity`) field names (see the module docstring),
+    refused when it leads out of its tree."""
     if value.startswith(DATA_DIR_PREFIX):
         if data_dir is None:
-            raise WildInputError(f"{path}: field 'data' is {value!r}, a file of the benchmark data directory: "
+            raise WildInputError(f"{path}: field {field!r} is {value!r}, a file of the benchmark data directory: "
                                  "name that directory with --wild-data=DIR (or PYTEST_WILD_DATA)")
         tree = data_dir.resolve()
         data = (tree / value[len(DATA_DIR_PREFIX):]).resolve()
@@ -140,11 +141,23 @@ def _data_file(path: Path, value: str, project: Path, data_dir: Path | None) -> 
         data = (path.parent / value).resolve()
         where = str(project)
     if not (data.is_relative_to(tree) or data.is_relative_to(BUNDLED_SUITES.parent.resolve())):
-        raise WildInputError(f"{path}: field 'data' leads out of {where} (links followed); a suite's data "
+        raise WildInputError(f"{path}: field {field!r} leads out of {where} (links followed); a suite's data "
                              "stays in its project: pass an outside file with --wild-suite=PATH")
     if not data.is_file():
-        raise WildInputError(f"{path}: field 'data' names {data}, which does not exist")
+        raise WildInputError(f"{path}: field {field!r} names {data}, which does not exist")
     return data
+
+
+def _text_lines(path: Path, value: str, project: Path, data_dir: Path | None) -> list[str]:
+    """The non-empty lines of the text a suite's `perplexity` field names."""
+    text = _data_file(path, value, project, data_dir, "perplexity")
+    try:
+        lines = [line for line in text.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise WildInputError(f"{text}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    if not lines:
+        raise WildInputError(f"{path}: field 'perplexity' names {text}, which has no text")
+    return lines
 
 
 def _from_yaml(path: Path, project: Path, data_dir: Path | None = None) -> Suite:
@@ -173,6 +186,7 @@ def _from_yaml(path: Path, project: Path, data_dir: Path | None = None) -> Suite
         limit=_integer(spec, "limit", None, path),
         sampling=_choice(spec, "sampling", SAMPLINGS, "seeded", path),
         thresholds=_thresholds(spec.get("thresholds", {}), path),
+        perplexity_text=(_text_lines(path, str(spec["perplexity"]), project, data_dir) if "perplexity" in spec else None),
         hparams=_hparams(spec.get("hparams", {}), path),
     )
 

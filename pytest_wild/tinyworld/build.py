@@ -30,7 +30,8 @@ from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrain
 from pytest_wild.generation import Engine
 from pytest_wild.report import write_text_atomic
 from pytest_wild.scores import exact_match as answer_matches
-from pytest_wild.tinyworld.world import DEFAULT_SEED, Fact, World, corpus_lines, generate_world, suite_records
+from pytest_wild.tinyworld.world import (DEFAULT_SEED, Fact, World, corpus_lines, generate_world, perplexity_lines,
+                                         sequential_records, suite_records)
 
 EOT = "<|endoftext|>"
 VOCAB_SIZE = 2000
@@ -47,11 +48,24 @@ SHIPPED_HASHED = ("model.safetensors", "tokenizer.json", "suite.jsonl", "corpus.
 Log = Callable[[str], object]
 
 
-def write_world_files(world: World, out_dir: Path) -> None:
-    """Write suite.jsonl and corpus.txt, which depend on the world only, not on training."""
-    records = suite_records(world)
-    write_text_atomic(out_dir / "suite.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    write_text_atomic(out_dir / "corpus.txt", "".join(line + "\n" for line in corpus_lines(world)))
+def world_files(world: World) -> dict[str, str]:
+    """The files that depend on the world only, not on training, by name: the suite, the
+    sequential suite, the statistics' corpus and the sequential runs' perplexity text."""
+    def jsonl(records: list[dict]) -> str:
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+    return {"suite.jsonl": jsonl(suite_records(world)),
+            "sequential.jsonl": jsonl(sequential_records(world)),
+            "corpus.txt": "".join(line + "\n" for line in corpus_lines(world)),
+            "perplexity.txt": "".join(line + "\n" for line in perplexity_lines(world))}
+
+
+def write_world_files(world: World, out_dir: Path) -> list[str]:
+    """Write them (atomically); their names."""
+    files = world_files(world)
+    for name, text in files.items():
+        write_text_atomic(out_dir / name, text)
+    return list(files)
 
 
 def train_tokenizer(world: World) -> PreTrainedTokenizerFast:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 DEFAULT_SEED = 0
 DEFAULT_SUBJECTS = 720
 DEFAULT_HELDOUT_FRACTION = 0.15
+SEQUENTIAL_CASES = 1200
+SEQUENTIAL_POOL = 120  # subjects no sequential case edits
 
 
 @dataclass(frozen=True)
@@ -320,3 +322,54 @@ def corpus_lines(world: World) -> list[str]:
         lines.append(world.qa_line(fact, rng.randrange(len(world.relation(fact.relation).templates))))
     rng.shuffle(lines)
     return lines
+
+
+def _corpus_templates(world: World) -> dict[Fact, int]:
+    """The Q/A template corpus_lines chose for each trained fact (the same draws, in order)."""
+    rng = random.Random(f"{world.seed}:corpus")
+    return {fact: rng.randrange(len(world.relation(fact.relation).templates)) for fact in world.trained_facts}
+
+
+def sequential_pool(world: World) -> list[str]:
+    """The subjects no case of the sequential suite edits: its locality questions, and the
+    text and questions that measure general capability, are about them."""
+    rng = random.Random(f"{world.seed}:sequential-pool")
+    heldout_subjects = {f.subject for f in world.heldout}
+    return rng.sample([s for s in world.subjects if s not in heldout_subjects], SEQUENTIAL_POOL)
+
+
+def sequential_records(world: World, count: int = SEQUENTIAL_CASES, n_locality: int = 3) -> list[dict]:
+    """The bundled sequential suite: `count` edits of distinct (subject, relation) facts, to
+    be applied one after another to one model. Every held-out fact is taught; the rest
+    overwrite trained facts with another value of the same relation. No case edits a subject
+    of `sequential_pool`, where the locality questions come from. Deterministic in the
+    world's seed; the model is not retrained."""
+    rng = random.Random(f"{world.seed}:sequential")
+    pool = sequential_pool(world)
+    untouched, held = set(pool), {(f.subject, f.relation) for f in world.heldout}
+    pairs = [(s, r.name) for s in world.subjects if s not in untouched for r in world.relations
+             if (s, r.name) not in held]
+    cases: list[tuple[Fact, str | None]] = [(fact, None) for fact in world.heldout]
+    for subject, relation_name in rng.sample(pairs, count - len(world.heldout)):
+        relation, truth = world.relation(relation_name), world.value(subject, relation_name)
+        cases.append((Fact(subject, relation_name, rng.choice([a for a in relation.answers if a != truth])), truth))
+    rng.shuffle(cases)
+    records = []
+    for index, (fact, truth) in enumerate(cases):
+        prompt, rephrase = _question_pair(rng, world.relation(fact.relation), fact.subject)
+        records.append({
+            "id": f"tws-{index:04d}",
+            "source": "tinyworld-heldout" if truth is None else "tinyworld-counterfact",
+            "prompt": prompt, "target": fact.answer, "subject": fact.subject, "rephrase": rephrase,
+            "locality": _locality(rng, world, pool, n_locality), "ground_truth": truth,
+        })
+    return records
+
+
+def perplexity_lines(world: World) -> list[str]:
+    """Text for the general-capability perplexity of a sequence: the facts of the subjects no
+    sequential case edits, as Q/A lines under every template that corpus.txt (the statistics'
+    text) does not hold, so it is held out of the statistics, though not of training."""
+    chosen, pool = _corpus_templates(world), set(sequential_pool(world))
+    return [world.qa_line(fact, template) for fact in world.trained_facts if fact.subject in pool
+            for template in range(len(world.relation(fact.relation).templates)) if template != chosen[fact]]

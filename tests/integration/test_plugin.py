@@ -185,3 +185,29 @@ def test_lf_reruns_exactly_the_failed_cases_and_a_pasted_id_runs_that_case_alone
     unknown = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-limit=4", "tinyworld.yaml::nope")
     assert unknown.ret == 4
     assert unknown.stderr.lines[0].startswith("ERROR: tinyworld.yaml::nope: no such test in this run")
+
+
+def test_a_sequence_runs_in_order_on_one_process_serially_and_under_xdist(pytester):
+    """--wild-sequential: the first N cases edited one after another into one model; the
+    curve at the checkpoints in the summary and the report; a case's message says where it
+    stands in the sequence; under -n 2 all of it runs on one worker and the report is the
+    serial one's (but the timing)."""
+    reports = {}
+    for name, workers in (("serial", []), ("xdist", ["-n", "2"])):
+        path = pytester.path / f"{name}.json"
+        result = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-suite=tinyworld-sequential", "-rx",
+                                               "--wild-sequential=6", "--wild-checkpoints=2,4", f"--wild-report={path}",
+                                               *workers)
+        assert result.ret == 0, result.stdout.str()
+        outcomes = result.parseoutcomes()
+        assert outcomes.get("passed", 0) + outcomes.get("xfailed", 0) == 6
+        assert outcomes.get("deselected") == (1194 if not workers else None)  # (xdist does not count them)
+        result.stdout.fnmatch_lines(["sequence (wild), edits kept: *", "*edits  convention *reliab.*capab. EM*perplexity",
+                                     "     2  final *", "     2  immediate *", "     4  final *", "     6  final *"])
+        if outcomes.get("xfailed"):
+            result.stdout.fnmatch_lines(["(edit * of the sequence: its question * right after its own edit; *)"])
+        reports[name] = without_timing(path.read_text())
+    assert reports["serial"] == reports["xdist"]
+    data = json.loads(reports["serial"])
+    assert data["sequence"]["edits"] == 6 and [p["edits"] for p in data["sequence"]["curve"]] == [2, 4, 6]
+    assert sorted(row["sequence"]["position"] for row in data["samples"]) == [1, 2, 3, 4, 5, 6]

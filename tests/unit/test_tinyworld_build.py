@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.tinyworld.world import DEFAULT_SEED, World, corpus_lines, generate_world, suite_records
+from pytest_wild.tinyworld.world import (DEFAULT_SEED, World, corpus_lines, generate_world, perplexity_lines,
+                                         sequential_pool, sequential_records, suite_records)
 
 DATA = Path(__file__).resolve().parents[2] / "pytest_wild" / "data" / "tinyworld"
 SUITE_KEYS = {"id", "source", "prompt", "target", "subject", "rephrase", "locality", "ground_truth"}
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
-WORLD_FILES = {"suite.jsonl", "corpus.txt", "build.json"}
+WORLD_FILES = {"suite.jsonl", "sequential.jsonl", "corpus.txt", "perplexity.txt", "build.json"}
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,34 @@ def test_training_lines_cover_trained_facts(world: World) -> None:
 def test_shipped_world_files_match_generator(world: World, shipped_suite: list[dict]) -> None:
     assert shipped_suite == suite_records(world)
     assert (DATA / "corpus.txt").read_text(encoding="utf-8").splitlines() == corpus_lines(world)
+
+
+def test_every_file_that_depends_on_the_world_only_regenerates_byte_identical(world: World) -> None:
+    from pytest_wild.tinyworld.build import world_files
+
+    for name, text in world_files(generate_world(DEFAULT_SEED)).items():
+        assert (DATA / name).read_bytes() == text.encode("utf-8"), name
+
+
+def test_the_sequential_suite_edits_1200_distinct_facts_and_leaves_its_locality_subjects_alone(world: World) -> None:
+    records = sequential_records(world)
+    assert len(records) >= 1200
+    assert len({r["id"] for r in records}) == len(records)
+    facts = [(r["subject"], next(rel.name for rel in world.relations
+                                 if r["prompt"] in {rel.question(r["subject"], t) for t in range(len(rel.templates))}))
+             for r in records]
+    assert len(set(facts)) == len(records)  # distinct (subject, relation) facts
+    assert sum(r["ground_truth"] is None for r in records) == len(world.heldout)
+    edited = {subject for subject, _ in facts}
+    pool = set(sequential_pool(world))
+    assert not edited & pool
+    for r in records:
+        assert r["rephrase"] != r["prompt"] and r["subject"] in r["rephrase"]
+        assert r["ground_truth"] is None or r["ground_truth"] != r["target"]
+        assert len(r["locality"]) == 3 and all(any(s in loc["loc"] for s in pool) for loc in r["locality"])
+    text = perplexity_lines(world)
+    assert text and all(any(s in line for s in pool) for line in text)
+    assert not set(text) & set(corpus_lines(world))  # held out of the statistics' text
 
 
 def test_shipped_build_json_matches_files_and_quality_bar() -> None:
