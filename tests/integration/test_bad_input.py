@@ -138,6 +138,8 @@ BAD = [
     Bad("limit-not-a-number", ("--wild-limit=many",), "--wild-limit: invalid int value: 'many'", USAGE),
     Bad("batch-zero", ("--wild-batch-size=0",), "--wild-batch-size: expected a positive number of cases, got 0", USAGE),
     Bad("batch-negative", ("--wild-batch-size=-2",), "--wild-batch-size: expected a positive number of cases, got -2", USAGE),
+    Bad("test-id-unknown", ("data.json::nope",), "data.json::nope: no such test in this run (ids look like data.json::tw-0000)",
+        USAGE),
     Bad("sequential-zero", ("--wild-sequential=0",), "--wild-sequential: expected a positive number of edits, got 0", USAGE),
     Bad("sequential-more-than-cases", ("--wild-sequential=9",),
         "--wild-sequential 9: the run has only 1 cases to edit (suite data, after -k and the other selections)", USAGE),
