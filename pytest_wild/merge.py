@@ -154,9 +154,9 @@ def read_report(path: Path) -> dict:
         _expect(path, "timing.cases", report["timing"].get("cases", {}), dict)
         for case, found in report["timing"].get("cases", {}).items():
             _expect(path, f"timing.cases.{case}", found, dict)
-            for key, kind in (("edit_seconds", float), ("evaluate_seconds", float), ("questions", int)):
+            for key, kinds in (("edit_seconds", (int, float)), ("evaluate_seconds", (int, float)), ("questions", int)):
                 value = found.get(key)
-                if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+                if isinstance(value, bool) or not isinstance(value, kinds):
                     raise WildInputError(f"{path}: field 'timing.cases.{case}.{key}' must be a number, not {_kind(value)}")
     shard = report["config"].get("shard")
     if shard is not None and not (isinstance(shard, list) and len(shard) == 2

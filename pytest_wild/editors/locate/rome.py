@@ -29,7 +29,7 @@ from ..api import EditHandle, Editor, EditorCache, EditorState
 from .keys import template_keys
 from .layers import check_layers, published_layers
 from .requests import Request, pad_id, prepare
-from .solves import moments, rank_one_update, solve_c
+from .solves import moments, moments_of_layers, rank_one_update, solve_c
 from .templates import context_templates, template_prefix
 from .values import ValueProblem, optimise_values
 
@@ -138,7 +138,7 @@ def edit_layer(model, tokenizer, arch, request: Request, layer: int, name: str, 
 def before_edits(model, tokenizer, hp, cache: EditorCache) -> None:
     """The second moments every edit reads (with `mom2_adjustment`), before the first case."""
     if hp.mom2_adjustment:
-        moments(model, tokenizer, hp, sorted(set(hp.layers)), cache)
+        moments_of_layers(model, tokenizer, hp, cache)
 
 
 ROME = Editor("rome", "ROME: rank-one update of one MLP output projection (Meng et al. 2022)", ROMEHparams,
