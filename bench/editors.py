@@ -132,21 +132,18 @@ def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
             "edit_s": ours_full_s, "published_s": published_s, "update_gap": update_gap}
 
 
-def compare_whole_edits(name: str, loaded, cases, hp, cache) -> tuple[float, float, float]:
-    """(published s/edit, pytest-wild s/edit, largest ‖ΔW − ΔW_published‖/‖ΔW_published‖): whole
-    single edits, early stopping on in both, each edit undone before the next. What the
-    published code computes once and caches (templates, C, C⁻¹, the projection) is ready
-    before the clock starts, on both sides."""
+def published_reference(name: str, loaded, hp, cache):
+    """(modules, reference): the method's rewritten modules and `reference(case, cache_c=None)`,
+    one edit by the published algorithm in bench/published.py, with what the published code
+    computes once and caches (templates, C, C⁻¹, the projection) ready. AlphaEdit's C_prev is
+    `cache_c` (a dict the caller keeps across a sequence), else zero."""
     from pytest_wild import stats
     from pytest_wild.architectures import architecture_of
-    from pytest_wild.editors import get_editor
-    from pytest_wild.editors.api import edit
     from pytest_wild.editors.locate.requests import pad_id, prepare
     from pytest_wild.editors.locate.templates import context_templates
 
     model, tok = loaded.model, loaded.tokenizer
     arch = architecture_of(model.config)
-    editor = get_editor(name)
     pad = pad_id(tok)
     layers = sorted(hp.layers)
     modules = [hp.rewrite_module_tmp.format(layer) for layer in layers]
@@ -160,15 +157,33 @@ def compare_whole_edits(name: str, loaded, cases, hp, cache) -> tuple[float, flo
     projections = ({m: published.nullspace_projection(c, hp.nullspace_threshold) for m, c in covariances.items()}
                    if name == "alphaedit" else {})
 
-    def reference(case):
+    def reference(case, cache_c=None):
         request = prepare(tok, case, templates, groups, hp.fact_token)
         if rome_like:
             return {modules[0]: published.rome_edit(model, request, hp, layers[0], arch, inverses.get(modules[0]),
                                                     pad, consistent_keys=name == "r-rome")}
         if name == "memit":
             return published.memit_edit(model, [request], hp, arch, covariances, pad)
-        cache_c = {m: torch.zeros_like(c) for m, c in covariances.items()}
+        if cache_c is None:
+            cache_c = {}
+        for m, c in covariances.items():
+            cache_c.setdefault(m, torch.zeros_like(c))
         return published.alphaedit_edit(model, [request], hp, arch, projections, cache_c, pad)
+
+    return modules, reference
+
+
+def compare_whole_edits(name: str, loaded, cases, hp, cache) -> tuple[float, float, float]:
+    """(published s/edit, pytest-wild s/edit, largest ‖ΔW − ΔW_published‖/‖ΔW_published‖): whole
+    single edits, early stopping on in both, each edit undone before the next. What the
+    published code computes once and caches (templates, C, C⁻¹, the projection) is ready
+    before the clock starts, on both sides."""
+    from pytest_wild.editors import get_editor
+    from pytest_wild.editors.api import edit
+
+    model, tok = loaded.model, loaded.tokenizer
+    editor = get_editor(name)
+    modules, reference = published_reference(name, loaded, hp, cache)
 
     sync = torch.cuda.synchronize if next(model.parameters()).is_cuda else (lambda: None)
     ours_s = published_s = 0.0

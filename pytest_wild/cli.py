@@ -65,14 +65,17 @@ def _merge_reports(args: argparse.Namespace) -> int:
 
 def _table(args: argparse.Namespace) -> int:
     from .cases import WildInputError
-    from .compare import markdown, run_line
+    from .compare import markdown, run_line, sequence_markdown
 
     try:
-        lines = [run_line(Path(source), args.mode) for source in args.sources]
+        if args.sequence:
+            lines = sequence_markdown([Path(source) for source in args.sources], args.mode)
+        else:
+            lines = markdown([run_line(Path(source), args.mode) for source in args.sources])
     except WildInputError as exc:
         print(f"pytest-wild table: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(markdown(lines)))
+    print("\n".join(lines))
     return 0
 
 
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "(golden/<model>/<editor>/<suite>), to compare editors")
     compare.add_argument("sources", nargs="+", help="reports written with --wild-report, or golden directories")
     compare.add_argument("--mode", default="wild", help="evaluation mode to show (default: wild)")
+    compare.add_argument("--sequence", action="store_true",
+                         help="the curves of sequential runs' reports (--wild-sequential), one line per checkpoint")
     compare.set_defaults(func=_table)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -27,10 +27,18 @@ def load_inputs(config: pytest.Config, run) -> None:
     found = find_suite(o.suite, config.rootpath, config.invocation_params.dir)
     run.use_suite(found, load_suite(found, o.limit, o.sampling, config.rootpath, o.data_dir))
     run.runtime.resolved_hparams()  # built now, so a value the model cannot take fails here
+    if o.run_dir is not None and not hasattr(config, "workerinput"):
+        run.runtime.open_run_directory(_selection(config))
     goldens = goldens_on(config)
     if goldens:
         check_golden_directory()
     _check_outputs(run, goldens)
+
+
+def _selection(config: pytest.Config) -> dict:
+    """What chooses the sequence's cases besides the suite: -k, -m and test ids."""
+    return {"keyword": config.option.keyword or "", "markers": config.option.markexpr or "",
+            "ids": sorted(str(arg) for arg in config.args if "::" in str(arg))}
 
 
 def _check_outputs(run, goldens: bool) -> None:
@@ -43,7 +51,8 @@ def _check_outputs(run, goldens: bool) -> None:
     inputs = [path for path in (suite.path, Path(suite.source), run.options.hparams_file)
               if path is not None and path.is_file()]
     root = WildGoldenExtension.settings.root if goldens and WildGoldenExtension.settings else None
-    check_outputs({"--wild-report": run.options.report, "--wild-markdown": run.options.markdown}, inputs, root)
+    o = run.options
+    check_outputs({"--wild-report": o.report, "--wild-markdown": o.markdown, "--wild-plot": o.plot}, inputs, root)
 
 
 class InputErrorsInOneLine:
@@ -80,14 +89,19 @@ class WildSuite(InputErrorsInOneLine, pytest.File):
 
         run = self.config.stash[RUN_KEY]
         goldens = goldens_on(self.config)
-        for case in run.suite.cases:
-            yield WildItem.from_parent(self, name=item_name(case.id), callobj=_case_test(case, goldens), case=case)
+        for order in range(1, run.options.orders + 1) if run.options.orders else [None]:
+            suffix = "" if order is None else f"@order-{order}"
+            for case in run.suite.cases:
+                yield WildItem.from_parent(self, name=item_name(case.id) + suffix, callobj=_case_test(case, order, goldens),
+                                           case=case, order=order)
 
 
 class WildItem(pytest.Function):
-    def __init__(self, *, case: Case, **kwargs) -> None:
+    """One case's test; with --wild-orders, the case in one order of the sequence (`tw-0042@order-2`)."""
+
+    def __init__(self, *, case: Case, order: int | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.case = case
+        self.case, self.order = case, order
         self.add_marker("wild")
 
     def reportinfo(self):
@@ -96,7 +110,7 @@ class WildItem(pytest.Function):
         return self.path, None, self.name
 
 
-def _case_test(case: Case, goldens: bool):
+def _case_test(case: Case, order: int | None, goldens: bool):
     """The test of one case. It fails on what a CI must catch: a changed generation (its
     golden) or a per-case threshold the user set. An edit that simply did not work is the
     method's result, not a broken test: it is an expected failure (`x`; `-rx` lists each with
@@ -106,7 +120,7 @@ def _case_test(case: Case, goldens: bool):
     def test_edit(wild_run, request) -> None:
         snapshot = request.getfixturevalue("snapshot") if goldens else None
         runtime = wild_run.runtime
-        row = runtime.evaluate(case)
+        row = runtime.evaluate(case, order)
         request.node.user_properties.append((ROW_PROPERTY, row))
         if row.get("not_evaluable"):
             pytest.skip(f"{case.id} not evaluable: {row['not_evaluable']}")

@@ -1,7 +1,9 @@
 """One line per run, to compare editing methods side by side: `pytest-wild table` prints it
 in Markdown from JSON reports (`--wild-report`) or from a configuration's golden directory
 (`golden/<model>/<editor>/<suite>`). The README's table of the bundled suite is this
-command's output over the committed goldens, and a test holds the two equal.
+command's output over the committed goldens, and a test holds the two equal. With
+`--sequence`, the curves of sequential runs' reports instead: one line per run, checkpoint
+and convention (the README's 1,000-edit table).
 
 A golden keeps each case's scores rounded to 2 decimals; a score that is a share of the
 case's locality questions (`locality_all`, `locality_em`) is read back exactly from that
@@ -87,4 +89,36 @@ def markdown(lines: list[RunLine]) -> list[str]:
         cells = [f"`{line.name}`", str(line.cases)]
         cells += [f"{line.means[metric]:.3f}" if metric in line.means else "n/a" for metric in COLUMNS]
         out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def sequence_markdown(sources: list[Path], mode: str, teacher_forced: str = "synthetic") -> list[str]:
+    """The curves of sequential reports: per run, checkpoint and convention, the table's
+    metrics in `mode`, teacher-forced reliability beside them where the run measured it,
+    and the capability at the checkpoint."""
+    from .merge import read_report
+
+    head = ["editor", "edits", "convention", *TABLE_METRICS, f"reliability ({teacher_forced})", "capability EM",
+            "perplexity"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(value, digits=3) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    for source in sources:
+        report = read_report(source)
+        points = report.get("sequence", {}).get("curve") if isinstance(report.get("sequence"), dict) else None
+        if not points:
+            raise WildInputError(f"{source}: not the report of a sequential run (no sequence curve)")
+        editor = report["config"].get("editor", {})
+        name = editor.get("name") if isinstance(editor, dict) else source.stem
+        for point in points:
+            for convention in ("final", "immediate"):
+                means = point[convention].get(mode, {})
+                forced = point[convention].get(teacher_forced, {}).get("reliability")
+                capability = point["capability"] if convention == "final" else {}
+                out.append("| " + " | ".join([f"`{name}`", str(point["edits"]), convention,
+                                              *[cell(means.get(m)) for m in TABLE_METRICS], cell(forced),
+                                              cell(capability.get("exact_match")),
+                                              cell(capability.get("perplexity"), 2)]) + " |")
     return out

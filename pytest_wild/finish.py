@@ -11,13 +11,14 @@ from .metrics import TABLE_METRICS
 from .report import (aggregate, aggregate_by_source, gates_verdict, markdown_gates, markdown_table, table, timing_by_case,
                      timing_line, timing_summary, write_json_atomic, write_text_atomic)
 from .results import Outcome, Results
-from .sequential import curve, curve_lines
+from .sequential import curve, curve_lines, curves_by_order
 
 
 def finish_run(run) -> Outcome:
     """Aggregate, decide the gates, write the report and the Markdown table."""
     o, results = run.options, run.results
     aggregates = aggregate(results.rows)
+    points = curve(results.rows)
     gates = []
     for rule in o.gates:
         mode = rule.mode or o.primary_mode
@@ -27,7 +28,7 @@ def finish_run(run) -> Outcome:
                       "passed": observed is not None and rule.holds(observed)})
     written = {}
     if o.report is not None and results.suite_info is not None:
-        data = report_data(run, aggregates, gates)
+        data = report_data(run, aggregates, gates, points)
         written["report"] = _write(o.report, results.complete, lambda path: write_json_atomic(path, data))
     if o.markdown is not None:
         title = f"WILD results: {o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"
@@ -37,14 +38,19 @@ def finish_run(run) -> Outcome:
         if results.not_evaluable:
             lines += ["", f"{_cases(len(results.not_evaluable))} not evaluable (too long for the model window), left out."]
         lines += ["", timing_line(timing_summary(timing_by_case(results.rows)))]
-        points = curve(results.rows)
         if points:
             lines += ["", "```text", *curve_lines(points, o.primary_mode), "```"]
         if gates:
             lines += ["", *markdown_gates(gates)]
         text = "\n".join(lines) + "\n"
         written["markdown table"] = _write(o.markdown, results.complete, lambda path: write_text_atomic(path, text))
-    return Outcome(aggregates, gates, written)
+    if o.plot is not None and points:
+        from .plot import plot_curve
+
+        written["plot"] = _write(o.plot, results.complete,
+                                 lambda path: plot_curve(points, curves_by_order(results.rows), list(o.mode_labels), path,
+                                                         f"{o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"))
+    return Outcome(aggregates, gates, written, points)
 
 
 def partial_path(path: Path) -> Path:
@@ -75,14 +81,16 @@ def _progress(results: Results) -> str:
     return f"{results.cases_run} of {selected} selected cases run{stopped}"
 
 
-def report_data(run, aggregates: dict, gates: list[dict]) -> dict:
+def report_data(run, aggregates: dict, gates: list[dict], points: list[dict]) -> dict:
     from .runtime import versions
 
     o, results = run.options, run.results
     rows = sorted(results.rows, key=lambda row: row["id"])
     by_case = timing_by_case(rows)
     sequence = ({"sequence": {"edits": o.sequential, "batch_size": o.batch_size, "checkpoints": list(o.checkpoints),
-                              "curve": curve(rows)}} if o.sequential else {})
+                              "orders": o.orders, "curve": points}} if o.sequential else {})
+    if o.orders:
+        sequence["sequence"]["curves_by_order"] = curves_by_order(rows)
     return sequence | {
         "complete": results.complete,
         "interrupted": results.stop_reason is not None,
@@ -143,7 +151,7 @@ def summary_lines(run) -> list[str]:
     lines.extend(table(aggregates, list(o.mode_labels)))
     lines.extend(source_lines(results.rows, o.primary_mode))
     lines.append(timing_line(timing_summary(timing_by_case(results.rows))))
-    points = curve(results.rows)
+    points = outcome.curve if outcome else curve(results.rows)
     if points:
         lines += ["", *curve_lines(points, o.primary_mode)]
     flags = flagged(results.rows)

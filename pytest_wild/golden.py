@@ -89,9 +89,18 @@ def suite_key(suite_name: str, suite_context: str, options: Options) -> str:
         parts.append(f"batch-{options.batch_size}")
     if getattr(options, "sequential", None):
         parts.append(f"sequential-{options.sequential}")
+    if getattr(options, "orders", None):
+        parts.append(f"orders-{options.orders}-seed-{options.seed}")
     if options.dtype != "float32":
         parts.append(f"dtype-{options.dtype}")
     return "+".join(parts)
+
+
+def golden_key(key: str, order: int | None) -> str:
+    """A golden's file name: the case's key, and with --wild-orders its order
+    (`tw-0042.order-2`; the configuration's directory then holds only such names, so two
+    never meet)."""
+    return key if order is None else f"{key}.order-{order}"
 
 
 def _safe(name: str) -> str:
@@ -219,8 +228,9 @@ class GoldenSettings:
         """File names of the suite's cases: the cases collected in this run and, when
         `--wild-limit` sampled them, the suite's own. None when that cannot be told."""
         if self._known is None:
+            orders = self.run.options.orders
             known = {case_key(case.id) for case in self.run.suite.cases}
-            if on_disk - known and self.run.options.limit is not None:
+            if on_disk - known and self.run.options.limit is not None and not orders:
                 try:
                     from .suite import load_suite
 
@@ -228,7 +238,7 @@ class GoldenSettings:
                     known |= {case_key(case.id) for case in whole.cases}
                 except Exception:
                     return None
-            self._known = known
+            self._known = {golden_key(key, order) for key in known for order in range(1, orders + 1)} if orders else known
         return self._known
 
     def relative(self, path: Path | str) -> str:
@@ -258,11 +268,11 @@ class WildGoldenExtension(SingleFileSnapshotExtension):
         return cls.settings
 
     @staticmethod
-    def _case_id(test_location) -> str:
+    def _key(test_location) -> str:
         case = getattr(test_location.item, "case", None)
         if case is not None:
-            return case.id
-        return str(test_location.nodename or "")
+            return golden_key(case_key(case.id), getattr(test_location.item, "order", None))
+        return case_key(str(test_location.nodename or ""))
 
     @classmethod
     def get_snapshot_name(cls, *, test_location, index=0) -> str:
@@ -270,11 +280,11 @@ class WildGoldenExtension(SingleFileSnapshotExtension):
         identifier; a golden of a case gone from the suite is named `case_gone_from_suite[...]`
         instead, so no case of the run, skipped or expected to fail, claims it and keeps it
         from being reported and removed."""
-        return str(test_location.nodename or case_key(cls._case_id(test_location)))
+        return str(test_location.nodename or cls._key(test_location))
 
     @classmethod
     def get_file_basename(cls, *, test_location, index) -> str:
-        return case_key(cls._case_id(test_location))
+        return cls._key(test_location)
 
     @classmethod
     def dirname(cls, *, test_location) -> str:
@@ -286,7 +296,7 @@ class WildGoldenExtension(SingleFileSnapshotExtension):
 
     @classmethod
     def matches_test_location(cls, *, test_location, snapshot_location: str) -> bool:
-        return Path(snapshot_location).stem == case_key(cls._case_id(test_location))
+        return Path(snapshot_location).stem == cls._key(test_location)
 
     def discover_snapshots(self, *, test_location, ignore_extensions=None) -> SnapshotCollections:
         """Only goldens whose case is gone from the suite: everything syrupy discovers may

@@ -13,7 +13,8 @@ from .gates import Rule, parse_rule
 from .metrics import ANSWER_SCORES, MODES, mode_label
 
 INPUT_PATH_OPTIONS = ("--wild-suite", "--wild-hparams", "--wild-model", "--wild-data")
-OUTPUT_PATH_OPTIONS = ("--wild-report", "--wild-markdown")
+OUTPUT_PATH_OPTIONS = ("--wild-report", "--wild-markdown", "--wild-plot", "--wild-run-dir", "--wild-resume")
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -48,6 +49,11 @@ class Options:
     case_ids: tuple[str, ...] = ()  # test ids given on the command line (e.g. pasted from -v output)
     sequential: int | None = None  # edits applied one after another to one model (--wild-sequential)
     checkpoints: tuple[int, ...] = (1, 10, 100, 1000)  # after how many edits a sequence is scored
+    orders: int | None = None  # seeded random orders of the sequence, each its own sequence (--wild-orders)
+    plot: Path | None = None  # where the sequence's curve is drawn (--wild-plot)
+    run_dir: Path | None = None  # where a sequence keeps its progress (--wild-run-dir, or --wild-resume's)
+    resume: bool = False  # the run directory holds a run to continue (--wild-resume)
+    save_every: int = 100  # edits between two snapshots in the run directory
 
     @property
     def primary_mode(self) -> str:
@@ -99,6 +105,7 @@ def options_from_config(config: pytest.Config) -> Options:
         raise WildInputError("--wild-shard: a sequence of edits runs on one model in one process and cannot be sharded")
     if sequential is not None and config.getoption("wild_only_failed"):
         raise WildInputError("--wild-only-failed: not with --wild-sequential (select the sequence's cases with -k or the suite)")
+    orders, plot, run_dir, resume, save_every = sequence_options(config, sequential)
     return Options(
         editor=editor,
         model=value("wild_model", "wild_model"),
@@ -126,7 +133,42 @@ def options_from_config(config: pytest.Config) -> Options:
         case_ids=given_case_ids(config),
         sequential=sequential,
         checkpoints=checkpoints,
+        orders=orders,
+        plot=plot,
+        run_dir=run_dir,
+        resume=resume,
+        save_every=save_every,
     )
+
+
+def sequence_options(config: pytest.Config, sequential: int | None):
+    """--wild-orders, --wild-plot, --wild-run-dir, --wild-resume and --wild-save-every, which
+    only a sequence takes."""
+    orders, plot = config.getoption("wild_orders"), _path(config.getoption("wild_plot"))
+    run_dir, resume_dir = _path(config.getoption("wild_run_dir")), _path(config.getoption("wild_resume"))
+    save_every = config.getoption("wild_save_every")
+    given = {"--wild-orders": orders, "--wild-plot": plot, "--wild-run-dir": run_dir, "--wild-resume": resume_dir,
+             "--wild-save-every": save_every}
+    for option, value in given.items():
+        if value is not None and sequential is None:
+            raise WildInputError(f"{option}: only with --wild-sequential N (a sequence of edits)")
+    if orders is not None and orders < 1:
+        raise WildInputError(f"--wild-orders: expected a positive number of orders, got {orders}")
+    if save_every is not None and save_every < 1:
+        raise WildInputError(f"--wild-save-every: expected a positive number of edits, got {save_every}")
+    if plot is not None:
+        if plot.suffix.lower() not in PLOT_SUFFIXES:
+            raise WildInputError(f"--wild-plot {plot}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
+        try:
+            import matplotlib  # noqa: F401  (only asked for here, where the plot is)
+        except ImportError:
+            raise WildInputError("--wild-plot: matplotlib is not installed; pip install 'pytest-wild[plot]'") from None
+    if run_dir is not None and resume_dir is not None and run_dir != resume_dir:
+        raise WildInputError(f"--wild-resume {resume_dir}: the run continues in its own directory; "
+                             f"leave out --wild-run-dir {run_dir}")
+    if resume_dir is not None and not resume_dir.is_dir():
+        raise WildInputError(f"--wild-resume {resume_dir}: no such directory")
+    return orders, plot, resume_dir or run_dir, resume_dir is not None, 100 if save_every is None else save_every
 
 
 def given_case_ids(config: pytest.Config) -> tuple[str, ...]:

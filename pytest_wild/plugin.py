@@ -44,6 +44,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-batch-size", type=int, metavar="B", help="edit B cases in one update (MEMIT, AlphaEdit, FT), then evaluate each (default: 1)")
     group.addoption("--wild-sequential", type=int, metavar="N", help="apply the suite's first N selected cases one after another to one model, never restoring, and score them at checkpoints")
     group.addoption("--wild-checkpoints", metavar="LIST", help="after how many edits a sequence is scored (default 1,10,100,1000; the last edit always)")
+    group.addoption("--wild-orders", type=int, metavar="K", help="run the sequence's edits in K seeded random orders, each its own sequence (spread over xdist workers); the curve shows their mean and spread")
+    group.addoption("--wild-plot", metavar="FILE.png", help="draw the sequence's curve (.png, .svg or .pdf; needs pip install 'pytest-wild[plot]')")
+    group.addoption("--wild-run-dir", metavar="DIR", help="keep a sequence's progress in DIR (snapshots of the touched tensors, the editor's state, the results so far), so a killed run can be resumed")
+    group.addoption("--wild-resume", metavar="DIR", help="continue the sequence whose run directory is DIR (the same options, model and suite; what differs is refused)")
+    group.addoption("--wild-save-every", type=int, metavar="K", help="with --wild-run-dir: a snapshot every K edits, and at every checkpoint (default: 100)")
     group.addoption("--wild-shard", metavar="K/N", help="run the K-th of N deterministic shards of the cases (merge reports with `pytest-wild merge-reports`)")
     group.addoption("--wild-devices", metavar="LIST", help="devices for xdist workers, round-robin: '0,1,2,3' (one GPU each) or '0+1,2+3' (groups for --wild-device-map); default: every visible GPU, else CPU")
     group.addoption("--wild-device-map", choices=("auto",), help="place a model too large for one GPU across the worker's GPUs with accelerate")
@@ -161,27 +166,29 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def _outside_the_sequence(run, items: list) -> list:
     """--wild-sequential N: the first N selected cases in suite order (whatever order -p
     randomly put the tests in) form the sequence; the items of the other cases are returned
-    to be deselected."""
+    to be deselected. With --wild-orders, a case is in the sequence when any of its orders'
+    items is selected."""
     order = {case.id: index for index, case in enumerate(run.suite.cases)}
-    chosen = sorted(items, key=lambda item: order[item.case.id])
     wanted = run.options.sequential
-    if len(chosen) < wanted:
-        raise pytest.UsageError(f"--wild-sequential {wanted}: the run has only {len(chosen)} cases to edit "
+    cases = sorted({item.case.id: item.case for item in items}.values(), key=lambda case: order[case.id])
+    if len(cases) < wanted:
+        raise pytest.UsageError(f"--wild-sequential {wanted}: the run has only {len(cases)} cases to edit "
                                 f"(suite {run.suite.name}, after -k and the other selections)")
-    run.runtime.plan_sequence([item.case for item in chosen[:wanted]])
-    return chosen[wanted:]
+    chosen = {case.id for case in cases[:wanted]}
+    run.runtime.plan_sequence(cases[:wanted])
+    return [item for item in items if item.case.id not in chosen]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """A sequence runs on one process: xdist's scope scheduling sends all the cases of one
-    suite file to one worker, in order."""
+    """A sequence runs on one process: each sequence (the suite's, or each --wild-orders
+    order) is one scope of xdist's scope scheduling, sent whole to one worker."""
     run = config.stash.get(RUN_KEY, None)
     if run is None or not run.options.sequential:
         return None
-    from xdist.scheduler import LoadScopeScheduling
+    from .scheduling import SequenceScheduling
 
-    return LoadScopeScheduling(config, log)
+    return SequenceScheduling(config, log)
 
 
 def _keep_given_ids(config: pytest.Config, items: list, given: tuple[str, ...]) -> None:

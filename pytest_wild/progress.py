@@ -14,12 +14,15 @@ from contextlib import contextmanager, nullcontext
 
 import pytest
 
+LIVE_SECONDS = 10.0  # a line in a CI log every 10 s, not one per edit
+
 
 class Progress:
     def __init__(self, config: pytest.Config) -> None:
         self.shown = config.get_verbosity() >= 0
         self.worker = getattr(config, "workerinput", {}).get("workerid")
         self.plugins = config.pluginmanager  # the terminal reporter registers after this plugin's configure
+        self._last_live = time.monotonic()
 
     @contextmanager
     def step(self, what: str) -> Iterator[None]:
@@ -32,6 +35,14 @@ class Progress:
     def note(self, text: str) -> None:
         """A line about work in progress (a sequence of edits, which runs in its first case)."""
         self._line(f"wild: {text}")
+
+    def live(self, text: str) -> None:
+        """A line that says where a long piece of work is, at most every `LIVE_SECONDS` (a
+        sequence of 1,000 edits is one test for pytest's progress)."""
+        now = time.monotonic()
+        if now - self._last_live >= LIVE_SECONDS:
+            self._last_live = now
+            self._line(f"wild: {text}")
 
     def _line(self, text: str) -> None:
         """Written past pytest's output capture, which is on while a case runs."""
@@ -54,4 +65,7 @@ class Silent:
         yield
 
     def note(self, text: str) -> None:
+        pass
+
+    def live(self, text: str) -> None:
         pass

@@ -24,6 +24,7 @@ class Outcome:
     aggregates: dict  # mode -> metric -> aggregate cell
     gates: list[dict]  # one verdict per --wild-gate rule
     written: dict[str, Path]  # what was written where, for the summary
+    curve: list[dict] = field(default_factory=list)  # a sequence's curve (pytest_wild.sequential.curve)
 
     @property
     def gate_failed(self) -> bool:

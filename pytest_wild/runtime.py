@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 from dataclasses import asdict
 
-from .cases import Case
+from .cases import Case, WildInputError
 from .gates import Rule, parse_rule
 from .metrics import TABLE_METRICS
 from .options import Options
@@ -28,8 +28,8 @@ class Runtime:
         self.batches: list[list[Case]] = []
         self.batch_of: dict[str, int] = {}
         self._pending: dict[str, dict] = {}
-        self.sequence: list[Case] = []  # a sequential run's cases, in the order they are edited
-        self._sequence_ran = False
+        self.sequences: dict[int | None, list[Case]] = {}  # order (None: the suite's) -> its cases, as edited
+        self._sequences_ran: set[int | None] = set()
 
     @property
     def context(self) -> str:
@@ -107,16 +107,65 @@ class Runtime:
     def start(self, cases: list[Case]) -> None:
         """Before the first case, each step shown: load the model, compute what every edit
         needs (an editor's statistics), and the unedited answers of the cases this process
-        runs."""
-        if self.options.sequential:
-            return  # the sequence runs in its first case, on the one process that runs its cases
+        runs (a sequence computes its own, in its first case)."""
         evaluator = self.evaluator
         if self.editor.prepare is not None:
             loaded = self.loaded
             with self.progress.step(f"{self.editor.name}: what every edit needs (statistics, cached on disk)"):
                 self.editor.prepare(loaded.model, loaded.tokenizer, self.hparams, self.editor_cache)
+        if self.options.sequential:
+            self._check_resumed_model()
+            return
         with self.progress.step(f"unedited answers of {len(cases)} case{'s' if len(cases) != 1 else ''}"):
             evaluator.prepare(cases)
+
+    @property
+    def run_directory(self):
+        from .rundir import RunDirectory
+
+        o = self.options
+        return RunDirectory(o.run_dir, "--wild-resume" if o.resume else "--wild-run-dir")
+
+    def sequence_identity(self, selection: dict) -> dict:
+        """What a sequence's results depend on, as a run directory records it (the model's
+        weights are checked by their fingerprint when they are loaded)."""
+        import hashlib
+        import json
+
+        o = self.options
+        cases = json.dumps([case.as_record() for case in self.suite.cases], sort_keys=True)
+        identity = {"model": {"spec": o.model or "tinyworld", "dtype": o.dtype}, "editor": o.editor,
+                    "hparams": self.resolved_hparams(),
+                    "suite": {"name": self.suite.name, "cases": hashlib.sha256(cases.encode()).hexdigest()},
+                    "selection": selection,
+                    "sequence": {"edits": o.sequential, "batch_size": o.batch_size, "checkpoints": list(o.checkpoints),
+                                 "orders": o.orders, "seed": o.seed},
+                    "evaluation": {"modes": list(o.mode_labels), "metric": o.metric, "context": self.context}}
+        return json.loads(json.dumps(identity))  # tuples as lists, as read back
+
+    def open_run_directory(self, selection: dict) -> None:
+        """--wild-run-dir: record the run; --wild-resume: check it is the recorded one."""
+        directory, identity = self.run_directory, self.sequence_identity(selection)
+        if not self.options.resume:
+            directory.create(identity)
+            return
+        directory.check(identity)
+        for order in self._orders():  # each snapshot read whole now, so a damaged one stops the run before it starts
+            directory.sequence(_sequence_name(order)).latest()
+
+    def _check_resumed_model(self) -> None:
+        """A resumed sequence's snapshots were made on this model's weights."""
+        if not self.options.resume:
+            return
+        directory, model = self.run_directory, self.editor_cache.identity
+        for order in self._orders():
+            found = directory.sequence(_sequence_name(order)).progress()
+            if found is not None and found[1].get("model") != model:
+                raise WildInputError(f"--wild-resume {directory.path}: the run there edited other model weights "
+                                     f"(fingerprint {str(found[1].get('model'))[:16]}, this model's {model[:16]})")
+
+    def _orders(self) -> list[int | None]:
+        return list(range(1, self.options.orders + 1)) if self.options.orders else [None]
 
     def plan_batches(self, dropped: set[str]) -> None:
         """Group the suite's cases (in suite order, less those --wild-only-failed dropped)
@@ -139,26 +188,41 @@ class Runtime:
                     cache=self.editor_cache, state=self.editor_state)
 
     def plan_sequence(self, cases: list[Case]) -> None:
-        """The cases a sequential run edits, in suite order (after -k and the other selections)."""
-        self.sequence = cases
+        """The cases a sequential run edits (in suite order, after -k and the other
+        selections): in that order, or with --wild-orders K in K seeded random orders."""
+        import random
 
-    def evaluate(self, case: Case) -> dict:
+        if not self.options.orders:
+            self.sequences = {None: cases}
+            return
+        for order in self._orders():
+            shuffled = list(cases)
+            random.Random(f"pytest-wild order {order} seed {self.options.seed}").shuffle(shuffled)
+            self.sequences[order] = shuffled
+
+    def evaluate(self, case: Case, order: int | None = None) -> dict:
         """The case's row. With batch editing, the first case of a batch to run edits the
         whole batch once and keeps the other rows for their own tests; in a sequential run
-        the first case to run runs the whole sequence, and each case's row is its score on
-        the final model."""
-        if self.options.sequential and not self._sequence_ran:
-            from .sequential import run_sequence
-
-            self._sequence_ran = True
-            rows = run_sequence(self.sequence, self.evaluator, self.apply_edit, self.options.batch_size,
-                                self.options.checkpoints, self.suite.perplexity_text, self.progress)
-            self._pending |= {row["id"]: row for row in rows}
-        if case.id not in self._pending:
+        the first case of a sequence (an order) to run runs the whole sequence, and each
+        case's row is its score on the sequence's final model."""
+        key = case.id if order is None else f"{case.id}@order-{order}"
+        if self.options.sequential and order not in self._sequences_ran:
+            self._sequences_ran.add(order)
+            self._pending |= {row["id"]: row for row in self._run_sequence(order)}
+        if key not in self._pending:
             batch = self.batches[self.batch_of[case.id]] if self.batches else [case]
             for row in self.evaluator.evaluate(batch, self.apply_edit):
                 self._pending[row["id"]] = row
-        return self._pending.pop(case.id)
+        return self._pending.pop(key)
+
+    def _run_sequence(self, order: int | None) -> list[dict]:
+        from .sequential import run_sequence
+
+        o = self.options
+        store = self.run_directory.sequence(_sequence_name(order)) if o.run_dir is not None else None
+        return run_sequence(self.sequences[order], self.evaluator, self.apply_edit, self.editor_state, o.batch_size,
+                            o.checkpoints, self.suite.perplexity_text, self.progress, store=store,
+                            model=self.editor_cache.identity, save_every=o.save_every, order=order)
 
     def thresholds(self) -> list[Rule]:
         """CLI/ini thresholds replace the suite's for the metrics they name."""
@@ -213,6 +277,11 @@ class Runtime:
                              f" (answer {_q(item['answer'])})")
             return "\n".join(lines)
         return f"{head} {observed:.3f} fails {rule.text}"
+
+
+def _sequence_name(order: int | None) -> str:
+    """A sequence's directory in the run directory."""
+    return "sequence" if order is None else f"order-{order}"
 
 
 def versions() -> dict:

@@ -31,10 +31,70 @@ def checkpoints_for(edits: int, asked: tuple[int, ...]) -> list[int]:
     return sorted({c for c in asked if c <= edits} | {edits})
 
 
-def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, batch_size: int, asked: tuple[int, ...],
-                 perplexity_text: list[str] | None, progress) -> list[dict]:
+class Kept:
+    """The tensors a sequence's edits touched, as they were before its first edit: what the
+    sequence restores when it ends (so the next sequence, another order, starts from the
+    unedited model) and the set a run directory saves. Each edit's handle is dropped once its
+    originals are taken, so memory holds one copy of the touched tensors however long the
+    sequence."""
+
+    def __init__(self, model) -> None:
+        self._params = dict(model.named_parameters())
+        self.originals: dict = {}
+
+    def keep(self, handle) -> None:
+        for name in handle.names:
+            self.originals.setdefault(name, handle.original(name))
+
+    def current(self) -> dict:
+        """The touched tensors as they are now."""
+        return {name: self._params[name].detach() for name in self.originals}
+
+    def load(self, saved: dict) -> None:
+        """Put a snapshot's tensors into the (unedited) model."""
+        import torch
+
+        unknown = sorted(set(saved) - set(self._params))
+        if unknown:
+            raise ValueError(f"the snapshot names {unknown[0]!r}, which this model does not have")
+        with torch.no_grad():
+            for name, value in saved.items():
+                self.originals.setdefault(name, self._params[name].detach().clone())
+                self._params[name].copy_(value)
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for name, original in self.originals.items():
+                self._params[name].copy_(original)
+        self.originals.clear()
+
+
+class Log:
+    """What a sequence has measured so far, by case id: its scores right after its own edit,
+    at each checkpoint reached since, the capability at each checkpoint, its timing. As JSON
+    it is a run directory's `progress.json` (checkpoints as strings, as in the report)."""
+
+    def __init__(self, data: dict | None = None) -> None:
+        data = data or {}
+        self.immediate: dict[str, dict] = data.get("immediate", {})
+        self.at: dict[str, dict[str, dict]] = data.get("checkpoints", {})
+        self.capability: dict[str, dict] = data.get("capability", {})
+        self.timing: dict[str, dict] = data.get("timing", {})
+
+    def as_json(self, done: int, model: str) -> dict:
+        return {"done": done, "model": model, "immediate": self.immediate, "checkpoints": self.at,
+                "capability": self.capability, "timing": self.timing}
+
+
+def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batch_size: int, asked: tuple[int, ...],
+                 perplexity_text: list[str] | None, progress, *, store=None, model: str = "", save_every: int = 100,
+                 order: int | None = None) -> list[dict]:
     """Edit `cases` in order into the model, score them at the checkpoints; every case's row
-    on the final model, with its `sequence` entry."""
+    on the final model, with its `sequence` entry. With a `store` (a run directory), a
+    snapshot every `save_every` edits and at each checkpoint, and a sequence that has one
+    continues from it. The model and the editor's `state` are restored at the end."""
     unfit = [row for row in evaluator.rows_now([case for case in cases if evaluator.not_evaluable(case)])]
     cases = [case for case in cases if not evaluator.not_evaluable(case)]  # never edited into the model
     if not cases:
@@ -43,44 +103,70 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, batch_size:
     evaluator.prepare(cases)
     probe = _capability_probe(evaluator, cases)
     primary = evaluator.settings.modes[0]
-    immediate: dict[str, dict] = {}
-    at: dict[str, dict[int, dict]] = {case.id: {} for case in cases}
-    capability: dict[int, dict] = {}
-    final: dict[str, dict] = {}
-    timing: dict[str, dict] = {}
-    started, done = time.perf_counter(), 0
-    for start in range(0, len(cases), batch_size):
-        batch = cases[start : start + batch_size]
-        before_edit = time.perf_counter()
-        apply_edit(batch)  # kept: a sequence never restores
-        edited = time.perf_counter()
-        done += len(batch)
-        for row in evaluator.rows_now(batch):
-            immediate[row["id"]] = _scores(row)
-        answered = time.perf_counter()
-        for case in batch:  # as a single-edit run's timing: one update's cost shared by its cases
-            timing[case.id] = {"edit_seconds": (edited - before_edit) / len(batch),
-                               "evaluate_seconds": (answered - edited) / len(batch),
-                               "questions": (1 + (case.rephrase is not None) + len(case.locality))
-                               * len(evaluator.settings.modes)}
-        reached = [c for c in checkpoints if done - len(batch) < c <= done]
-        if reached:
-            rows = evaluator.rows_now(cases[:done])
-            for row in rows:
-                at[row["id"]][done] = _scores(row)
-            capability[done] = _capability(evaluator, probe, perplexity_text)
-            if done == len(cases):
-                final = {row["id"]: row for row in rows}
-            progress.note(f"{done} of {len(cases)} edits ({done / (time.perf_counter() - started):.2f} per s): "
-                          + _curve_text(rows, primary))
+    kept, log, done, final = Kept(evaluator.model), Log(), 0, None
+    label = "" if order is None else f"order {order}: "
+    try:
+        found = store.latest() if store is not None else None
+        if found is not None:
+            saved, weights, saved_state = found
+            log, done = Log(saved), int(saved["done"])
+            kept.load(weights)
+            state.load_state_dict(saved_state)
+            progress.note(f"{label}resumed after {done} of {len(cases)} edits")
+        started, first = time.perf_counter(), done
+        for start in range(done, len(cases), batch_size):
+            batch = cases[start : start + batch_size]
+            before_edit = time.perf_counter()
+            kept.keep(apply_edit(batch))  # kept on the model: a sequence never restores between edits
+            edited = time.perf_counter()
+            done += len(batch)
+            for row in evaluator.rows_now(batch):
+                log.immediate[row["id"]] = _scores(row)
+            answered = time.perf_counter()
+            for case in batch:  # as a single-edit run's timing: one update's cost shared by its cases
+                log.timing[case.id] = {"edit_seconds": (edited - before_edit) / len(batch),
+                                       "evaluate_seconds": (answered - edited) / len(batch),
+                                       "questions": (1 + (case.rephrase is not None) + len(case.locality))
+                                       * len(evaluator.settings.modes)}
+            reached = [c for c in checkpoints if done - len(batch) < c <= done]
+            if reached:
+                rows = evaluator.rows_now(cases[:done])
+                for row in rows:
+                    log.at.setdefault(row["id"], {})[str(done)] = _scores(row)
+                log.capability[str(done)] = _capability(evaluator, probe, perplexity_text)
+                final = {row["id"]: row for row in rows} if done == len(cases) else None
+                progress.note(f"{label}{done} of {len(cases)} edits: " + _curve_text(rows, primary))
+            if store is not None and (reached or done // save_every > (done - len(batch)) // save_every):
+                store.save(done, log.as_json(done, model), kept.current(), state.state_dict())
+            progress.live(f"{label}{done} of {len(cases)} edits, "
+                          + _pace(done - first, time.perf_counter() - started, len(cases) - done))
+        if final is None:  # resumed from the snapshot of the last edit: the model is as it was then
+            final = {row["id"]: row for row in evaluator.rows_now(cases)}
+    finally:
+        kept.restore()
+        state.clear()
+    rows = []
     for position, case in enumerate(cases, 1):
         row = final[case.id]
-        row["timing"] = timing[case.id]
-        row["sequence"] = {"position": position, "immediate": immediate[case.id],
-                           "checkpoints": {str(c): scores for c, scores in at[case.id].items()},
-                           "lost_at": _lost_at(at[case.id], primary),
-                           "capability": {str(c): found for c, found in capability.items()}}
-    return [final[case.id] for case in cases] + unfit
+        row["timing"] = log.timing[case.id]
+        row["sequence"] = {"position": position, "immediate": log.immediate[case.id],
+                           "checkpoints": log.at[case.id], "lost_at": _lost_at(log.at[case.id], primary),
+                           "capability": log.capability}
+        if order is not None:
+            row["id"] = f"{case.id}@order-{order}"
+            row["sequence"]["order"] = order
+        rows.append(row)
+    return rows + unfit
+
+
+def _pace(done: int, seconds: float, left: int) -> str:
+    """'4.20 edits/s, about 3 min left'."""
+    if done == 0 or seconds <= 0:
+        return "starting"
+    rate = done / seconds
+    eta = left / rate
+    when = f"{eta:.0f} s" if eta < 120 else f"{eta / 60:.0f} min" if eta < 7200 else f"{eta / 3600:.1f} h"
+    return f"{rate:.2f} edits/s, about {when} left"
 
 
 def _scores(row: dict) -> dict:
@@ -89,12 +175,12 @@ def _scores(row: dict) -> dict:
             for mode, scores in row.get("modes", {}).items()}
 
 
-def _lost_at(at: dict[int, dict], mode: str) -> int | None:
+def _lost_at(at: dict[str, dict], mode: str) -> int | None:
     """The first checkpoint where the case's edit no longer held (reliability below 1)."""
-    for checkpoint in sorted(at):
+    for checkpoint in sorted(at, key=int):
         reliability = at[checkpoint].get(mode, {}).get("reliability")
         if reliability is not None and reliability < 1.0:
-            return checkpoint
+            return int(checkpoint)
     return None
 
 
@@ -152,20 +238,70 @@ def perplexity(model, tokenizer, lines: list[str], batch_size: int = 32) -> floa
 def curve(rows: list[dict]) -> list[dict]:
     """Per checkpoint, over the edits made by then: the mean of each metric under `final`
     (scored on the model at the checkpoint) and `immediate` (scored right after each edit),
-    for every mode, and the capability measured there."""
-    rows = [row for row in rows if "sequence" in row]
-    if not rows:
-        return []
+    for every mode, and the capability measured there. With --wild-orders, the mean over the
+    orders' curves, and each value's `spread` over them (sd, min, max)."""
+    by_order = curves_by_order(rows)
+    if len(by_order) < 2:
+        return next(iter(by_order.values()), [])
+    return _combine(list(by_order.values()))
+
+
+def curves_by_order(rows: list[dict]) -> dict[str, list[dict]]:
+    """Each sequence's own curve, by its order ("suite" for the suite's order)."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        if "sequence" in row:
+            grouped.setdefault(str(row["sequence"].get("order", "suite")), []).append(row)
+    return {order: _curve(found) for order, found in sorted(grouped.items(), key=lambda item: _order_key(item[0]))}
+
+
+def _order_key(order: str) -> tuple[int, str]:
+    return (int(order), "") if order.isdigit() else (0, order)
+
+
+def _curve(rows: list[dict]) -> list[dict]:
     checkpoints = sorted({int(c) for row in rows for c in row["sequence"]["checkpoints"]})
     capability = next(iter(rows))["sequence"]["capability"]
     points = []
     for checkpoint in checkpoints:
         made = [row for row in rows if row["sequence"]["position"] <= checkpoint]
-        point = {"edits": checkpoint, "final": _means([row["sequence"]["checkpoints"][str(checkpoint)] for row in made]),
-                 "immediate": _means([row["sequence"]["immediate"] for row in made]),
-                 "capability": capability.get(str(checkpoint), {})}
-        points.append(point)
+        points.append({"edits": checkpoint,
+                       "final": _means([row["sequence"]["checkpoints"][str(checkpoint)] for row in made]),
+                       "immediate": _means([row["sequence"]["immediate"] for row in made]),
+                       "capability": capability.get(str(checkpoint), {})})
     return points
+
+
+def _combine(curves: list[list[dict]]) -> list[dict]:
+    """The orders' curves as one: every number the mean over the orders, with its spread."""
+    combined = []
+    for points in zip(*curves):
+        point: dict = {"edits": points[0]["edits"], "orders": len(points), "spread": {}}
+        for part in ("final", "immediate"):
+            point[part], point["spread"][part] = {}, {}
+            for mode in sorted({mode for p in points for mode in p[part]}):
+                means, spread = _over([p[part].get(mode, {}) for p in points])
+                point[part][mode], point["spread"][part][mode] = means, spread
+        point["capability"], point["spread"]["capability"] = _over([p["capability"] for p in points], keep=("questions",))
+        combined.append(point)
+    return combined
+
+
+def _over(values: list[dict], keep: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Per key: the mean over `values` and {sd, min, max} (None where any is missing)."""
+    means, spread = {}, {}
+    for key in sorted({key for value in values for key in value}):
+        found = [value.get(key) for value in values]
+        if key in keep:
+            means[key] = found[0]
+            continue
+        if any(v is None for v in found):
+            means[key], spread[key] = None, None
+            continue
+        mean = math.fsum(found) / len(found)
+        sd = math.sqrt(math.fsum((v - mean) ** 2 for v in found) / (len(found) - 1)) if len(found) > 1 else 0.0
+        means[key], spread[key] = mean, {"sd": sd, "min": min(found), "max": max(found)}
+    return means, spread
 
 
 def _means(scored: list[dict]) -> dict:
@@ -178,19 +314,34 @@ def _means(scored: list[dict]) -> dict:
 
 
 def curve_lines(points: list[dict], mode: str) -> list[str]:
-    """The curve as a table that fits 80 columns: one line per checkpoint and convention."""
-    head = f"{'edits':>6}  {'convention':<10} {'reliab.':>8} {'general.':>8} {'locality':>8}  {'capab. EM':>9} {'perplexity':>10}"
+    """The curve as a table that fits 80 columns: one line per checkpoint and convention;
+    over several orders, each cell is the mean ± the standard deviation across them."""
+    orders = points[0].get("orders") if points else None
+    width, digits = (10, 2) if orders else (8, 3)
+    head = (f"{'edits':>6}  {'convention':<10} {'reliab.':>{width}} {'general.':>{width}} {'locality':>{width}}  "
+            f"{'capab. EM':>{width + 1}} {'perplexity':>{width + 2}}")
     lines = [f"sequence ({mode}), edits kept: `final` scores the edits made so far on the model",
-             "at the checkpoint, `immediate` each right after its own edit", head, "-" * len(head)]
+             "at the checkpoint, `immediate` each right after its own edit"]
+    if orders:
+        lines.append(f"mean ± sd over {orders} seeded orders of the same edits")
+    lines += [head, "-" * len(head)]
 
-    def cell(value, width=8, digits=3) -> str:
-        return f"{value:>{width}.{digits}f}" if value is not None else f"{'n/a':>{width}}"
+    def cell(point, part, key, cell_width, digits=digits) -> str:
+        value = (point[part].get(mode, {}) if part != "capability" else point[part]).get(key)
+        if value is None:
+            return f"{'n/a':>{cell_width}}"
+        if not orders:
+            return f"{value:>{cell_width}.{digits}f}"
+        spread = (point["spread"][part].get(mode, {}) if part != "capability" else point["spread"][part]).get(key)
+        text = f"{value:.{digits}f}±{spread['sd']:.{digits}f}"
+        return f"{text:>{cell_width}}"
 
     for point in points:
         for convention in ("final", "immediate"):
-            means = point[convention].get(mode, {})
-            capability = point["capability"] if convention == "final" else {}
-            lines.append(f"{point['edits']:>6}  {convention:<10} {cell(means.get('reliability'))} "
-                         f"{cell(means.get('generalization'))} {cell(means.get('locality'))}  "
-                         f"{cell(capability.get('exact_match'), 9)} {cell(capability.get('perplexity'), 10, 2)}")
+            capability = (f"{cell(point, 'capability', 'exact_match', width + 1)} "
+                          f"{cell(point, 'capability', 'perplexity', width + 2, 2)}"
+                          if convention == "final" else f"{'n/a':>{width + 1}} {'n/a':>{width + 2}}")
+            lines.append(f"{point['edits']:>6}  {convention:<10} {cell(point, convention, 'reliability', width)} "
+                         f"{cell(point, convention, 'generalization', width)} {cell(point, convention, 'locality', width)}  "
+                         + capability)
     return lines

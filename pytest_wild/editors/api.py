@@ -183,18 +183,41 @@ def cached(cache: EditorCache | None, key: Hashable, compute: Callable[[], T]) -
 class EditorState:
     """What the edits of one sequence carry from one to the next. Each editor keeps its part
     under its own name (`part`); a part that changes registers its own undo on the edit's
-    handle, so a restored edit leaves the state as it was before it."""
+    handle, so a restored edit leaves the state as it was before it. A run directory saves the
+    state between edits: a part that lives across edits has `state_dict()` and
+    `load_state_dict()` (tensors by name, as torch modules do)."""
 
     def __init__(self) -> None:
         self._parts: dict[str, Any] = {}
+        self._saved: dict[str, dict[str, torch.Tensor]] = {}  # loaded, given to each part when it is made
 
     def part(self, name: str, create: Callable[[], T]) -> T:
         if name not in self._parts:
-            self._parts[name] = create()
+            made = create()
+            if name in self._saved:
+                made.load_state_dict(self._saved.pop(name))
+            self._parts[name] = made
         return self._parts[name]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every part's tensors, named `part/key`."""
+        flat = {f"{name}/{key}": value for name, saved in self._saved.items() for key, value in saved.items()}
+        for name, made in self._parts.items():
+            if not hasattr(made, "state_dict"):
+                raise TypeError(f"the editor's state part {name!r} cannot be saved: it has no state_dict()")
+            flat |= {f"{name}/{key}": value for key, value in made.state_dict().items()}
+        return flat
+
+    def load_state_dict(self, flat: Mapping[str, torch.Tensor]) -> None:
+        """Replace the state by a saved one; each part gets its tensors when its editor asks for it."""
+        self.clear()
+        for key, value in flat.items():
+            name, _, inner = key.partition("/")
+            self._saved.setdefault(name, {})[inner] = value
 
     def clear(self) -> None:
         self._parts.clear()
+        self._saved.clear()
 
 
 def edit(editor: Editor, model, tokenizer, cases: list, hparams, *, cache: EditorCache | None = None,

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class Bad:
     env: dict = field(default_factory=dict)
     runs_cases: bool = False  # the fault is found while cases run: the report may be written
     omit: tuple[str, ...] = ()  # default options the row leaves out
+    missing: tuple[str, ...] = ()  # modules the run finds not installed
 
 
 def records(change) -> str:
@@ -149,6 +151,29 @@ BAD = [
         "--wild-checkpoints: '1,ten': write positive numbers of edits separated by commas", USAGE),
     Bad("checkpoints-zero", ("--wild-sequential=1", "--wild-checkpoints=0,5"),
         "--wild-checkpoints: '0,5': write positive numbers of edits separated by commas", USAGE),
+    Bad("orders-zero", ("--wild-sequential=1", "--wild-orders=0"), "--wild-orders: expected a positive number of orders, got 0",
+        USAGE),
+    Bad("orders-without-a-sequence", ("--wild-orders=2",), "--wild-orders: only with --wild-sequential N", USAGE),
+    Bad("save-every-zero", ("--wild-sequential=1", "--wild-run-dir=rd", "--wild-save-every=0"),
+        "--wild-save-every: expected a positive number of edits, got 0", USAGE),
+    Bad("plot-format", ("--wild-sequential=1", "--wild-plot=curve.gif"),
+        "--wild-plot curve.gif: the file name must end in .png, .svg, .pdf", USAGE),
+    Bad("plot-without-matplotlib", ("--wild-sequential=1", "--wild-plot=curve.png"),
+        "--wild-plot: matplotlib is not installed; pip install 'pytest-wild[plot]'", USAGE, missing=("matplotlib",)),
+    Bad("plot-in-goldens", ("--wild-sequential=1", "--wild-plot=golden/curve.png"),
+        "--wild-plot: golden/curve.png lies inside the golden directory", USAGE),
+    Bad("run-dir-holds-a-run", ("--wild-sequential=1", "--wild-run-dir=rd"),
+        "--wild-run-dir rd: already holds a run; continue it with --wild-resume rd, or name an empty directory", USAGE,
+        files={"rd/run.json": '{"format": 1, "identity": {}}'}),
+    Bad("resume-another-run", ("--wild-sequential=1", "--wild-resume=rd"),
+        "--wild-resume rd: the run there differs from this one: editor: \"memit\" there, \"ft-m\" here", USAGE,
+        files={"rd/run.json": '{"format": 1, "identity": {"editor": "memit"}}'}),
+    Bad("resume-corrupt", ("--wild-sequential=1", "--wild-resume=rd"), "--wild-resume rd: run.json is corrupt", USAGE,
+        files={"rd/run.json": '{"format": 1, "identity'}),
+    Bad("resume-not-a-run", ("--wild-sequential=1", "--wild-resume=rd"),
+        "--wild-resume rd: no run.json (not a pytest-wild run directory)", USAGE, files={"rd/notes.txt": "mine"}),
+    Bad("resume-nowhere", ("--wild-sequential=1", "--wild-resume=nowhere"), "--wild-resume nowhere: no such directory",
+        USAGE),
     Bad("perplexity-outside", (S,), "s.yaml: field 'perplexity' leads out of", USAGE,
         files={"s.yaml": "data: data.json\nperplexity: ../../outside.txt\n"}),
     Bad("shard-zero", ("--wild-shard=0/2",), "--wild-shard: '0/2': write K/N", USAGE),
@@ -343,6 +368,8 @@ def prepare(root: Path, bad: Bad, monkeypatch) -> None:
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
     for key, value in bad.env.items():
         monkeypatch.setenv(key, str(root / value))
+    for name in bad.missing:
+        monkeypatch.setitem(sys.modules, name, None)  # what `import` then raises is ImportError, as when not installed
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

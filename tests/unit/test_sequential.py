@@ -16,30 +16,111 @@ from pytest_wild.sequential import checkpoints_for, curve, curve_lines, perplexi
 from pytest_wild.suite import BUNDLED_SUITES, load_suite
 
 
-@pytest.fixture(scope="module")
-def sequence_run():
-    suite = load_suite(BUNDLED_SUITES / "tinyworld-sequential.yaml", limit=5)
-    options = Options(editor="ft-m", model=None, suite=None, limit=5, modes=("wild",), context=None, metric="em",
-                      hparams_file=None, device="cpu", dtype="float32", stop_rule="published", sequential=5,
-                      checkpoints=(1, 3))
+def make_runtime(editor: str, cases: int, run_dir=None, **given) -> Runtime:
+    suite = load_suite(BUNDLED_SUITES / "tinyworld-sequential.yaml", limit=cases)
+    options = Options(editor=editor, model=None, suite=None, limit=cases, modes=("wild",), context=None, metric="em",
+                      hparams_file=None, device="cpu", dtype="float32", stop_rule="published", sequential=cases,
+                      checkpoints=(1, 3), run_dir=run_dir, **given)
     runtime = Runtime(options, suite)
     runtime.plan_sequence(suite.cases)
+    return runtime
+
+
+@pytest.fixture(scope="module")
+def sequence_run(tmp_path_factory):
+    """Five FT-M edits, with a run directory (a snapshot every 2 edits and at checkpoints)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    runtime = make_runtime("ft-m", 5, run_dir, save_every=2)
+    runtime.open_run_directory({})
     original = {name: p.detach().clone() for name, p in runtime.loaded.model.named_parameters()}
-    rows = [runtime.evaluate(case) for case in suite.cases]
+    rows = [runtime.evaluate(case) for case in runtime.suite.cases]
     return runtime, rows, original
 
 
-def test_the_edits_are_kept_and_each_row_is_the_final_models_score(sequence_run):
+def test_the_edits_are_kept_to_the_end_then_the_model_is_restored(sequence_run):
+    """Each row is its case's score on the model with all five edits (the last snapshot's
+    tensors); after the sequence the model is the unedited one again, bit for bit."""
     runtime, rows, original = sequence_run
     model = runtime.loaded.model
-    changed = [name for name, p in model.named_parameters() if not torch.equal(p, original[name])]
-    assert changed  # never restored
-    again = runtime.evaluator.rows_now([case for case in runtime.sequence])
+    assert all(torch.equal(p, original[name]) for name, p in model.named_parameters())
+    saved, weights, state = runtime.run_directory.sequence("sequence").latest()
+    assert saved["done"] == 5 and state == {}
+    assert weights and all(not torch.equal(value, original[name]) for name, value in weights.items())
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+        again = runtime.evaluator.rows_now(runtime.suite.cases)
+        for name in weights:
+            params[name].copy_(original[name])
     assert [row["modes"] for row in again] == [row["modes"] for row in rows]
     assert [row["sequence"]["position"] for row in rows] == [1, 2, 3, 4, 5]
     assert all(set(row["sequence"]["checkpoints"]) == {str(c) for c in (1, 3, 5) if c >= row["sequence"]["position"]}
                for row in rows)
     assert all(row["timing"]["edit_seconds"] > 0 for row in rows)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_sequence_stopped_midway_resumes_to_the_same_rows_with_its_editor_state(tmp_path):
+    """AlphaEdit carries its preserved keys from edit to edit: a sequence stopped after its
+    third edit (the snapshot at checkpoint 3) and resumed from the run directory ends with
+    the rows of an uninterrupted one, and the state it saved is what the editor had."""
+    whole = make_runtime("alphaedit", 5)
+    expected = [whole.evaluate(case) for case in whole.suite.cases]
+
+    stopped = make_runtime("alphaedit", 5, tmp_path, save_every=100)
+    stopped.open_run_directory({})
+    apply_edit, edits = stopped.apply_edit, []
+
+    def dies_at_the_fourth_edit(cases):
+        if len(edits) == 3:
+            raise Killed
+        edits.append(cases)
+        return apply_edit(cases)
+
+    stopped.apply_edit = dies_at_the_fourth_edit
+    with pytest.raises(Killed):
+        stopped.evaluate(stopped.suite.cases[0])
+    saved, _, state = stopped.run_directory.sequence("sequence").latest()
+    assert saved["done"] == 3 and state and all(key.startswith("alphaedit/") for key in state)
+
+    resumed = make_runtime("alphaedit", 5, tmp_path, save_every=100, resume=True)
+    rows = [resumed.evaluate(case) for case in resumed.suite.cases]
+    for row in expected + rows:
+        row.pop("timing")
+    assert rows == expected
+
+
+def test_orders_are_seeded_permutations_of_the_same_edits_and_their_curve_has_a_spread():
+    runtime = make_runtime("ft-m", 6, orders=3)
+    runtime.plan_sequence(runtime.suite.cases)
+    orders = runtime.sequences
+    assert sorted(orders) == [1, 2, 3]
+    assert all(sorted(c.id for c in cases) == sorted(c.id for c in runtime.suite.cases) for cases in orders.values())
+    assert len({tuple(c.id for c in cases) for cases in orders.values()}) == 3
+    again = make_runtime("ft-m", 6, orders=3)
+    again.plan_sequence(again.suite.cases)
+    assert [[c.id for c in again.sequences[k]] for k in (1, 2, 3)] == [[c.id for c in orders[k]] for k in (1, 2, 3)]
+
+    def row(order, position, reliability):
+        scores = {"wild": {"reliability": reliability, "generalization": None, "locality": 1.0}}
+        return {"id": f"c{position}@order-{order}", "sequence": {
+            "order": order, "position": position, "immediate": scores, "checkpoints": {"1": scores},
+            "capability": {"1": {"questions": 4, "exact_match": 0.5 + order / 10}}}}
+
+    points = curve([row(1, 1, 1.0), row(2, 1, 0.0), row(3, 1, 1.0)])
+    assert points[0]["orders"] == 3 and points[0]["final"]["wild"]["reliability"] == pytest.approx(2 / 3)
+    assert points[0]["spread"]["final"]["wild"]["reliability"] == {"sd": pytest.approx(math.sqrt(1 / 3)), "min": 0.0,
+                                                                   "max": 1.0}
+    assert points[0]["final"]["wild"]["generalization"] is None
+    assert points[0]["capability"] == {"questions": 4, "exact_match": pytest.approx(0.7)}
+    lines = curve_lines(points, "wild")
+    assert "mean ± sd over 3 seeded orders of the same edits" in lines
+    assert "0.67±0.58" in lines[-2] and "0.70±0.10" in lines[-2]
+    assert all(len(line) <= 80 for line in lines)
 
 
 def test_the_curve_is_the_mean_of_what_the_rows_carry(sequence_run):

@@ -100,6 +100,12 @@ class PreservedKeys:
         self.c_prev[name] = update if previous is None else previous + update  # replaced, never changed in place
         handle.on_undo(lambda: self._put_back(name, previous))
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.c_prev)
+
+    def load_state_dict(self, saved: dict[str, torch.Tensor]) -> None:
+        self.c_prev = dict(saved)
+
     def _put_back(self, name: str, previous: torch.Tensor | None) -> None:
         if previous is None:
             self.c_prev.pop(name, None)
