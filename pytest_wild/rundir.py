@@ -39,8 +39,11 @@ class RunDirectory:
         self.path, self.option = path, option
 
     def create(self, identity: dict) -> None:
-        """A new run: the directory must hold no run yet."""
+        """A new run: the directory must hold no run yet (but this very run, recorded by a
+        start that ended before its first snapshot, say on a usage error)."""
         if (self.path / "run.json").exists() or (self.path / "run.json").is_symlink():
+            if self._unstarted(identity):
+                return
             raise WildInputError(f"{self.option} {self.path}: already holds a run; continue it with "
                                  f"--wild-resume {self.path}, or name an empty directory")
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
@@ -60,6 +63,14 @@ class RunDirectory:
         different = first_difference(saved["identity"], identity)
         if different:
             raise WildInputError(f"{self.option} {self.path}: the run there differs from this one: {different}")
+
+    def _unstarted(self, identity: dict) -> bool:
+        """Whether the directory holds this run's record and nothing else yet."""
+        try:
+            self.check(identity)
+        except WildInputError:
+            return False
+        return [entry.name for entry in self.path.iterdir()] == ["run.json"]
 
     def sequence(self, name: str) -> SequenceStore:
         return SequenceStore(self, self.path / name)

@@ -13,6 +13,8 @@ import pytest
 from pytest_wild.model import TINYWORLD_DIR
 
 SUITE_DATA = TINYWORLD_DIR / "suite.jsonl"
+SEQUENTIAL_DATA = TINYWORLD_DIR / "sequential.jsonl"
+PERPLEXITY_TEXT = TINYWORLD_DIR / "perplexity.txt"
 RUNNERS = {
     "serial": [],
     "xdist": ["-n", "2"],
@@ -195,51 +197,48 @@ import random
 def pytest_collection_modifyitems(items):
     random.Random(7).shuffle(items)  # as -p randomly does
 """
-SEQUENCE = ("--wild", "--editor=ft-m", "--wild-suite=tinyworld-sequential", "--wild-sequential=6", "--wild-checkpoints=2,4",
+SEQUENCE = ("--wild", "--editor=ft-m", "--wild-suite=seq.yaml", "--wild-sequential=6", "--wild-checkpoints=2,4",
             "--wild-orders=2")
+
+
+def write_sequential_suite(pytester) -> None:
+    """The bundled sequential suite's first 12 cases and 100 lines of its perplexity text."""
+    pytester.path.joinpath("seq.jsonl").write_text("".join(SEQUENTIAL_DATA.read_text().splitlines(True)[:12]))
+    pytester.path.joinpath("text.txt").write_text("".join(PERPLEXITY_TEXT.read_text().splitlines(True)[:100]))
+    pytester.makefile(".yaml", seq="data: seq.jsonl\nsampling: first\ncontext: question\nperplexity: text.txt\n")
 
 
 def test_sequences_run_in_order_on_one_process_each_and_resume_after_sigkill(pytester):
     """--wild-sequential with two --wild-orders: the first 6 cases edited one after another
     into one model, in two seeded orders; the curve (mean ± sd over the orders) in the summary,
     the report and `pytest-wild table --sequence`; a case's message says where it stands in its
-    sequence. Serially one process runs both orders, restoring the model in between; under
-    -n 2 with the tests shuffled (as -p randomly does) each order runs whole on its own worker;
-    the reports are the same (but the timing), and so is the report of a serial run killed
-    with SIGKILL midway and resumed from its run directory."""
-    reports = {}
+    sequence. Under -n 2 with the tests shuffled (as -p randomly does) each order runs whole on
+    its own worker. A serial run, killed with SIGKILL midway and resumed from its run
+    directory (one process then runs both orders, restoring the model in between), writes the
+    same report (but the timing)."""
+    write_sequential_suite(pytester)
     pytester.makepyfile(shuffle=SHUFFLE)
-    for name, workers in (("serial", ["-p", "shuffle"]), ("xdist", ["-p", "shuffle", "-n", "2", "-v", "--wild-plot=curve.png"])):
-        path = pytester.path / f"{name}.json"
-        result = pytester.runpytest_subprocess(*SEQUENCE, "-rx", f"--wild-report={path}", *workers)
-        assert result.ret == 0, result.stdout.str()
-        outcomes = result.parseoutcomes()
-        assert outcomes.get("passed", 0) + outcomes.get("xfailed", 0) == 12
-        assert outcomes.get("deselected") == (2 * 1194 if name == "serial" else None)  # (xdist does not count them)
-        result.stdout.fnmatch_lines(["sequence (wild), edits kept: *", "mean ± sd over 2 seeded orders of the same edits",
-                                     "*edits  convention *reliab.*capab. EM*perplexity",
-                                     "     2  final *±*", "     2  immediate *", "     4  final *", "     6  final *"])
-        if outcomes.get("xfailed"):
-            result.stdout.fnmatch_lines(["(edit * of the sequence: its question * right after its own edit; *)"])
-        reports[name] = without_timing(path.read_text())
-    assert reports["serial"] == reports["xdist"]
+    result = pytester.runpytest_subprocess(*SEQUENCE, "-p", "shuffle", "-n", "2", "-v", "--wild-plot=curve.png",
+                                           "--wild-report=xdist.json")
+    assert result.ret == 0, result.stdout.str()
     workers: dict[str, set[str]] = {}
     for line in result.stdout.lines:
-        found = re.match(r"\[(gw\d)\] .*(?:PASSED|XFAIL) tinyworld-sequential\.yaml::tws-\d+@(order-\d)", line)
+        found = re.match(r"\[(gw\d)\] .*(?:PASSED|XFAIL) seq\.yaml::tws-\d+@(order-\d)", line)
         if found:
             workers.setdefault(found.group(2), set()).add(found.group(1))
     assert sorted(workers) == ["order-1", "order-2"] and all(len(found) == 1 for found in workers.values())
     assert workers["order-1"] != workers["order-2"]
     result.stdout.fnmatch_lines(["plot written to curve.png"])
     assert (pytester.path / "curve.png").read_bytes()[:4] == b"\x89PNG"
-    data = json.loads(reports["serial"])
+    reference = without_timing((pytester.path / "xdist.json").read_text())
+    data = json.loads(reference)
     assert data["sequence"]["edits"] == 6 and [p["edits"] for p in data["sequence"]["curve"]] == [2, 4, 6]
     assert sorted(data["sequence"]["curves_by_order"]) == ["1", "2"] and len(data["samples"]) == 12
     positions = {order: sorted(row["sequence"]["position"] for row in data["samples"] if row["sequence"]["order"] == order)
                  for order in (1, 2)}
     assert positions == {1: list(range(1, 7)), 2: list(range(1, 7))}
     assert set(data["sequence"]["curve"][-1]["spread"]["final"]["wild"]) == {"reliability", "generalization", "locality"}
-    table = pytester.run(sys.executable, "-m", "pytest_wild.cli", "table", "--sequence", "serial.json")
+    table = pytester.run(sys.executable, "-m", "pytest_wild.cli", "table", "--sequence", "xdist.json")
     assert table.ret == 0 and len(table.outlines) == 2 + 3 * 2  # head; 2, 4 and 6 edits, both conventions
     assert table.outlines[2].startswith("| `ft-m` | 2 | final | ")
 
@@ -252,7 +251,14 @@ def test_sequences_run_in_order_on_one_process_each_and_resume_after_sigkill(pyt
         time.sleep(0.01)
     run.send_signal(signal.SIGKILL)
     assert run.wait() == -signal.SIGKILL and not killed.exists()  # killed before its end
-    resumed = pytester.runpytest_subprocess(*SEQUENCE, "--wild-resume=rd", f"--wild-report={killed}")
+    resumed = pytester.runpytest_subprocess(*SEQUENCE, "-p", "shuffle", "-rx", "--wild-resume=rd", f"--wild-report={killed}")
     assert resumed.ret == 0, resumed.stdout.str()
+    outcomes = resumed.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("xfailed", 0) == 12 and outcomes.get("deselected") == 2 * 6
     resumed.stdout.fnmatch_lines(["wild: order 1: resumed after * of 6 edits"])
-    assert without_timing(killed.read_text()) == reports["serial"]
+    resumed.stdout.fnmatch_lines(["sequence (wild), edits kept: *", "mean ± sd over 2 seeded orders of the same edits",
+                                  "*edits  convention *reliab.*capab. EM*perplexity",
+                                  "     2  final *±*", "     2  immediate *", "     4  final *", "     6  final *"])
+    if outcomes.get("xfailed"):
+        resumed.stdout.fnmatch_lines(["(edit * of the sequence: its question * right after its own edit; *)"])
+    assert without_timing(killed.read_text()) == reference

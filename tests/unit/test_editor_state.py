@@ -95,3 +95,20 @@ def test_the_cache_stays_under_its_bound_and_the_edit_is_the_same():
     handle.restore()
     tight.clear()
     assert tight.keys() == [] and tight.bytes == 0 and weights_hash(model) == digest
+
+
+def test_a_restored_edit_leaves_no_state_for_the_next_single_edit():
+    """Single-edit runs share one EditorState per process (runtime.editor_state): restoring
+    an edit takes its keys out again, so case B edited after case A (restored) is B alone."""
+    model, tok = tiny_model("gpt2")
+    editor, hp = hparams_for("alphaedit", model, L2=1e-3, nullspace_threshold_mode="energy", nullspace_threshold=0.3)
+    cache, shared = EditorCache(model), EditorState()
+    edit(editor, model, tok, [CASES[0]], hp, cache=cache, state=shared).restore()
+    assert shared.part("alphaedit", PreservedKeys).c_prev == {} and shared.state_dict() == {}
+    handle = edit(editor, model, tok, [CASES[1]], hp, cache=cache, state=shared)
+    after_a = updates(model, handle)
+    handle.restore()
+    handle = edit(editor, model, tok, [CASES[1]], hp, cache=cache, state=EditorState())
+    alone = updates(model, handle)
+    handle.restore()
+    assert after_a.keys() == alone.keys() and all(torch.equal(after_a[m], alone[m]) for m in alone)

@@ -123,3 +123,16 @@ def test_the_curve_is_drawn_as_png_and_svg(tmp_path):
     svg = (tmp_path / "curve.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "curve.svg"]  # no temporary file left
+
+
+def test_a_run_that_never_started_may_be_started_again(tmp_path):
+    """A run stopped before its first snapshot (a usage error found after configure) left only
+    its run.json: the same run may start there again, another run may not."""
+    run = RunDirectory(tmp_path / "run", "--wild-run-dir")
+    run.create(IDENTITY)
+    run.create(json.loads(json.dumps(IDENTITY)))
+    with pytest.raises(WildInputError, match="already holds a run"):
+        run.create({**IDENTITY, "editor": "rome"})
+    run.sequence("sequence").save(1, {"done": 1}, {}, {})
+    with pytest.raises(WildInputError, match="already holds a run"):
+        run.create(IDENTITY)

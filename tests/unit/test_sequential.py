@@ -16,8 +16,10 @@ from pytest_wild.sequential import checkpoints_for, curve, curve_lines, perplexi
 from pytest_wild.suite import BUNDLED_SUITES, load_suite
 
 
-def make_runtime(editor: str, cases: int, run_dir=None, **given) -> Runtime:
+def make_runtime(editor: str, cases: int, run_dir=None, perplexity: bool = True, **given) -> Runtime:
     suite = load_suite(BUNDLED_SUITES / "tinyworld-sequential.yaml", limit=cases)
+    if not perplexity:
+        suite.perplexity_text = None  # 2,160 lines scored at every checkpoint: not what the test is about
     options = Options(editor=editor, model=None, suite=None, limit=cases, modes=("wild",), context=None, metric="em",
                       hparams_file=None, device="cpu", dtype="float32", stop_rule="published", sequential=cases,
                       checkpoints=(1, 3), run_dir=run_dir, **given)
@@ -68,10 +70,10 @@ def test_a_sequence_stopped_midway_resumes_to_the_same_rows_with_its_editor_stat
     """AlphaEdit carries its preserved keys from edit to edit: a sequence stopped after its
     third edit (the snapshot at checkpoint 3) and resumed from the run directory ends with
     the rows of an uninterrupted one, and the state it saved is what the editor had."""
-    whole = make_runtime("alphaedit", 5)
+    whole = make_runtime("alphaedit", 5, perplexity=False)
     expected = [whole.evaluate(case) for case in whole.suite.cases]
 
-    stopped = make_runtime("alphaedit", 5, tmp_path, save_every=100)
+    stopped = make_runtime("alphaedit", 5, tmp_path, perplexity=False, save_every=100)
     stopped.open_run_directory({})
     apply_edit, edits = stopped.apply_edit, []
 
@@ -87,7 +89,7 @@ def test_a_sequence_stopped_midway_resumes_to_the_same_rows_with_its_editor_stat
     saved, _, state = stopped.run_directory.sequence("sequence").latest()
     assert saved["done"] == 3 and state and all(key.startswith("alphaedit/") for key in state)
 
-    resumed = make_runtime("alphaedit", 5, tmp_path, save_every=100, resume=True)
+    resumed = make_runtime("alphaedit", 5, tmp_path, perplexity=False, save_every=100, resume=True)
     rows = [resumed.evaluate(case) for case in resumed.suite.cases]
     for row in expected + rows:
         row.pop("timing")
@@ -157,3 +159,23 @@ def test_perplexity_is_exp_of_the_mean_token_loss():
         losses = [loaded.model(input_ids=i, labels=i).loss.double() * (i.shape[1] - 1) for i in ids]
     expected = math.exp(float(sum(losses)) / sum(i.shape[1] - 1 for i in ids))
     assert perplexity(loaded.model, loaded.tokenizer, lines) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_live_line_says_how_far_and_how_fast_at_most_every_ten_seconds(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from pytest_wild import progress
+    from pytest_wild.sequential import _pace
+
+    assert _pace(10, 5.0, 990) == "2.00 edits/s, about 8 min left"
+    assert _pace(3, 1.0, 30) == "3.00 edits/s, about 10 s left"
+    assert _pace(0, 0.0, 5) == "starting"
+    plugins = SimpleNamespace(get_plugin=lambda name: None)  # no terminal reporter: lines go to stderr
+    shown = progress.Progress(SimpleNamespace(get_verbosity=lambda: 0, pluginmanager=plugins))
+    now = [1000.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    shown._last_live = now[0]
+    for done in range(1, 7):
+        now[0] += 4.0  # at 4, 8, 12, 16, 20, 24 s: a line at 12 s and at 24 s
+        shown.live(f"{done} of 9 edits")
+    assert capsys.readouterr().err.splitlines() == ["wild: 3 of 9 edits", "wild: 6 of 9 edits"]
