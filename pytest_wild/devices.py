@@ -72,7 +72,13 @@ def device_for_worker(worker_id: str, options) -> str:
 
 
 def header_devices(config, options) -> str:
-    workers = config.getoption("numprocesses", None) if config.pluginmanager.hasplugin("xdist") else None
+    workers = config.getoption("numprocesses", None) if xdist_loaded(config) else None
     if isinstance(workers, int) and workers > 0:
         return " ".join(f"gw{i}={device_for_worker(f'gw{i}', options)}" for i in range(workers))
     return options.devices[0] if options.devices else options.device
+
+
+def xdist_loaded(config) -> bool:
+    """Whether xdist is active: installed and loaded by its entry point ("xdist"), or by hand
+    with `-p xdist.plugin`, as pytest's documentation says to under PYTEST_DISABLE_PLUGIN_AUTOLOAD."""
+    return any(config.pluginmanager.hasplugin(name) for name in ("xdist", "xdist.plugin"))

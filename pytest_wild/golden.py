@@ -48,6 +48,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 import pytest
 
 from .cases import WildInputError, case_key
+from .devices import xdist_loaded
 from .metrics import EDIT_METRICS
 from .report import write_text_atomic
 
@@ -540,6 +541,6 @@ def configure_goldens(config: pytest.Config, run: WildRun) -> None:
     settings = GoldenSettings(config=config, run=run, root=root)
     WildGoldenExtension.settings = settings
     config.option.default_extension = f"{WildGoldenExtension.__module__}.{WildGoldenExtension.__qualname__}"
-    controller = not hasattr(config, "workerinput") and config.pluginmanager.hasplugin("xdist")
+    controller = not hasattr(config, "workerinput") and xdist_loaded(config)
     plugin = GoldenGuard(settings) if controller else GoldenReporter(settings)
     config.pluginmanager.register(plugin, "wild-goldens")

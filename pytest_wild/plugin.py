@@ -111,6 +111,7 @@ def _make_run(config: pytest.Config, worker: bool):
 def _start_controller(config: pytest.Config, run) -> None:
     from .collect import load_inputs
     from .finish import EndOfRun
+    from .devices import xdist_loaded
     from .results import ResultsListener, WorkerListener
     from .sigterm import stop_on_sigterm
 
@@ -121,7 +122,7 @@ def _start_controller(config: pytest.Config, run) -> None:
     stop_on_sigterm(config, run.results)
     config.pluginmanager.register(ResultsListener(run.results), "wild-results")
     config.pluginmanager.register(EndOfRun(run), "wild-end-of-run")
-    if config.pluginmanager.hasplugin("xdist"):
+    if xdist_loaded(config):
         config.pluginmanager.register(WorkerListener(run.results, run.options), "wild-workers")
 
 

@@ -213,13 +213,16 @@ def test_sequences_run_in_order_on_one_process_each_and_resume_after_sigkill(pyt
     into one model, in two seeded orders; the curve (mean ± sd over the orders) in the summary,
     the report and `pytest-wild table --sequence`; a case's message says where it stands in its
     sequence. Under -n 2 with the tests shuffled (as -p randomly does) each order runs whole on
-    its own worker. A serial run, killed with SIGKILL midway and resumed from its run
+    its own worker (here with the plugins loaded by `-p`, autoload off: the report is whole). A serial run, killed with SIGKILL midway and resumed from its run
     directory (one process then runs both orders, restoring the model in between), writes the
     same report (but the timing)."""
     write_sequential_suite(pytester)
     pytester.makepyfile(shuffle=SHUFFLE)
-    result = pytester.runpytest_subprocess(*SEQUENCE, "-p", "shuffle", "-n", "2", "-v", "--wild-plot=curve.png",
-                                           "--wild-report=xdist.json")
+    with pytest.MonkeyPatch.context() as patch:  # and with plugins loaded by hand, as pytest's docs say to without autoload
+        patch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        result = pytester.runpytest_subprocess(*SEQUENCE, "-p", "pytest_wild.plugin", "-p", "xdist.plugin", "-p", "syrupy",
+                                               "-p", "shuffle", "-n", "2", "-v", "--wild-plot=curve.png",
+                                               "--wild-report=xdist.json")
     assert result.ret == 0, result.stdout.str()
     workers: dict[str, set[str]] = {}
     for line in result.stdout.lines:
