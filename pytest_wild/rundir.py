@@ -56,7 +56,7 @@ class RunDirectory:
 
     def check(self, identity: dict) -> None:
         """A resumed run: the directory's run must be this run, or one line names what differs."""
-        saved = self._json(self.path / "run.json", "run.json")
+        saved = self.read_json(self.path / "run.json", "run.json")
         if saved.get("format") != FORMAT or not isinstance(saved.get("identity"), dict):
             raise WildInputError(f"{self.option} {self.path}: run.json is not a pytest-wild run directory "
                                  f"(format {saved.get('format')!r}, expected {FORMAT})")
@@ -75,7 +75,8 @@ class RunDirectory:
     def sequence(self, name: str) -> SequenceStore:
         return SequenceStore(self, self.path / name)
 
-    def _json(self, path: Path, what: str) -> dict:
+    def read_json(self, path: Path, what: str) -> dict:
+        """A JSON object of the run directory, or one line saying why it cannot be one."""
         try:
             checked = self.inside(path, what)
             data = json.loads(checked.read_text(encoding="utf-8"))
@@ -133,11 +134,11 @@ class SequenceStore:
         if not pointer.exists() and not pointer.is_symlink():
             return None
         where = self._where(pointer)
-        name = self.run._json(pointer, where).get("snapshot")
+        name = self.run.read_json(pointer, where).get("snapshot")
         if not isinstance(name, str) or not SNAPSHOT.fullmatch(name):
             raise WildInputError(f"{self.run.option} {self.run.path}: {where} is corrupt (snapshot {name!r})")
         snapshot = self.path / name
-        progress = self.run._json(snapshot / "progress.json", self._where(snapshot / "progress.json"))
+        progress = self.run.read_json(snapshot / "progress.json", self._where(snapshot / "progress.json"))
         if not isinstance(progress.get("done"), int):
             raise WildInputError(f"{self.run.option} {self.run.path}: {self._where(snapshot / 'progress.json')} "
                                  "is corrupt (no number of edits done)")
