@@ -28,17 +28,16 @@ def load_inputs(config: pytest.Config, run) -> None:
     run.use_suite(found, load_suite(found, o.limit, o.sampling, config.rootpath, o.data_dir))
     run.runtime.resolved_hparams()  # built now, so a value the model cannot take fails here
     if o.run_dir is not None and not hasattr(config, "workerinput"):
-        run.runtime.open_run_directory(_selection(config))
+        run.runtime.open_run_directory(_selection(config, o.case_ids))
     goldens = goldens_on(config)
     if goldens:
         check_golden_directory()
     _check_outputs(run, goldens)
 
 
-def _selection(config: pytest.Config) -> dict:
+def _selection(config: pytest.Config, case_ids: tuple[str, ...]) -> dict:
     """What chooses the sequence's cases besides the suite: -k, -m and test ids."""
-    return {"keyword": config.option.keyword or "", "markers": config.option.markexpr or "",
-            "ids": sorted(str(arg) for arg in config.args if "::" in str(arg))}
+    return {"keyword": config.option.keyword or "", "markers": config.option.markexpr or "", "ids": sorted(case_ids)}
 
 
 def _check_outputs(run, goldens: bool) -> None:

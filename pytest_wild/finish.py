@@ -19,6 +19,8 @@ def finish_run(run) -> Outcome:
     o, results = run.options, run.results
     aggregates = aggregate(results.rows)
     points = curve(results.rows)
+    by_case = timing_by_case(results.rows)
+    timing = timing_summary(by_case)
     gates = []
     for rule in o.gates:
         mode = rule.mode or o.primary_mode
@@ -28,7 +30,7 @@ def finish_run(run) -> Outcome:
                       "passed": observed is not None and rule.holds(observed)})
     written = {}
     if o.report is not None and results.suite_info is not None:
-        data = report_data(run, aggregates, gates, points)
+        data = report_data(run, aggregates, gates, points, by_case, timing)
         written["report"] = _write(o.report, results.complete, lambda path: write_json_atomic(path, data))
     if o.markdown is not None:
         title = f"WILD results: {o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"
@@ -37,7 +39,7 @@ def finish_run(run) -> Outcome:
         lines = markdown_table(aggregates, list(o.mode_labels), title)
         if results.not_evaluable:
             lines += ["", f"{_cases(len(results.not_evaluable))} not evaluable (too long for the model window), left out."]
-        lines += ["", timing_line(timing_summary(timing_by_case(results.rows)))]
+        lines += ["", timing_line(timing)]
         if points:
             lines += ["", "```text", *curve_lines(points, o.primary_mode), "```"]
         if gates:
@@ -50,7 +52,7 @@ def finish_run(run) -> Outcome:
         written["plot"] = _write(o.plot, results.complete,
                                  lambda path: plot_curve(points, curves_by_order(results.rows), list(o.mode_labels), path,
                                                          f"{o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"))
-    return Outcome(aggregates, gates, written, points)
+    return Outcome(aggregates, gates, written, points, timing)
 
 
 def partial_path(path: Path) -> Path:
@@ -81,12 +83,11 @@ def _progress(results: Results) -> str:
     return f"{results.cases_run} of {selected} selected cases run{stopped}"
 
 
-def report_data(run, aggregates: dict, gates: list[dict], points: list[dict]) -> dict:
+def report_data(run, aggregates: dict, gates: list[dict], points: list[dict], by_case: dict, timing: dict) -> dict:
     from .runtime import versions
 
     o, results = run.options, run.results
     rows = sorted(results.rows, key=lambda row: row["id"])
-    by_case = timing_by_case(rows)
     sequence = ({"sequence": {"edits": o.sequential, "batch_size": o.batch_size, "checkpoints": list(o.checkpoints),
                               "orders": o.orders, "curve": points}} if o.sequential else {})
     if o.orders:
@@ -102,7 +103,7 @@ def report_data(run, aggregates: dict, gates: list[dict], points: list[dict]) ->
         "results": aggregates,
         "results_by_source": aggregate_by_source(rows),
         "samples": [{key: value for key, value in row.items() if key != "timing"} for row in rows],
-        "timing": {"summary": timing_summary(by_case), "cases": by_case},
+        "timing": {"summary": timing, "cases": by_case},
         "gates": gates,
         "flags": flagged(rows),
         "lost": sorted(results.lost),
@@ -150,7 +151,7 @@ def summary_lines(run) -> list[str]:
     lines.append("")
     lines.extend(table(aggregates, list(o.mode_labels)))
     lines.extend(source_lines(results.rows, o.primary_mode))
-    lines.append(timing_line(timing_summary(timing_by_case(results.rows))))
+    lines.append(timing_line(outcome.timing if outcome else timing_summary(timing_by_case(results.rows))))
     points = outcome.curve if outcome else curve(results.rows)
     if points:
         lines += ["", *curve_lines(points, o.primary_mode)]

@@ -8,11 +8,11 @@ lines are the mean and the band the range of the orders. matplotlib is an option
 
 from __future__ import annotations
 
-import os
-import uuid
+import io
 from pathlib import Path
 
 from .metrics import TABLE_METRICS
+from .report import write_bytes_atomic
 
 COLOURS = {"reliability": "tab:blue", "generalization": "tab:orange", "locality": "tab:green",
            "capability": "black"}
@@ -58,14 +58,12 @@ def plot_curve(points: list[dict], by_order: dict[str, list[dict]], modes: list[
         for handle, label in zip(*panel.get_legend_handles_labels()):
             labelled.setdefault(label, handle)
     figure.legend(list(labelled.values()), list(labelled), loc="outside lower center", ncol=4, fontsize=8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    rendered = io.BytesIO()
     try:
-        figure.savefig(temporary, format=path.suffix.lstrip(".").lower(), dpi=120)
-        os.replace(temporary, path)
+        figure.savefig(rendered, format=path.suffix.lstrip(".").lower(), dpi=120)
     finally:
         plt.close(figure)
-        temporary.unlink(missing_ok=True)
+    write_bytes_atomic(path, rendered.getvalue())
 
 
 def _nan(values: list[float | None]) -> list[float]:

@@ -25,6 +25,7 @@ class Outcome:
     gates: list[dict]  # one verdict per --wild-gate rule
     written: dict[str, Path]  # what was written where, for the summary
     curve: list[dict] = field(default_factory=list)  # a sequence's curve (pytest_wild.sequential.curve)
+    timing: dict = field(default_factory=dict)  # seconds per edit and per question (report.timing_summary)
 
     @property
     def gate_failed(self) -> bool:

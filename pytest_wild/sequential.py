@@ -95,7 +95,7 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
     on the final model, with its `sequence` entry. With a `store` (a run directory), a
     snapshot every `save_every` edits and at each checkpoint, and a sequence that has one
     continues from it. The model and the editor's `state` are restored at the end."""
-    unfit = [row for row in evaluator.rows_now([case for case in cases if evaluator.not_evaluable(case)])]
+    unfit = evaluator.rows_now([case for case in cases if evaluator.not_evaluable(case)])
     cases = [case for case in cases if not evaluator.not_evaluable(case)]  # never edited into the model
     if not cases:
         return unfit
