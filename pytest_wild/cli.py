@@ -9,10 +9,22 @@ from pathlib import Path
 
 
 def _editors(args: argparse.Namespace) -> int:
-    from .editors import available, get_editor
+    """Built-in editors, then plugins, each with its package; a plugin that cannot be used is
+    listed with why (its import error, a name already taken) instead of stopping the list."""
+    from .editors import BUILT_IN, Unusable, discover, load
 
-    for name in sorted(available()):
-        print(f"{name:<12} {get_editor(name).description}")
+    entries = sorted(discover(), key=lambda entry: (entry.origin != BUILT_IN, entry.name, entry.origin))
+    width = max(len(entry.name) for entry in entries) + 1
+    origin_width = max(len(entry.origin) for entry in entries) + 1
+    for entry in entries:
+        if entry.problem is not None:
+            about = f"{entry.problem} ({entry.target})"
+        else:
+            try:
+                about = load(entry).description
+            except Unusable as exc:
+                about = f"{exc.reason} ({entry.target})"
+        print(f"{entry.name:<{width}} {entry.origin:<{origin_width}} {about}")
     return 0
 
 
@@ -79,10 +91,28 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _init_ci(args: argparse.Namespace) -> int:
+    from .cases import WildInputError
+    from .ci import Workflow, write
+
+    workflow = Workflow(editor=args.editor, gates=tuple(args.gate or ("reliability>=0.5",)), gpu_model=args.gpu_model,
+                        gpu_suite=args.gpu_suite, shards=args.shards, runner=args.runner)
+    try:
+        write(workflow, Path(args.out), force=args.force)
+    except WildInputError as exc:
+        print(f"pytest-wild init-ci: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}. Before the first pull request, record the goldens it compares against:\n"
+          f"  pytest --wild --editor {args.editor} --snapshot-update && git add golden/ {args.out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line (also read by the test that checks the CI template's commands)."""
     parser = argparse.ArgumentParser(prog="pytest-wild", description="WILD evaluation of LLM knowledge edits.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("editors", help="list the editors with a one-line description").set_defaults(func=_editors)
+    commands.add_parser("editors", help="list the built-in and installed editors: package, one-line description, "
+                        "or why a plugin cannot be used").set_defaults(func=_editors)
     commands.add_parser("suites", help="list the suites --wild-suite can name here: this project's suites/, "
                         "then the bundled ones").set_defaults(func=_suites)
     build = commands.add_parser("build-tinyworld", help="rebuild the bundled tiny model, suite and corpus from a seed")
@@ -106,7 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--sequence", action="store_true",
                          help="the curves of sequential runs' reports (--wild-sequential), one line per checkpoint")
     compare.set_defaults(func=_table)
-    args = parser.parse_args(argv)
+    ci = commands.add_parser("init-ci", help="write a GitHub Actions workflow for an editing method's repository: "
+                             "conformance, the bundled suite with gates and goldens, the table as the job summary, "
+                             "optionally a real model sharded over a self-hosted GPU runner")
+    ci.add_argument("--editor", required=True, help="the method's editor name (its pytest_wild.editors entry point)")
+    ci.add_argument("--out", default=".github/workflows/wild.yml", help="workflow path (default: %(default)s)")
+    ci.add_argument("--gate", action="append", metavar="RULE",
+                    help="gate of the CPU job, repeatable (default: reliability>=0.5)")
+    ci.add_argument("--gpu-model", metavar="PATH_OR_ID", help="add a GPU job (run by hand) evaluating this model")
+    ci.add_argument("--gpu-suite", default="qaedit", help="the GPU job's suite (default: %(default)s)")
+    ci.add_argument("--shards", type=int, default=4, help="the GPU job's shards, one runner each (default: %(default)s)")
+    ci.add_argument("--runner", default="self-hosted,gpu", help="the GPU runner's labels (default: %(default)s)")
+    ci.add_argument("--force", action="store_true", help="replace an existing workflow file")
+    ci.set_defaults(func=_init_ci)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     return args.func(args)
 
 

@@ -29,7 +29,7 @@ def load_inputs(config: pytest.Config, run) -> None:
     run.runtime.resolved_hparams()  # built now, so a value the model cannot take fails here
     if o.run_dir is not None and not hasattr(config, "workerinput"):
         run.runtime.open_run_directory(_selection(config, o.case_ids))
-    goldens = goldens_on(config)
+    goldens = goldens_on(config) and not o.conformance
     if goldens:
         check_golden_directory()
     _check_outputs(run, goldens)
@@ -77,6 +77,12 @@ class WildRoot(InputErrorsInOneLine, pytest.Directory):
         except ValueError:
             nodeid = None
         name = path.name if isinstance(found, Path) else found
+        if run.options.conformance:
+            from .conformance import ConformanceChecks
+
+            name = f"conformance-{run.options.editor}"
+            yield ConformanceChecks.from_parent(self, path=path, name=name, nodeid=name, runtime=run.runtime)
+            return
         yield WildSuite.from_parent(self, path=path, name=name, nodeid=nodeid or name)
 
 

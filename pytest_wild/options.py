@@ -54,6 +54,7 @@ class Options:
     run_dir: Path | None = None  # where a sequence keeps its progress (--wild-run-dir, or --wild-resume's)
     resume: bool = False  # the run directory holds a run to continue (--wild-resume)
     save_every: int = 100  # edits between two snapshots in the run directory
+    conformance: bool = False  # check that the editor keeps the protocol, instead of running the suite
 
     @property
     def primary_mode(self) -> str:
@@ -69,7 +70,7 @@ def options_from_config(config: pytest.Config) -> Options:
     import os
 
     from .devices import parse_devices
-    from .editors import available
+    from .editors import find
     from .stopping import STOP_RULES
 
     def value(option: str, ini: str | None = None):
@@ -79,8 +80,7 @@ def options_from_config(config: pytest.Config) -> Options:
     editor = value("editor", "wild_editor")
     if not editor:
         raise WildInputError("--editor: name an editing method (see `pytest-wild editors`), or set wild_editor in the ini file")
-    if editor not in available():
-        raise WildInputError(f"--editor: unknown editor {editor!r} (available: {', '.join(sorted(available()))})")
+    find(editor)
     modes = parse_modes(value("wild_eval", "wild_eval") or "wild")
     stop_rule = check_choice(config.getoption("wild_stop") or "published", STOP_RULES, "--wild-stop")
     labels = tuple(mode_label(m, stop_rule) for m in modes)
@@ -106,6 +106,9 @@ def options_from_config(config: pytest.Config) -> Options:
     if sequential is not None and config.getoption("wild_only_failed"):
         raise WildInputError("--wild-only-failed: not with --wild-sequential (select the sequence's cases with -k or the suite)")
     orders, plot, run_dir, resume, save_every = sequence_options(config, sequential)
+    conformance = config.getoption("wild_conformance")
+    if conformance:
+        refuse_beside_conformance(config)
     return Options(
         editor=editor,
         model=value("wild_model", "wild_model"),
@@ -138,6 +141,7 @@ def options_from_config(config: pytest.Config) -> Options:
         run_dir=run_dir,
         resume=resume,
         save_every=save_every,
+        conformance=conformance,
     )
 
 
@@ -169,6 +173,22 @@ def sequence_options(config: pytest.Config, sequential: int | None):
     if resume_dir is not None and not resume_dir.is_dir():
         raise WildInputError(f"--wild-resume {resume_dir}: no such directory")
     return orders, plot, resume_dir or run_dir, resume_dir is not None, 100 if save_every is None else save_every
+
+
+# What a conformance run cannot take: it makes its own edits and writes no results.
+NOT_WITH_CONFORMANCE = {
+    "wild_sequential": "--wild-sequential", "wild_batch_size": "--wild-batch-size", "wild_shard": "--wild-shard",
+    "wild_only_failed": "--wild-only-failed", "wild_gate": "--wild-gate", "wild_threshold": "--wild-threshold",
+    "wild_report": "--wild-report", "wild_markdown": "--wild-markdown", "wild_limit": "--wild-limit",
+    "snapshot_update": "--snapshot-update",
+}
+
+
+def refuse_beside_conformance(config: pytest.Config) -> None:
+    for dest, option in NOT_WITH_CONFORMANCE.items():
+        if config.getoption(dest, default=None) not in (None, False, []):
+            raise WildInputError(f"{option}: not with --wild-conformance (the checks make their own edits "
+                                 "of the suite's cases and write no results)")
 
 
 def given_case_ids(config: pytest.Config) -> tuple[str, ...]:

@@ -49,6 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-run-dir", metavar="DIR", help="keep a sequence's progress in DIR (snapshots of the touched tensors, the editor's state, the results so far), so a killed run can be resumed")
     group.addoption("--wild-resume", metavar="DIR", help="continue the sequence whose run directory is DIR (the same options, model and suite; what differs is refused)")
     group.addoption("--wild-save-every", type=int, metavar="K", help="with --wild-run-dir: a snapshot every K edits, and at every checkpoint (default: 100)")
+    group.addoption("--wild-conformance", action="store_true", help="instead of the suite, check that the editor keeps the editor protocol (exact restore, no leaked state, determinism, batch, a 20-edit sequence, untouched parameters, a changed answer): one test per check")
     group.addoption("--wild-shard", metavar="K/N", help="run the K-th of N deterministic shards of the cases (merge reports with `pytest-wild merge-reports`)")
     group.addoption("--wild-devices", metavar="LIST", help="devices for xdist workers, round-robin: '0,1,2,3' (one GPU each) or '0+1,2+3' (groups for --wild-device-map); default: every visible GPU, else CPU")
     group.addoption("--wild-device-map", choices=("auto",), help="place a model too large for one GPU across the worker's GPUs with accelerate")
@@ -80,9 +81,10 @@ def pytest_configure(config: pytest.Config) -> None:
     except WildInputError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_KEY] = run
-    from .golden import configure_goldens
+    if not run.options.conformance:  # a conformance run has no generations to compare
+        from .golden import configure_goldens
 
-    configure_goldens(config, run)
+        configure_goldens(config, run)
     if not worker:
         _start_controller(config, run)
     config.args = [str(config.rootpath)]
@@ -120,8 +122,9 @@ def _start_controller(config: pytest.Config, run) -> None:
     except WildInputError as exc:
         raise pytest.UsageError(str(exc)) from None
     stop_on_sigterm(config, run.results)
-    config.pluginmanager.register(ResultsListener(run.results), "wild-results")
-    config.pluginmanager.register(EndOfRun(run), "wild-end-of-run")
+    if not run.options.conformance:  # whose checks are plain tests, with no rows to gather
+        config.pluginmanager.register(ResultsListener(run.results), "wild-results")
+        config.pluginmanager.register(EndOfRun(run), "wild-end-of-run")
     if xdist_loaded(config):
         config.pluginmanager.register(WorkerListener(run.results, run.options), "wild-workers")
 
@@ -148,6 +151,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if run is None or run.suite is None:
         return
     _keep_given_ids(config, items, run.options.case_ids)
+    if run.options.conformance:
+        return
     wild_items = [item for item in items if isinstance(item, WildItem)]
     dropped = _answered_already(run) if run.options.only_failed else set()
     run.runtime.plan_batches(dropped)
@@ -230,6 +235,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if run is None:
         return None
     from .devices import header_devices
+    from .editors import shadowed
 
     o = run.options
     shard = f" shard={o.shard[0]}/{o.shard[1]}" if o.shard else ""
@@ -237,6 +243,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
              f"eval={','.join(o.mode_labels)} metric={o.metric} dtype={o.dtype} batch={o.batch_size}{shard}",
              f"wild devices: {header_devices(config, o)}"]
     lines += [f"wild cache: {run.cache_note}"] if run.cache_note else []
+    lines += [f"wild editor: {o.editor} of {entry.origin} ({entry.target}) {entry.problem}"
+              for entry in shadowed(o.editor)]
     lines += [f"wild hparams: {note}" for note in (run.runtime.hparams_notes if run.runtime else [])]
     return lines
 

@@ -40,7 +40,14 @@ class Runtime:
         if self._editor is None:
             from .editors import get_editor
 
-            self._editor = get_editor(self.options.editor)
+            editor, o = get_editor(self.options.editor), self.options
+            if o.batch_size > 1 and not editor.batches:
+                raise WildInputError(f"--wild-batch-size {o.batch_size}: the editor {editor.name} edits one case "
+                                     "per update (its Editor declares batches=False)")
+            if o.sequential and not editor.sequences:
+                raise WildInputError(f"--wild-sequential {o.sequential}: the editor {editor.name} cannot keep its edits "
+                                     "one after another (its Editor declares sequences=False)")
+            self._editor = editor
         return self._editor
 
     @property

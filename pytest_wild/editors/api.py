@@ -41,7 +41,9 @@ class Editor:
     and no case changes (statistics) before the first case, where its progress shows.
     `ignored` names keys of the method's published hyperparameter files that this
     implementation accepts and does not use, each with why (reported to the user, never an
-    error)."""
+    error). `batches` and `sequences` say whether the method edits several cases in one
+    update and whether its edits may follow one another unrestored; a method that cannot
+    declares False, and such runs are refused with one line."""
 
     name: str
     description: str
@@ -51,6 +53,8 @@ class Editor:
     prefix: Callable | None = None  # (model, tokenizer, hparams, cache) -> tokens before the prompt
     prepare: Callable | None = None  # (model, tokenizer, hparams, cache) -> None: what every edit reads
     ignored: Mapping[str, str] = field(default_factory=dict)  # hyperparameter key -> why it is not used
+    batches: bool = True  # several cases in one update (--wild-batch-size)
+    sequences: bool = True  # edits one after another, never restored in between (--wild-sequential)
 
 
 class EditHandle:
