@@ -5,9 +5,10 @@ mend it.
 The checks edit cases of the run's suite (by default the bundled tinyworld suite and model)
 that the unedited model answers wrongly: A and B for single edits, three for a batch, twenty
 for a sequence. Weights are compared by a SHA-256 digest of every parameter and buffer.
-What a process computes is shared by the checks it runs (an xdist worker computes its own).
+What a process computes is shared by the checks it runs (an xdist worker computes its own),
+and the edits share the model's `EditorCache`, as a run's do.
 
-Three checks need an editor whose module state is fresh: deciding that the editor is
+Two checks need an editor whose module state is fresh: deciding that the editor is
 deterministic (B edited twice gives the same weights) and that it leaks nothing (A edited and
 restored, then B, gives B alone) must not depend on what earlier edits of this process left in
 the module's globals. So each of those edits is made by a fresh copy of the editor: the module
@@ -332,19 +333,24 @@ def survives_a_sequence_of_edits(c: Conformance) -> None:
 
 
 def _check_state_round_trip(state, save: Callable, load: Callable) -> None:
-    """The sequence's state as a run directory keeps it: tensors by name, through safetensors."""
-    from .editors.api import EditorState
+    """The sequence's state as a run directory keeps it: every part's tensors through
+    safetensors and back into the part (`load_state_dict`), which then gives the same tensors."""
+    import torch
 
     try:
-        saved = state.state_dict()
-        loaded = load(save({key: value.contiguous() for key, value in saved.items()}))
+        saved = load(save({key: value.contiguous() for key, value in state.state_dict().items()}))
     except Exception as exc:
         raise Failed(f"the sequence's EditorState cannot be saved: {raised(exc)}; a part that lives across edits "
                      "has state_dict() returning tensors by name, and load_state_dict()") from None
-    again = EditorState()
-    again.load_state_dict(loaded)
-    if sorted(again.state_dict()) != sorted(saved):
-        raise Failed("the sequence's EditorState does not come back from its state_dict() with the same keys")
+    for name, part in state.parts().items():
+        own = {key.partition("/")[2]: value for key, value in saved.items() if key.partition("/")[0] == name}
+        try:
+            part.load_state_dict(own)
+            again = part.state_dict()
+        except Exception as exc:
+            raise Failed(f"the state part {name!r} cannot be loaded from its own state_dict(): {raised(exc)}") from None
+        if again.keys() != own.keys() or not all(torch.equal(again[key].cpu(), own[key]) for key in own):
+            raise Failed(f"the state part {name!r} gives other tensors after load_state_dict() of its own state_dict()")
 
 
 CHECKS: dict[str, Callable[[Conformance], None]] = {

@@ -203,6 +203,10 @@ class EditorState:
             self._parts[name] = made
         return self._parts[name]
 
+    def parts(self) -> dict[str, Any]:
+        """The parts made so far, by name."""
+        return dict(self._parts)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Every part's tensors, named `part/key`."""
         flat = {f"{name}/{key}": value for name, saved in self._saved.items() for key, value in saved.items()}
