@@ -226,9 +226,12 @@ def restores_the_weights_exactly(c: Conformance) -> None:
 
 
 def touches_only_what_its_handle_saves(c: Conformance) -> None:
-    """Every tensor the edit changed is one its handle saved (or one the edit added)."""
+    """Every parameter the edit changed is one its handle saved (or one the edit added; a
+    changed buffer, which `handle.save` does not take, must be undone by `handle.on_undo`, and
+    restores_the_weights_exactly sees whether it was)."""
     probe, case = c.edited(), c.case(1)
-    outside = [name for name in differing(probe.after, c.original) if name in c.original and name not in probe.saved]
+    parameters = {name for name, _ in c.model.named_parameters(remove_duplicate=False)}
+    outside = [name for name in differing(probe.after, c.original) if name in parameters and name not in probe.saved]
     if outside:
         raise Failed(f"the edit of {case.id} changed {names(outside)}, which its handle did not save "
                      f"(it saved {names(probe.saved) or 'nothing'}): call handle.save([...]) on every parameter "
