@@ -49,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-run-dir", metavar="DIR", help="keep a sequence's progress in DIR (snapshots of the touched tensors, the editor's state, the results so far), so a killed run can be resumed")
     group.addoption("--wild-resume", metavar="DIR", help="continue the sequence whose run directory is DIR (the same options, model and suite; what differs is refused)")
     group.addoption("--wild-save-every", type=int, metavar="K", help="with --wild-run-dir: a snapshot every K edits, and at every checkpoint (default: 100)")
-    group.addoption("--wild-conformance", action="store_true", help="instead of the suite, check that the editor keeps the editor protocol (exact restore, no leaked state, determinism, batch, a 20-edit sequence, untouched parameters, a changed answer): one test per check")
+    group.addoption("--wild-conformance", action="store_true", help="instead of the suite, check that the editor keeps the editor protocol (exact restore, untouched parameters, an effect on the edited question, determinism, no leaked state, a batch, a 20-edit sequence): one test per check")
     group.addoption("--wild-shard", metavar="K/N", help="run the K-th of N deterministic shards of the cases (merge reports with `pytest-wild merge-reports`)")
     group.addoption("--wild-devices", metavar="LIST", help="devices for xdist workers, round-robin: '0,1,2,3' (one GPU each) or '0+1,2+3' (groups for --wild-device-map); default: every visible GPU, else CPU")
     group.addoption("--wild-device-map", choices=("auto",), help="place a model too large for one GPU across the worker's GPUs with accelerate")
