@@ -85,21 +85,23 @@ def outcome_lines(result) -> dict[str, str]:
     return dict(found)
 
 
-def test_the_example_plugin_installed_with_pip_is_listed_runs_and_passes_conformance(pytester, tmp_path, monkeypatch):
+def test_the_example_plugin_installed_with_pip_is_listed_runs_and_passes_conformance(pytester, tmp_path, monkeypatch,
+                                                                                      capsys):
     """From the example's own pyproject.toml, as a user installs it (a copy, so the checkout
-    stays clean): listed with its package, run on two cases serially, conformant under -n 2."""
+    stays clean): listed with its package, run on two cases, conformant under -n 2 (the listing
+    and the run in process, with the install on sys.path, as a user's site-packages is)."""
     source, site = tmp_path / "example", tmp_path / "site"
     shutil.copytree(EXAMPLE, source)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(source)],
                    check=True)
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    listing = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "editors"], capture_output=True, text=True,
-                             check=True).stdout
+    on_path(monkeypatch, site)
+    assert main(["editors"]) == 0
+    listing = capsys.readouterr().out
     assert any(line.split()[:3] == ["rank-one", "wild-rank-one", "0.1.0"] and "example plugin" in line
                for line in listing.splitlines()), listing
 
-    run = pytester.runpytest_subprocess("--wild", "--editor", "rank-one", "-p", "no:cacheprovider", "-p", "no:syrupy",
-                                        "-k", "tw-0001 or tw-0002", "--wild-report=r.json")
+    run = pytester.runpytest_inprocess("--wild", "--editor", "rank-one", "-p", "no:cacheprovider", "-p", "no:syrupy",
+                                       "-k", "tw-0001 or tw-0002", "--wild-report=r.json")
     assert run.ret == 0, run.stdout.str()[-3000:]
     report = json.loads((pytester.path / "r.json").read_text())
     assert report["config"]["editor"]["name"] == "rank-one" and len(report["samples"]) == 2
