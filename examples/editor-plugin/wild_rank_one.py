@@ -1,18 +1,13 @@
-"""rank-one: the smallest closed-form knowledge edit, an example of a pytest-wild editor.
-
-For each case, in three steps (the spirit of ROME, without its covariance and templates):
+"""rank-one, an example pytest-wild editor: the smallest closed-form knowledge edit, in ROME's
+three steps for each case (without its covariance and templates):
 
 1. the key k: what enters the MLP output projection W of one layer at the prompt's last token;
 2. the value: the shift δ of that projection's output which makes the model say the target
    (Adam on the target tokens' negative log-likelihood, the model frozen);
-3. the solve: the least-norm ΔW with ΔW k_i = δ_i for every case of the update,
-   ΔW = D (KᵀK)⁻¹ Kᵀ, written into W.
+3. the solve: the least-norm ΔW = D (KᵀK)⁻¹ Kᵀ with ΔW k_i = δ_i for every case, written into W.
 
-Keys and values of a batch are all computed before the update; pytest-wild loads the model
-with every parameter frozen, so only δ is trained.
+Keys and values of a batch are all computed before the update. Only δ is trained.
 """
-
-from __future__ import annotations
 
 from dataclasses import dataclass
 
