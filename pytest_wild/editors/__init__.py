@@ -13,6 +13,7 @@ with one line only when it is asked for, so it breaks no other run.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, is_dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # the protocol's module imports torch; the registry must not
     from .api import Editor
 
 ENTRY_POINT_GROUP = "pytest_wild.editors"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 BUILT_IN = "built-in"
 
 BUILTIN = {
@@ -54,7 +56,9 @@ def discover() -> list[Entry]:
     plugins = [(ep.name, ep.value, _origin(ep)) for ep in entry_points(group=ENTRY_POINT_GROUP)]
     for name, target, origin in sorted(set(plugins)):
         others = sorted({o for n, t, o in plugins if n == name and (t, o) != (target, origin)})
-        if name in BUILTIN:
+        if not NAME.fullmatch(name):  # it names the golden directory
+            problem = "not used: an editor's name is letters, digits and . _ - only"
+        elif name in BUILTIN:
             problem = "not used: a built-in editor has this name"
         elif others:
             problem = f"not used: {', '.join(others)} also provide{'s' if len(others) == 1 else ''} an editor of this name"
@@ -113,7 +117,7 @@ def load(entry: Entry) -> Editor:
     module_name, _, attr = entry.target.partition(":")
     try:
         found = getattr(importlib.import_module(module_name), attr) if attr else None
-    except Exception as exc:  # a plugin's import may raise anything; it must not end in a traceback
+    except (Exception, SystemExit) as exc:  # a plugin's import may raise anything, even exit: one line, no traceback
         raise Unusable(entry, f"cannot be imported: {type(exc).__name__}: {_first_line(exc)}") from None
     if not isinstance(found, Editor):
         raise Unusable(entry, "is not a pytest_wild.api.Editor (write the entry point as \"module:ATTR\")")

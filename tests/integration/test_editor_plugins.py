@@ -29,6 +29,7 @@ PLUGINS = {
         "nondeterministic": "broken_editors:NONDETERMINISTIC", "single": "broken_editors:SINGLE",
         "ft-m": "broken_editors:LEAKY", "unimportable": "not_a_module_xyz:EDITOR", "twice": "broken_editors:LEAKY",
         "not-an-editor": "broken_editors:_broken", "misnamed": "broken_editors:INEXACT",
+        "exits": "exiting_editor:EDITOR", "../escape": "broken_editors:LEAKY",
     },
     "other-editors 2.0": {"twice": "broken_editors:INEXACT"},
 }
@@ -162,6 +163,8 @@ def test_editors_lists_each_package_and_why_a_plugin_is_not_used(broken_plugins,
         ("unimportable", "broken-editors 0.1", "cannot be imported: ModuleNotFoundError: No module named 'not_a_module_xyz'"),
         ("not-an-editor", "broken-editors 0.1", "is not a pytest_wild.api.Editor"),
         ("misnamed", "broken-editors 0.1", "is an Editor called 'inexact', not 'misnamed' as its entry point"),
+        ("exits", "broken-editors 0.1", "cannot be imported: SystemExit: 3"),
+        ("../escape", "broken-editors 0.1", "not used: an editor's name is letters, digits and . _ - only"),
     ]
     for name, origin, about in expected:
         assert any(line.split()[0] == name and f" {origin} " in line and about in line for line in lines), (name, lines)
@@ -174,6 +177,7 @@ def test_editors_lists_each_package_and_why_a_plugin_is_not_used(broken_plugins,
     ("twice", "--editor twice: broken-editors 0.1 and other-editors 2.0 each provide an editor of this name; "
               "none is used"),
     ("not-an-editor", "--editor not-an-editor: broken_editors:_broken (broken-editors 0.1) is not a pytest_wild.api.Editor"),
+    ("exits", "--editor exits: exiting_editor:EDITOR (broken-editors 0.1) cannot be imported: SystemExit: 3"),
 ])
 def test_a_plugin_that_cannot_be_used_is_refused_in_one_line(pytester, broken_plugins, editor, line):
     result = pytester.runpytest_inprocess("--wild", "--editor", editor, "-p", "no:cacheprovider")
