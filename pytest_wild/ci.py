@@ -19,12 +19,13 @@ DEFAULT_PATH = Path(".github/workflows/wild.yml")
 # What may go into the workflow unquoted: names, hub ids, runner labels, gate rules.
 PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@:+-]*")
 RULE = re.compile(r"[A-Za-z0-9_.]+(>=|<=|>|<|==)[0-9.]+")
+DEFAULT_GATES = ("reliability>=0.5",)
 
 
 @dataclass(frozen=True)
 class Workflow:
     editor: str
-    gates: tuple[str, ...] = ("reliability>=0.5",)
+    gates: tuple[str, ...] = DEFAULT_GATES
     gpu_model: str | None = None
     gpu_suite: str = "qaedit"
     shards: int = 4

@@ -93,9 +93,9 @@ def _table(args: argparse.Namespace) -> int:
 
 def _init_ci(args: argparse.Namespace) -> int:
     from .cases import WildInputError
-    from .ci import Workflow, write
+    from .ci import DEFAULT_GATES, Workflow, write
 
-    workflow = Workflow(editor=args.editor, gates=tuple(args.gate or ("reliability>=0.5",)), gpu_model=args.gpu_model,
+    workflow = Workflow(editor=args.editor, gates=tuple(args.gate or DEFAULT_GATES), gpu_model=args.gpu_model,
                         gpu_suite=args.gpu_suite, shards=args.shards, runner=args.runner)
     try:
         write(workflow, Path(args.out), force=args.force)

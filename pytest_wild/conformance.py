@@ -89,6 +89,17 @@ def raised(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip() or '(no message)'}{where}"
 
 
+def alike(first: Probe, second: Probe) -> bool:
+    """Whether two probes' edits left the same weights and the same answers."""
+    return not differing(first.after, second.after) and first.answers == second.answers
+
+
+def no_effect(answer_before: str, answer_after: str, likely_before: float, likely_after: float) -> bool:
+    """An edit that left a question's answer as it was and did not raise the target's mean
+    log-probability (beyond rounding) had no effect on it."""
+    return answer_after == answer_before and likely_after <= likely_before + MOVED
+
+
 class Conformance:
     """One process's checks of one editor: the model, the chosen cases, and the probes,
     each computed on first use."""
@@ -201,6 +212,13 @@ class Conformance:
         probe = self.probe("B")
         return probe.error is None and not differing(probe.restored, self.original)
 
+    def unrestored(self) -> list[str]:
+        """After a batch's or a sequence's restore: the tensors it left changed, put back; empty
+        when a single edit's restore is not exact either (restores_the_weights_exactly reports it)."""
+        changed = differing(digests(self.model), self.original)
+        self.put_back()
+        return changed if changed and self.restores_exactly() else []
+
     def put_back(self) -> None:
         """The weights as loaded, after an edit whose restore was not exact, so the next check
         starts from them (the Conformance keeps a CPU copy of every tensor for this)."""
@@ -243,7 +261,7 @@ def changes_the_answer_or_its_probability(c: Conformance) -> None:
     weak to flip it leaves it (FT-L's box of 5e-4 on tinyworld), the target's probability rises."""
     probe, case = c.edited(), c.case(1)
     before, (likely_before,) = c.answers([case])[0], c.target_log_probs([case])
-    if probe.answers[0] == before and probe.target_log_probs[0] <= likely_before + MOVED:
+    if no_effect(before, probe.answers[0], likely_before, probe.target_log_probs[0]):
         raise Failed(f"the edit of {case.id} had no effect on its question: asked {case.prompt!r}, answered {short(before)} "
                      f"before and after the edit (target {case.target!r}), and the target's mean log-probability per "
                      f"token went from {likely_before:.4f} to {probe.target_log_probs[0]:.4f}")
@@ -252,8 +270,8 @@ def changes_the_answer_or_its_probability(c: Conformance) -> None:
 def is_deterministic(c: Conformance) -> None:
     """The same case edited twice, by two fresh copies seeded alike, gives the same weights."""
     first, second, case = c.edited("B"), c.edited("B again"), c.case(1)
-    changed = differing(first.after, second.after)
-    if changed or first.answers != second.answers:
+    if not alike(first, second):
+        changed = differing(first.after, second.after)
         raise Failed(f"two edits of {case.id} with the same seed (torch.manual_seed({c.runtime.options.seed}) before "
                      f"each, by freshly imported copies of the editor) gave different weights: {names(changed)}; "
                      f"answers {short(first.answers[0])} and {short(second.answers[0])}. Draw randomness only from torch's "
@@ -263,13 +281,13 @@ def is_deterministic(c: Conformance) -> None:
 def leaks_no_state_between_edits(c: Conformance) -> None:
     """A edited and restored, then B, gives what B edited alone gives."""
     alone, again = c.edited("B"), c.edited("B again")
-    if differing(alone.after, again.after) or alone.answers != again.answers:
+    if not alike(alone, again):
         pytest.skip("not checked: the editor is not deterministic (see is_deterministic), so a leak "
                     "cannot be told from chance")
     after_a = c.edited("A then B")
     first, second = c.case(0), c.case(1)
-    changed = differing(alone.after, after_a.after)
-    if changed or alone.answers != after_a.answers:
+    if not alike(alone, after_a):
+        changed = differing(alone.after, after_a.after)
         raise Failed(f"editing {first.id}, restoring it, then editing {second.id} gave other weights "
                      f"({names(changed) or 'none'}) and answer {short(after_a.answers[0])} than editing {second.id} alone "
                      f"({short(alone.answers[0])}): something of the first edit outlived its restore. Keep what lives "
@@ -291,12 +309,11 @@ def edits_a_batch(c: Conformance) -> None:
                      "declares Editor(batches=False)") from None
     after, likely_after = c.answers(cases), c.target_log_probs(cases)
     handle.restore()
-    changed = differing(digests(c.model), c.original)
-    c.put_back()
-    if changed and c.restores_exactly():
+    changed = c.unrestored()
+    if changed:
         raise Failed(f"after restoring the batch edit of {ids}, {names(changed)} differ from before it")
     unmoved = [case.id for case, old, new, likely_old, likely_new in zip(cases, before, after, likely_before, likely_after)
-               if old == new and likely_new <= likely_old + MOVED]
+               if no_effect(old, new, likely_old, likely_new)]
     if unmoved:
         raise Failed(f"the batch edit of {ids} had no effect on the question of {', '.join(unmoved)} (answer and "
                      "target probability as before): every case of an update must be edited")
@@ -307,7 +324,6 @@ def survives_a_sequence_of_edits(c: Conformance) -> None:
     each runs, the weights stay finite, the state can be saved and loaded (a run directory
     does), and restoring the handles newest first gives the original weights."""
     import torch
-    from safetensors.torch import load, save
 
     from .editors.api import EditorState
 
@@ -324,21 +340,21 @@ def survives_a_sequence_of_edits(c: Conformance) -> None:
         broken = [name for name, p in c.model.named_parameters() if not torch.isfinite(p).all()]
         if broken:
             raise Failed(f"after {SEQUENCE_LENGTH} edits in a sequence, {names(broken)} hold NaN or infinite values")
-        _check_state_round_trip(state, save, load)
+        _check_state_round_trip(state)
     finally:
         while handles:
             handles.pop().restore()
-    changed = differing(digests(c.model), c.original)
-    c.put_back()
-    if changed and c.restores_exactly():
+    changed = c.unrestored()
+    if changed:
         raise Failed(f"restoring the {SEQUENCE_LENGTH} edits of a sequence, newest first, left {names(changed)} "
                      "different from before the first: each handle must put back what its own edit changed")
 
 
-def _check_state_round_trip(state, save: Callable, load: Callable) -> None:
+def _check_state_round_trip(state) -> None:
     """The sequence's state as a run directory keeps it: every part's tensors through
     safetensors and back into the part (`load_state_dict`), which then gives the same tensors."""
     import torch
+    from safetensors.torch import load, save
 
     try:
         saved = load(save({key: value.contiguous() for key, value in state.state_dict().items()}))
