@@ -58,15 +58,17 @@ def render(workflow: Workflow) -> str:
 
 
 def write(workflow: Workflow, path: Path, force: bool = False) -> None:
-    """Write the workflow; an existing file is replaced only with `force`, never through a link."""
+    """Write the workflow; an existing file is replaced only with `force`, never through a link,
+    and a path that cannot be written is refused as a run's outputs are (`outputs.check_outputs`)."""
+    from .outputs import check_outputs
     from .report import write_text_atomic
 
     text = render(workflow)
     if path.is_symlink():
         raise WildInputError(f"{path}: is a symbolic link; name the file itself")
+    check_outputs({"--out": path}, (), None)
     if path.exists() and not force:
         raise WildInputError(f"{path}: exists already; pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)
 
 

@@ -240,8 +240,14 @@ def test_init_ci_refuses_to_overwrite_and_bad_values_in_one_line(tmp_path, capsy
     assert main(["init-ci", "--editor", "ft-m", "--out", str(out)]) == 2
     assert main(["init-ci", "--editor", "x; rm -rf /", "--out", str(tmp_path / "b.yml")]) == 2
     assert main(["init-ci", "--editor", "ft-m", "--gate", "reliability>=lots", "--out", str(tmp_path / "c.yml")]) == 2
+    (tmp_path / "d").mkdir()
+    assert main(["init-ci", "--editor", "ft-m", "--out", str(tmp_path / "d"), "--force"]) == 2
+    (tmp_path / "link.yml").symlink_to(out)
+    assert main(["init-ci", "--editor", "ft-m", "--out", str(tmp_path / "link.yml"), "--force"]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert errors == [f"pytest-wild init-ci: {out}: exists already; pass --force to replace it",
                       "pytest-wild init-ci: --editor: 'x; rm -rf /': use letters, digits and . _ / @ : + - only",
-                      "pytest-wild init-ci: --gate: 'reliability>=lots': write a rule such as reliability>=0.5"]
+                      "pytest-wild init-ci: --gate: 'reliability>=lots': write a rule such as reliability>=0.5",
+                      f"pytest-wild init-ci: --out: {tmp_path / 'd'} is a directory; name a file",
+                      f"pytest-wild init-ci: {tmp_path / 'link.yml'}: is a symbolic link; name the file itself"]
     assert out.read_text() == "mine\n" and not (tmp_path / "b.yml").exists() and not (tmp_path / "c.yml").exists()
