@@ -126,6 +126,7 @@ class Conformance:
         """Each case's target, mean log-probability per token after its question (teacher forced)."""
         import torch
 
+        from .reading import reading
         from .tokens import target_ids
 
         evaluator, found = self.runtime.evaluator, []
@@ -134,7 +135,8 @@ class Conformance:
                 context = evaluator.context(case.prompt)
                 prompt, target = self.tokenizer(context)["input_ids"], target_ids(self.tokenizer, context, case.target)
                 ids = torch.tensor([prompt + target], device=self.model.device)
-                logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
+                with reading(self.model, torch.tensor([len(prompt) - 1])):  # a memory reads the prompt's end
+                    logits = self.model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float()
                 found.append(logits.log_softmax(-1).gather(1, ids[0, len(prompt) :, None]).mean().item())
         return found
 

@@ -19,6 +19,7 @@ import torch
 from .batching import left_pad
 from .greedy import Processors, check_greedy, eos_ids
 from .kv_cache import new_cache, with_cache
+from .reading import keep_rows, reading
 from .stopping import find_stop, finish_text
 
 MAX_NEW_TOKENS = 50
@@ -82,8 +83,10 @@ class Engine:
             joint = self.encode([p + " " + t for p, t in zip(prompts[chunk], targets[chunk])])
             cuts = [len(ids) for ids in self.encode(prompts[chunk])]
             ids, mask, positions = left_pad(joint, self.pad_id, self.device)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
             width = ids.shape[1]
+            last = torch.tensor([width - len(s) + cut - 1 for s, cut in zip(joint, cuts)], device=self.device)
+            with reading(self.model, last):
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
             for row, (sequence, cut) in enumerate(zip(joint, cuts)):
                 shift = width - len(sequence)
                 predicted = logits[row, shift + cut - 1 : width - 1].argmax(-1).tolist()
@@ -109,9 +112,14 @@ class Engine:
                 results[i] = gen
         return results
 
-    @torch.inference_mode()
     def _decode(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
         ids, mask, positions = left_pad(prompts, self.pad_id, self.device)
+        with torch.inference_mode(), reading(self.model, torch.full((len(prompts),), ids.shape[1] - 1, device=self.device)):
+            return self._decode_batch(ids, mask, positions, prompts, limits, stop)
+
+    def _decode_batch(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                      prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
+        """The prompt pass, then one cached step per token; rows leave the batch as they stop."""
         generated: list[list[int]] = [[] for _ in prompts]
         active = list(range(len(prompts)))
         cache = new_cache(self.model)
@@ -129,6 +137,7 @@ class Engine:
             if len(keep) < len(active):
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
+                keep_rows(self.model, index)
                 mask, positions = mask[index], positions[index]
                 next_tokens = [next_tokens[k] for k in keep]
                 active = [active[k] for k in keep]

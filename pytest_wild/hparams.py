@@ -35,6 +35,7 @@ BOUNDS = {
     "weight_decay": (0.0, False), "v_weight_decay": (0.0, False), "kl_factor": (0.0, False),
     "mom2_update_weight": (0.0, False), "mom2_n_samples": (1, False), "L2": (0.0, False),
     "nullspace_threshold": (0.0, False),
+    "eps": (0.0, True), "edit_lr": (0.0, True), "n_iter": (1, False),  # GRACE's radius, WISE's steps
 }
 DEFAULTS_ORIGIN = "the editor's defaults"
 

@@ -229,7 +229,11 @@ class Runtime:
         store = self.run_directory.sequence(_sequence_name(order)) if o.run_dir is not None else None
         return run_sequence(self.sequences[order], self.evaluator, self.apply_edit, self.editor_state, o.batch_size,
                             o.checkpoints, self.suite.perplexity_text, self.progress, store=store,
-                            model=self.editor_cache.identity, save_every=o.save_every, order=order)
+                            model=self.editor_cache.identity, save_every=o.save_every, order=order,
+                            resume=self._resume_state if self.editor.resume else None)
+
+    def _resume_state(self) -> None:
+        self.editor.resume(self.loaded.model, self.hparams, self.editor_state)
 
     def thresholds(self) -> list[Rule]:
         """CLI/ini thresholds replace the suite's for the metrics they name."""

@@ -90,11 +90,12 @@ class Log:
 
 def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batch_size: int, asked: tuple[int, ...],
                  perplexity_text: list[str] | None, progress, *, store=None, model: str = "", save_every: int = 100,
-                 order: int | None = None) -> list[dict]:
+                 order: int | None = None, resume: Callable[[], None] | None = None) -> list[dict]:
     """Edit `cases` in order into the model, score them at the checkpoints; every case's row
     on the final model, with its `sequence` entry. With a `store` (a run directory), a
     snapshot every `save_every` edits and at each checkpoint, and a sequence that has one
-    continues from it. The model and the editor's `state` are restored at the end."""
+    continues from it (`resume` then puts the loaded state back on the model). The model and
+    the editor's `state` are restored at the end."""
     unfit = evaluator.rows_now([case for case in cases if evaluator.not_evaluable(case)])
     cases = [case for case in cases if not evaluator.not_evaluable(case)]  # never edited into the model
     if not cases:
@@ -112,6 +113,8 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
             log, done = Log(saved), int(saved["done"])
             kept.load(weights)
             state.load_state_dict(saved_state)
+            if resume is not None:
+                resume()
             progress.note(f"{label}resumed after {done} of {len(cases)} edits")
         started, first = time.perf_counter(), done
         for start in range(done, len(cases), batch_size):

@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from pytest_wild.cases import Case
 from pytest_wild.model import TINYWORLD_DIR
+from pytest_wild.reading import reading
 from pytest_wild.tokens import target_ids
 
 SIZES = {
@@ -55,6 +56,6 @@ def target_logprob(model, tok, case: Case) -> float:
     """log p(target | prompt), teacher-forced: did an edit move the model toward the target?"""
     prompt = tok(case.prompt)["input_ids"]
     target = target_ids(tok, case.prompt, case.target)
-    with torch.no_grad():
+    with torch.no_grad(), reading(model, torch.tensor([len(prompt) - 1])):  # where a memory looks
         logp = model(torch.tensor([prompt + target])).logits[0, :-1].log_softmax(-1)
     return sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(target))

@@ -1,7 +1,7 @@
 """The editor registry. Each editor is a small module exposing an `Editor` record (see
 `api.py` for the protocol); the registry names them by import target, so nothing heavy is
 imported until one is asked for. Editors are grouped by family: `locate/` (ROME, R-ROME,
-MEMIT, AlphaEdit), `finetune/` (FT, FT-L, FT-M).
+MEMIT, AlphaEdit), `finetune/` (FT, FT-L, FT-M), `memory/` (GRACE).
 
 Other packages add editors through the `pytest_wild.editors` entry-point group, whose
 values point at an `Editor` object ("package.module:ATTR"; docs/editor-api.md). A plugin
@@ -35,6 +35,7 @@ BUILTIN = {
     "r-rome": "pytest_wild.editors.locate.rome:R_ROME",
     "memit": "pytest_wild.editors.locate.memit:MEMIT",
     "alphaedit": "pytest_wild.editors.locate.alphaedit:ALPHAEDIT",
+    "grace": "pytest_wild.editors.memory.grace:GRACE",
 }
 
 

@@ -43,7 +43,9 @@ class Editor:
     implementation accepts and does not use, each with why (reported to the user, never an
     error). `batches` and `sequences` say whether the method edits several cases in one
     update and whether its edits may follow one another unrestored; a method that cannot
-    declares False, and such runs are refused with one line."""
+    declares False, and such runs are refused with one line. `resume` is for a method whose
+    state acts on the model (a memory read by a forward hook): a sequence resumed from a run
+    directory calls it after loading the state, before anything is evaluated."""
 
     name: str
     description: str
@@ -55,6 +57,7 @@ class Editor:
     ignored: Mapping[str, str] = field(default_factory=dict)  # hyperparameter key -> why it is not used
     batches: bool = True  # several cases in one update (--wild-batch-size)
     sequences: bool = True  # edits one after another, never restored in between (--wild-sequential)
+    resume: Callable | None = None  # (model, hparams, state) -> None: put a loaded state back on the model
 
 
 class EditHandle:
@@ -224,6 +227,10 @@ class EditorState:
             self._saved.setdefault(name, {})[inner] = value
 
     def clear(self) -> None:
+        """Forget every part; a part with `close()` (a memory attached to the model) is closed."""
+        for made in self._parts.values():
+            if hasattr(made, "close"):
+                made.close()
         self._parts.clear()
         self._saved.clear()
 

@@ -1,0 +1,203 @@
+"""Memory-based editors: GRACE's codebook rules, its two decoding semantics (a KV-cached engine
+must give exactly the answers of uncached decoding under each), and memories that leave the
+model exactly as it was when they are empty or restored."""
+
+import json
+
+import pytest
+import torch
+
+from pytest_wild.cases import Case, Locality
+from pytest_wild.editors import get_editor
+from pytest_wild.editors.api import EditorState, edit
+from pytest_wild.editors.memory.codebook import Codebook
+from pytest_wild.editors.memory.grace import GraceHparams, update_codebook
+from pytest_wild.generation import Engine
+from pytest_wild.hparams import build_hparams
+from pytest_wild.model import TINYWORLD_DIR, load_model
+from pytest_wild.reading import readers, reading
+
+from ..tiny_models import SIZES, target_logprob, tiny_model, weights_hash
+
+
+@pytest.fixture(scope="module")
+def tinyworld():
+    loaded = load_model(None, "cpu")
+    return loaded.model, loaded.tokenizer
+
+
+@pytest.fixture(scope="module")
+def suite_cases() -> list[Case]:
+    rows = [json.loads(line) for line in (TINYWORLD_DIR / "suite.jsonl").read_text().splitlines()]
+    return [Case(id=r["id"], prompt=r["prompt"], target=r["target"], subject=r["subject"], rephrase=r["rephrase"],
+                 locality=tuple(Locality(x["loc"], x["loc_ans"]) for x in r["locality"])) for r in rows]
+
+
+def grace_hparams(model, **overrides) -> GraceHparams:
+    editor = get_editor("grace")
+    return build_hparams(editor.hparams_type, editor.defaults(model.config, "tinyworld"), [("test", overrides)])
+
+
+def uncached(model, tokenizer, prompt: str, steps: int) -> list[int]:
+    """The paper's loop: the whole sequence again at every step, no KV cache, greedy."""
+    ids = tokenizer(prompt)["input_ids"]
+    start = len(ids)
+    with torch.no_grad(), reading(model, torch.tensor([start - 1])):
+        for _ in range(steps):
+            ids.append(int(model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1].argmax()))
+    return ids[start:]
+
+
+def edited_sequence(model, tokenizer, cases, hp):
+    """Edit `cases` one after another into one codebook; the handles, newest last."""
+    state = EditorState()
+    handles = []
+    for case in cases:
+        torch.manual_seed(0)
+        handles.append(edit(get_editor("grace"), model, tokenizer, [case], hp, state=state))
+    return handles
+
+
+def restore(handles) -> None:
+    for handle in reversed(handles):
+        handle.restore()
+
+
+@pytest.mark.parametrize("replacement", ["replace_last", "replace_prompt", "replace_all"])
+@pytest.mark.parametrize("semantics", ["published", "per-token"])
+def test_the_kv_cached_engine_gives_the_answers_of_uncached_decoding(tinyworld, suite_cases, semantics, replacement):
+    model, tokenizer = tinyworld
+    # one key with a wide radius (a second key would split it): generated tokens, 15 to 20
+    # away from it, fall in it, and the two semantics part ways
+    hp = grace_hparams(model, semantics=semantics, replacement=replacement, eps=30.0, n_iter=5)
+    handles = edited_sequence(model, tokenizer, suite_cases[:1], hp)
+    try:
+        prompts = [q for case in suite_cases[:3] for q in (case.prompt, case.rephrase)] + [suite_cases[3].prompt]
+        lengths = [6, 3, 8, 1, 5, 7, 4]  # rows leave the cached batch at different steps
+        cached = Engine(model, tokenizer).generate_fixed(prompts, lengths)
+        assert [list(g.token_ids) for g in cached] == [uncached(model, tokenizer, p, n) for p, n in zip(prompts, lengths)]
+    finally:
+        restore(handles)
+
+
+def test_the_semantics_differ_where_generated_tokens_fall_in_a_radius(tinyworld, suite_cases):
+    """Not a vacuous choice: with a radius that takes in generated tokens, the same codebook
+    answers differently under the two semantics."""
+    model, tokenizer = tinyworld
+    answers = {}
+    for semantics in ("published", "per-token"):
+        hp = grace_hparams(model, semantics=semantics, eps=30.0, n_iter=5)
+        handles = edited_sequence(model, tokenizer, suite_cases[:1], hp)
+        answers[semantics] = [g.token_ids for g in Engine(model, tokenizer).generate_fixed(
+            [c.prompt for c in suite_cases[:8]], [8] * 8)]
+        restore(handles)
+    assert answers["published"] != answers["per-token"]
+
+
+def test_an_edit_changes_the_answer_and_its_restore_leaves_the_unedited_model(tinyworld, suite_cases):
+    model, tokenizer = tinyworld
+    engine = Engine(model, tokenizer)
+    questions = [q for case in suite_cases[:12] for q in (case.prompt, case.rephrase, case.locality[0].question)]
+    before = [g.token_ids for g in engine.generate(questions)]
+    digest = weights_hash(model)
+    handles = edited_sequence(model, tokenizer, suite_cases[:3], grace_hparams(model))
+    edited = engine.generate([case.prompt for case in suite_cases[:3]])
+    assert [g.text.strip() for g in edited] == [case.target for case in suite_cases[:3]]
+    assert weights_hash(model) == digest  # GRACE never writes a weight
+    restore(handles)
+    assert [g.token_ids for g in engine.generate(questions)] == before
+    assert readers(model) == [] and not model.get_submodule("transformer.h.3.mlp.c_fc")._forward_hooks
+
+
+def test_an_attached_empty_codebook_is_the_unedited_model(tinyworld, suite_cases):
+    model, tokenizer = tinyworld
+    engine = Engine(model, tokenizer)
+    questions = [case.prompt for case in suite_cases[:20]]
+    before = [g.token_ids for g in engine.generate(questions)]
+    book = Codebook()
+    book.attach(model, model.get_submodule("transformer.h.3.mlp.c_fc"), "per-token", "replace_all")
+    try:
+        assert [g.token_ids for g in engine.generate(questions)] == before
+    finally:
+        book.close()
+    assert readers(model) == []
+
+
+def test_a_saved_codebook_resumed_on_a_fresh_state_answers_as_the_original(tinyworld, suite_cases):
+    model, tokenizer = tinyworld
+    engine = Engine(model, tokenizer)
+    hp = grace_hparams(model)
+    state = EditorState()
+    for case in suite_cases[:3]:
+        torch.manual_seed(0)
+        edit(get_editor("grace"), model, tokenizer, [case], hp, state=state)
+    questions = [case.prompt for case in suite_cases[:6]]
+    edited = [g.token_ids for g in engine.generate(questions)]
+    saved = {k: v.clone() for k, v in state.state_dict().items()}
+    assert saved["grace/keys"].shape[0] == 3
+    state.clear()  # the sequence ends: its codebook leaves the model
+    assert readers(model) == []
+    resumed = EditorState()
+    resumed.load_state_dict(saved)
+    get_editor("grace").resume(model, hp, resumed)
+    try:
+        assert [g.token_ids for g in engine.generate(questions)] == edited
+    finally:
+        resumed.clear()
+
+
+def rules_hparams(**overrides) -> GraceHparams:
+    return GraceHparams(layers=[0], rewrite_module_tmp="m", **overrides)
+
+
+def test_codebook_rules_insert_split_expand_and_cover():
+    book, hp = Codebook(), rules_hparams(eps=1.0)
+    value = torch.zeros(3)
+
+    def add(x, label):
+        return update_codebook(book, torch.tensor([x, 0.0]), value, torch.tensor(float(label)), hp)
+
+    assert add(0.0, 1) == ("insert", 0)
+    assert add(5.0, 2) == ("insert", 1)  # farther than ε₀ + ε
+    assert add(1.5, 1) == ("expand", 0)  # same label, within ε₀ + ε: the radius grows to cover it
+    assert book.radii[0].item() == pytest.approx(1.5)
+    assert add(1.0, 1) == ("covered", 0)
+    assert add(6.0, 3) == ("split", 2)  # another label nearby: both radii cut to half the distance
+    assert book.radii[1].item() == pytest.approx(0.5 - 1e-5) and book.radii[2].item() == pytest.approx(0.5)
+    assert len(book) == 3 and book.labels.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_moving_average_moves_the_key_halfway():
+    book, hp = Codebook(), rules_hparams(eps=1.0, eps_expand="moving_average")
+    for x in (0.0, 1.5):
+        update_codebook(book, torch.tensor([x, 0.0]), torch.zeros(3), torch.tensor(1.0), hp)
+    assert book.keys[0].tolist() == [0.75, 0.0] and book.radii[0].item() == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("model_type", sorted(SIZES))
+def test_grace_edits_every_architecture_without_writing_a_weight(model_type):
+    model, tokenizer = tiny_model(model_type)
+    case = Case(id="x", prompt="Q: Where was Kalo Venbri born? A:", target="Dorwyn", subject="Kalo Venbri",
+                rephrase=None, locality=())
+    editor = get_editor("grace")
+    hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), [])
+    digest, logprob = weights_hash(model), target_logprob(model, tokenizer, case)
+    torch.manual_seed(0)
+    handle = edit(editor, model, tokenizer, [case], hp)
+    assert target_logprob(model, tokenizer, case) > logprob + 0.25
+    assert weights_hash(model) == digest
+    handle.restore()
+    assert target_logprob(model, tokenizer, case) == logprob and readers(model) == []
+
+
+def test_published_grace_layers_and_modules_for_7b_shapes():
+    from transformers import AutoConfig
+
+    editor = get_editor("grace")
+    llama = editor.defaults(AutoConfig.for_model("llama", num_hidden_layers=32), "default")
+    gpt2 = editor.defaults(AutoConfig.for_model("gpt2", n_layer=48), "default")
+    qwen = editor.defaults(AutoConfig.for_model("qwen2", num_hidden_layers=28), "default")
+    gptj = editor.defaults(AutoConfig.for_model("gptj", n_layer=28), "default")
+    assert (llama["layers"], llama["rewrite_module_tmp"], llama["n_iter"]) == ([27], "model.layers.{}.mlp.down_proj", 50)
+    assert (gpt2["layers"], gpt2["rewrite_module_tmp"], gpt2["n_iter"]) == ([35], "transformer.h.{}.mlp.c_fc", 200)
+    assert qwen["layers"] == [18] and (gptj["layers"], gptj["n_iter"]) == ([25], 200)
