@@ -1,6 +1,8 @@
-"""Locate-then-edit benchmark: ROME, R-ROME, MEMIT and AlphaEdit on the bundled tinyworld model.
+"""Editor benchmark: ROME, R-ROME, MEMIT and AlphaEdit (and GRACE and WISE, see memory.py) on the
+bundled tinyworld model.
 
     python bench/editors.py [--cases N] [--naive-cases K] [--methods rome,memit] [--threads T]
+    python bench/editors.py --methods grace,wise [--cases N]
     python bench/editors.py --random-model llama --hidden 2048 --layers 16 --device cuda
 
 For each method, in its own process (so peak memory is its own): seconds per single edit
@@ -26,6 +28,7 @@ import tempfile
 import time
 import types
 
+import memory
 import published
 import torch
 
@@ -352,7 +355,10 @@ def main() -> None:
         scale_comparison(args)
         return
     if args.child:
-        print(json.dumps(run_method(args.child, args.cases, args.naive_cases)))
+        if args.child in memory.PEER_S_PER_EDIT:
+            print(json.dumps(memory.run_memory_method(args.child, args.cases)))
+        else:
+            print(json.dumps(run_method(args.child, args.cases, args.naive_cases)))
         return
 
     with tempfile.TemporaryDirectory(prefix="wild-bench-") as cache:
@@ -371,6 +377,12 @@ def main() -> None:
                 sys.stderr.write(done.stderr)
                 raise SystemExit(f"{name}: benchmark failed")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    memory_rows = [row for row in rows if row["method"] in memory.PEER_S_PER_EDIT]
+    rows = [row for row in rows if row["method"] not in memory.PEER_S_PER_EDIT]
+    if memory_rows:
+        memory.print_memory_table(memory_rows)
+    if not rows:
+        return
     header = (f"| {'method':<9} | {'layers':<7} | {'s/edit':>6} | {'published s/edit':>16} | {'speed-up':>8} | "
               f"{'ΔW gap':>7} | {'search s':>8} | {'naive s':>7} | {'speed-up':>8} | {'1st edit s':>10} | "
               f"{'peak MiB':>8} | {'+MiB':>5} | {'rel':>5} | {'gen':>5} | {'loc':>5} |")
