@@ -84,8 +84,9 @@ class Engine:
             cuts = [len(ids) for ids in self.encode(prompts[chunk])]
             ids, mask, positions = left_pad(joint, self.pad_id, self.device)
             width = ids.shape[1]
-            last = torch.tensor([width - len(s) + cut - 1 for s, cut in zip(joint, cuts)], device=self.device)
-            with reading(self.model, last):
+            first = torch.tensor([width - len(s) for s in joint], device=self.device)
+            last = first + torch.tensor(cuts, device=self.device) - 1
+            with reading(self.model, last, first):
                 logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits
             for row, (sequence, cut) in enumerate(zip(joint, cuts)):
                 shift = width - len(sequence)
@@ -114,7 +115,9 @@ class Engine:
 
     def _decode(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
         ids, mask, positions = left_pad(prompts, self.pad_id, self.device)
-        with torch.inference_mode(), reading(self.model, torch.full((len(prompts),), ids.shape[1] - 1, device=self.device)):
+        width = ids.shape[1]
+        first = torch.tensor([width - len(p) for p in prompts], device=self.device)
+        with torch.inference_mode(), reading(self.model, torch.full_like(first, width - 1), first):
             return self._decode_batch(ids, mask, positions, prompts, limits, stop)
 
     def _decode_batch(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,

@@ -1,4 +1,4 @@
-"""Where each row's prompt ends, told to the memory-based editors' forward hooks.
+"""Where each row's prompt starts and ends, told to the memory-based editors' forward hooks.
 
 A memory-based editor (GRACE, WISE) decides inside the model's forward pass whether an input
 is in an edit's scope, and GRACE decides it at the last *prompt* token. A hook sees only the
@@ -9,9 +9,10 @@ one pass. A hook reads it with `last_prompt(model)`; a call the callers did not 
 position as the last prompt token, as EasyEdit's first forward call does.
 
 Readers are objects on the model (never module globals), added by an edit and removed by its
-undo, with `begin(last)` (a new batch: `last[b]` is row b's last prompt position in the call
-that follows; later calls of length 1 are cached decoding steps), `keep(rows)` (the batch
-was cut to these rows) and `end()`.
+undo, with `begin(last, first)` (a new batch: `last[b]` is row b's last prompt position in
+the call that follows and `first[b]` its first real token, after the left padding; later
+calls of length 1 are cached decoding steps), `keep(rows)` (the batch was cut to these rows)
+and `end()`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ ATTRIBUTE = "_wild_readers"
 
 
 class Reader(Protocol):
-    def begin(self, last: torch.Tensor) -> None: ...
+    def begin(self, last: torch.Tensor, first: torch.Tensor) -> None: ...
 
     def keep(self, rows: torch.Tensor) -> None: ...
 
@@ -50,11 +51,13 @@ def remove_reader(model, reader: Reader) -> None:
 
 
 @contextmanager
-def reading(model, last: torch.Tensor) -> Iterator[None]:
-    """Announce each row's last prompt position for the calls made inside the block."""
+def reading(model, last: torch.Tensor, first: torch.Tensor | None = None) -> Iterator[None]:
+    """Announce each row's last prompt position (and first real token: 0 without padding) for
+    the calls made inside the block."""
     found = readers(model)
+    first = torch.zeros_like(last) if first is None else first
     for reader in found:
-        reader.begin(last)
+        reader.begin(last, first)
     try:
         yield
     finally:

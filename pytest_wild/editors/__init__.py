@@ -1,7 +1,7 @@
 """The editor registry. Each editor is a small module exposing an `Editor` record (see
 `api.py` for the protocol); the registry names them by import target, so nothing heavy is
 imported until one is asked for. Editors are grouped by family: `locate/` (ROME, R-ROME,
-MEMIT, AlphaEdit), `finetune/` (FT, FT-L, FT-M), `memory/` (GRACE).
+MEMIT, AlphaEdit), `finetune/` (FT, FT-L, FT-M), `memory/` (GRACE, WISE).
 
 Other packages add editors through the `pytest_wild.editors` entry-point group, whose
 values point at an `Editor` object ("package.module:ATTR"; docs/editor-api.md). A plugin
@@ -36,6 +36,7 @@ BUILTIN = {
     "memit": "pytest_wild.editors.locate.memit:MEMIT",
     "alphaedit": "pytest_wild.editors.locate.alphaedit:ALPHAEDIT",
     "grace": "pytest_wild.editors.memory.grace:GRACE",
+    "wise": "pytest_wild.editors.memory.wise:WISE",
 }
 
 

@@ -1,6 +1,6 @@
 """Memory-based editors: GRACE's codebook rules, its two decoding semantics (a KV-cached engine
-must give exactly the answers of uncached decoding under each), and memories that leave the
-model exactly as it was when they are empty or restored."""
+must give exactly the answers of uncached decoding under each), WISE's shards, merges and
+routing, and memories that leave the model exactly as it was when they are empty or restored."""
 
 import json
 
@@ -12,6 +12,8 @@ from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditorState, edit
 from pytest_wild.editors.memory.codebook import Codebook
 from pytest_wild.editors.memory.grace import GraceHparams, update_codebook
+from pytest_wild.editors.memory.side_memory import ties_merge
+from pytest_wild.editors.memory.wise import WiseHparams
 from pytest_wild.generation import Engine
 from pytest_wild.hparams import build_hparams
 from pytest_wild.model import TINYWORLD_DIR, load_model
@@ -201,3 +203,114 @@ def test_published_grace_layers_and_modules_for_7b_shapes():
     assert (llama["layers"], llama["rewrite_module_tmp"], llama["n_iter"]) == ([27], "model.layers.{}.mlp.down_proj", 50)
     assert (gpt2["layers"], gpt2["rewrite_module_tmp"], gpt2["n_iter"]) == ([35], "transformer.h.{}.mlp.c_fc", 200)
     assert qwen["layers"] == [18] and (gptj["layers"], gptj["n_iter"]) == ([25], 200)
+
+
+# --- WISE ---------------------------------------------------------------------------------------
+
+def wise_hparams(model, **overrides) -> WiseHparams:
+    editor = get_editor("wise")
+    return build_hparams(editor.hparams_type, editor.defaults(model.config, "tinyworld"), [("test", overrides)])
+
+
+def test_ties_merge_trims_elects_signs_and_averages_the_agreeing_entries():
+    base = torch.zeros(4)
+    a, b = torch.tensor([3.0, -1.0, 2.0, 0.1]), torch.tensor([1.0, 2.0, -4.0, 0.2])
+    merged = ties_merge([a, b], base, density=0.5, mix=[0.5, 0.5])
+    # a keeps 3 and 2, b keeps 2 and -4; entry 2's elected sign is -: only b's -4 counts
+    assert merged.tolist() == pytest.approx([1.5, 1.0, -2.0, 0.0])
+
+
+def test_wise_edits_restores_and_edits_again_on_the_same_state(tinyworld, suite_cases):
+    model, tokenizer = tinyworld
+    engine = Engine(model, tokenizer)
+    questions = [q for case in suite_cases[:6] for q in (case.prompt, case.locality[0].question)]
+    before = [g.token_ids for g in engine.generate(questions)]
+    digest, state, hp = weights_hash(model), EditorState(), wise_hparams(model, n_iter=20)
+    for case in suite_cases[:2]:  # the second edit on a restored state must route as the first did
+        torch.manual_seed(0)
+        handle = edit(get_editor("wise"), model, tokenizer, [case], hp, state=state)
+        assert engine.generate([case.prompt])[0].text.strip() == case.target
+        assert weights_hash(model) == digest  # WISE trains its copy, never the model's weight
+        handle.restore()
+        assert [g.token_ids for g in engine.generate(questions)] == before
+        assert readers(model) == []
+
+
+def test_wise_shards_every_save_freq_and_merges_every_merge_freq(tinyworld, suite_cases):
+    model, tokenizer = tinyworld
+    state = EditorState()
+    hp = wise_hparams(model, n_iter=2, save_freq=2, merge_freq=4)
+    actions = []
+    for case in suite_cases[:4]:
+        torch.manual_seed(0)
+        handle = edit(get_editor("wise"), model, tokenizer, [case], hp, state=state)
+        actions.append((handle.info[0]["action"], handle.info[0]["shards"]))
+    assert actions == [("edited", 0), ("saved a shard", 1), ("edited", 1), ("merged shards", 1)]
+    memory = state.parts()["wise"]
+    assert torch.equal(memory.side, model.get_submodule("transformer.h.3.mlp.c_fc").weight)  # started again
+    saved = {k: v.clone() for k, v in state.state_dict().items()}
+    assert {f"wise/{key}" for key in ("side", "mask", "count", "shard.0", "shard_min.0")} <= set(saved)
+    assert int(saved["wise/count"]) == 4
+    state.clear()
+    assert readers(model) == []
+
+
+def test_wise_merge_without_retrieval_keeps_one_merged_weight(tinyworld, suite_cases):
+    model, tokenizer = tinyworld
+    state = EditorState()
+    hp = wise_hparams(model, n_iter=2, save_freq=1, merge_freq=2, retrieve=False)
+    for case in suite_cases[:4]:
+        torch.manual_seed(0)
+        edit(get_editor("wise"), model, tokenizer, [case], hp, state=state)
+    memory = state.parts()["wise"]
+    assert memory.merged is not None and memory.shards == () and len(memory.candidates()) == 2
+    state.clear()
+
+
+def test_wise_prompt_semantics_gives_the_answers_of_uncached_decoding(tinyworld, suite_cases):
+    model, tokenizer = tinyworld
+    state = EditorState()
+    torch.manual_seed(0)
+    handle = edit(get_editor("wise"), model, tokenizer, [suite_cases[0]], wise_hparams(model, n_iter=20, semantics="prompt"),
+                  state=state)
+    try:
+        prompts = [suite_cases[0].prompt, suite_cases[0].rephrase, suite_cases[1].prompt, suite_cases[2].prompt]
+        lengths = [6, 3, 8, 4]
+        cached = Engine(model, tokenizer).generate_fixed(prompts, lengths)
+        assert [list(g.token_ids) for g in cached] == [uncached(model, tokenizer, p, n) for p, n in zip(prompts, lengths)]
+    finally:
+        handle.restore()
+
+
+def test_a_saved_side_memory_resumed_on_a_fresh_state_answers_as_the_original(tinyworld, suite_cases):
+    model, tokenizer = tinyworld
+    engine = Engine(model, tokenizer)
+    hp, state = wise_hparams(model, n_iter=20), EditorState()
+    torch.manual_seed(0)
+    edit(get_editor("wise"), model, tokenizer, [suite_cases[0]], hp, state=state)
+    questions = [case.prompt for case in suite_cases[:4]]
+    edited = [g.token_ids for g in engine.generate(questions)]
+    saved = {k: v.clone() for k, v in state.state_dict().items()}
+    state.clear()
+    resumed = EditorState()
+    resumed.load_state_dict(saved)
+    get_editor("wise").resume(model, hp, resumed)
+    try:
+        assert [g.token_ids for g in engine.generate(questions)] == edited
+    finally:
+        resumed.clear()
+
+
+def test_published_wise_defaults_for_7b_shapes():
+    from transformers import AutoConfig
+
+    editor = get_editor("wise")
+    llama2 = editor.defaults(AutoConfig.for_model("llama", num_hidden_layers=32, vocab_size=32000), "default")
+    llama3 = editor.defaults(AutoConfig.for_model("llama", num_hidden_layers=32, vocab_size=128256), "default")
+    gptj = editor.defaults(AutoConfig.for_model("gptj", n_layer=28), "default")
+    gpt2 = editor.defaults(AutoConfig.for_model("gpt2", n_layer=12), "default")
+    assert (llama2["layers"], llama2["rewrite_module_tmp"]) == ([27], "model.layers.{}.mlp.down_proj")
+    assert llama3["layers"] == [29] and llama3["act_ratio"] == 0.5 and llama3["n_iter"] == 30
+    assert gptj["layers"] == [21] and gptj["act_margin"] == [15.0, 40.0, 20.0]
+    assert (gpt2["layers"], gpt2["rewrite_module_tmp"], gpt2["n_iter"], gpt2["act_ratio"]) == (
+        [8], "transformer.h.{}.mlp.c_fc", 40, 0.8)

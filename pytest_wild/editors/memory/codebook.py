@@ -93,7 +93,7 @@ class Codebook:
 
     close = detach  # the sequence ended (EditorState.clear)
 
-    def begin(self, last: torch.Tensor) -> None:
+    def begin(self, last: torch.Tensor, first: torch.Tensor) -> None:
         self._last, self._fresh, self._prompt_hit = last, True, None
 
     def keep(self, rows: torch.Tensor) -> None:
