@@ -13,6 +13,7 @@ from .batching import left_pad, positions_of, right_pad
 from .cases import Case, Locality, WildInputError
 from .editors.api import EditHandle, Editor, EditorCache, EditorState, cached, edit
 from .hparams import ModelShape, build_hparams, read_yaml
+from .reading import add_reader, reading, remove_reader
 from .stats import SecondMoment, second_moments
 from .tokens import target_ids
 from .weights import add_update, is_transposed, parameters_under
@@ -32,4 +33,6 @@ __all__ = [
     "target_ids", "left_pad", "right_pad", "positions_of",
     # the statistics cache (second moments of a module's input, on disk and per model)
     "second_moments", "SecondMoment",
+    # memories read in the forward pass: where each row's prompt starts and ends
+    "reading", "add_reader", "remove_reader",
 ]

@@ -18,9 +18,10 @@ PUBLIC = {
     "add_update", "is_transposed",
     "target_ids", "left_pad", "right_pad", "positions_of",
     "second_moments", "SecondMoment",
+    "reading", "add_reader", "remove_reader",
 }
 EDITOR_FIELDS = ["name", "description", "hparams_type", "defaults", "apply", "prefix", "prepare", "ignored", "batches",
-                 "sequences"]
+                 "sequences", "resume"]
 METHODS = {
     "EditHandle": {"save", "on_undo", "names", "original", "restore", "info"},
     "EditorState": {"part", "state_dict", "load_state_dict", "clear"},

@@ -228,14 +228,10 @@ def meanpos(values: torch.Tensor) -> torch.Tensor:
 
 def train_side(model, module, memory: SideMemory, batch: dict, hp: WiseHparams) -> tuple[torch.Tensor, float, int, float]:
     """SGD on a new copy of the side weight; (the trained weight, the edit rows' mean distance
-    at the last forward pass, steps taken, last loss). Nothing below the edited block depends
-    on the side weight, so each step runs only the blocks from it up (on the inputs one clean
-    pass recorded), then the final norm and the LM head."""
-    arch, first = architecture_of(model.config), hp.layers[0]
-    last = model.config.num_hidden_layers - 1
-    recorded = trace(model, arch, batch["input_ids"], batch["attention_mask"], calls=range(first, last + 1),
-                     position_ids=batch["position_ids"])
-    entry = input_of(*recorded.calls[first])
+    at the last forward pass, steps taken, last loss). Each step runs only what depends on the
+    side weight (`above_the_edit`), then the final norm and the LM head."""
+    forward = above_the_edit(model, module, batch, hp.layers[0])
+    arch = architecture_of(model.config)
     norm, head = model.get_submodule(arch.ln_f), model.get_output_embeddings()
     original = module.weight.detach()
     side = memory.side.clone().requires_grad_(True)
@@ -257,8 +253,8 @@ def train_side(model, module, memory: SideMemory, batch: dict, hp: WiseHparams) 
     try:
         with torch.enable_grad():
             for step in range(hp.n_iter):
-                hidden = run_blocks(model, arch, recorded, entry, first, last)
-                distance = pooled(seen["distances"], scope)
+                hidden = forward()
+                distance = pooled(seen["distances"], scope, long_rule=False)
                 d_in, d_out = distance[:-1], distance[-1:]
                 act_loss = (meanpos(d_out[:, None] - d_in + gamma) + meanpos(d_out - alpha) + meanpos(beta - d_in))
                 loss = ft_loss(head(norm(hidden[rows, columns])).float(), targets, rows) + act_loss
@@ -277,6 +273,35 @@ def train_side(model, module, memory: SideMemory, batch: dict, hp: WiseHparams) 
         hook.remove()
         memory.routing = True
     return side.detach(), in_scope, steps, losses[-1]
+
+
+def above_the_edit(model, module, batch: dict, layer: int):
+    """The hidden states after the last block, as a function to call once per step. Nothing
+    below the edited block depends on the side weight, and inside it only the MLP does when
+    the side weight is one of the MLP's: a block's output is what it adds around its MLP plus
+    the MLP's output (sequential or parallel residual alike), so a step runs the MLP on its
+    recorded input and adds the difference; else the blocks from the edited one up run on the
+    inputs one clean pass recorded."""
+    arch = architecture_of(model.config)
+    last = model.config.num_hidden_layers - 1
+    mlp, block = arch.mlp.format(layer), arch.block.format(layer)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    position_ids = batch["position_ids"]
+    inside_mlp = any(sub is module for sub in model.get_submodule(mlp).modules())
+    if not inside_mlp:
+        recorded = trace(model, arch, ids, mask, calls=range(layer, last + 1), position_ids=position_ids)
+        entry = input_of(*recorded.calls[layer])
+        return lambda: run_blocks(model, arch, recorded, entry, layer, last)
+    recorded = trace(model, arch, ids, mask, inputs=[mlp], outputs=[mlp, block], calls=range(layer + 1, last + 1),
+                     position_ids=position_ids)
+    around = recorded.outputs[block] - recorded.outputs[mlp]
+    mlp_module, mlp_input = model.get_submodule(mlp), recorded.inputs[mlp]
+
+    def forward() -> torch.Tensor:
+        hidden = around + mlp_module(mlp_input)
+        return run_blocks(model, arch, recorded, hidden, layer + 1, last) if layer < last else hidden
+
+    return forward
 
 
 def ft_loss(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
