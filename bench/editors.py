@@ -363,11 +363,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="wild-bench-") as cache:
         os.environ["PYTEST_WILD_CACHE"] = cache
-        cold, warm, tokens, modules = statistics_timing()
         print(f"model: tinyworld  threads: {args.threads}  cases: {args.cases}  "
               f"compared with the published algorithm: {args.naive_cases} cases")
-        print(f"statistics: {len(modules)} modules ({', '.join(modules)}), {tokens} tokens, one pass: "
-              f"{cold:.2f} s cold, {warm * 1000:.0f} ms loaded from the cache")
+        if any(name not in memory.PEER_S_PER_EDIT for name in args.methods.split(",")):  # they read statistics
+            cold, warm, tokens, modules = statistics_timing()
+            print(f"statistics: {len(modules)} modules ({', '.join(modules)}), {tokens} tokens, one pass: "
+                  f"{cold:.2f} s cold, {warm * 1000:.0f} ms loaded from the cache")
         rows = []
         for name in args.methods.split(","):
             command = [sys.executable, __file__, "--child", name, "--cases", str(args.cases),

@@ -30,13 +30,16 @@ def questions_of(cases) -> list[str]:
     return [q for case in cases for q in (case.prompt, case.rephrase, *(loc.question for loc in case.locality))]
 
 
-def engine_seconds(engine, questions: list[str], runs: int = 3) -> float:
-    times = []
+def engine_seconds(engine, questions: list[str], runs: int = 3) -> tuple[float, int]:
+    """(median seconds to answer the questions, tokens generated): a memory that changes the
+    answers changes their length too, so the time ratio is read beside the tokens/s ratio."""
+    times, tokens = [], 0
     for _ in range(runs):
         start = time.perf_counter()
-        engine.generate(questions)
+        answers = engine.generate(questions)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        tokens = sum(len(answer.token_ids) for answer in answers)
+    return statistics.median(times), tokens
 
 
 def run_memory_method(name: str, n_cases: int) -> dict:
@@ -65,17 +68,17 @@ def run_memory_method(name: str, n_cases: int) -> dict:
 
     engine, questions = Engine(model, tok), questions_of(suite)
     engine_seconds(engine, questions, runs=1)  # warm up
-    unedited = engine_seconds(engine, questions)
-    loaded_s = {}
+    unedited, unedited_tokens = engine_seconds(engine, questions)
+    loaded_s, loaded_tokens = {}, {}
     for size in MEMORY_SIZES:
         state = EditorState()
         fill = fill_grace if name == "grace" else fill_wise
         fill(model, tok, editor, hp, extra[:size], state, cache)
-        loaded_s[str(size)] = engine_seconds(engine, questions)
+        loaded_s[str(size)], loaded_tokens[str(size)] = engine_seconds(engine, questions)
         state.clear()
     return {"method": name, "cases": n_cases, "edit_s": statistics.mean(times), "edit_median_s": statistics.median(times),
             "peer_s": PEER_S_PER_EDIT[name], "questions": len(questions), "unedited_s": unedited,
-            "loaded_s": loaded_s}
+            "unedited_tokens": unedited_tokens, "loaded_s": loaded_s, "loaded_tokens": loaded_tokens}
 
 
 @torch.no_grad()
@@ -106,16 +109,22 @@ def fill_wise(model, tok, editor, hp, cases, state, cache) -> None:
 
 
 def print_memory_table(rows: list[dict]) -> None:
-    header = (f"| {'method':<6} | {'s/edit':>6} | {'EasyEdit s/edit':>15} | {'faster':>6} | "
-              + " | ".join(f"{'x' + str(size) + ' entries':>13}" for size in MEMORY_SIZES) + " |")
+    sizes = " | ".join(f"{'x' + str(size) + ' time, tok/s':>19}" for size in MEMORY_SIZES)
+    header = f"| {'method':<6} | {'s/edit':>6} | {'EasyEdit s/edit':>15} | {'faster':>6} | {sizes} |"
     print(header)
     print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
     for row in rows:
-        ratios = " | ".join(f"{row['loaded_s'][str(size)] / row['unedited_s']:>12.2f}x" for size in MEMORY_SIZES)
+        base_rate = row["unedited_tokens"] / row["unedited_s"]
+        cells = []
+        for size in map(str, MEMORY_SIZES):
+            rate = row["loaded_tokens"][size] / row["loaded_s"][size]
+            cells.append(f"{row['loaded_s'][size] / row['unedited_s']:>9.2f}x, {base_rate / rate:>6.2f}x")
         print(f"| {row['method']:<6} | {row['edit_s']:>6.3f} | {row['peer_s']:>15.2f} | "
-              f"{row['peer_s'] / row['edit_s']:>5.1f}x | {ratios} |")
+              f"{row['peer_s'] / row['edit_s']:>5.1f}x | " + " | ".join(cells) + " |")
     first = rows[0]
     print(f"s/edit: mean apply() of {first['cases']} single edits at the tinyworld defaults; EasyEdit: the peer "
-          f"figure quoted in issue 16 (not measured here); xN entries: the engine's time for the suite's "
-          f"{first['questions']} questions with a memory of N edits, over the unedited model's "
-          + ", ".join(f"{row['method']} {row['unedited_s']:.2f} s" for row in rows) + " (medians of 3, same process).")
+          f"figure quoted in issue 16 (not measured here); xN: the engine with a memory of N edits against the "
+          f"unedited model on the suite's {first['questions']} questions, as the ratio of wall times and of time "
+          f"per generated token (medians of 3, same process; unedited: "
+          + ", ".join(f"{row['method']} run {row['unedited_s']:.2f} s, {row['unedited_tokens']} tokens" for row in rows)
+          + ").")

@@ -34,7 +34,7 @@ def test_every_builtin_editor_has_goldens():
 
 # WISE trains a copy of an FFN weight on 12 rows for 40 steps per edit: its whole suite takes
 # 100 s alone and 140 s beside the other tests, more than a 20-minute CI on 2 cores can hold.
-# CI compares its first 54 cases; `pytest --wild --editor wise` compares all 216.
+# CI compares 54 of its cases (the seeded --wild-limit sample); `pytest --wild --editor wise` compares all 216.
 CI_LIMIT = {"wise": 54}
 
 

@@ -322,7 +322,7 @@ def test_wise_edits_every_architecture_without_writing_a_weight(model_type):
     case = Case(id="x", prompt="Q: Where was Kalo Venbri born? A:", target="Dorwyn", subject="Kalo Venbri",
                 rephrase=None, locality=())
     editor = get_editor("wise")
-    hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), [("test", {"n_iter": 20})])
+    hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), [])
     digest, logprob = weights_hash(model), target_logprob(model, tokenizer, case)
     torch.manual_seed(0)
     handle = edit(editor, model, tokenizer, [case], hp)

@@ -96,6 +96,27 @@ def test_a_sequence_stopped_midway_resumes_to_the_same_rows_with_its_editor_stat
     assert rows == expected
 
 
+def test_a_memory_editor_resumed_after_its_last_edit_answers_from_its_loaded_memory(tmp_path):
+    """GRACE changes no weight: a sequence resumed from the snapshot of its last edit must put
+    the saved codebook back on the model (`Editor.resume`) before it scores the edits, and take
+    it off when the sequence ends."""
+    from pytest_wild.reading import readers
+
+    whole = make_runtime("grace", 3, tmp_path, perplexity=False)
+    whole.open_run_directory({})
+    expected = [whole.evaluate(case) for case in whole.suite.cases]
+    saved, weights, state = whole.run_directory.sequence("sequence").latest()
+    assert saved["done"] == 3 and weights == {} and state["grace/keys"].shape[0] == 3
+    assert readers(whole.loaded.model) == []
+    assert [row["modes"]["wild"]["reliability"] for row in expected] == [1.0, 1.0, 1.0]
+
+    resumed = make_runtime("grace", 3, tmp_path, perplexity=False, resume=True)
+    rows = [resumed.evaluate(case) for case in resumed.suite.cases]
+    for row in expected + rows:
+        row.pop("timing")
+    assert rows == expected and readers(resumed.loaded.model) == []
+
+
 def test_orders_are_seeded_permutations_of_the_same_edits_and_their_curve_has_a_spread():
     runtime = make_runtime("ft-m", 6, orders=3)
     runtime.plan_sequence(runtime.suite.cases)

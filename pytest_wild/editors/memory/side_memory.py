@@ -21,6 +21,10 @@ The paper's own WILD loop decoded without a cache, routing prompt + answer-so-fa
 every step; no KV-cached decoder reproduces that without recomputing the prompt, so neither
 option claims to. Rows are routed one by one (the published code takes one batch-wide
 decision, and is run one question at a time), with padding left out of each row's mean.
+
+EasyEdit computes the side and shard outputs as x Wᵀ, without the layer's bias. On Llama's
+bias-free down_proj that is the same thing; on GPT-2's c_fc an untouched side memory would then
+differ from the original by the bias alone, so here every memory keeps the layer's bias.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ WISE edits one request at a time (EasyEdit's WISE refuses batches too).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -150,7 +149,7 @@ def apply(model, tokenizer, cases: list[Case], hp: WiseHparams, *, handle: EditH
           state: EditorState) -> None:
     """Edit each case into the sequence's side memory; the handle's undo puts the memory back."""
     templates = cached(cache, ("wise context templates",), lambda: context_templates(model, tokenizer))
-    unrelated = unrelated_rows(hp.unrelated)
+    unrelated = cached(cache, ("wise unrelated rows", hp.unrelated), lambda: unrelated_rows(hp.unrelated))
     module, memory = attach(model, hp, state)
     before = memory.snapshot()
     handle.on_undo(lambda: memory.put(before))
@@ -158,8 +157,8 @@ def apply(model, tokenizer, cases: list[Case], hp: WiseHparams, *, handle: EditH
         handle.info.append(edit_one(model, tokenizer, module, memory, case, templates, unrelated, hp))
 
 
-@functools.cache
 def unrelated_rows(kind: str) -> tuple[str, ...]:
+    """The sentences an edit's unrelated row is drawn from (by a hash of the case's id)."""
     if kind == "statements":
         return STATEMENTS
     from ...model import TINYWORLD_DIR
