@@ -6,9 +6,9 @@ Per edit: `apply` of single edits at the tinyworld defaults, each restored, over
 the issue quotes for EasyEdit on a comparable tiny GPT-2 with one thread (GRACE 0.19 s, WISE
 1.8 s per edit); those are quoted, not measured here.
 
-Inference: the engine answers the suite's 1,080 questions on the unedited model, then with a
-memory of 1, 100 and 1,000 edits loaded, in the same process, each timed as the median of 3
-runs. The memories are made the cheap way, which costs what a real one costs to read: GRACE's
+Inference: the engine answers the suite's 1,080 questions with a memory of 1, 100 and 1,000
+edits loaded and without it, alternately (the memory taken off and put back), 5 runs each side,
+in the same process; the medians are compared. The memories are made the cheap way, which costs what a real one costs to read: GRACE's
 keys from the sequential suite's questions with warm values (the layer's own output there;
 that suite's facts are not the bundled suite's, so most questions asked fall outside every
 radius, and every one pays the lookup); WISE's edits by its own editor with 1 optimisation
@@ -68,17 +68,31 @@ def run_memory_method(name: str, n_cases: int) -> dict:
 
     engine, questions = Engine(model, tok), questions_of(suite)
     engine_seconds(engine, questions, runs=1)  # warm up
-    unedited, unedited_tokens = engine_seconds(engine, questions)
-    loaded_s, loaded_tokens = {}, {}
+    timings = {}
     for size in MEMORY_SIZES:
         state = EditorState()
         fill = fill_grace if name == "grace" else fill_wise
         fill(model, tok, editor, hp, extra[:size], state, cache)
-        loaded_s[str(size)], loaded_tokens[str(size)] = engine_seconds(engine, questions)
+        timings[str(size)] = interleaved(engine, questions, model, hp, state, name)
         state.clear()
     return {"method": name, "cases": n_cases, "edit_s": statistics.mean(times), "edit_median_s": statistics.median(times),
-            "peer_s": PEER_S_PER_EDIT[name], "questions": len(questions), "unedited_s": unedited,
-            "unedited_tokens": unedited_tokens, "loaded_s": loaded_s, "loaded_tokens": loaded_tokens}
+            "peer_s": PEER_S_PER_EDIT[name], "questions": len(questions), "timings": timings}
+
+
+def interleaved(engine, questions: list[str], model, hp, state, name: str, pairs: int = 5) -> dict:
+    """The engine with the memory and without it, alternately (the memory taken off and put
+    back between runs), so that drift in the machine's speed falls on both sides alike."""
+    from pytest_wild.editors.memory import grace, wise
+
+    memory = state.parts()[name]
+    loaded, bare = [], []
+    for _ in range(pairs):
+        loaded.append(engine_seconds(engine, questions, runs=1))
+        memory.detach()
+        bare.append(engine_seconds(engine, questions, runs=1))
+        (grace if name == "grace" else wise).attach(model, hp, state)
+    return {"loaded_s": statistics.median(t for t, _ in loaded), "loaded_tokens": loaded[0][1],
+            "unedited_s": statistics.median(t for t, _ in bare), "unedited_tokens": bare[0][1]}
 
 
 @torch.no_grad()
@@ -114,17 +128,15 @@ def print_memory_table(rows: list[dict]) -> None:
     print(header)
     print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
     for row in rows:
-        base_rate = row["unedited_tokens"] / row["unedited_s"]
         cells = []
         for size in map(str, MEMORY_SIZES):
-            rate = row["loaded_tokens"][size] / row["loaded_s"][size]
-            cells.append(f"{row['loaded_s'][size] / row['unedited_s']:>9.2f}x, {base_rate / rate:>6.2f}x")
+            t = row["timings"][size]
+            per_token = (t["loaded_s"] / t["loaded_tokens"]) / (t["unedited_s"] / t["unedited_tokens"])
+            cells.append(f"{t['loaded_s'] / t['unedited_s']:>9.2f}x, {per_token:>6.2f}x")
         print(f"| {row['method']:<6} | {row['edit_s']:>6.3f} | {row['peer_s']:>15.2f} | "
               f"{row['peer_s'] / row['edit_s']:>5.1f}x | " + " | ".join(cells) + " |")
     first = rows[0]
     print(f"s/edit: mean apply() of {first['cases']} single edits at the tinyworld defaults; EasyEdit: the peer "
           f"figure quoted in issue 16 (not measured here); xN: the engine with a memory of N edits against the "
           f"unedited model on the suite's {first['questions']} questions, as the ratio of wall times and of time "
-          f"per generated token (medians of 3, same process; unedited: "
-          + ", ".join(f"{row['method']} run {row['unedited_s']:.2f} s, {row['unedited_tokens']} tokens" for row in rows)
-          + ").")
+          f"per generated token (medians of 5 runs each, the two sides alternating, same process).")

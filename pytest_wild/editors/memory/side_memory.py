@@ -55,7 +55,7 @@ def pooled(distances: torch.Tensor, scope: torch.Tensor, long_rule: bool = True)
     (`long_rule`) their maximum when there are more than LONG of them."""
     count = scope.sum(-1)
     mean = (distances * scope).sum(-1) / count.clamp(min=1)
-    if not long_rule:
+    if not long_rule or scope.shape[-1] <= LONG:  # no row can have more than LONG tokens
         return mean
     top = distances.masked_fill(~scope, float("-inf")).max(-1).values
     return torch.where(count > LONG, top, mean)
@@ -189,12 +189,16 @@ class SideMemory:
             found = [(self.side, least)] + ([(self.merged, least)] if self.merged is not None else [])
         return [(weight, least * self.act_ratio) for weight, least in found]
 
-    def route(self, hidden: torch.Tensor, original: torch.Tensor, scope: torch.Tensor) -> torch.Tensor:
-        """Per row: -1 for the original output, else the index of the memory that answers."""
+    def route(self, hidden: torch.Tensor, original: torch.Tensor, scope: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """Per row: -1 for the original output, else the index of the memory that answers; and
+        each memory's output (computed once, for the answer too)."""
         chosen = torch.full(scope.shape[:1], -1, device=hidden.device)
-        best = None
+        reference = self.activation(original.float())
+        best, outputs = None, []
         for index, (weight, threshold) in enumerate(self.candidates()):
-            distance = pooled(token_distances(self.activation, original, layer_output(self._module, weight, hidden)), scope)
+            output = layer_output(self._module, weight, hidden)
+            outputs.append(output)
+            distance = pooled((self.activation(output.float()) - reference).norm(dim=-1), scope)
             if best is None:  # the side memory: it answers from its threshold on
                 wins = distance >= threshold
                 best = distance
@@ -202,7 +206,7 @@ class SideMemory:
                 wins = (distance > best) & (distance > threshold)
                 best = torch.where(wins, distance, best)
             chosen = torch.where(wins, index, chosen)
-        return chosen
+        return chosen, outputs
 
     def _forward(self, module, inputs, output):
         if self.count == 0 or not self.routing:
@@ -211,20 +215,22 @@ class SideMemory:
         batch, length = hidden.shape[:2]
         positions = torch.arange(length, device=hidden.device)[None]
         if length == 1 and self._last is not None and not self._fresh:  # a cached decoding step
-            route = self._route if self.semantics == "prompt" else self.route(
-                hidden, output, torch.ones(batch, 1, dtype=torch.bool, device=hidden.device))
-            return self._answer(hidden, output, route)
+            if self.semantics == "prompt":
+                return self._answer(output, self._route, [layer_output(module, w, hidden) for w, _ in self.candidates()])
+            route, outputs = self.route(hidden, output, torch.ones(batch, 1, dtype=torch.bool, device=hidden.device))
+            return self._answer(output, route, outputs)
         self._fresh = False
         first = self._first.to(hidden.device)[:, None] if self._first is not None else 0
         last = self._last.to(hidden.device)[:, None] if self._last is not None else length - 1
         scope = (positions >= first) & (positions <= last if self.semantics == "prompt" else True)
-        self._route = self.route(hidden, output, scope)
-        return self._answer(hidden, output, self._route)
+        self._route, outputs = self.route(hidden, output, scope)
+        return self._answer(output, self._route, outputs)
 
-    def _answer(self, hidden: torch.Tensor, original: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _answer(original: torch.Tensor, route: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
         answer = original
-        for index, (weight, _) in enumerate(self.candidates()):
-            if bool((route == index).any()):
-                answer = torch.where((route == index)[:, None, None],
-                                     layer_output(self._module, weight, hidden).to(original.dtype), answer)
+        for index, output in enumerate(outputs):
+            rows = route == index
+            if bool(rows.any()):
+                answer = torch.where(rows[:, None, None], output.to(original.dtype), answer)
         return answer
