@@ -1,0 +1,114 @@
+"""MEND's parts (issue 17, in progress): the per-token pieces of a layer's gradient sum to the
+true gradient, and an untrained editor network is exactly one gradient-descent step."""
+
+import pytest
+import torch
+
+from pytest_wild.architectures import architecture_of
+from pytest_wild.batching import left_pad
+from pytest_wild.editors.meta.gradients import as_weight_layout, pieces
+from pytest_wild.editors.meta.network import EditorNetwork, RunningNorm
+from pytest_wild.tokens import target_ids
+from pytest_wild.weights import is_transposed
+
+from ..tiny_models import tiny_model
+
+PROMPTS = [("Q: Where was Kalo Venbri born? A:", "Dorwyn"), ("Q: What pet does Posdrei Nulthope keep? A:", "cat")]
+
+
+def edit_batch(model, tokenizer):
+    """Two left-padded prompt + target rows, labels on the targets."""
+    rows, labels = [], []
+    for prompt, target in PROMPTS:
+        p, t = tokenizer(prompt)["input_ids"], target_ids(tokenizer, prompt, target)
+        rows.append(p + t)
+        labels.append([-100] * len(p) + t)
+    ids, mask, positions = left_pad(rows, tokenizer.pad_token_id, model.device)
+    padded = torch.full_like(ids, -100)
+    for row, label in enumerate(labels):
+        padded[row, ids.shape[1] - len(label):] = torch.tensor(label)
+    return ids, mask, positions, padded
+
+
+def loss_function(model, ids, mask, positions, labels):
+    def loss():
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+        return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+    return loss
+
+
+def mlp_weights(model) -> list[str]:
+    arch = architecture_of(model.config)
+    return [arch.mlp_out.format(layer) for layer in (2, 3)]
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])  # a transposed Conv1D and an nn.Linear
+def test_the_token_pieces_sum_to_the_true_gradient(model_type):
+    model, tokenizer = tiny_model(model_type)
+    ids, mask, positions, labels = edit_batch(model, tokenizer)
+    names = mlp_weights(model)
+    found, _ = pieces(model, names, loss_function(model, ids, mask, positions, labels), mask.bool())
+    weights = [model.get_submodule(name).weight for name in names]
+    for weight in weights:
+        weight.requires_grad_(True)
+    loss_function(model, ids, mask, positions, labels)().backward()
+    for name, weight in zip(names, weights):
+        expected = weight.grad
+        got = as_weight_layout(model.get_submodule(name), found[name].gradient())
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, atol=1e-6, rtol=1e-4), name
+        weight.requires_grad_(False)
+
+
+def test_an_untrained_network_is_one_gradient_descent_step_and_shares_a_network_per_shape():
+    model, tokenizer = tiny_model("gpt2")
+    ids, mask, positions, labels = edit_batch(model, tokenizer)
+    arch = architecture_of(model.config)
+    names = [arch.mlp.format(layer) + part for layer in (2, 3) for part in (".c_fc", ".c_proj")]
+    found, _ = pieces(model, names, loss_function(model, ids, mask, positions, labels), mask.bool())
+    shapes = {name: tuple(found[name].gradient().shape) for name in names}
+    network = EditorNetwork(shapes, rank=16, edit_lr=1e-3).eval()
+    assert sorted(network.editors) == ["128x32", "32x128"] and network.mode_of[names[2]] == 1
+    updates = network.updates(found)
+    for name in names:
+        assert torch.allclose(updates[name], -1e-3 * found[name].gradient(), atol=1e-9)
+        assert is_transposed(model.get_submodule(name))
+
+
+def test_running_norm_is_the_mean_and_variance_of_everything_seen():
+    norm = RunningNorm(3)
+    batches = [torch.randn(5, 3), torch.randn(7, 3) + 2, torch.randn(1, 3)]
+    for batch in batches:
+        norm.update(batch)
+    seen = torch.cat(batches).double()
+    assert torch.allclose(norm.mean, seen.mean(0)) and torch.allclose(norm.m2 / (norm.count - 1), seen.var(0))
+    x = torch.randn(4, 3)
+    assert torch.allclose(norm(x), ((x.double() - seen.mean(0)) / seen.std(0)).float(), atol=1e-5)
+
+
+def test_a_few_training_steps_make_the_edits_land_on_their_rephrases():
+    """On the bundled model, Adam on the network for 15 steps over two edits: the rephrase's
+    target loss after the edit falls far below the untrained network's (a random tiny model
+    is no test bed: its logits are too flat for any MLP update to move them far)."""
+    from pytest_wild.editors.meta.training import TrainingCase, training_step
+    from pytest_wild.model import load_model
+
+    torch.manual_seed(0)
+    loaded = load_model(None, "cpu")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    cases = [TrainingCase("Q: Where was Kalo Venbri born? A:", "Dorwyn", "Q: What is the birthplace of Kalo Venbri? A:",
+                          "Q: What pet does Posdrei Nulthope keep? A: cat."),
+             TrainingCase("Q: Which profession is Pahis Briru known for? A:", "farmer",
+                          "Q: What does Pahis Briru do for a living? A:", "Q: What instrument can Moma Zalda play? A: cello.")]
+    network = EditorNetwork({f"transformer.h.{layer}.mlp.c_proj": (128, 512) for layer in (2, 3)}, rank=64, edit_lr=1e-2)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    untrained = training_step(model, tokenizer, network.eval(), cases)
+    network.train()
+    for _ in range(15):
+        losses = training_step(model, tokenizer, network, cases)
+        optimizer.zero_grad()
+        losses.total.backward()
+        optimizer.step()
+    trained = training_step(model, tokenizer, network.eval(), cases)
+    assert trained.edit < 0.5 * untrained.edit < untrained.edit_before
+    assert all(not p.requires_grad and p.grad is None for p in model.parameters())  # the model is never trained
