@@ -112,3 +112,67 @@ def test_a_few_training_steps_make_the_edits_land_on_their_rephrases():
     trained = training_step(model, tokenizer, network.eval(), cases)
     assert trained.edit < 0.5 * untrained.edit < untrained.edit_before
     assert all(not p.requires_grad and p.grad is None for p in model.parameters())  # the model is never trained
+
+
+def trained_network(model, tokenizer, steps: int = 15) -> EditorNetwork:
+    from pytest_wild.editors.meta.training import TrainingCase, training_step
+
+    torch.manual_seed(0)
+    cases = [TrainingCase("Q: Where was Kalo Venbri born? A:", "Dorwyn", "Q: What is the birthplace of Kalo Venbri? A:",
+                          "Q: What pet does Posdrei Nulthope keep? A: cat.")]
+    network = EditorNetwork({f"transformer.h.{layer}.mlp.c_proj": (128, 512) for layer in (2, 3)}, rank=64, edit_lr=1e-2)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    for _ in range(steps):
+        losses = training_step(model, tokenizer, network.train(), cases)
+        optimizer.zero_grad()
+        losses.total.backward()
+        optimizer.step()
+    return network.eval()
+
+
+def test_a_stored_network_edits_the_model_and_restores_it_exactly(tmp_path):
+    from pytest_wild.cases import Case
+    from pytest_wild.editors.api import edit
+    from pytest_wild.editors.meta import stored
+    from pytest_wild.editors.meta.mend import MEND, MendHparams
+    from pytest_wild.model import load_model
+
+    from ..tiny_models import target_logprob, weights_hash
+
+    loaded = load_model(None, "cpu")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    network = trained_network(model, tokenizer)
+    stored.save(network, tmp_path, "gpt2", {"steps": 15}, rank=64, hidden=1, edit_lr=1e-2)
+    again, config = stored.load(tmp_path, model)
+    assert config["training"] == {"steps": 15}
+    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), again.state_dict().values()))
+
+    case = Case(id="x", prompt="Q: Where was Kalo Venbri born? A:", target="Dorwyn", subject="Kalo Venbri",
+                rephrase=None, locality=())
+    digest, before = weights_hash(model), target_logprob(model, tokenizer, case)
+    handle = edit(MEND, model, tokenizer, [case], MendHparams(str(tmp_path)))
+    assert target_logprob(model, tokenizer, case) > before + 3.0
+    assert handle.names == ["transformer.h.2.mlp.c_proj.weight", "transformer.h.3.mlp.c_proj.weight"]
+    handle.restore()
+    assert weights_hash(model) == digest
+
+
+def test_a_stored_network_for_another_model_is_refused_in_one_line(tmp_path):
+    from pytest_wild.cases import WildInputError
+    from pytest_wild.editors.meta import stored
+
+    model, _ = tiny_model("gpt2")
+    network = EditorNetwork({"transformer.h.3.mlp.c_proj": (32, 128)}, rank=8)
+    stored.save(network, tmp_path, "gpt2", {}, rank=8, hidden=1, edit_lr=1e-4)
+    assert stored.load(tmp_path, model)[0].names == ["transformer.h.3.mlp.c_proj"]
+    llama, _ = tiny_model("llama")
+    with pytest.raises(WildInputError, match="trained for a gpt2 model, not this llama one"):
+        stored.load(tmp_path, llama)
+    wider = EditorNetwork({"transformer.h.3.mlp.c_proj": (64, 256)}, rank=8)
+    stored.save(wider, tmp_path / "wide", "gpt2", {}, rank=8, hidden=1, edit_lr=1e-4)
+    with pytest.raises(WildInputError, match=r"c_proj is \[64, 256\] there and \[32, 128\] in this model"):
+        stored.load(tmp_path / "wide", model)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "mend.json").symlink_to(tmp_path / "mend.json")
+    with pytest.raises(WildInputError, match="mend.json: a link, refused"):
+        stored.load(tmp_path / "linked", model)

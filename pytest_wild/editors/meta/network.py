@@ -88,6 +88,7 @@ class EditorNetwork(nn.Module):
     def __init__(self, shapes: dict[str, tuple[int, int]], rank: int = 1920, hidden: int = 1, edit_lr: float = 1e-4) -> None:
         super().__init__()
         self.names = list(shapes)
+        self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
         by_shape: dict[tuple[int, int], list[str]] = {}
         for name, shape in shapes.items():
             by_shape.setdefault(tuple(shape), []).append(name)
