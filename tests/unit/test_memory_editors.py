@@ -177,11 +177,12 @@ def test_moving_average_moves_the_key_halfway():
 
 
 @pytest.mark.parametrize("model_type", sorted(SIZES))
-def test_grace_edits_every_architecture_without_writing_a_weight(model_type):
+@pytest.mark.parametrize("name", ["grace", "wise"])
+def test_memory_editors_edit_every_architecture_without_writing_a_weight(name, model_type):
     model, tokenizer = tiny_model(model_type)
     case = Case(id="x", prompt="Q: Where was Kalo Venbri born? A:", target="Dorwyn", subject="Kalo Venbri",
                 rephrase=None, locality=())
-    editor = get_editor("grace")
+    editor = get_editor(name)
     hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), [])
     digest, logprob = weights_hash(model), target_logprob(model, tokenizer, case)
     torch.manual_seed(0)
@@ -315,18 +316,3 @@ def test_published_wise_defaults_for_7b_shapes():
     assert (gpt2["layers"], gpt2["rewrite_module_tmp"], gpt2["n_iter"], gpt2["act_ratio"]) == (
         [8], "transformer.h.{}.mlp.c_fc", 40, 0.8)
 
-
-@pytest.mark.parametrize("model_type", sorted(SIZES))
-def test_wise_edits_every_architecture_without_writing_a_weight(model_type):
-    model, tokenizer = tiny_model(model_type)
-    case = Case(id="x", prompt="Q: Where was Kalo Venbri born? A:", target="Dorwyn", subject="Kalo Venbri",
-                rephrase=None, locality=())
-    editor = get_editor("wise")
-    hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), [])
-    digest, logprob = weights_hash(model), target_logprob(model, tokenizer, case)
-    torch.manual_seed(0)
-    handle = edit(editor, model, tokenizer, [case], hp)
-    assert target_logprob(model, tokenizer, case) > logprob + 0.25
-    assert weights_hash(model) == digest
-    handle.restore()
-    assert target_logprob(model, tokenizer, case) == logprob and readers(model) == []

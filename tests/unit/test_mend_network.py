@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from pytest_wild.architectures import architecture_of
-from pytest_wild.batching import left_pad
 from pytest_wild.editors.meta.gradients import as_weight_layout, pieces
 from pytest_wild.editors.meta.network import EditorNetwork, RunningNorm
-from pytest_wild.tokens import target_ids
+from pytest_wild.editors.meta.training import target_batch
 from pytest_wild.weights import is_transposed
 
 from ..tiny_models import tiny_model
@@ -18,16 +17,8 @@ PROMPTS = [("Q: Where was Kalo Venbri born? A:", "Dorwyn"), ("Q: What pet does P
 
 def edit_batch(model, tokenizer):
     """Two left-padded prompt + target rows, labels on the targets."""
-    rows, labels = [], []
-    for prompt, target in PROMPTS:
-        p, t = tokenizer(prompt)["input_ids"], target_ids(tokenizer, prompt, target)
-        rows.append(p + t)
-        labels.append([-100] * len(p) + t)
-    ids, mask, positions = left_pad(rows, tokenizer.pad_token_id, model.device)
-    padded = torch.full_like(ids, -100)
-    for row, label in enumerate(labels):
-        padded[row, ids.shape[1] - len(label):] = torch.tensor(label)
-    return ids, mask, positions, padded
+    inputs, labels = target_batch(model, tokenizer, PROMPTS)
+    return inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"], labels
 
 
 def loss_function(model, ids, mask, positions, labels):
