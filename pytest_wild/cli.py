@@ -107,6 +107,87 @@ def _init_ci(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_mend(args: argparse.Namespace) -> int:
+    """Train MEND for a model on edit cases kept apart from the suites it will be evaluated on."""
+    from .cases import WildInputError
+
+    try:
+        return _train_mend_checked(args)
+    except WildInputError as exc:
+        print(f"pytest-wild train-mend: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train_mend_checked(args: argparse.Namespace) -> int:
+    import os
+    import shlex
+    from dataclasses import fields
+
+    from .cases import WildInputError
+    from .editors.meta.settings import TrainSettings
+    from .editors.meta.training_data import check_disjoint, split
+    from .suite import find_suite, load_suite
+
+    settings = TrainSettings(**{item.name: getattr(args, item.name) for item in fields(TrainSettings)})
+    out = Path(args.out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise WildInputError(f"--out: {out} is a link or a file; give a directory")
+    written = [name for name in ("mend.json", "mend.safetensors", "checkpoint.safetensors") if (out / name).exists()]
+    if written and not args.resume:
+        raise WildInputError(f"--out: {out} already holds {', '.join(written)}; --resume continues that training, "
+                             "or choose another directory")
+    cwd = Path.cwd()
+    data_dir = args.data_dir or os.environ.get("PYTEST_WILD_DATA")
+    cases = load_suite(find_suite(args.data, cwd, cwd), rootdir=cwd, data_dir=Path(data_dir) if data_dir else None).cases
+    training, validation = split(cases, settings.val_cases, settings.seed)
+    checked = []
+    for name, suite in _evaluated_suites(args, cwd):
+        check_disjoint(training + validation, name, suite.cases)
+        checked.append(name)
+    print(f"train-mend: {len(training)} training and {len(validation)} validation cases from {args.data}, "
+          f"disjoint from {', '.join(checked) or 'no suite'} (by id, prompt and rephrase)", file=sys.stderr)
+    from .editors.meta.trainer import TrainingDiverged, train  # torch: imported once the input is known good
+    from .model import load_model, resolve_model_spec
+    from .runtime import versions
+
+    loaded = load_model(args.model, args.device, args.dtype, trust_remote_code=args.trust_remote_code)
+    record = {"command": shlex.join(["pytest-wild", *args.argv]),
+              "model": loaded.spec, "data": args.data, "checked_against": checked, "versions": versions()}
+    if resolve_model_spec(args.model)[1] == "tinyworld":
+        record["model"] = "tinyworld"
+    try:
+        summary = train(loaded.model, loaded.tokenizer, training, validation, settings, out, record=record,
+                        resume=args.resume, bar=not args.quiet)
+    except TrainingDiverged as exc:
+        print(f"pytest-wild {exc}", file=sys.stderr)
+        return 1
+    best = summary["best"]
+    print(f"MEND trained for {summary['steps']} steps in {summary['seconds']} s ({summary['steps_per_second']} steps/s); "
+          f"best validation at step {best['step']}: edit loss {best['edit']:.4f} (before the edit {best['edit_before']:.4f}), "
+          f"KL {best['locality']:.5f}, edit accuracy {best['edit_accuracy']:.3f}; written to {out}")
+    return 0
+
+
+def _evaluated_suites(args: argparse.Namespace, cwd: Path):
+    """(name, suite) of each suite the training data must not overlap: those named with
+    --eval-suite; for the bundled model, its two suites by default."""
+    import os
+
+    from .cases import WildInputError
+    from .model import resolve_model_spec
+    from .suite import find_suite, load_suite
+
+    names = args.eval_suite
+    if not names:
+        if resolve_model_spec(args.model)[1] != "tinyworld":
+            raise WildInputError("--eval-suite: name the suites this MEND will be evaluated on (repeatable), so the "
+                                 "training data can be checked against them")
+        names = ["tinyworld", "tinyworld-sequential"]
+    data_dir = args.data_dir or os.environ.get("PYTEST_WILD_DATA")
+    for name in names:
+        yield name, load_suite(find_suite(name, cwd, cwd), rootdir=cwd, data_dir=Path(data_dir) if data_dir else None)
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line (also read by the test that checks the CI template's commands)."""
     parser = argparse.ArgumentParser(prog="pytest-wild", description="WILD evaluation of LLM knowledge edits.")
@@ -149,11 +230,40 @@ def parser() -> argparse.ArgumentParser:
     ci.add_argument("--runner", default="self-hosted,gpu", help="the GPU runner's labels (default: %(default)s)")
     ci.add_argument("--force", action="store_true", help="replace an existing workflow file")
     ci.set_defaults(func=_init_ci)
+    _train_mend_parser(commands)
     return parser
+
+
+def _train_mend_parser(commands) -> None:
+    from dataclasses import fields
+
+    from .editors.meta.settings import TrainSettings
+
+    mend = commands.add_parser("train-mend", help="train MEND for a model on edit cases disjoint from the suites it "
+                               "will be evaluated on; resumable, the best validation kept")
+    mend.add_argument("--model", default="tinyworld", help="causal LM: a local directory or hub id (default: the "
+                      "bundled tinyworld)")
+    mend.add_argument("--data", required=True, help="training edits: a QAEdit/CounterFact-layout .json/.jsonl file, "
+                      "a suite file or a hub dataset id")
+    mend.add_argument("--out", required=True, help="directory for mend.safetensors, mend.json and the checkpoint")
+    mend.add_argument("--eval-suite", action="append", metavar="SUITE", help="a suite the data must not overlap, "
+                      "repeatable (default for the bundled model: tinyworld and tinyworld-sequential)")
+    mend.add_argument("--data-dir", metavar="DIR", help="the benchmark data directory a suite's @data/ files are in "
+                      "(default: $PYTEST_WILD_DATA), as --wild-data")
+    mend.add_argument("--resume", action="store_true", help="continue the training whose checkpoint is in --out")
+    mend.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    mend.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    mend.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
+    mend.add_argument("--quiet", action="store_true", help="no progress bar")
+    for item in fields(TrainSettings):
+        mend.add_argument(f"--{item.name.replace('_', '-')}", dest=item.name, type=type(item.default),
+                          default=item.default, help=f"(default: {item.default})")
+    mend.set_defaults(func=_train_mend)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     return args.func(args)
 
 

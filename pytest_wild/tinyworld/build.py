@@ -30,8 +30,8 @@ from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrain
 from pytest_wild.generation import Engine
 from pytest_wild.report import write_text_atomic
 from pytest_wild.scores import exact_match as answer_matches
-from pytest_wild.tinyworld.world import (DEFAULT_SEED, Fact, World, corpus_lines, generate_world, perplexity_lines,
-                                         sequential_records, suite_records)
+from pytest_wild.tinyworld.world import (DEFAULT_SEED, Fact, World, corpus_lines, generate_world, mend_records,
+                                         perplexity_lines, sequential_records, suite_records)
 
 EOT = "<|endoftext|>"
 VOCAB_SIZE = 2000
@@ -50,14 +50,16 @@ Log = Callable[[str], object]
 
 def world_files(world: World) -> dict[str, str]:
     """The files that depend on the world only, not on training, by name: the suite, the
-    sequential suite, the statistics' corpus and the sequential runs' perplexity text."""
+    sequential suite, the statistics' corpus, the sequential runs' perplexity text and the
+    edits MEND is trained on."""
     def jsonl(records: list[dict]) -> str:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
     return {"suite.jsonl": jsonl(suite_records(world)),
             "sequential.jsonl": jsonl(sequential_records(world)),
             "corpus.txt": "".join(line + "\n" for line in corpus_lines(world)),
-            "perplexity.txt": "".join(line + "\n" for line in perplexity_lines(world))}
+            "perplexity.txt": "".join(line + "\n" for line in perplexity_lines(world)),
+            "mend.jsonl": jsonl(mend_records(world))}
 
 
 def write_world_files(world: World, out_dir: Path) -> list[str]:

@@ -16,6 +16,7 @@ DEFAULT_SUBJECTS = 720
 DEFAULT_HELDOUT_FRACTION = 0.15
 SEQUENTIAL_CASES = 1200
 SEQUENTIAL_POOL = 120  # subjects no sequential case edits
+MEND_CASES = 1200  # the edits MEND is trained on (a validation split is taken from them)
 
 
 @dataclass(frozen=True)
@@ -373,3 +374,35 @@ def perplexity_lines(world: World) -> list[str]:
     chosen, pool = _corpus_templates(world), set(sequential_pool(world))
     return [world.qa_line(fact, template) for fact in world.trained_facts if fact.subject in pool
             for template in range(len(world.relation(fact.relation).templates)) if template != chosen[fact]]
+
+
+def mend_records(world: World, count: int = MEND_CASES) -> list[dict]:
+    """Edits to train MEND on, disjoint from both bundled suites: no subject that the bundled
+    suite edits or that the sequential suite keeps for its locality and capability text, no
+    (subject, relation) fact the sequential suite edits or either suite asks as a locality
+    question. Each overwrites a trained fact (a counterfact), with a rephrase and one
+    unrelated trained question, as MEND's training pairs an edit with one unrelated text."""
+    rng = random.Random(f"{world.seed}:mend")
+    suite, sequential = suite_records(world), sequential_records(world)
+    closed = {r["subject"] for r in suite} | set(sequential_pool(world))
+    asked = {loc["loc"] for r in suite + sequential for loc in r["locality"]}
+    edited = {(r["subject"], relation.name) for r in sequential for relation in world.relations
+              if r["prompt"] in {relation.question(r["subject"], t) for t in range(len(relation.templates))}}
+    held = {(f.subject, f.relation) for f in world.heldout}
+    pairs = [(s, r.name) for s in world.subjects if s not in closed for r in world.relations
+             if (s, r.name) not in edited | held
+             and not asked & {r.question(s, t) for t in range(len(r.templates))}]
+    chosen = rng.sample(pairs, min(count, len(pairs)))
+    questions = [(world.relation(r).question(s, t), world.value(s, r)) for s, r in pairs
+                 for t in range(len(world.relation(r).templates))]
+    records = []
+    for index, (subject, relation_name) in enumerate(chosen):
+        relation, truth = world.relation(relation_name), world.value(subject, relation_name)
+        prompt, rephrase = _question_pair(rng, relation, subject)
+        loc, loc_ans = rng.choice([(q, a) for q, a in questions if subject not in q])
+        records.append({
+            "id": f"twm-{index:04d}", "source": "tinyworld-counterfact", "prompt": prompt,
+            "target": rng.choice([a for a in relation.answers if a != truth]), "subject": subject,
+            "rephrase": rephrase, "locality": [{"loc": loc, "loc_ans": loc_ans}], "ground_truth": truth,
+        })
+    return records

@@ -21,7 +21,7 @@ import pytest
 
 from pytest_wild.model import TINYWORLD_DIR
 
-USAGE, CASES = 4, 1
+USAGE, CASES, LOADING = 4, 1, 2  # LOADING: found where the model is loaded, before any case runs
 RECORDS = [json.loads(line) for line in (TINYWORLD_DIR / "suite.jsonl").read_text().splitlines()[:4]]
 GOLDEN = "golden/tinyworld/ft-m/data/tw-0000.json"
 SECRET = "ghp_probe-secret-never-printed"  # in the environment of every run
@@ -113,6 +113,27 @@ def golden_dir_link(root: Path) -> None:
     (outside / "keep.json").write_text("{}\n")
     shutil.rmtree(root / "golden/tinyworld/ft-m/data")
     (root / "golden/tinyworld/ft-m/data").symlink_to(outside)
+
+
+def mend_dir(change):
+    """A copy of the shipped MEND network in `md/`, changed by `change(directory)`."""
+    def build(root: Path) -> None:
+        shutil.copytree(TINYWORLD_DIR / "mend", root / "md", ignore=shutil.ignore_patterns("checkpoint.*"))
+        change(root / "md")
+    return build
+
+
+def mend_config(**values):
+    def change(directory: Path) -> None:
+        config = json.loads((directory / "mend.json").read_text())
+        config.update(values)
+        (directory / "mend.json").write_text(json.dumps(config))
+    return change
+
+
+def mend_weights_linked_out(directory: Path) -> None:
+    (directory / "mend.safetensors").unlink()
+    (directory / "mend.safetensors").symlink_to("/etc/passwd")
 
 
 def suite_yaml(text: str) -> dict:
@@ -280,6 +301,15 @@ BAD = [
         "(500), got 750", USAGE, files={"hp.yaml": "merge_freq: 750\n"}),
     Bad("hparams-wise-replay", ("--editor=wise", H), "hp.yaml: replay: True is not one of [False]", USAGE,
         files={"hp.yaml": "replay: true\n"}),
+    Bad("hparams-mend-no-network", ("--editor=mend", H), "nowhere/mend.json: not found (a trained MEND directory "
+        "holds mend.json and mend.safetensors)", LOADING, files={"hp.yaml": "directory: nowhere\n"}),
+    Bad("hparams-mend-other-architecture", ("--editor=mend", H), "md/mend.json: trained for a llama model, not this "
+        "gpt2 one", LOADING, files={"hp.yaml": "directory: md\n", "md": mend_dir(mend_config(model_type="llama"))}),
+    Bad("hparams-mend-other-size", ("--editor=mend", H), "md/mend.json: transformer.h.1.mlp.c_fc is [1024, 256] "
+        "there and [512, 128] in this model: trained for another model size", LOADING,
+        files={"hp.yaml": "directory: md\n", "md": mend_dir(mend_config(modules={"transformer.h.1.mlp.c_fc": [1024, 256]}))}),
+    Bad("hparams-mend-weights-linked-out", ("--editor=mend", H), "md/mend.safetensors: a link, refused", LOADING,
+        files={"hp.yaml": "directory: md\n", "md": mend_dir(mend_weights_linked_out)}),
     Bad("hparams-tilde-missing", ("--wild-hparams=~/nope.yaml",), "/nope.yaml does not exist", USAGE),
     Bad("hparams-lr-nan", (H,), "hp.yaml: lr: expected a finite number, got nan", USAGE, files={"hp.yaml": "lr: .nan\n"}),
     Bad("hparams-steps-negative", (H,), "hp.yaml: num_steps: expected a number >= 0, got -3", USAGE,

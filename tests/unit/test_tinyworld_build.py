@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.tinyworld.world import (DEFAULT_SEED, World, corpus_lines, generate_world, perplexity_lines,
-                                         sequential_pool, sequential_records, suite_records)
+from pytest_wild.tinyworld.world import (DEFAULT_SEED, World, corpus_lines, generate_world, mend_records,
+                                         perplexity_lines, sequential_pool, sequential_records, suite_records)
 
 DATA = Path(__file__).resolve().parents[2] / "pytest_wild" / "data" / "tinyworld"
 SUITE_KEYS = {"id", "source", "prompt", "target", "subject", "rephrase", "locality", "ground_truth"}
 MODEL_FILES = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
-WORLD_FILES = {"suite.jsonl", "sequential.jsonl", "corpus.txt", "perplexity.txt", "build.json"}
+WORLD_FILES = {"suite.jsonl", "sequential.jsonl", "corpus.txt", "perplexity.txt", "mend.jsonl", "build.json"}
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +208,21 @@ def test_smoke_build_is_loadable(tmp_path: Path) -> None:
     ids = tokenizer("Q: Where was Kalo Venbri born? A:", return_tensors="pt")["input_ids"]
     assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tokenizer))
     assert tokenizer.eos_token_id == tokenizer.pad_token_id == model.config.eos_token_id
+
+
+def test_mend_trains_on_facts_and_questions_neither_bundled_suite_holds(world: World) -> None:
+    records, suite, sequential = mend_records(world), suite_records(world), sequential_records(world)
+    assert len(records) == 1200 and len({r["id"] for r in records}) == len(records)
+
+    def fact(r: dict) -> tuple[str, str]:
+        return r["subject"], next(rel.name for rel in world.relations
+                                  if r["prompt"] in {rel.question(r["subject"], t) for t in range(len(rel.templates))})
+
+    trained = {fact(r) for r in records}
+    assert len(trained) == len(records)
+    assert not trained & {fact(r) for r in sequential}
+    assert not {s for s, _ in trained} & ({r["subject"] for r in suite} | set(sequential_pool(world)))
+    evaluated = {text for r in suite + sequential for text in (r["prompt"], r["rephrase"], *(l["loc"] for l in r["locality"]))}
+    assert not evaluated & {text for r in records for text in (r["prompt"], r["rephrase"], r["locality"][0]["loc"])}
+    for r in records:
+        assert r["target"] != r["ground_truth"] == world.value(*fact(r)) and r["subject"] not in r["locality"][0]["loc"]

@@ -46,8 +46,8 @@ def load(directory: Path, model) -> tuple[EditorNetwork, dict]:
         modules = {str(name): (int(shape[0]), int(shape[1])) for name, shape in config["modules"].items()}
         rank, hidden, edit_lr = int(config["rank"]), int(config["hidden"]), float(config["edit_lr"])
         model_type = str(config["model_type"])
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise WildInputError(f"{config_path}: not a MEND configuration ({type(exc).__name__}: {exc})") from None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:  # named, never quoted: untrusted text
+        raise WildInputError(f"{config_path}: not a MEND configuration ({type(exc).__name__})") from None
     if model_type != model.config.model_type:
         raise WildInputError(f"{config_path}: trained for a {model_type} model, not this {model.config.model_type} one")
     present = dict(model.named_modules())
@@ -64,7 +64,7 @@ def load(directory: Path, model) -> tuple[EditorNetwork, dict]:
     except (safetensors.SafetensorError, RuntimeError, OSError) as exc:
         reason = str(exc).splitlines()[0][:200]
         raise WildInputError(f"{directory / WEIGHTS}: does not hold the network {CONFIG} describes ({reason})") from None
-    return network.eval(), config
+    return network.to(model.device).eval(), config
 
 
 def math_shape(module) -> tuple[int, int]:

@@ -34,10 +34,15 @@ class TrainingCase:
 
 @dataclass
 class StepLosses:
+    """The step's loss to backpropagate, and what it is made of: the rephrase's target loss
+    after the edit and before it, the locality KL, and the share of rephrases whose every
+    target token is the edited model's top prediction (teacher-forced, as MEND reports it)."""
+
     total: torch.Tensor
     edit: float
     locality: float
     edit_before: float
+    edit_accuracy: float
 
 
 def target_batch(model, tokenizer, pairs: list[tuple[str, str]]):
@@ -76,9 +81,17 @@ def training_step(model, tokenizer, network: EditorNetwork, cases: list[Training
     updates = network.updates(found)
     edited = {f"{name}.weight": model.get_submodule(name).weight + as_weight_layout(model.get_submodule(name), update)
               for name, update in updates.items()}
-    edit_loss = target_loss(functional_call(model, edited, args=(), kwargs=outer_inputs).logits, outer_labels)
+    outer_logits = functional_call(model, edited, args=(), kwargs=outer_inputs).logits
+    edit_loss = target_loss(outer_logits, outer_labels)
     after = functional_call(model, edited, args=(), kwargs=loc_inputs).logits.float().log_softmax(-1)
     mask = loc_inputs["attention_mask"].bool()
     kl = (before.exp() * (before - after)).sum(-1)[mask].mean()
     total = c_edit * edit_loss + c_loc * kl
-    return StepLosses(total, edit_loss.item(), kl.item(), edit_before)
+    return StepLosses(total, edit_loss.item(), kl.item(), edit_before, accuracy(outer_logits, outer_labels))
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of rows whose every labelled token is the top prediction."""
+    predicted, wanted = logits[:, :-1].argmax(-1), labels[:, 1:]
+    scored = wanted != -100
+    return ((predicted == wanted) | ~scored).all(-1).float().mean().item()
