@@ -138,7 +138,8 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
                              "or choose another directory")
     cwd = Path.cwd()
     data_dir = args.data_dir or os.environ.get("PYTEST_WILD_DATA")
-    cases = load_suite(find_suite(args.data, cwd, cwd), rootdir=cwd, data_dir=Path(data_dir) if data_dir else None).cases
+    found = _named_as("--data", lambda: find_suite(args.data, cwd, cwd))
+    cases = load_suite(found, rootdir=cwd, data_dir=Path(data_dir) if data_dir else None).cases
     training, validation = split(cases, settings.val_cases, settings.seed)
     checked = []
     for name, suite in _evaluated_suites(args, cwd):
@@ -147,10 +148,11 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
     print(f"train-mend: {len(training)} training and {len(validation)} validation cases from {args.data}, "
           f"disjoint from {', '.join(checked) or 'no suite'} (by id, prompt and rephrase)", file=sys.stderr)
     from .editors.meta.trainer import TrainingDiverged, train  # torch: imported once the input is known good
-    from .model import load_model, resolve_model_spec
+    from .model import choose_cpu_threads, load_model, resolve_model_spec
     from .runtime import versions
 
     loaded = load_model(args.model, args.device, args.dtype, trust_remote_code=args.trust_remote_code)
+    choose_cpu_threads(loaded.model, loaded.device)  # as a run does: one thread per 25M parameters, at most the cores
     record = {"command": shlex.join(["pytest-wild", *args.argv]),
               "model": loaded.spec, "data": args.data, "checked_against": checked, "versions": versions()}
     if resolve_model_spec(args.model)[1] == "tinyworld":
@@ -185,7 +187,18 @@ def _evaluated_suites(args: argparse.Namespace, cwd: Path):
         names = ["tinyworld", "tinyworld-sequential"]
     data_dir = args.data_dir or os.environ.get("PYTEST_WILD_DATA")
     for name in names:
-        yield name, load_suite(find_suite(name, cwd, cwd), rootdir=cwd, data_dir=Path(data_dir) if data_dir else None)
+        found = _named_as("--eval-suite", lambda: find_suite(name, cwd, cwd))
+        yield name, load_suite(found, rootdir=cwd, data_dir=Path(data_dir) if data_dir else None)
+
+
+def _named_as(option: str, find):
+    """`find()`, its refusal naming this command's option rather than pytest's --wild-suite."""
+    from .cases import WildInputError
+
+    try:
+        return find()
+    except WildInputError as exc:
+        raise WildInputError(str(exc).replace("--wild-suite:", f"{option}:", 1)) from None
 
 
 def parser() -> argparse.ArgumentParser:

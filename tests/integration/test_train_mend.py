@@ -158,3 +158,23 @@ def test_a_network_trained_on_a_case_of_the_run_warns_for_that_case(tmp_path):
     assert done.returncode in (0, 1), done.stdout[-3000:]
     warned = [line for line in done.stdout.splitlines() if "TrainedOnTheSuite: " in line]
     assert len(warned) == 1 and f"trained on the prompt of case {suite[1]['id']}:" in warned[0], done.stdout[-3000:]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--steps", "15"], "--steps: 15 is not a multiple of --accumulate 10 (checkpoints fall between optimiser steps)"),
+    (["--lr", "-1"], "--lr: -1.0 must be positive"),
+    (["--data", "missing.jsonl"], "--data"),
+    (["--model", "llama"], "--eval-suite: name the suites this MEND will be evaluated on (repeatable), so the training "
+                           "data can be checked against them"),
+    (["--val-cases", "1200"], "--val-cases: 1200 of 1200 cases leaves no training or no validation"),
+    (["--out", "afile"], "--out: afile is a link or a file; give a directory"),
+])
+def test_bad_training_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    (tmp_path / "afile").write_text("keep\n")
+    options = {"--data": str(DATA), "--out": "out"}
+    for key, value in zip(args[::2], args[1::2]):
+        options[key] = value
+    done = train_mend(*[item for pair in options.items() for item in pair], cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"pytest-wild train-mend: {message}"), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "keep\n"

@@ -1,4 +1,4 @@
-"""MEND's parts (issue 17, in progress): the per-token pieces of a layer's gradient sum to the
+"""MEND's parts: the per-token pieces of a layer's gradient sum to the
 true gradient, and an untrained editor network is exactly one gradient-descent step."""
 
 import pytest
