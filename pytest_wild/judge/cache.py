@@ -1,0 +1,63 @@
+"""Verdicts on disk, so a rerun asks the judge nothing it was asked before.
+
+SQLite (the standard library's, one file) rather than one JSON file per verdict or a JSON
+map: xdist workers and sharded runs write at once, and SQLite serialises writers with its own
+file lock, keeps every transaction whole if a process dies mid-write, and finds a verdict by
+key without reading the rest. The key is a SHA-256 of (question, gold, prediction, judge
+model, prompt version): nothing else decides a verdict. Only verdicts are stored, never an
+unjudged answer (it is asked again next time) and never anything from the request's headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from ..cases import WildInputError
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT NOT NULL, created REAL NOT NULL)"
+
+
+def verdict_key(question: str, gold: str, prediction: str, model: str, prompt_version: str) -> str:
+    return hashlib.sha256(json.dumps([question, gold, prediction, model, prompt_version]).encode("utf-8")).hexdigest()
+
+
+class VerdictCache:
+    """A SQLite file of key -> verdict, safe to share between processes."""
+
+    def __init__(self, path: Path) -> None:
+        if path.is_symlink():
+            raise WildInputError(f"{path}: the judge cache is a link, refused")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise WildInputError(f"{path}: not a judge cache ({type(exc).__name__}); remove it to start afresh") from None
+
+    def get(self, keys: list[str]) -> dict[str, str]:
+        """The cached verdicts among `keys`."""
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 500):  # SQLite's limit on bound parameters
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(f"SELECT key, verdict FROM verdicts WHERE key IN ({','.join('?' * len(chunk))})",
+                                    chunk)
+            found.update(rows.fetchall())
+        return found
+
+    def put(self, verdicts: dict[str, str]) -> None:
+        """Store verdicts in one transaction (a key already there keeps its first verdict)."""
+        if verdicts:
+            now = time.time()
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR IGNORE INTO verdicts VALUES (?, ?, ?)",
+                                     [(key, verdict, now) for key, verdict in verdicts.items()])
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,97 @@
+"""A real chat-completions server on 127.0.0.1 for the judge's tests and benchmark. What it
+does with a request is read from the answer being graded (the prompt's "Answer to grade:"
+line), by its first word:
+
+- `right ...` / `wrong ...`: replies CORRECT / INCORRECT;
+- `busy ...`: 429 with `Retry-After: <retry_after>` the first time this answer is asked, then CORRECT;
+- `broken ...`: 500, always; `flaky ...`: 500 the first time, then CORRECT;
+- `hang ...`: answers CORRECT after `hang` seconds (past the client's timeout);
+- `malformed ...`: a 200 whose body is not JSON; `chatty ...`: "Correct, I think." (no verdict).
+
+Every request waits `latency` seconds first. The server counts requests, keeps the
+Authorization headers it saw, and the most requests it held at once."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class JudgeServer:
+    def __init__(self, latency: float = 0.0, hang: float = 2.0, retry_after: str = "0") -> None:
+        self.latency, self.hang, self.retry_after = latency, hang, retry_after
+        self.requests, self.in_flight, self.most_in_flight = 0, 0, 0
+        self.authorizations: list[str] = []
+        self.seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:
+                server._enter(self.headers.get("Authorization", ""))
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                    prompt = body["messages"][-1]["content"]
+                    answer = re.search(r"^Answer to grade: (.*)$", prompt, re.M).group(1)
+                    server._respond(self, answer)
+                finally:
+                    server._leave()
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._http.server_port}/v1"
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    def __enter__(self) -> JudgeServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+    def _enter(self, authorization: str) -> None:
+        with self._lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.authorizations.append(authorization)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _respond(self, handler: BaseHTTPRequestHandler, answer: str) -> None:
+        time.sleep(self.latency)
+        kind = answer.split()[0] if answer.split() else ""
+        with self._lock:
+            times = self.seen[answer] = self.seen.get(answer, 0) + 1
+        if kind == "busy" and times == 1:
+            return self._send(handler, 429, b"{}", {"Retry-After": self.retry_after})
+        if kind == "broken" or (kind == "flaky" and times == 1):
+            return self._send(handler, 500, b'{"error": "server error"}')
+        if kind == "hang":
+            time.sleep(self.hang)
+        if kind == "malformed":
+            return self._send(handler, 200, b"<html>not json")
+        reply = {"wrong": "INCORRECT", "chatty": "Correct, I think."}.get(kind, "CORRECT")
+        completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}
+        self._send(handler, 200, json.dumps(completion).encode())
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict | None = None) -> None:
+        try:
+            handler.send_response(status)
+            for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)),
+                               **(headers or {})}.items():
+                handler.send_header(key, value)
+            handler.end_headers()
+            handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # a client that timed out has gone
+            pass
