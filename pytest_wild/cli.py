@@ -151,7 +151,7 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
     from .model import choose_cpu_threads, load_model, resolve_model_spec
     from .runtime import versions
 
-    loaded = load_model(args.model, args.device, args.dtype, trust_remote_code=args.trust_remote_code)
+    loaded = load_model(args.model, args.device, "float32", trust_remote_code=args.trust_remote_code)  # tested in float32 only
     choose_cpu_threads(loaded.model, loaded.device)  # as a run does: one thread per 25M parameters, at most the cores
     record = {"command": shlex.join(["pytest-wild", *args.argv]),
               "model": loaded.spec, "data": args.data, "checked_against": checked, "versions": versions()}
@@ -265,7 +265,6 @@ def _train_mend_parser(commands) -> None:
                       "(default: $PYTEST_WILD_DATA), as --wild-data")
     mend.add_argument("--resume", action="store_true", help="continue the training whose checkpoint is in --out")
     mend.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    mend.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     mend.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
     mend.add_argument("--quiet", action="store_true", help="no progress bar")
     for item in fields(TrainSettings):

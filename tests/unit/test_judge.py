@@ -73,13 +73,11 @@ def test_a_429_waits_for_its_retry_after_then_asks_again():
 
 
 def test_requests_run_concurrently_up_to_the_bound():
+    """Counted by the server, not timed (bench/judge.py measures the speed-up)."""
     with JudgeServer(latency=0.2) as server:
-        started = time.monotonic()
         verdicts, _ = ask(server, [f"right {i}" for i in range(16)], concurrency=8)
-        took = time.monotonic() - started
     assert all(v.verdict == "CORRECT" for v in verdicts)
-    assert server.most_in_flight == 8  # the bound, reached
-    assert took < 16 * 0.2 / 3  # one at a time would take 3.2 s
+    assert server.most_in_flight == 8  # the bound, reached and never passed
 
 
 def test_a_rerun_is_served_from_the_cache_with_zero_requests(tmp_path):
