@@ -124,6 +124,7 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from .cases import WildInputError
+    from .editors.meta import checkpoint, stored
     from .editors.meta.settings import TrainSettings
     from .editors.meta.training_data import check_disjoint, split
     from .suite import find_suite, load_suite
@@ -132,17 +133,18 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise WildInputError(f"--out: {out} is a link or a file; give a directory")
-    written = [name for name in ("mend.json", "mend.safetensors", "checkpoint.safetensors") if (out / name).exists()]
+    written = [name for name in (stored.CONFIG, stored.WEIGHTS, checkpoint.NAME) if (out / name).exists()]
     if written and not args.resume:
         raise WildInputError(f"--out: {out} already holds {', '.join(written)}; --resume continues that training, "
                              "or choose another directory")
     cwd = Path.cwd()
     data_dir = args.data_dir or os.environ.get("PYTEST_WILD_DATA")
-    found = _named_as("--data", lambda: find_suite(args.data, cwd, cwd))
-    cases = load_suite(found, rootdir=cwd, data_dir=Path(data_dir) if data_dir else None).cases
+    data_dir = Path(data_dir) if data_dir else None
+    found = find_suite(args.data, cwd, cwd, option="--data")
+    cases = load_suite(found, rootdir=cwd, data_dir=data_dir).cases
     training, validation = split(cases, settings.val_cases, settings.seed)
     checked = []
-    for name, suite in _evaluated_suites(args, cwd):
+    for name, suite in _evaluated_suites(args, cwd, data_dir):
         check_disjoint(training + validation, name, suite.cases)
         checked.append(name)
     print(f"train-mend: {len(training)} training and {len(validation)} validation cases from {args.data}, "
@@ -170,11 +172,9 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluated_suites(args: argparse.Namespace, cwd: Path):
+def _evaluated_suites(args: argparse.Namespace, cwd: Path, data_dir: Path | None):
     """(name, suite) of each suite the training data must not overlap: those named with
     --eval-suite; for the bundled model, its two suites by default."""
-    import os
-
     from .cases import WildInputError
     from .model import resolve_model_spec
     from .suite import find_suite, load_suite
@@ -185,20 +185,9 @@ def _evaluated_suites(args: argparse.Namespace, cwd: Path):
             raise WildInputError("--eval-suite: name the suites this MEND will be evaluated on (repeatable), so the "
                                  "training data can be checked against them")
         names = ["tinyworld", "tinyworld-sequential"]
-    data_dir = args.data_dir or os.environ.get("PYTEST_WILD_DATA")
     for name in names:
-        found = _named_as("--eval-suite", lambda: find_suite(name, cwd, cwd))
-        yield name, load_suite(found, rootdir=cwd, data_dir=Path(data_dir) if data_dir else None)
-
-
-def _named_as(option: str, find):
-    """`find()`, its refusal naming this command's option rather than pytest's --wild-suite."""
-    from .cases import WildInputError
-
-    try:
-        return find()
-    except WildInputError as exc:
-        raise WildInputError(str(exc).replace("--wild-suite:", f"{option}:", 1)) from None
+        found = find_suite(name, cwd, cwd, option="--eval-suite")
+        yield name, load_suite(found, rootdir=cwd, data_dir=data_dir)
 
 
 def parser() -> argparse.ArgumentParser:

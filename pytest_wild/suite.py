@@ -41,8 +41,9 @@ class Suite:
     perplexity_text: list[str] | None = None  # lines a sequence's general capability is measured on
 
 
-def find_suite(spec: str | None, rootdir: Path, invocation_dir: Path) -> str | Path:
-    """A suite file, a data file, or a hub id, from `--wild-suite`'s value."""
+def find_suite(spec: str | None, rootdir: Path, invocation_dir: Path, option: str = "--wild-suite") -> str | Path:
+    """A suite file, a data file, or a hub id, from the value of `option` (`--wild-suite`, or
+    `pytest-wild train-mend`'s `--data` and `--eval-suite`)."""
     spec = spec or "tinyworld"
     if spec.startswith("~"):
         spec = str(Path(spec).expanduser())
@@ -59,7 +60,7 @@ def find_suite(spec: str | None, rootdir: Path, invocation_dir: Path) -> str | P
     if spec.count("/") == 1 and not spec.endswith(DATA_SUFFIXES + (".yaml", ".yml")):
         return spec
     raise WildInputError(
-        f"--wild-suite: {spec!r} is not a suite file, a .json/.jsonl data file, a suite in "
+        f"{option}: {spec!r} is not a suite file, a .json/.jsonl data file, a suite in "
         f"{rootdir / 'suites'} or the bundled suites, nor a hub dataset id (owner/name)"
     )
 

@@ -8,8 +8,10 @@ line), by its first word:
 - `hang ...`: answers CORRECT after `hang` seconds (past the client's timeout);
 - `malformed ...`: a 200 whose body is not JSON; `chatty ...`: "Correct, I think." (no verdict).
 
-Every request waits `latency` seconds first. The server counts requests, keeps the
-Authorization headers it saw, and the most requests it held at once."""
+Every request waits `latency` seconds first; with `gather=N`, the first N requests wait (10 s
+at most) until all N are in flight together, so a client that is concurrent is seen to be,
+however busy the machine. The server counts requests, keeps the Authorization headers it saw, and the most
+requests it held at once."""
 
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class JudgeServer:
-    def __init__(self, latency: float = 0.0, hang: float = 2.0, retry_after: str = "0") -> None:
-        self.latency, self.hang, self.retry_after = latency, hang, retry_after
+    def __init__(self, latency: float = 0.0, hang: float = 2.0, retry_after: str = "0", gather: int = 0) -> None:
+        self.latency, self.hang, self.retry_after, self.gather = latency, hang, retry_after, gather
         self.requests, self.in_flight, self.most_in_flight = 0, 0, 0
         self.authorizations: list[str] = []
         self.seen: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._gathered = False  # `gather` requests were once in flight together
+        self._lock = threading.Condition()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -38,10 +41,10 @@ class JudgeServer:
                 try:
                     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                     prompt = body["messages"][-1]["content"]
-                    answer = re.search(r"^Answer to grade: (.*)$", prompt, re.M).group(1)
-                    server._respond(self, answer)
+                    reply = server._reply(re.search(r"^Answer to grade: (.*)$", prompt, re.M).group(1))
                 finally:
-                    server._leave()
+                    server._leave()  # before the reply goes out: the client's next request may follow at once
+                server._send(self, *reply)
 
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
@@ -62,34 +65,38 @@ class JudgeServer:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self.authorizations.append(authorization)
+            self._gathered = self._gathered or self.in_flight >= self.gather
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: self._gathered, timeout=10)
 
     def _leave(self) -> None:
         with self._lock:
             self.in_flight -= 1
 
-    def _respond(self, handler: BaseHTTPRequestHandler, answer: str) -> None:
+    def _reply(self, answer: str) -> tuple[int, bytes, dict]:
+        """(status, body, headers) for a request grading `answer`."""
         time.sleep(self.latency)
         kind = answer.split()[0] if answer.split() else ""
         with self._lock:
             times = self.seen[answer] = self.seen.get(answer, 0) + 1
         if kind == "busy" and times == 1:
-            return self._send(handler, 429, b"{}", {"Retry-After": self.retry_after})
+            return 429, b"{}", {"Retry-After": self.retry_after}
         if kind == "broken" or (kind == "flaky" and times == 1):
-            return self._send(handler, 500, b'{"error": "server error"}')
+            return 500, b'{"error": "server error"}', {}
         if kind == "hang":
             time.sleep(self.hang)
         if kind == "malformed":
-            return self._send(handler, 200, b"<html>not json")
+            return 200, b"<html>not json", {}
         reply = {"wrong": "INCORRECT", "chatty": "Correct, I think."}.get(kind, "CORRECT")
         completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}
-        self._send(handler, 200, json.dumps(completion).encode())
+        return 200, json.dumps(completion).encode(), {}
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict | None = None) -> None:
+    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict) -> None:
         try:
             handler.send_response(status)
             for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)),
-                               **(headers or {})}.items():
+                               **headers}.items():
                 handler.send_header(key, value)
             handler.end_headers()
             handler.wfile.write(body)

@@ -55,19 +55,43 @@ def drop_field(key):
     return lambda record: record.pop(key)
 
 
-def model(change):
-    """A copy of the bundled model, changed by `change(directory)`."""
+def copy_of(source: Path, name: str, change, *ignore: str):
+    """A copy of `source` as `name/` in the workspace (without the `ignore` patterns), changed
+    by `change(directory)`."""
     def build(root: Path) -> None:
-        shutil.copytree(TINYWORLD_DIR, root / "m")
-        change(root / "m")
+        shutil.copytree(source, root / name, ignore=shutil.ignore_patterns(*ignore))
+        change(root / name)
     return build
 
 
-def edit_config(**values):
+def model(change):
+    """A copy of the bundled model in `m/` (its MEND network left out), changed by `change(directory)`."""
+    return copy_of(TINYWORLD_DIR, "m", change, "mend*")
+
+
+def mend_dir(change):
+    """A copy of the shipped MEND network in `md/` (a training's checkpoint left out), changed by `change(directory)`."""
+    return copy_of(TINYWORLD_DIR / "mend", "md", change, "checkpoint.*")
+
+
+def edit_json(name: str, **values):
+    """Set `values` in the directory's JSON file `name`."""
     def change(directory: Path) -> None:
-        config = json.loads((directory / "config.json").read_text())
+        config = json.loads((directory / name).read_text())
         config.update(values)
-        (directory / "config.json").write_text(json.dumps(config))
+        (directory / name).write_text(json.dumps(config))
+    return change
+
+
+def edit_config(**values):
+    return edit_json("config.json", **values)
+
+
+def link_out(name: str):
+    """Replace the directory's file `name` by a link to a file outside the workspace."""
+    def change(directory: Path) -> None:
+        (directory / name).unlink()
+        (directory / name).symlink_to("/etc/passwd")
     return change
 
 
@@ -90,11 +114,6 @@ def remove(*names):
     return change
 
 
-def link_weights_out(directory: Path) -> None:
-    (directory / "model.safetensors").unlink()
-    (directory / "model.safetensors").symlink_to("/etc/passwd")
-
-
 def pickled_only(directory: Path) -> None:
     (directory / "model.safetensors").rename(directory / "pytorch_model.bin")
 
@@ -113,27 +132,6 @@ def golden_dir_link(root: Path) -> None:
     (outside / "keep.json").write_text("{}\n")
     shutil.rmtree(root / "golden/tinyworld/ft-m/data")
     (root / "golden/tinyworld/ft-m/data").symlink_to(outside)
-
-
-def mend_dir(change):
-    """A copy of the shipped MEND network in `md/`, changed by `change(directory)`."""
-    def build(root: Path) -> None:
-        shutil.copytree(TINYWORLD_DIR / "mend", root / "md", ignore=shutil.ignore_patterns("checkpoint.*"))
-        change(root / "md")
-    return build
-
-
-def mend_config(**values):
-    def change(directory: Path) -> None:
-        config = json.loads((directory / "mend.json").read_text())
-        config.update(values)
-        (directory / "mend.json").write_text(json.dumps(config))
-    return change
-
-
-def mend_weights_linked_out(directory: Path) -> None:
-    (directory / "mend.safetensors").unlink()
-    (directory / "mend.safetensors").symlink_to("/etc/passwd")
 
 
 def suite_yaml(text: str) -> dict:
@@ -304,12 +302,12 @@ BAD = [
     Bad("hparams-mend-no-network", ("--editor=mend", H), "nowhere/mend.json: not found (a trained MEND directory "
         "holds mend.json and mend.safetensors)", LOADING, files={"hp.yaml": "directory: nowhere\n"}),
     Bad("hparams-mend-other-architecture", ("--editor=mend", H), "md/mend.json: trained for a llama model, not this "
-        "gpt2 one", LOADING, files={"hp.yaml": "directory: md\n", "md": mend_dir(mend_config(model_type="llama"))}),
+        "gpt2 one", LOADING, files={"hp.yaml": "directory: md\n", "md": mend_dir(edit_json("mend.json", model_type="llama"))}),
     Bad("hparams-mend-other-size", ("--editor=mend", H), "md/mend.json: transformer.h.1.mlp.c_fc is [1024, 256] "
         "there and [512, 128] in this model: trained for another model size", LOADING,
-        files={"hp.yaml": "directory: md\n", "md": mend_dir(mend_config(modules={"transformer.h.1.mlp.c_fc": [1024, 256]}))}),
+        files={"hp.yaml": "directory: md\n", "md": mend_dir(edit_json("mend.json", modules={"transformer.h.1.mlp.c_fc": [1024, 256]}))}),
     Bad("hparams-mend-weights-linked-out", ("--editor=mend", H), "md/mend.safetensors: a link, refused", LOADING,
-        files={"hp.yaml": "directory: md\n", "md": mend_dir(mend_weights_linked_out)}),
+        files={"hp.yaml": "directory: md\n", "md": mend_dir(link_out("mend.safetensors"))}),
     Bad("hparams-tilde-missing", ("--wild-hparams=~/nope.yaml",), "/nope.yaml does not exist", USAGE),
     Bad("hparams-lr-nan", (H,), "hp.yaml: lr: expected a finite number, got nan", USAGE, files={"hp.yaml": "lr: .nan\n"}),
     Bad("hparams-steps-negative", (H,), "hp.yaml: num_steps: expected a number >= 0, got -3", USAGE,
@@ -326,7 +324,7 @@ BAD = [
     Bad("model-header-garbage", (M,), "m/model.safetensors: not a whole safetensors file", USAGE,
         files={"m": model(garble_header)}),
     Bad("model-weights-linked-out", (M,), "m/model.safetensors: a link out of the model directory", USAGE,
-        files={"m": model(link_weights_out)}),
+        files={"m": model(link_out("model.safetensors"))}),
     Bad("model-pickle-only", (M,), "no model.safetensors (only pytorch_model.bin: pickled weights are never loaded)",
         USAGE, files={"m": model(pickled_only)}),
     Bad("model-more-layers", (M,), "m/config.json does not match the weights: 24 tensors of the model are not in the "

@@ -15,14 +15,10 @@ import pytest
 
 from pytest_wild.compare import COLUMNS, from_goldens
 
+from . import outer_xdist_removed
+
 ROOT = Path(__file__).resolve().parents[2]
 GOLDENS = ROOT / "golden" / "tinyworld"
-
-
-def outer_xdist_removed() -> dict[str, str]:
-    """The environment without the outer run's xdist variables, which would make syrupy and
-    the plugin in the inner run believe they are an xdist worker."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))}
 
 
 def test_every_builtin_editor_has_goldens():

@@ -26,6 +26,8 @@ from pytest_wild.golden import (
 from pytest_wild.model import TINYWORLD_DIR
 from pytest_wild.options import Options
 
+from . import outer_xdist_removed
+
 SUITE = f"data: {TINYWORLD_DIR / 'suite.jsonl'}\nlimit: 4\nseed: 1\nthresholds: {{}}\n"
 CASES = ("tw-0034", "tw-0145", "tw-0195", "tw-0205")  # the 4 cases of SUITE
 GOLDEN = Path("golden/tinyworld/ft-m/open")
@@ -54,9 +56,8 @@ def recorded(tmp_path_factory) -> Path:
     """Goldens of SUITE recorded once for the module (copied into each test's directory)."""
     where = tmp_path_factory.mktemp("recorded")
     (where / "open.yaml").write_text(SUITE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))}
     done = subprocess.run([sys.executable, "-m", "pytest", *WILD, "--snapshot-update", "-q"],
-                          cwd=where, env=env, capture_output=True, text=True)
+                          cwd=where, env=outer_xdist_removed(), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     return where / "golden"
 

@@ -16,12 +16,9 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from . import outer_xdist_removed
+
 MERGE = [sys.executable, "-m", "pytest_wild.cli", "merge-reports"]
-
-
-def inner_env() -> dict[str, str]:
-    """Inner runs must not think they are xdist workers when this file runs under -n 2."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))}
 
 
 def test_a_run_stopped_by_maxfail_leaves_the_complete_report_and_writes_a_marked_partial_one(pytester):
@@ -59,7 +56,7 @@ def test_sigterm_stops_the_run_leaving_the_earlier_report_and_writing_a_marked_p
     process = subprocess.Popen(
         [sys.executable, "-u", "-m", "pytest", "--wild", "--editor", "ft-m", "--wild-limit", "40", "-v",
          "-p", "no:cacheprovider", f"--wild-report={earlier}", *workers],
-        cwd=tmp_path, env=inner_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cwd=tmp_path, env=outer_xdist_removed(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str | None] = queue.Queue()
     reader = threading.Thread(target=_lines_into, args=(process.stdout, lines))
     reader.start()
@@ -109,7 +106,7 @@ def shards(tmp_path_factory) -> dict[int, dict]:
             for k in (1, 2, 3):
                 done = subprocess.run([sys.executable, "-m", "pytest", "--wild", "--editor", "ft-m", "--wild-limit", "3",
                                        "--wild-shard", f"{k}/3", f"--wild-report=shard{k}.json", "-q", "-p", "no:cacheprovider"],
-                                      cwd=where, env=inner_env(), capture_output=True, text=True)
+                                      cwd=where, env=outer_xdist_removed(), capture_output=True, text=True)
                 assert done.returncode == 0, done.stdout + done.stderr
     return {k: json.loads((where / f"shard{k}.json").read_text()) for k in (1, 2, 3)}
 

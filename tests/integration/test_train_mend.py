@@ -5,7 +5,6 @@ refused, and a MEND trained for a random tiny Llama edits that model through the
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 from pytest_wild.model import TINYWORLD_DIR
 
 from ..tiny_models import tiny_model
+from . import outer_xdist_removed
 
 DATA = TINYWORLD_DIR / "mend.jsonl"
 SHORT = ["--rank", "8", "--lr", "1e-3", "--lr-lr", "1e-3", "--edit-lr", "1e-2", "--accumulate", "2",
@@ -25,7 +25,7 @@ SHORT = ["--rank", "8", "--lr", "1e-3", "--lr-lr", "1e-3", "--edit-lr", "1e-2", 
 
 def train_mend(*args: str, cwd: Path, wait: bool = True):
     command = [sys.executable, "-m", "pytest_wild.cli", "train-mend", *args]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env = outer_xdist_removed()
     if not wait:
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
@@ -131,7 +131,7 @@ def test_a_mend_trained_for_a_random_tiny_llama_edits_it_through_the_plugin(tmp_
          "--wild-hparams=hp.yaml", "--wild-device", "cpu", f"--wild-report={report}", "-p",
          "no:cacheprovider", "-p", "no:randomly", "-q", "--wild-eval", "wild,synthetic"],
         cwd=tmp_path, capture_output=True, text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))})
+        env=outer_xdist_removed())
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-2000:]  # a random model may fail its cases
     samples = json.loads(report.read_text())["samples"]
     assert len(samples) == 3
@@ -154,7 +154,7 @@ def test_a_network_trained_on_a_case_of_the_run_warns_for_that_case(tmp_path):
         [sys.executable, "-m", "pytest", "--wild", "--editor", "mend", "--wild-hparams=hp.yaml", "-p", "no:cacheprovider",
          "--wild-limit=2", "--wild-sampling=first", "--wild-device", "cpu"],
         cwd=tmp_path, capture_output=True, text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_ADDOPTS"))})
+        env=outer_xdist_removed())
     assert done.returncode in (0, 1), done.stdout[-3000:]
     warned = [line for line in done.stdout.splitlines() if "TrainedOnTheSuite: " in line]
     assert len(warned) == 1 and f"trained on the prompt of case {suite[1]['id']}:" in warned[0], done.stdout[-3000:]
@@ -178,3 +178,12 @@ def test_bad_training_input_is_one_line_and_writes_nothing(tmp_path, args, messa
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"pytest-wild train-mend: {message}"), done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "keep\n"
+
+
+def test_training_input_is_refused_before_torch_is_imported(tmp_path):
+    probe = ("import sys\nfrom pytest_wild.cli import main\n"
+             "status = main(['train-mend', '--data', 'missing.jsonl', '--out', 'out'])\n"
+             "print(status, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                          env=outer_xdist_removed())
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr

@@ -81,7 +81,8 @@ def test_a_few_training_steps_make_the_edits_land_on_their_rephrases():
     """On the bundled model, Adam on the network for 15 steps over two edits: the rephrase's
     target loss after the edit falls far below the untrained network's (a random tiny model
     is no test bed: its logits are too flat for any MLP update to move them far)."""
-    from pytest_wild.editors.meta.training import TrainingCase, training_step
+    from pytest_wild.editors.meta.training import training_step
+    from pytest_wild.editors.meta.training_data import TrainingCase
     from pytest_wild.model import load_model
 
     torch.manual_seed(0)
@@ -106,7 +107,8 @@ def test_a_few_training_steps_make_the_edits_land_on_their_rephrases():
 
 
 def trained_network(model, tokenizer, steps: int = 15) -> EditorNetwork:
-    from pytest_wild.editors.meta.training import TrainingCase, training_step
+    from pytest_wild.editors.meta.training import training_step
+    from pytest_wild.editors.meta.training_data import TrainingCase
 
     torch.manual_seed(0)
     cases = [TrainingCase("Q: Where was Kalo Venbri born? A:", "Dorwyn", "Q: What is the birthplace of Kalo Venbri? A:",

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from ...cases import WildInputError
 from ...report import write_bytes_atomic
 
 NAME = "checkpoint.safetensors"
 
 
-def save(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: dict) -> None:
+def save(path: Path, network, optimizer, progress: dict) -> None:
+    """Write the state whole. (torch is imported here, not above: the command line reads NAME before it loads a model.)"""
     import safetensors.torch
+    import torch
 
     tensors = {f"network/{key}": value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
     state = optimizer.state_dict()
@@ -37,12 +37,16 @@ def save(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer,
     write_bytes_atomic(path, safetensors.torch.save(tensors, metadata=metadata))
 
 
+def _check(path: Path) -> None:
+    if path.is_symlink() or not path.is_file():
+        raise WildInputError(f"--resume: {path}: {'a link, refused' if path.is_symlink() else 'no checkpoint here'}")
+
+
 def progress(path: Path) -> dict:
     """The checkpoint's progress record alone (its step, settings and data), tensors unread."""
     import safetensors
 
-    if path.is_symlink() or not path.is_file():
-        raise WildInputError(f"--resume: {path}: {'a link, refused' if path.is_symlink() else 'no checkpoint here'}")
+    _check(path)
     try:
         with safetensors.safe_open(path, "pt") as opened:
             return json.loads((opened.metadata() or {})["progress"])
@@ -50,12 +54,12 @@ def progress(path: Path) -> dict:
         raise WildInputError(f"--resume: {path}: not a checkpoint of a MEND training ({type(exc).__name__})") from None
 
 
-def load(path: Path, network: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def load(path: Path, network, optimizer) -> dict:
     """Put the checkpoint's state into `network` and `optimizer`; its progress record."""
     import safetensors
-    import safetensors.torch
+    import torch
 
-    progress(path)
+    _check(path)
     device = next(network.parameters()).device
     try:
         with safetensors.safe_open(path, "pt", device=str(device)) as opened:

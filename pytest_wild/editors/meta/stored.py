@@ -12,13 +12,12 @@ from pathlib import Path
 from ...cases import WildInputError
 from ...files import read_text
 from ...report import write_bytes_atomic, write_json_atomic
-from .network import EditorNetwork
 
 CONFIG, WEIGHTS = "mend.json", "mend.safetensors"
 FORMAT = 1
 
 
-def save(network: EditorNetwork, directory: Path, model_type: str, info: dict, *, rank: int, hidden: int,
+def save(network, directory: Path, model_type: str, info: dict, *, rank: int, hidden: int,
          edit_lr: float) -> None:
     """Write the network, each file whole (the tensors first, the config that names them last)."""
     import safetensors.torch
@@ -30,10 +29,12 @@ def save(network: EditorNetwork, directory: Path, model_type: str, info: dict, *
     write_json_atomic(directory / CONFIG, config)
 
 
-def load(directory: Path, model) -> tuple[EditorNetwork, dict]:
-    """The network stored in `directory`, checked against `model`; and its config."""
+def load(directory: Path, model) -> tuple:
+    """(the network stored in `directory`, checked against `model`; its config)."""
     import safetensors
     import safetensors.torch
+
+    from .network import EditorNetwork  # torch, imported here: the command line reads CONFIG and WEIGHTS before a model
 
     for name in (CONFIG, WEIGHTS):
         path = directory / name

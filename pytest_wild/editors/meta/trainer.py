@@ -27,8 +27,8 @@ from ...cases import Case, WildInputError
 from . import checkpoint, stored
 from .network import EditorNetwork
 from .settings import TrainSettings, option
-from .training import TrainingCase, training_step
-from .training_data import fingerprint, prompt_hash, training_case
+from .training import training_step
+from .training_data import TrainingCase, fingerprint, prompt_hash, texts, training_case
 
 
 def inner_modules(model, blocks: int) -> dict[str, tuple[int, int]]:
@@ -107,7 +107,7 @@ def train(model, tokenizer, training: list[Case], validation: list[Case], settin
     best_state = ({k: v.to(model.device) for k, v in stored.load(out, model)[0].state_dict().items()}
                   if progress["best"] is not None else None)
     info = dict(record, settings=asdict(settings), **data,
-                prompt_hashes=sorted({prompt_hash(t) for c in training + validation for t in (c.prompt, c.rephrase) if t}))
+                prompt_hashes=sorted({prompt_hash(text) for case in training + validation for text in texts(case)}))
     order = Order(len(train_cases), settings.batch_size, settings.seed)
     running: dict[str, float] = {}
     started, already = time.perf_counter(), progress["seconds"]

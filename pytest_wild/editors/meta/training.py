@@ -20,16 +20,7 @@ from ...batching import left_pad
 from ...tokens import target_ids
 from .gradients import as_weight_layout, pieces
 from .network import EditorNetwork
-
-
-@dataclass(frozen=True)
-class TrainingCase:
-    """An edit to learn from: prompt and target, a rephrase of the prompt, an unrelated text."""
-
-    prompt: str
-    target: str
-    rephrase: str
-    unrelated: str
+from .training_data import TrainingCase
 
 
 @dataclass

@@ -12,9 +12,19 @@ import hashlib
 import json
 import random
 import re
+from dataclasses import dataclass
 
 from ...cases import Case, WildInputError
-from .training import TrainingCase
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    """An edit to learn from: prompt and target, a rephrase of the prompt, an unrelated text."""
+
+    prompt: str
+    target: str
+    rephrase: str
+    unrelated: str
 
 
 def training_case(case: Case) -> TrainingCase:
