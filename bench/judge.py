@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/judge_serv
 from tests.judge_server import JudgeServer  # noqa: E402
 
 from pytest_wild.judge.cache import VerdictCache  # noqa: E402
-from pytest_wild.judge.client import DEFAULT_CONCURRENCY, Answer, JudgeClient  # noqa: E402
+from pytest_wild.judge.client import DEFAULT_CONCURRENCY, JudgeClient  # noqa: E402
+from pytest_wild.judge.grader import Answer  # noqa: E402
 
 
 def timed(server: JudgeServer, answers: list[Answer], concurrency: int, cache=None) -> tuple[float, int]:
@@ -47,7 +48,7 @@ def main() -> None:
         cached, requests = timed(server, answers, DEFAULT_CONCURRENCY, cache)
         cache.close()
     print(f"{args.answers} answers, {args.latency * 1000:.0f} ms per request, loopback server")
-    print(f"| calls | wall s | ratio to one at a time |\n|---|---:|---:|")
+    print("| calls | wall s | ratio to one at a time |\n|---|---:|---:|")
     print(f"| one at a time | {serial:.2f} | 1.0x |")
     print(f"| {DEFAULT_CONCURRENCY} at a time (default) | {concurrent:.2f} | {serial / concurrent:.1f}x |")
     print(f"| rerun from the cache ({requests} requests) | {cached:.3f} | {serial / cached:.0f}x |")

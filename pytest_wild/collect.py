@@ -26,6 +26,8 @@ def load_inputs(config: pytest.Config, run) -> None:
     o = run.options
     found = find_suite(o.suite, config.rootpath, config.invocation_params.dir)
     run.use_suite(found, load_suite(found, o.limit, o.sampling, config.rootpath, o.data_dir))
+    if o.system_prompt is not None and run.context != "chat":
+        raise WildInputError(f"--wild-system-prompt: only with --wild-context chat (this run's context is {run.context})")
     run.runtime.resolved_hparams()  # built now, so a value the model cannot take fails here
     if o.run_dir is not None and not hasattr(config, "workerinput"):
         run.runtime.open_run_directory(_selection(config, o.case_ids))
@@ -33,6 +35,24 @@ def load_inputs(config: pytest.Config, run) -> None:
     if goldens:
         check_golden_directory()
     _check_outputs(run, goldens)
+    if o.judge is not None and not hasattr(config, "workerinput"):
+        _check_judge(o)
+
+
+def _check_judge(o) -> None:
+    """What the judge needs, checked before the first edit though the judge grades only at
+    the end of the run (on this process): a local judge's files, as --wild-model's are, and
+    the verdict cache, opened once."""
+    from .judge.cache import VerdictCache
+    from .judge.settings import as_judge
+    from .model import check_model
+
+    if o.judge.local is not None:
+        try:
+            check_model(o.judge.local, o.trust_remote_code)
+        except WildInputError as exc:
+            raise WildInputError(as_judge(str(exc), o.judge.target)) from None
+    VerdictCache(o.judge.cache).close()
 
 
 def _selection(config: pytest.Config, case_ids: tuple[str, ...]) -> dict:

@@ -27,7 +27,7 @@ from .cases import Case
 from .contexts import make_context
 from .generation import Engine, Generation
 from .metrics import mode_label
-from .scores import SCORES, target_flags
+from .scores import SCORES, exact_match, f1, target_flags
 from .tokens import target_ids
 from .window import model_window, why_not_evaluable
 
@@ -37,6 +37,7 @@ class Settings:
     context: str = "question"
     metric: str = "em"
     stop_rule: str = "published"
+    system_prompt: str | None = None  # the system turn of the `chat` context (None: ours)
 
 
 class Evaluator:
@@ -54,7 +55,7 @@ class Evaluator:
         self._unfit: dict[str, str | None] = {}
 
     def context(self, question: str) -> str:
-        return make_context(question, self.settings.context, self.tokenizer)
+        return make_context(question, self.settings.context, self.tokenizer, self.settings.system_prompt)
 
     def answers_before(self, questions: list[str]) -> list[Generation]:
         """Unedited answers, batched and cached."""
@@ -158,18 +159,21 @@ class Evaluator:
         return {"question": question} | ({"context": context} if context != question else {})
 
     def _answer(self, question: str, target: str, before: Generation, after: Generation) -> dict:
-        return self._asked(question) | {"before": before.text, "after": after.text,
-                                        "score": self.score(after.text, target)}
+        return self._asked(question) | {"before": before.text} | self._scored(after.text, target)
+
+    def _scored(self, answer: str, target: str) -> dict:
+        """An answer and its score; for the judge, with exact match and F1 kept beside the
+        verdict it will be given at the end of the run."""
+        beside = {"em": exact_match(answer, target), "f1": f1(answer, target)} if self.settings.metric == "judge" else {}
+        return {"after": answer, "score": self.score(answer, target)} | beside
 
     def _length(self, case: Case, forced: dict) -> dict:
         asked = [(case.prompt, case.target)] + ([(case.rephrase, case.target)] if case.rephrase else [])
         lengths = [len(target_ids(self.tokenizer, self.context(q), t)) for q, t in asked]
         after = self.engine.generate_fixed([self.context(q) for q, _ in asked], lengths)
-        result = {"prompt": self._asked(case.prompt) | {"after": after[0].text,
-                                                         "score": self.score(after[0].text, case.target)}}
+        result = {"prompt": self._asked(case.prompt) | self._scored(after[0].text, case.target)}
         if case.rephrase is not None:
-            result["rephrase"] = self._asked(case.rephrase) | {"after": after[1].text,
-                                                               "score": self.score(after[1].text, case.target)}
+            result["rephrase"] = self._asked(case.rephrase) | self._scored(after[1].text, case.target)
         pairs = [(loc.question, loc.answer) for loc in case.locality]
         before = self._fixed_before(pairs)
         loc_after = self._fixed(pairs)

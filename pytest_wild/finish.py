@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from .metrics import TABLE_METRICS
+from .cases import WildInputError
+from .judge.grading import grade, grade_unavailable, judge_section, judged_modes, unjudged_behind
+from .judge.grading import summary_lines as judge_lines
+from .metrics import JUDGED_METRICS, TABLE_METRICS
 from .report import (aggregate, aggregate_by_source, gates_verdict, markdown_gates, markdown_table, table, timing_by_case,
                      timing_line, timing_summary, write_json_atomic, write_text_atomic)
 from .results import Outcome, Results
@@ -17,6 +20,7 @@ from .sequential import curve, curve_lines, curves_by_order
 def finish_run(run) -> Outcome:
     """Aggregate, decide the gates, write the report and the Markdown table."""
     o, results = run.options, run.results
+    judged = judge_run(run) if o.judge is not None else None
     aggregates = aggregate(results.rows)
     points = curve(results.rows)
     by_case = timing_by_case(results.rows)
@@ -26,11 +30,16 @@ def finish_run(run) -> Outcome:
         mode = rule.mode or o.primary_mode
         cell = aggregates.get(mode, {}).get(rule.metric)
         observed = None if cell is None else cell["value"]
-        gates.append({"rule": rule.text, "mode": mode, "observed": observed,
-                      "passed": observed is not None and rule.holds(observed)})
+        gate = {"rule": rule.text, "mode": mode, "observed": observed,
+                "passed": observed is not None and rule.holds(observed)}
+        if o.judge is not None and rule.metric in JUDGED_METRICS and mode in judged_modes(results.rows):
+            gate["unjudged"] = unjudged_behind(results.rows, mode, rule.metric)
+            if gate["unjudged"] and not o.judge.allow_unjudged:
+                gate["passed"] = False
+        gates.append(gate)
     written = {}
     if o.report is not None and results.suite_info is not None:
-        data = report_data(run, aggregates, gates, points, by_case, timing)
+        data = report_data(run, aggregates, gates, points, by_case, timing) | ({"judge": judged} if judged else {})
         written["report"] = _write(o.report, results.complete, lambda path: write_json_atomic(path, data))
     if o.markdown is not None:
         title = f"WILD results: {o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"
@@ -40,6 +49,8 @@ def finish_run(run) -> Outcome:
         if results.not_evaluable:
             lines += ["", f"{_cases(len(results.not_evaluable))} not evaluable (too long for the model window), left out."]
         lines += ["", timing_line(timing)]
+        if judged:
+            lines += ["", *(f"{line}  " for line in judge_lines(judged))]
         if points:
             lines += ["", "```text", *curve_lines(points, o.primary_mode), "```"]
         if gates:
@@ -52,7 +63,30 @@ def finish_run(run) -> Outcome:
         written["plot"] = _write(o.plot, results.complete,
                                  lambda path: plot_curve(points, curves_by_order(results.rows), list(o.mode_labels), path,
                                                          f"{o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"))
-    return Outcome(aggregates, gates, written, points, timing)
+    return Outcome(aggregates, gates, written, points, timing, judged)
+
+
+def judge_run(run) -> dict:
+    """Grade every answer with the run's judge (pytest_wild.judge.grading) and return the
+    report's `judge` section. A judge that cannot be opened leaves every answer unjudged,
+    with why: the run's results are kept, and gates on the verdicts fail."""
+    import sqlite3
+
+    o, rows = run.options, run.results.rows
+    what = f"judging the answers with {o.judge.name}"
+    try:
+        with run.progress.step(f"{what}: loading the judge" if o.judge.local else f"{what}: opening its cache"):
+            judge = o.judge.open(o.device, o.dtype, o.trust_remote_code)
+    except (WildInputError, OSError, sqlite3.Error) as exc:
+        asked = grade_unavailable(rows, f"the judge could not be opened: {exc}")
+    else:
+        try:
+            with run.progress.step(what):
+                asked = grade(rows, judge)
+        finally:
+            judge.close()
+            judge.cache.close()
+    return judge_section(rows, asked, o.judge.described())
 
 
 def partial_path(path: Path) -> Path:
@@ -112,7 +146,9 @@ def report_data(run, aggregates: dict, gates: list[dict], points: list[dict], by
             "editor": {"name": o.editor, "hparams": run.runtime.resolved_hparams()},
             "suite": results.suite_info,
             "evaluation": {"modes": list(o.mode_labels), "metric": o.metric, "context": run.context,
-                           "stop_rule": o.stop_rule, "max_new_tokens": 50, "decoding": "greedy"},
+                           "stop_rule": o.stop_rule, "max_new_tokens": 50, "decoding": "greedy"}
+            | ({"system_prompt": o.system_prompt} if o.system_prompt is not None else {})
+            | ({"judge": o.judge.described()} if o.judge else {}),
             "only_failed": {"enabled": o.only_failed, "dropped": results.dropped},
             "batch_size": o.batch_size,
             "shard": list(o.shard) if o.shard else None,
@@ -152,6 +188,8 @@ def summary_lines(run) -> list[str]:
     lines.extend(table(aggregates, list(o.mode_labels)))
     lines.extend(source_lines(results.rows, o.primary_mode))
     lines.append(timing_line(outcome.timing if outcome else timing_summary(timing_by_case(results.rows))))
+    if outcome and outcome.judge:
+        lines.extend(judge_lines(outcome.judge))
     points = outcome.curve if outcome else curve(results.rows)
     if points:
         lines += ["", *curve_lines(points, o.primary_mode)]
@@ -162,7 +200,12 @@ def summary_lines(run) -> list[str]:
         lines.append(f"no result for {len(results.lost)} cases (errors or crashed workers): {', '.join(results.lost[:5])}")
     for gate in outcome.gates if outcome else []:
         observed = "n/a" if gate["observed"] is None else f"{gate['observed']:.3f}"
-        lines.append(f"gate {gate['rule']} ({gate['mode']}): {'passed' if gate['passed'] else 'FAILED'} (observed {observed})")
+        unjudged = gate.get("unjudged")
+        note = (f"; {unjudged} answers unjudged" + ("" if run.options.judge.allow_unjudged else
+                                                     ": it fails until they are judged, or pass --wild-judge-allow-unjudged")
+                if unjudged else "")
+        lines.append(f"gate {gate['rule']} ({gate['mode']}): {'passed' if gate['passed'] else 'FAILED'} "
+                     f"(observed {observed}{note})")
     if not results.complete:
         lines.append(f"partial run: {_progress(results)}; results go to *.partial files, earlier complete reports are left as they were")
     for what, path in (outcome.written if outcome else {}).items():

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from .cases import WildInputError
-from .metrics import EDIT_METRICS
+from .metrics import REPORTED_METRICS
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 _RULE = re.compile(r"^\s*(?:([a-z-]+)\.)?([a-z_]+)\s*(>=|<=|==|>|<)\s*([0-9]*\.?[0-9]+)\s*$")
@@ -31,8 +31,8 @@ def parse_rule(text: str, option: str, modes: tuple[str, ...]) -> Rule:
     if not match:
         raise WildInputError(f"{option}: cannot read {text!r}; write e.g. \"reliability>=0.5\" or \"synthetic.locality>0.9\"")
     mode, metric, op, value = match.groups()
-    if metric not in EDIT_METRICS:
-        raise WildInputError(f"{option}: {text!r}: unknown metric {metric!r} (known: {', '.join(EDIT_METRICS)})")
+    if metric not in REPORTED_METRICS:
+        raise WildInputError(f"{option}: {text!r}: unknown metric {metric!r} (known: {', '.join(REPORTED_METRICS)})")
     if mode is not None and mode not in modes:
         raise WildInputError(f"{option}: {text!r}: mode {mode!r} is not evaluated in this run (--wild-eval gives {', '.join(modes)})")
     return Rule(mode, metric, op, float(value), text.strip())

@@ -33,6 +33,7 @@ Imported only under `--wild`; never imports torch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -82,8 +83,10 @@ def suite_key(suite_name: str, suite_context: str, options: Options) -> str:
         parts.append(f"context-{options.context}")
     if options.stop_rule != "published":
         parts.append(f"stop-{options.stop_rule}")
-    if options.metric != "em":
+    if options.metric not in ("em", "judge"):  # a judge run's goldens hold exact match (judge.grading)
         parts.append(f"metric-{options.metric}")
+    if getattr(options, "system_prompt", None) is not None:
+        parts.append("system-" + hashlib.sha256(options.system_prompt.encode("utf-8")).hexdigest()[:8])
     if tuple(options.modes) != ("wild",):
         parts.append("eval-" + "-".join(options.modes))
     if getattr(options, "batch_size", 1) != 1:

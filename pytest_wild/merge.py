@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .cases import WildInputError
 from .finish import flagged
+from .judge.grading import judge_section
 from .report import aggregate, aggregate_by_source, timing_summary, unevaluable
 
 # Configuration that must agree between shards for their union to be one run.
@@ -51,7 +52,9 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
     timing = {case: timing[case] for case in sorted(timing) if case in samples}
     lost = sorted(lost for report in reports for lost in report.get("lost", []))
     config = {**first, "shard": None, "merged_from": [str(p) for p in paths], "missing_shards": missing}
-    return {
+    judge = first.get("evaluation", {}).get("judge") if isinstance(first.get("evaluation"), dict) else None
+    judged = {"judge": judge_section(rows, None, judge)} if isinstance(judge, dict) else {}
+    return judged | {
         "complete": not incomplete,
         "interrupted": any(report.get("interrupted") is True for report in reports),
         "cases": {"selected": whole, "run": len(rows) + len(lost), "selected_before_sharding": whole,

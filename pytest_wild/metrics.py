@@ -23,5 +23,17 @@ EDIT_METRICS = ("reliability", "generalization", "locality", "locality_all", "lo
 # The paper's main table: one line per mode, these side by side.
 TABLE_METRICS = ("reliability", "generalization", "locality")
 
-# How one answer is scored against its target (`--wild-metric`).
-ANSWER_SCORES = ("em", "f1")
+# How one answer is scored against its target (`--wild-metric`). `judge` is an LLM's verdict,
+# given at the end of the run (pytest_wild.judge); until then answers carry exact match.
+ANSWER_SCORES = ("em", "f1", "judge")
+
+# Beside the judge's verdicts, in a judge run's aggregates: exact match and F1 of the same
+# answers, and the judge's verdict on the locality answers (locality itself keeps its
+# token-identity rule).
+BESIDE_JUDGE = ("reliability_em", "reliability_f1", "generalization_em", "generalization_f1", "locality_judge")
+
+# What the judge's verdicts decide, so what a gate cannot read while answers are unjudged.
+JUDGED_METRICS = ("reliability", "generalization", "locality_judge")
+
+# Every metric a report's aggregates may hold (gates accept each).
+REPORTED_METRICS = EDIT_METRICS + BESIDE_JUDGE

@@ -10,9 +10,10 @@ import pytest
 
 from .cases import WildInputError
 from .gates import Rule, parse_rule
-from .metrics import ANSWER_SCORES, MODES, mode_label
+from .judge.settings import JudgeSettings, judge_settings
+from .metrics import ANSWER_SCORES, BESIDE_JUDGE, EDIT_METRICS, MODES, mode_label
 
-INPUT_PATH_OPTIONS = ("--wild-suite", "--wild-hparams", "--wild-model", "--wild-data")
+INPUT_PATH_OPTIONS = ("--wild-suite", "--wild-hparams", "--wild-model", "--wild-data", "--wild-judge-prompt")
 OUTPUT_PATH_OPTIONS = ("--wild-report", "--wild-markdown", "--wild-plot", "--wild-run-dir", "--wild-resume")
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -55,6 +56,8 @@ class Options:
     resume: bool = False  # the run directory holds a run to continue (--wild-resume)
     save_every: int = 100  # edits between two snapshots in the run directory
     conformance: bool = False  # check that the editor keeps the protocol, instead of running the suite
+    judge: JudgeSettings | None = None  # the LLM judge of --wild-metric judge
+    system_prompt: str | None = None  # the system turn of --wild-context chat (None: ours; "": none)
 
     @property
     def primary_mode(self) -> str:
@@ -71,6 +74,7 @@ def options_from_config(config: pytest.Config) -> Options:
 
     from .devices import parse_devices
     from .editors import find
+    from .outputs import cache_root
     from .stopping import STOP_RULES
 
     def value(option: str, ini: str | None = None):
@@ -106,6 +110,14 @@ def options_from_config(config: pytest.Config) -> Options:
     if sequential is not None and config.getoption("wild_only_failed"):
         raise WildInputError("--wild-only-failed: not with --wild-sequential (select the sequence's cases with -k or the suite)")
     orders, plot, run_dir, resume, save_every = sequence_options(config, sequential)
+    metric = check_choice(value("wild_metric", "wild_metric") or "em", ANSWER_SCORES, "--wild-metric")
+    judge = judge_settings(metric, cache_root() / "judge" / "verdicts.sqlite3", config.getoption("wild_judge"),
+                           config.getoption("wild_judge_model"), config.getoption("wild_judge_prompt"),
+                           config.getoption("wild_judge_concurrency"), config.getoption("wild_judge_allow_unjudged"),
+                           config.getoption("wild_judge_retries"), config.getoption("wild_judge_timeout"))
+    gates = parse_rules(value("wild_gate", "wild_gates") or [], "--wild-gate", labels)
+    thresholds = parse_rules(value("wild_threshold", "wild_thresholds") or [], "--wild-threshold", labels)
+    check_judge_rules(metric, gates, thresholds)
     conformance = config.getoption("wild_conformance")
     if conformance:
         refuse_beside_conformance(config)
@@ -117,13 +129,13 @@ def options_from_config(config: pytest.Config) -> Options:
         sampling=config.getoption("wild_sampling"),
         modes=modes,
         context=config.getoption("wild_context"),
-        metric=check_choice(value("wild_metric", "wild_metric") or "em", ANSWER_SCORES, "--wild-metric"),
+        metric=metric,
         hparams_file=hparams_file,
         device=value("wild_device", "wild_device") or "auto",
         dtype=check_choice(value("wild_dtype", "wild_dtype") or "float32", DTYPES, "--wild-dtype"),
         stop_rule=stop_rule,
-        gates=parse_rules(value("wild_gate", "wild_gates") or [], "--wild-gate", labels),
-        thresholds=parse_rules(value("wild_threshold", "wild_thresholds") or [], "--wild-threshold", labels),
+        gates=gates,
+        thresholds=thresholds,
         report=_path(value("wild_report", "wild_report")),
         only_failed=config.getoption("wild_only_failed"),
         trust_remote_code=config.getoption("wild_trust_remote_code"),
@@ -142,7 +154,24 @@ def options_from_config(config: pytest.Config) -> Options:
         resume=resume,
         save_every=save_every,
         conformance=conformance,
+        judge=judge,
+        system_prompt=config.getoption("wild_system_prompt"),
     )
+
+
+def check_judge_rules(metric: str, gates: list[Rule], thresholds: list[Rule]) -> None:
+    """The metrics beside the judge exist only in a judge run; and a case's test runs before
+    the judge grades (at the end of the run), so no per-case threshold reads its verdicts."""
+    for rule in gates:
+        if rule.metric in BESIDE_JUDGE and metric != "judge":
+            raise WildInputError(f"--wild-gate: {rule.text!r}: {rule.metric} exists only with --wild-metric judge")
+    for rule in thresholds:
+        if rule.metric not in EDIT_METRICS:
+            raise WildInputError(f"--wild-threshold: {rule.text!r}: {rule.metric} is computed at the end of the run; "
+                                 "use --wild-gate")
+        if metric == "judge" and rule.metric in ("reliability", "generalization") and rule.mode != "synthetic":
+            raise WildInputError(f"--wild-threshold: {rule.text!r}: each case's test runs before the judge grades "
+                                 "(at the end of the run); gate on its verdicts with --wild-gate")
 
 
 def sequence_options(config: pytest.Config, sequential: int | None):

@@ -32,7 +32,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-sampling", choices=("seeded", "first"), help="which N cases --wild-limit keeps: a seeded sample, or the first N in file order as the paper's code does (default: the suite's, else seeded)")
     group.addoption("--wild-eval", metavar="MODES", help="comma list of wild, synthetic, length (default: wild); ini: wild_eval")
     group.addoption("--wild-context", choices=CONTEXTS, help="how questions are put: bare, the paper's QA instruction, the paper's fixed Llama-2 chat prompt, or the model's own chat template (default: the suite's, else question)")
-    group.addoption("--wild-metric", choices=ANSWER_SCORES, help="answer score (default: em); ini: wild_metric")
+    group.addoption("--wild-metric", choices=ANSWER_SCORES, help="answer score: exact match, token F1, or an LLM judge's verdict (see --wild-judge; default: em); ini: wild_metric")
+    group.addoption("--wild-judge", metavar="URL|hf:PATH_OR_ID", help="the judge of --wild-metric judge: an OpenAI-compatible server's URL (key from $WILD_JUDGE_API_KEY, else $OPENAI_API_KEY) or a local Hugging Face model")
+    group.addoption("--wild-judge-model", metavar="NAME", help="the model the judge server is asked for")
+    group.addoption("--wild-judge-prompt", metavar="FILE", help="a grader prompt of your own, with {question}, {gold} and {prediction}, replacing ours")
+    group.addoption("--wild-judge-concurrency", type=int, metavar="N", help="requests to the judge server at once (default: 32)")
+    group.addoption("--wild-judge-retries", type=int, metavar="N", help="retries of a judge request after a timeout, a connection error, 429 (after its Retry-After) or 5xx, with exponential backoff (default: 4)")
+    group.addoption("--wild-judge-timeout", type=float, metavar="SECONDS", help="how long one judge request may take (default: 60)")
+    group.addoption("--wild-judge-allow-unjudged", action="store_true", help="let gates on the judge's verdicts pass or fail on the answers it judged, when some could not be judged")
+    group.addoption("--wild-system-prompt", metavar="TEXT", help="the system turn of --wild-context chat (default: the paper's one sentence; '' for none)")
     group.addoption("--wild-stop", choices=("published", "sentence"), help="stop rule: the paper's (default) or sentence ends; reported under its own name")
     group.addoption("--wild-hparams", metavar="FILE.yaml", help="editor hyperparameters overriding the defaults (EasyEdit keys accepted)")
     group.addoption("--wild-device", metavar="DEVICE", help="cpu, cuda, cuda:N or auto (default: auto); ini: wild_device")
@@ -243,6 +251,10 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
              f"eval={','.join(o.mode_labels)} metric={o.metric} dtype={o.dtype} batch={o.batch_size}{shard}",
              f"wild devices: {header_devices(config, o)}"]
     lines += [f"wild cache: {run.cache_note}"] if run.cache_note else []
+    if o.judge is not None:
+        at_once = "" if o.judge.local else f"{o.judge.concurrency} requests at once, "
+        lines.append(f"wild judge: {o.judge.name}, prompt {o.judge.grader.version}, {at_once}verdicts cached in "
+                     f"{o.judge.cache}; each case's test reads exact match, the judge grades every answer at the end")
     lines += [f"wild editor: {o.editor} of {entry.origin} ({entry.target}) {entry.problem}"
               for entry in shadowed(o.editor)]
     lines += [f"wild hparams: {note}" for note in (run.runtime.hparams_notes if run.runtime else [])]

@@ -11,7 +11,7 @@ import statistics
 import uuid
 from pathlib import Path
 
-from .metrics import EDIT_METRICS, TABLE_METRICS
+from .metrics import BESIDE_JUDGE, REPORTED_METRICS, TABLE_METRICS
 
 
 def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
@@ -24,7 +24,7 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
     modes: dict[str, dict[str, list[float]]] = {}
     for row in rows:
         for mode, scores in row["modes"].items():
-            for metric in EDIT_METRICS:
+            for metric in REPORTED_METRICS:
                 value = scores.get(metric)
                 if value is not None:
                     modes.setdefault(mode, {}).setdefault(metric, []).append(value)
@@ -95,13 +95,18 @@ def table_rows(results: dict, order: list[str]) -> list[tuple[str, ...]]:
     for mode in order:
         for metric in TABLE_METRICS:
             cell = results.get(mode, {}).get(metric)
-            if cell is None:
-                rows.append((mode, metric, "-", "", "", ""))
-                continue
-            stderr = "" if cell.get("stderr") is None else f"± {cell['stderr']:.3f}"
-            rows.append((mode, metric, f"{cell['value']:.3f}", stderr, str(cell["n"]),
-                         f"{cell['successes']}/{cell['n']}"))
+            rows.append((mode, metric, *_cells(cell)))
+            for beside in (m for m in BESIDE_JUDGE if m.startswith(metric + "_")):  # a judge run's, indented
+                if results.get(mode, {}).get(beside) is not None:
+                    rows.append((mode, "  " + beside[len(metric) + 1:], *_cells(results[mode][beside])))
     return rows
+
+
+def _cells(cell: dict | None) -> tuple[str, ...]:
+    if cell is None:
+        return ("-", "", "", "")
+    stderr = "" if cell.get("stderr") is None else f"± {cell['stderr']:.3f}"
+    return (f"{cell['value']:.3f}", stderr, str(cell["n"]), f"{cell['successes']}/{cell['n']}")
 
 
 def table(results: dict, order: list[str]) -> list[str]:
@@ -116,7 +121,8 @@ def table(results: dict, order: list[str]) -> list[str]:
 def markdown_table(results: dict, order: list[str], title: str) -> list[str]:
     """The same table in Markdown, for a CI job summary."""
     lines = [f"### {title}", "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|---|---|" + "---:|" * 4]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results, order)]
+    lines += ["| " + " | ".join((mode, "↳ " + metric.strip() if metric.startswith(" ") else metric, *rest)) + " |"
+              for mode, metric, *rest in table_rows(results, order)]
     return lines
 
 

@@ -26,6 +26,7 @@ class Outcome:
     written: dict[str, Path]  # what was written where, for the summary
     curve: list[dict] = field(default_factory=list)  # a sequence's curve (pytest_wild.sequential.curve)
     timing: dict = field(default_factory=dict)  # seconds per edit and per question (report.timing_summary)
+    judge: dict | None = None  # the judge's verdicts in numbers (judge.grading.judge_section)
 
     @property
     def gate_failed(self) -> bool:

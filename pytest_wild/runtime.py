@@ -106,7 +106,8 @@ class Runtime:
             from .evaluation import Evaluator, Settings
 
             loaded, hparams, prefix = self.loaded, self.hparams, self.editor.prefix
-            settings = Settings(self.options.modes, self.context, self.options.metric, self.options.stop_rule)
+            settings = Settings(self.options.modes, self.context, self.options.metric, self.options.stop_rule,
+                                self.options.system_prompt)
             edit_prefix = prefix(loaded.model, loaded.tokenizer, hparams, self.editor_cache) if prefix else 0
             self._evaluator = Evaluator(loaded.model, loaded.tokenizer, settings, edit_prefix=edit_prefix)
         return self._evaluator
@@ -147,7 +148,8 @@ class Runtime:
                     "selection": selection,
                     "sequence": {"edits": o.sequential, "batch_size": o.batch_size, "checkpoints": list(o.checkpoints),
                                  "orders": o.orders, "seed": o.seed},
-                    "evaluation": {"modes": list(o.mode_labels), "metric": o.metric, "context": self.context}}
+                    "evaluation": {"modes": list(o.mode_labels), "metric": o.metric, "context": self.context}
+                    | ({"system_prompt": o.system_prompt} if o.system_prompt is not None else {})}
         return json.loads(json.dumps(identity))  # tuples as lists, as read back
 
     def open_run_directory(self, selection: dict) -> None:
@@ -236,8 +238,12 @@ class Runtime:
         self.editor.resume(self.loaded.model, self.hparams, self.editor_state)
 
     def thresholds(self) -> list[Rule]:
-        """CLI/ini thresholds replace the suite's for the metrics they name."""
+        """CLI/ini thresholds replace the suite's for the metrics they name. Under the judge, a
+        suite's thresholds on reliability and generalization are left to the gates: a case's
+        test runs before the judge grades."""
         named = {rule.metric for rule in self.options.thresholds}
+        if self.options.metric == "judge":
+            named |= {"reliability", "generalization"}
         suite_rules = [parse_rule(f"{metric}>={value}", "suite thresholds", self.options.mode_labels)
                        for metric, value in self.suite.thresholds.items() if metric not in named]
         return suite_rules + self.options.thresholds

@@ -36,7 +36,9 @@ def f1(prediction: str, target: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-SCORES = {"em": exact_match, "f1": f1}  # metrics.ANSWER_SCORES, by name
+# metrics.ANSWER_SCORES, by name. Under `judge` the answers carry exact match until the judge
+# grades them all together at the end of the run (pytest_wild.judge.grading).
+SCORES = {"em": exact_match, "f1": f1, "judge": exact_match}
 
 
 def target_flags(target: str, stop_rule: str) -> list[str]:

@@ -8,6 +8,15 @@ line), by its first word:
 - `hang ...`: answers CORRECT after `hang` seconds (past the client's timeout);
 - `malformed ...`: a 200 whose body is not JSON; `chatty ...`: "Correct, I think." (no verdict).
 
+`every=` gives one of those behaviours to every answer, whatever its first word, and two more:
+`every="reference"` replies CORRECT when each word of the reference answer is among the answer's
+words (letter case and punctuation aside), else INCORRECT, a lenient grader that disagrees with
+exact match where a real judge would; `every="echo"` replies 200 with the request's Authorization
+header as the verdict, and `every="echo-500"` a 500 whose body is that header, as a hostile or
+careless server might.
+
+With `failures=N`, the first N requests answer 500 whatever they grade.
+
 Every request waits `latency` seconds first; with `gather=N`, the first N requests wait (10 s
 at most) until all N are in flight together, so a client that is concurrent is seen to be,
 however busy the machine. The server counts requests, keeps the Authorization headers it saw, and the most
@@ -23,8 +32,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class JudgeServer:
-    def __init__(self, latency: float = 0.0, hang: float = 2.0, retry_after: str = "0", gather: int = 0) -> None:
-        self.latency, self.hang, self.retry_after, self.gather = latency, hang, retry_after, gather
+    def __init__(self, latency: float = 0.0, hang: float = 2.0, retry_after: str = "0", gather: int = 0,
+                 every: str | None = None, failures: int = 0) -> None:
+        self.latency, self.hang, self.retry_after, self.gather, self.every = latency, hang, retry_after, gather, every
+        self.failures = failures
         self.requests, self.in_flight, self.most_in_flight = 0, 0, 0
         self.authorizations: list[str] = []
         self.seen: dict[str, int] = {}
@@ -41,7 +52,10 @@ class JudgeServer:
                 try:
                     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                     prompt = body["messages"][-1]["content"]
-                    reply = server._reply(re.search(r"^Answer to grade: (.*)$", prompt, re.M).group(1))
+                    reference = re.search(r"^Reference answer: (.*)$", prompt, re.M)
+                    reply = server._reply(re.search(r"^Answer to grade: (.*)$", prompt, re.M).group(1),
+                                          reference.group(1) if reference else "",
+                                          self.headers.get("Authorization", ""))
                 finally:
                     server._leave()  # before the reply goes out: the client's next request may follow at once
                 server._send(self, *reply)
@@ -73,12 +87,20 @@ class JudgeServer:
         with self._lock:
             self.in_flight -= 1
 
-    def _reply(self, answer: str) -> tuple[int, bytes, dict]:
-        """(status, body, headers) for a request grading `answer`."""
+    def _reply(self, answer: str, reference: str, authorization: str) -> tuple[int, bytes, dict]:
+        """(status, body, headers) for a request grading `answer` against `reference`."""
         time.sleep(self.latency)
-        kind = answer.split()[0] if answer.split() else ""
+        kind = self.every or (answer.split()[0] if answer.split() else "")
+        if kind == "echo-500":
+            return 500, authorization.encode(), {}
+        if kind == "reference":
+            found = set(words(answer))
+            kind = "right" if words(reference) and all(word in found for word in words(reference)) else "wrong"
         with self._lock:
             times = self.seen[answer] = self.seen.get(answer, 0) + 1
+            failing, self.failures = self.failures > 0, max(self.failures - 1, 0)
+        if failing:
+            return 500, b'{"error": "server error"}', {}
         if kind == "busy" and times == 1:
             return 429, b"{}", {"Retry-After": self.retry_after}
         if kind == "broken" or (kind == "flaky" and times == 1):
@@ -87,7 +109,7 @@ class JudgeServer:
             time.sleep(self.hang)
         if kind == "malformed":
             return 200, b"<html>not json", {}
-        reply = {"wrong": "INCORRECT", "chatty": "Correct, I think."}.get(kind, "CORRECT")
+        reply = {"wrong": "INCORRECT", "chatty": "Correct, I think.", "echo": authorization}.get(kind, "CORRECT")
         completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}
         return 200, json.dumps(completion).encode(), {}
 
@@ -102,3 +124,7 @@ class JudgeServer:
             handler.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):  # a client that timed out has gone
             pass
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())

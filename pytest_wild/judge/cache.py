@@ -14,9 +14,11 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..cases import WildInputError
+from .grader import Answer, Verdict
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT NOT NULL, created REAL NOT NULL)"
 
@@ -31,12 +33,18 @@ class VerdictCache:
     def __init__(self, path: Path) -> None:
         if path.is_symlink():
             raise WildInputError(f"{path}: the judge cache is a link, refused")
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(SCHEMA)
+        except OSError as exc:
+            raise WildInputError(f"{path}: cannot open the judge cache ({type(exc).__name__}); "
+                                 "set PYTEST_WILD_CACHE to a directory you can write") from None
+        except sqlite3.OperationalError as exc:
+            raise WildInputError(f"{path}: cannot open the judge cache ({exc}); "
+                                 "set PYTEST_WILD_CACHE to a directory you can write") from None
         except sqlite3.DatabaseError as exc:
             raise WildInputError(f"{path}: not a judge cache ({type(exc).__name__}); remove it to start afresh") from None
 
@@ -61,3 +69,16 @@ class VerdictCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def through_cache(cache: VerdictCache | None, answers: list[Answer], model: str, prompt_version: str,
+                  ask: Callable[[list[Answer]], list[Verdict]]) -> list[Verdict]:
+    """A verdict per answer, in order: from the cache where it has one, else from `ask`, which
+    is given each distinct answer once; its verdicts are stored, its unjudged answers not."""
+    keys = [verdict_key(a.question, a.gold, a.prediction, model, prompt_version) for a in answers]
+    known = cache.get(sorted(set(keys))) if cache else {}
+    todo = sorted({key: answer for key, answer in zip(keys, answers) if key not in known}.items())
+    asked = dict(zip((key for key, _ in todo), ask([answer for _, answer in todo]) if todo else []))
+    if cache:
+        cache.put({key: v.verdict for key, v in asked.items() if v.verdict is not None})
+    return [Verdict(known[key], cached=True) if key in known else asked[key] for key in keys]

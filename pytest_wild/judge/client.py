@@ -18,35 +18,12 @@ import email.utils
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-from .cache import VerdictCache, verdict_key
-from .grader import Grader, parse_verdict
+from .cache import VerdictCache, through_cache
+from .grader import Answer, Grader, Verdict, parse_verdict
 
 DEFAULT_CONCURRENCY = 32
 RETRY_AFTER_CAP = 60.0
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the judge grades: a question, its reference answer, the model's answer."""
-
-    question: str
-    gold: str
-    prediction: str
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """CORRECT / INCORRECT, or None with why it could not be graded (`unjudged`)."""
-
-    verdict: str | None
-    reason: str = ""
-    cached: bool = False
-
-    @property
-    def unjudged(self) -> bool:
-        return self.verdict is None
 
 
 class JudgeClient:
@@ -66,14 +43,11 @@ class JudgeClient:
 
     def judge(self, answers: list[Answer]) -> list[Verdict]:
         """A verdict per answer, in order: from the cache, else asked concurrently."""
-        keys = [verdict_key(a.question, a.gold, a.prediction, self.model, self.grader.version) for a in answers]
-        known = self.cache.get(sorted(set(keys))) if self.cache else {}
-        todo = sorted({key: answer for key, answer in zip(keys, answers) if key not in known}.items())
+        return through_cache(self.cache, answers, self.model, self.grader.version, self._ask_all)
+
+    def _ask_all(self, answers: list[Answer]) -> list[Verdict]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            asked = dict(zip((key for key, _ in todo), pool.map(lambda item: self._ask(item[1]), todo)))
-        if self.cache:
-            self.cache.put({key: v.verdict for key, v in asked.items() if v.verdict is not None})
-        return [Verdict(known[key], cached=True) if key in known else asked[key] for key in keys]
+            return list(pool.map(self._ask, answers))
 
     def _ask(self, answer: Answer) -> Verdict:
         import httpx2
@@ -109,7 +83,8 @@ class JudgeClient:
                 return Verdict(None, "malformed response (not a chat completion)")
             verdict = parse_verdict(content if isinstance(content, str) else "")
             return Verdict(verdict, "" if verdict else "no verdict in the reply (not CORRECT or INCORRECT)")
-        return Verdict(None, f"{reason} after {self.retries + 1} attempts")
+        attempts = self.retries + 1
+        return Verdict(None, f"{reason} after {attempts} attempt{'s' if attempts > 1 else ''}")
 
     def close(self) -> None:
         self._http.close()

@@ -33,8 +33,31 @@ partially matches a reference answer that names several things.
 Reply with exactly one word: CORRECT or INCORRECT."""
 
 VERDICTS = ("CORRECT", "INCORRECT")
+UNJUDGED = "unjudged"  # an answer's verdict in a report when the judge gave none
 _DECORATION = re.compile(r"^[\s*_`]+|[\s*_`]+$")
 _FIELD = re.compile(r"\{question\}|\{gold\}|\{prediction\}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the judge grades: a question, its reference answer, the model's answer."""
+
+    question: str
+    gold: str
+    prediction: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """CORRECT / INCORRECT, or None with why it could not be graded (`unjudged`)."""
+
+    verdict: str | None
+    reason: str = ""
+    cached: bool = False
+
+    @property
+    def unjudged(self) -> bool:
+        return self.verdict is None
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,7 @@ S = "--wild-suite=s.yaml"
 M = "--wild-model=m"
 H = "--wild-hparams=hp.yaml"
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
+J = ("--wild-metric=judge", "--wild-judge=http://127.0.0.1:9/v1", "--wild-judge-model=grader")
 
 BAD = [
     # options
@@ -357,6 +358,49 @@ BAD = [
     Bad("report-unwritable", ("--wild-report=/proc/wild-report.json",), "--wild-report: /proc/wild-report.json cannot be written", USAGE),
     Bad("report-under-a-file", ("--wild-report=data.json/r.json",), "data.json is not a directory", USAGE),
     # goldens
+    # the LLM judge and the chat context
+    Bad("judge-not-named", ("--wild-metric=judge",), "--wild-metric judge: name the judge with --wild-judge URL", USAGE),
+    Bad("judge-without-its-metric", ("--wild-judge=http://127.0.0.1:9/v1",), "--wild-judge: only with --wild-metric judge",
+        USAGE),
+    Bad("judge-not-http", (*J[:1], "--wild-judge=ftp://127.0.0.1/v1", J[2]),
+        "--wild-judge ftp://127.0.0.1/v1: not an http(s) URL", USAGE),
+    Bad("judge-url-with-credentials", (*J[:1], f"--wild-judge=http://user:{SECRET}@127.0.0.1/v1", J[2]),
+        "--wild-judge: the URL holds credentials; put the key in WILD_JUDGE_API_KEY instead", USAGE),
+    Bad("judge-model-not-named", J[:2], "--wild-judge-model: name the model the server at http://127.0.0.1:9/v1", USAGE),
+    Bad("judge-concurrency-zero", (*J, "--wild-judge-concurrency=0"),
+        "--wild-judge-concurrency: expected a positive number of requests, got 0", USAGE),
+    Bad("judge-retries-negative", (*J, "--wild-judge-retries=-1"), "--wild-judge-retries: expected zero or more retries, got -1",
+        USAGE),
+    Bad("judge-timeout-zero", (*J, "--wild-judge-timeout=0"), "--wild-judge-timeout: expected a positive number of seconds",
+        USAGE),
+    Bad("judge-key-with-a-newline", J, "WILD_JUDGE_API_KEY: the API key holds whitespace or control characters", USAGE,
+        env={"WILD_JUDGE_API_KEY": "sk\nsecret"}),
+    Bad("judge-prompt-missing-a-field", (*J, "--wild-judge-prompt=p.txt"),
+        "--wild-judge-prompt p.txt: the grader prompt must contain {prediction}", USAGE,
+        files={"p.txt": "Question: {question}\nReference answer: {gold}\n"}),
+    Bad("judge-prompt-absent", (*J, "--wild-judge-prompt=p.txt"), "--wild-judge-prompt: p.txt is not a regular file", USAGE),
+    Bad("judge-prompt-link-to-environ", (*J, "--wild-judge-prompt=p.txt"), "--wild-judge-prompt: p.txt is not a regular file",
+        USAGE, files={"p-link": lambda root: (root / "p.txt").symlink_to("/proc/self/environ")}),
+    Bad("judge-prompt-not-utf8", (*J, "--wild-judge-prompt=p.txt"), "--wild-judge-prompt: p.txt: cannot read it as UTF-8",
+        USAGE, files={"p.txt": b"\xff{question}{gold}{prediction}"}),
+    Bad("judge-local-with-a-model-name", ("--wild-metric=judge", "--wild-judge=hf:j", J[2]),
+        "--wild-judge-model: only with a judge server's URL (--wild-judge hf:j is a local model)", USAGE),
+    Bad("judge-local-truncated", ("--wild-metric=judge", "--wild-judge=hf:j"),
+        "--wild-judge hf:j: j/model.safetensors: not a whole safetensors file", USAGE,
+        files={"j": copy_of(TINYWORLD_DIR, "j", truncate, "mend*")}),
+    Bad("judge-local-link-out", ("--wild-metric=judge", "--wild-judge=hf:j"),
+        "--wild-judge hf:j: j/tokenizer.json: a link out of the model directory; refused", USAGE,
+        files={"j": copy_of(TINYWORLD_DIR, "j", link_out("tokenizer.json"), "mend*")}),
+    Bad("judge-cache-not-a-database", J, "verdicts.sqlite3: not a judge cache (DatabaseError); remove it to start afresh",
+        USAGE, files={"cache/judge/verdicts.sqlite3": b"not a database, " * 512}),
+    Bad("judge-threshold-on-its-verdicts", (*J, "--wild-threshold=reliability>=1"),
+        "--wild-threshold: 'reliability>=1': each case's test runs before the judge grades", USAGE),
+    Bad("gate-beside-the-judge-without-it", ("--wild-gate=reliability_em>=0.5",),
+        "--wild-gate: 'reliability_em>=0.5': reliability_em exists only with --wild-metric judge", USAGE),
+    Bad("system-prompt-without-chat", ("--wild-system-prompt=Be brief.",),
+        "--wild-system-prompt: only with --wild-context chat (this run's context is question)", USAGE),
+    Bad("chat-without-a-template", ("--wild-context=chat",), "--wild-context chat: the model's tokenizer has no chat template",
+        LOADING),
     Bad("golden-dir-link-out", ("--snapshot-update",), "golden/tinyworld/ft-m/data is a symbolic link", USAGE, files={"golden-link": golden_dir_link}),
     Bad("golden-link-to-environ", (), "golden/tinyworld/ft-m/data/tw-0000.json is a symbolic link", CASES,
         files={"golden-link": link("/proc/self/environ")}, runs_cases=True),

@@ -4,7 +4,6 @@ diff of the generations when they change, unused goldens reported and removed, g
 unselected cases kept, and nothing lost when an xdist worker crashes."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys

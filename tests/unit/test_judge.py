@@ -1,7 +1,8 @@
 """The judge's parts against a real HTTP server on 127.0.0.1 (tests/judge_server.py): verdicts
 parsed strictly, retries bounded and Retry-After honoured, timeouts, unjudged answers with
 their reason, the cache answering a rerun with zero requests, requests actually concurrent,
-and the API key in no verdict, reason or cache byte."""
+and the API key in no verdict, reason or cache byte; then the grading of a run's rows (verdicts
+beside exact match, disagreements, unjudged answers) and a local model judge."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ import pytest
 
 from pytest_wild.cases import WildInputError
 from pytest_wild.judge.cache import VerdictCache, verdict_key
-from pytest_wild.judge.client import Answer, JudgeClient, retry_after
-from pytest_wild.judge.grader import Grader, grader_from_text, parse_verdict
+from pytest_wild.judge.client import JudgeClient, retry_after
+from pytest_wild.judge.grader import Answer, Grader, grader_from_text, parse_verdict
+from pytest_wild.judge.grading import grade, grade_unavailable, judge_section, summary_lines, unjudged_behind
+from pytest_wild.judge.local import LocalJudge
+from pytest_wild.judge.settings import api_key, judge_settings
+from pytest_wild.scores import exact_match, f1
 
 from ..judge_server import JudgeServer
+from ..tiny_judge import write_judge
 
 KEY = "sk-test-NEVER-WRITTEN-0123456789"
 
@@ -124,3 +130,91 @@ def test_a_cache_that_is_not_a_database_or_is_a_link_is_one_line(tmp_path):
     (tmp_path / "link.sqlite").symlink_to(tmp_path / "bad.sqlite")
     with pytest.raises(WildInputError, match="link.sqlite: the judge cache is a link, refused"):
         VerdictCache(tmp_path / "link.sqlite")
+
+
+@pytest.mark.parametrize("every", ["echo", "echo-500"])
+def test_a_server_echoing_the_key_gets_it_kept_nowhere(tmp_path, every):
+    """A reply carrying the request's Authorization header, as a 200's verdict or a 500's body:
+    unjudged, with our own words as the reason, and nothing of it cached."""
+    with JudgeServer(every=every) as server:
+        cache = VerdictCache(tmp_path / "judge.sqlite")
+        verdicts, _ = ask(server, ["right a", "wrong b"], cache=cache, retries=0)
+        cache.close()
+    assert [v.reason for v in verdicts] == (["no verdict in the reply (not CORRECT or INCORRECT)"] * 2 if every == "echo"
+                                            else ["HTTP 500 after 1 attempt"] * 2)
+    assert not any(KEY.encode() in path.read_bytes() for path in tmp_path.iterdir())
+
+
+def test_the_key_comes_from_the_environment_and_the_settings_never_hold_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    assert api_key() == "sk-openai"
+    monkeypatch.setenv("WILD_JUDGE_API_KEY", KEY)
+    assert api_key() == KEY  # ours first
+    settings = judge_settings("judge", tmp_path / "v.sqlite", "https://judge.example/v1?tenant=7#x", "grader")
+    assert settings.described()["judge"] == "https://judge.example/v1"  # no query string in a report
+    assert KEY not in repr(settings) and KEY not in repr(settings.described())
+    with pytest.raises(WildInputError, match="^--wild-judge: the URL holds credentials") as refused:
+        judge_settings("judge", tmp_path / "v.sqlite", f"https://u:{KEY}@judge.example/v1", "grader")
+    assert KEY not in str(refused.value)
+    assert judge_settings("em", tmp_path / "v.sqlite") is None
+
+
+def rows_for(answers: list[tuple[str, str, str]]) -> list[dict]:
+    """One case per (target, edit answer, locality answer): the rows a run's workers send."""
+    rows = []
+    for i, (target, after, loc_after) in enumerate(answers):
+        prompt = {"question": f"Q{i}?", "before": "x", "after": after, "score": exact_match(after, target),
+                  "em": exact_match(after, target), "f1": f1(after, target)}
+        locality = [{"question": f"L{i}?", "answer": "Paris", "before": loc_after, "after": loc_after, "same": True,
+                     "em_after": exact_match(loc_after, "Paris")}]
+        rows.append({"id": f"c{i}", "target": target,
+                     "modes": {"wild": {"reliability": prompt["score"], "locality": 1.0,
+                                        "answers": {"prompt": prompt, "locality": locality}}}})
+    return rows
+
+
+def test_grading_writes_each_verdict_beside_exact_match_and_counts_where_they_disagree():
+    """Against a lenient grader (CORRECT when every word of the reference is in the answer)."""
+    rows = rows_for([("Malia Obama", "Malia Obama", "Paris"),  # both right
+                     ("Malia Obama", "malia obama and sasha", "Paris, France"),  # the judge right, exact match wrong
+                     ("Malia Obama", "Sasha", "Lyon"),  # both wrong
+                     ("Malia Obama", "Malia", "Paris")])  # both wrong
+    with JudgeServer(every="reference", failures=0) as server:
+        client = JudgeClient(server.url, "grader", KEY)
+        asked = grade(rows, client)
+        client.close()
+    assert asked == {"answers": 8, "from_cache": 0, "requests": 8}
+    scores = [row["modes"]["wild"] for row in rows]
+    assert [s["reliability"] for s in scores] == [1.0, 1.0, 0.0, 0.0]
+    assert [s["reliability_em"] for s in scores] == [1.0, 0.0, 0.0, 0.0]
+    assert [s["locality_judge"] for s in scores] == [1.0, 1.0, 0.0, 1.0] and all(s["locality"] == 1.0 for s in scores)
+    section = judge_section(rows, asked, {"judge": server.url, "model": "grader", "prompt_version": "v"})
+    assert section["disagreements"]["count"] == section["disagreements"]["judge_correct_em_wrong"] == 1
+    assert section["disagreements"]["answers"][0]["generated"] == "malia obama and sasha"
+    assert section["unjudged"] == 0
+    lines = summary_lines(section)
+    assert lines[1].startswith("judge and exact match disagree on 1 of 4 edit answers (1 judged CORRECT with em 0")
+
+
+def test_an_unjudged_answer_counts_neither_way_and_is_named_with_why():
+    rows = rows_for([("Malia Obama", "Malia Obama", "Paris"), ("Paris", "Paris", "Paris")])
+    asked = grade_unavailable(rows, "the judge could not be opened: no route")
+    assert asked == {"answers": 4, "from_cache": 0, "requests": 0}
+    assert all(row["modes"]["wild"]["reliability"] is None and row["modes"]["wild"]["locality_judge"] is None
+               for row in rows)
+    assert [row["modes"]["wild"]["reliability_em"] for row in rows] == [1.0, 1.0]  # exact match stays beside
+    assert unjudged_behind(rows, "wild", "reliability") == 2 and unjudged_behind(rows, "wild", "locality_judge") == 2
+    section = judge_section(rows, asked, {"judge": "hf:j", "model": "j", "prompt_version": "v"})
+    assert section["unjudged_reasons"] == {"the judge could not be opened: no route": 4}
+    assert summary_lines(section)[-1].startswith("UNJUDGED: 4 answers, counted neither correct nor incorrect")
+
+
+def test_a_local_model_judge_answers_through_the_engine_and_the_cache(tmp_path):
+    judge_dir = write_judge(tmp_path / "judge", "CORRECT")
+    cache = VerdictCache(tmp_path / "judge.sqlite")
+    judge = LocalJudge(str(judge_dir), cache=cache, device="cpu")
+    answers = [Answer(f"Q{i}?", "gold", f"prediction {i}") for i in range(5)]
+    assert [v.verdict for v in judge.judge(answers)] == ["CORRECT"] * 5 and judge.requests == 5
+    assert all(v.cached for v in judge.judge(answers)) and judge.requests == 5
+    assert judge.model.startswith(f"hf:{judge_dir}@")
+    cache.close()

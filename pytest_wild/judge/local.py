@@ -1,0 +1,50 @@
+"""A local Hugging Face causal LM as the judge (`--wild-judge hf:PATH_OR_ID`).
+
+Loaded as `--wild-model` is (safetensors only, the model's own code only with
+`--wild-trust-remote-code`) and asked through our `Engine`, in batches: greedy, stopping at
+the first ".", newline or EOS, so its reply is one short line for the strict parse. The grader
+prompt goes through the judge's chat template when its tokenizer has one (an instruction-tuned
+judge expects it), else as plain text. Verdicts are cached under the model's weights
+fingerprint, so another checkpoint under the same name never reuses them."""
+
+from __future__ import annotations
+
+from ..contexts import without_second_bos
+from ..generation import Engine
+from ..model import fingerprint, load_model
+from .cache import VerdictCache, through_cache
+from .grader import Answer, Grader, Verdict, parse_verdict
+
+REPLY_TOKENS = 8  # as many as a server is asked for: CORRECT or INCORRECT and a stop
+
+
+class LocalJudge:
+    def __init__(self, spec: str, *, grader: Grader = Grader(), cache: VerdictCache | None = None, device: str = "auto",
+                 dtype: str = "float32", trust_remote_code: bool = False, batch_size: int = 16) -> None:
+        loaded = load_model(spec, device, dtype, trust_remote_code)
+        self.tokenizer = loaded.tokenizer
+        self.engine = Engine(loaded.model, loaded.tokenizer, "published", batch_size, max_new_tokens=REPLY_TOKENS)
+        self.model = f"hf:{spec}@{fingerprint(loaded.model)}"
+        self.grader, self.cache = grader, cache
+        self.requests = 0  # prompts generated for
+
+    def judge(self, answers: list[Answer]) -> list[Verdict]:
+        """A verdict per answer, in order: from the cache, else generated in batches."""
+        return through_cache(self.cache, answers, self.model, self.grader.version, self._ask_all)
+
+    def _ask_all(self, answers: list[Answer]) -> list[Verdict]:
+        self.requests += len(answers)
+        replies = self.engine.generate([self._prompt(a) for a in answers])
+        verdicts = [parse_verdict(reply.text) for reply in replies]
+        return [Verdict(v, "" if v else "no verdict in the reply (not CORRECT or INCORRECT)") for v in verdicts]
+
+    def _prompt(self, answer: Answer) -> str:
+        text = self.grader.prompt(answer.question, answer.gold, answer.prediction)
+        if not getattr(self.tokenizer, "chat_template", None):
+            return text
+        chat = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                  add_generation_prompt=True)
+        return without_second_bos(chat, self.tokenizer)
+
+    def close(self) -> None:
+        pass
