@@ -14,7 +14,7 @@ from .metrics import JUDGED_METRICS, TABLE_METRICS
 from .report import (aggregate, aggregate_by_source, gates_verdict, markdown_gates, markdown_table, table, timing_by_case,
                      timing_line, timing_summary, write_json_atomic, write_text_atomic)
 from .results import Outcome, Results
-from .sequential import curve, curve_lines, curves_by_order
+from .sequential import curve, curve_lines, curves_by_order, recount_lost
 
 
 def finish_run(run) -> Outcome:
@@ -86,6 +86,7 @@ def judge_run(run) -> dict:
         finally:
             judge.close()
             judge.cache.close()
+    recount_lost(rows, o.primary_mode)
     return judge_section(rows, asked, o.judge.described())
 
 

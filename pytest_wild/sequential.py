@@ -173,9 +173,24 @@ def _pace(done: int, seconds: float, left: int) -> str:
 
 
 def _scores(row: dict) -> dict:
-    """mode -> the table's metrics, for one case at one moment."""
-    return {mode: {metric: scores.get(metric) for metric in TABLE_METRICS}
-            for mode, scores in row.get("modes", {}).items()}
+    """mode -> the table's metrics, for one case at one moment; in a judge run also the edit
+    answers given then, which the judge grades at the end of the run (judge.grading)."""
+    found = {}
+    for mode, scores in row.get("modes", {}).items():
+        found[mode] = {metric: scores.get(metric) for metric in TABLE_METRICS}
+        answers = scores.get("answers") or {}
+        kept = {which: {"after": answers[which]["after"]} for which in ("prompt", "rephrase")
+                if "em" in answers.get(which, {})}  # only a judge run's answers carry exact match beside
+        if kept:
+            found[mode]["answers"] = kept
+    return found
+
+
+def recount_lost(rows: list[dict], mode: str) -> None:
+    """Each sequence row's `lost_at` again, once the judge has graded its checkpoints."""
+    for row in rows:
+        if "sequence" in row:
+            row["sequence"]["lost_at"] = _lost_at(row["sequence"]["checkpoints"], mode)
 
 
 def _lost_at(at: dict[str, dict], mode: str) -> int | None:

@@ -9,7 +9,9 @@ verdict becomes the answer's `score` (1 CORRECT, 0 INCORRECT, none when unjudged
 `locality_judge` is the judge's share of correct locality answers beside it. Exact match and
 F1 of the edit answers stay beside the verdict (`reliability_em`, `reliability_f1`, ...), so a
 reader sees where they disagree. An unjudged answer counts neither way: its metric leaves
-the case out, and the run says how many and why.
+the case out, and the run says how many and why. In a sequence, the edit answers given right
+after each edit and at each checkpoint are graded too, so its curve is the judge's (the
+capability probe keeps its exact match, as its name says).
 
 Until this runs, a judge run's answers carry exact match (what each case's test reads as it
 runs)."""
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..scores import exact_match, f1
 from .grader import UNJUDGED, Answer, Verdict
 
 EDIT_ANSWERS = {"prompt": "reliability", "rephrase": "generalization"}
@@ -25,9 +28,15 @@ SHOWN = 5  # disagreements and unjudged answers the summary lists
 
 
 def graded_items(rows: list[dict]) -> list[tuple[dict, str, dict, Answer]]:
-    """(the mode's scores, which answer, its item, what the judge is asked) for every answer."""
+    """(the mode's scores, which answer, its item, what the judge is asked) for every answer,
+    a sequence's answers at each checkpoint and right after each edit included."""
     found = []
     for row in rows:
+        for moment in _moments(row):
+            for scores in moment.values():
+                for which, item in (scores.get("answers") or {}).items():
+                    question = row["prompt"] if which == "prompt" else row["rephrase"]
+                    found.append((scores, which, item, Answer(question, row["target"], item["after"])))
         for scores in row["modes"].values():
             answers = scores.get("answers") or {}
             for which in EDIT_ANSWERS:
@@ -56,14 +65,22 @@ def grade_unavailable(rows: list[dict], reason: str) -> dict:
 
 
 def _apply(found: list[tuple[dict, str, dict, Answer]], verdicts: list[Verdict]) -> None:
-    for (_, which, item, _), verdict in zip(found, verdicts):
+    for (_, which, item, answer), verdict in zip(found, verdicts):
         item["judge"] = verdict.verdict or UNJUDGED
         if verdict.unjudged:
             item["judge_reason"] = verdict.reason
         if which in EDIT_ANSWERS:
             item["score"] = None if verdict.unjudged else float(verdict.verdict == "CORRECT")
+            item.setdefault("em", exact_match(answer.prediction, answer.gold))
+            item.setdefault("f1", f1(answer.prediction, answer.gold))
     for scores in {id(scores): scores for scores, *_ in found}.values():
         _metrics(scores)
+
+
+def _moments(row: dict) -> list[dict]:
+    """A sequence row's scores right after its edit and at each checkpoint (mode -> scores)."""
+    sequence = row.get("sequence") or {}
+    return [sequence["immediate"], *sequence["checkpoints"].values()] if sequence else []
 
 
 def _metrics(scores: dict) -> None:
@@ -73,14 +90,16 @@ def _metrics(scores: dict) -> None:
             item = answers[which]
             scores[metric] = item["score"]
             scores[f"{metric}_em"], scores[f"{metric}_f1"] = item.get("em"), item.get("f1")
-    judged = [loc["judge"] == "CORRECT" for loc in answers.get("locality", []) if loc["judge"] != UNJUDGED]
-    scores["locality_judge"] = sum(judged) / len(judged) if judged else None
+    if "locality" in answers:  # a sequence's checkpoints keep the edit answers alone
+        judged = [loc["judge"] == "CORRECT" for loc in answers["locality"] if loc["judge"] != UNJUDGED]
+        scores["locality_judge"] = sum(judged) / len(judged) if judged else None
 
 
 def unjudged_answers(rows: list[dict]) -> list[dict]:
-    """Every answer the judge gave no verdict, with why, in case order."""
+    """Every answer the judge gave no verdict, with why, in case order (a sequence's answers
+    at its checkpoints too, their mode saying when)."""
     return [{"id": row["id"], "mode": mode, "answer": which, "reason": item.get("judge_reason", "")}
-            for row in sorted(rows, key=lambda r: r["id"]) for mode, which, item in _judged(row)
+            for row in sorted(rows, key=lambda r: r["id"]) for mode, which, item in _judged(row, moments=True)
             if item["judge"] == UNJUDGED]
 
 
@@ -146,8 +165,18 @@ def summary_lines(section: dict) -> list[str]:
     return lines
 
 
-def _judged(row: dict):
-    """(mode, which answer, item) for every answer of the row that went to the judge."""
+def _judged(row: dict, moments: bool = False):
+    """(mode, which answer, item) for every answer of the row that went to the judge; with
+    `moments`, a sequence's answers too ("wild after 10 edits", "wild right after its edit")."""
+    if moments and row.get("sequence"):
+        sequence = row["sequence"]
+        when = {"right after its edit": sequence["immediate"]} | {f"after {n} edits": at for n, at in
+                                                                  sequence["checkpoints"].items()}
+        for moment, found in when.items():
+            for mode, scores in found.items():
+                for which, item in (scores.get("answers") or {}).items():
+                    if "judge" in item:
+                        yield f"{mode} {moment}", which, item
     for mode, scores in row["modes"].items():
         answers = scores.get("answers") or {}
         for which in EDIT_ANSWERS:

@@ -209,3 +209,22 @@ def test_chat_context_puts_the_question_through_the_models_template_with_a_syste
             assert asked["context"] == tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
             assert asked["context"].startswith(f"<system> {system}\n<user> ")
             assert "\n" not in asked["after"] and "." not in asked["after"]
+
+
+def test_a_sequence_is_graded_at_every_checkpoint_and_its_curve_is_the_judges(project):
+    """A judge that calls every answer INCORRECT: the curve, the final scores and each case's
+    `lost_at` follow its verdicts, though exact match finds every edit held (FT-M on tinyworld)."""
+    with JudgeServer(every="wrong") as server:
+        result, report = judged(project, server_args(server), "--wild-sequential=4", "--wild-checkpoints=1,2")
+    points = report["sequence"]["curve"]
+    assert [p["edits"] for p in points] == [1, 2, 4]
+    assert all(p[kind]["wild"]["reliability"] == 0.0 for p in points for kind in ("final", "immediate"))
+    for sample in report["samples"]:
+        sequence = sample["sequence"]
+        for at in [sequence["immediate"], *sequence["checkpoints"].values()]:
+            assert at["wild"]["reliability"] == 0.0 and at["wild"]["reliability_em"] == 1.0
+            assert at["wild"]["answers"]["prompt"]["judge"] == "INCORRECT"
+        assert sequence["lost_at"] == min(int(n) for n in sequence["checkpoints"])
+    assert report["results"]["wild"]["reliability"]["value"] == 0.0
+    assert report["results"]["wild"]["reliability_em"]["value"] == 1.0
+    assert report["judge"]["requests"] == server.requests < report["judge"]["answers"]  # each distinct answer once
