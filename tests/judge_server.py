@@ -13,7 +13,7 @@ line), by its first word:
 words (letter case and punctuation aside), else INCORRECT, a lenient grader that disagrees with
 exact match where a real judge would; `every="echo"` replies 200 with the request's Authorization
 header as the verdict, and `every="echo-500"` a 500 whose body is that header, as a hostile or
-careless server might.
+careless server might; `every="redirect"` answers 307 to another address.
 
 With `failures=N`, the first N requests answer 500 whatever they grade.
 
@@ -93,6 +93,8 @@ class JudgeServer:
         kind = self.every or (answer.split()[0] if answer.split() else "")
         if kind == "echo-500":
             return 500, authorization.encode(), {}
+        if kind == "redirect":
+            return 307, b"", {"Location": "http://127.0.0.2:9/v1/chat/completions"}
         if kind == "reference":
             found = set(words(answer))
             kind = "right" if words(reference) and all(word in found for word in words(reference)) else "wrong"

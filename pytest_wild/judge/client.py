@@ -36,7 +36,7 @@ class JudgeClient:
         self.model, self.grader, self.cache = model, grader, cache
         self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx2.Client(headers=headers, timeout=timeout,
+        self._http = httpx2.Client(headers=headers, timeout=timeout, follow_redirects=False,  # the key stays with the URL named
                                    limits=httpx2.Limits(max_connections=concurrency))
         self.requests = 0  # sent, retries included
         self._count = threading.Lock()

@@ -132,16 +132,17 @@ def test_a_cache_that_is_not_a_database_or_is_a_link_is_one_line(tmp_path):
         VerdictCache(tmp_path / "link.sqlite")
 
 
-@pytest.mark.parametrize("every", ["echo", "echo-500"])
-def test_a_server_echoing_the_key_gets_it_kept_nowhere(tmp_path, every):
-    """A reply carrying the request's Authorization header, as a 200's verdict or a 500's body:
-    unjudged, with our own words as the reason, and nothing of it cached."""
+@pytest.mark.parametrize(("every", "reason"), [("echo", "no verdict in the reply (not CORRECT or INCORRECT)"),
+                                               ("echo-500", "HTTP 500 after 1 attempt"), ("redirect", "HTTP 307")])
+def test_a_server_echoing_the_key_or_sending_it_elsewhere_gets_it_nowhere(tmp_path, every, reason):
+    """A reply carrying the request's Authorization header, as a 200's verdict or a 500's body,
+    or a redirect to another address (not followed): unjudged, with our own words as the
+    reason, and nothing of it cached."""
     with JudgeServer(every=every) as server:
         cache = VerdictCache(tmp_path / "judge.sqlite")
-        verdicts, _ = ask(server, ["right a", "wrong b"], cache=cache, retries=0)
+        verdicts, client = ask(server, ["right a", "wrong b"], cache=cache, retries=0)
         cache.close()
-    assert [v.reason for v in verdicts] == (["no verdict in the reply (not CORRECT or INCORRECT)"] * 2 if every == "echo"
-                                            else ["HTTP 500 after 1 attempt"] * 2)
+    assert [v.reason for v in verdicts] == [reason] * 2 and client.requests == server.requests == 2
     assert not any(KEY.encode() in path.read_bytes() for path in tmp_path.iterdir())
 
 
