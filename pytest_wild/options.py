@@ -209,7 +209,7 @@ NOT_WITH_CONFORMANCE = {
     "wild_sequential": "--wild-sequential", "wild_batch_size": "--wild-batch-size", "wild_shard": "--wild-shard",
     "wild_only_failed": "--wild-only-failed", "wild_gate": "--wild-gate", "wild_threshold": "--wild-threshold",
     "wild_report": "--wild-report", "wild_markdown": "--wild-markdown", "wild_limit": "--wild-limit",
-    "snapshot_update": "--snapshot-update",
+    "snapshot_update": "--snapshot-update", "wild_judge": "--wild-judge",
 }
 
 

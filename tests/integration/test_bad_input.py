@@ -177,6 +177,8 @@ BAD = [
     Bad("conformance-with-a-sequence", ("--wild-conformance", "--wild-sequential=5"),
         "--wild-sequential: not with --wild-conformance", USAGE),
     Bad("conformance-with-a-report", ("--wild-conformance",), "--wild-report: not with --wild-conformance", USAGE),
+    Bad("conformance-with-a-judge", ("--wild-conformance", *J), "--wild-judge: not with --wild-conformance", USAGE,
+        omit=("--wild-report", "--wild-markdown", "--wild-limit")),
     Bad("save-every-zero", ("--wild-sequential=1", "--wild-run-dir=rd", "--wild-save-every=0"),
         "--wild-save-every: expected a positive number of edits, got 0", USAGE),
     Bad("plot-format", ("--wild-sequential=1", "--wild-plot=curve.gif"),
