@@ -35,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-metric", choices=ANSWER_SCORES, help="answer score: exact match, token F1, or an LLM judge's verdict (see --wild-judge; default: em); ini: wild_metric")
     group.addoption("--wild-judge", metavar="URL|hf:PATH_OR_ID", help="the judge of --wild-metric judge: an OpenAI-compatible server's URL (key from $WILD_JUDGE_API_KEY, else $OPENAI_API_KEY) or a local Hugging Face model")
     group.addoption("--wild-judge-model", metavar="NAME", help="the model the judge server is asked for")
-    group.addoption("--wild-judge-prompt", metavar="FILE", help="a grader prompt of your own, with {question}, {gold} and {prediction}, replacing ours")
+    group.addoption("--wild-judge-prompt", metavar="published|FILE", help="the paper's grader prompt (published), or one of your own with {question}, {gold} and {prediction}, instead of ours")
     group.addoption("--wild-judge-concurrency", type=int, metavar="N", help="requests to the judge server at once (default: 32)")
     group.addoption("--wild-judge-retries", type=int, metavar="N", help="retries of a judge request after a timeout, a connection error, 429 (after its Retry-After) or 5xx, with exponential backoff (default: 4)")
     group.addoption("--wild-judge-timeout", type=float, metavar="SECONDS", help="how long one judge request may take (default: 60)")

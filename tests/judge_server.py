@@ -1,6 +1,6 @@
 """A real chat-completions server on 127.0.0.1 for the judge's tests and benchmark. What it
 does with a request is read from the answer being graded (the prompt's "Answer to grade:"
-line), by its first word:
+line, or the paper's prompt's "Predicted answer:"), by its first word:
 
 - `right ...` / `wrong ...`: replies CORRECT / INCORRECT;
 - `busy ...`: 429 with `Retry-After: <retry_after>` the first time this answer is asked, then CORRECT;
@@ -16,6 +16,8 @@ header as the verdict, and `every="echo-500"` a 500 whose body is that header, a
 careless server might; `every="redirect"` answers 307 to another address.
 
 With `failures=N`, the first N requests answer 500 whatever they grade.
+
+To the paper's prompt, which asks for a letter, it replies A for CORRECT and B for INCORRECT.
 
 Every request waits `latency` seconds first; with `gather=N`, the first N requests wait (10 s
 at most) until all N are in flight together, so a client that is concurrent is seen to be,
@@ -38,6 +40,7 @@ class JudgeServer:
         self.failures = failures
         self.requests, self.in_flight, self.most_in_flight = 0, 0, 0
         self.authorizations: list[str] = []
+        self.systems: list[str | None] = []  # each request's system turn, or None without one
         self.seen: dict[str, int] = {}
         self._gathered = False  # `gather` requests were once in flight together
         self._lock = threading.Condition()
@@ -52,15 +55,22 @@ class JudgeServer:
                 try:
                     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                     prompt = body["messages"][-1]["content"]
-                    reference = re.search(r"^Reference answer: (.*)$", prompt, re.M)
-                    reply = server._reply(re.search(r"^Answer to grade: (.*)$", prompt, re.M).group(1),
-                                          reference.group(1) if reference else "",
-                                          self.headers.get("Authorization", ""))
+                    server.systems.append(body["messages"][0]["content"] if len(body["messages"]) > 1 else None)
+                    answer = re.findall(r"^(?:Answer to grade|Predicted answer): (.*)$", prompt, re.M)[-1]
+                    reference = re.findall(r"^(?:Reference answer|Gold target): (.*)$", prompt, re.M)
+                    status, body, headers = server._reply(answer, reference[-1] if reference else "",
+                                                          self.headers.get("Authorization", ""))
+                    if "Just return the letters" in prompt:  # the paper's prompt: A for CORRECT, B for INCORRECT
+                        body = body.replace(b'"CORRECT"', b'"A"').replace(b'"INCORRECT"', b'"B"')
+                    reply = status, body, headers
                 finally:
                     server._leave()  # before the reply goes out: the client's next request may follow at once
                 server._send(self, *reply)
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the listen backlog: the client opens up to 32 connections at once
+
+        self._http = Server(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._http.server_port}/v1"
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)

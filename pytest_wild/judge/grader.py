@@ -1,13 +1,20 @@
 """The grader prompt and how its reply is read.
 
-The prompt is our own text, versioned: a verdict is cached under the prompt's version, so a
-changed prompt never reuses verdicts given to another. `--wild-judge-prompt FILE` replaces it;
-its version is then its text's SHA-256.
+Two prompts are built in. Ours (the default, version `wild-grader-1`) asks for one word,
+CORRECT or INCORRECT. The paper's (`--wild-judge-prompt published`, the published estimator:
+the prompt of the paper's code, `llm_judge` in its `evaluate_utils.py`, which sends it to
+gpt-4o-mini after an empty system turn) asks for a letter, A for CORRECT and B for INCORRECT;
+it is reproduced word for word, only its three fields renamed to ours. `--wild-judge-prompt
+FILE` replaces either with the user's text, which must ask for CORRECT or INCORRECT; its version
+is then its text's SHA-256. A verdict is cached under its prompt's version, so a changed prompt
+never reuses verdicts given to another.
 
 Parsing is strict. The reply's first non-blank line, with surrounding whitespace, Markdown
-emphasis (`*`, `_`, backticks) and one final period removed, must be exactly CORRECT or
-INCORRECT, in any letter case. Anything else ("Correct, because...", "The answer is CORRECT",
-an empty reply) is no verdict: the answer is reported unjudged, never guessed."""
+emphasis (`*`, `_`, backticks) and one final period removed, must be exactly one of the
+prompt's two words (CORRECT or INCORRECT; A or B), in any letter case. Anything else
+("Correct, because...", "The answer is CORRECT", an empty reply) is no verdict: the answer is
+reported unjudged, never guessed. (The paper's code counts every reply but "A" as incorrect; a
+reply that is neither letter is unjudged here.)"""
 
 from __future__ import annotations
 
@@ -31,6 +38,46 @@ INCORRECT if it states another fact, is empty, hedges between several answers, o
 partially matches a reference answer that names several things.
 
 Reply with exactly one word: CORRECT or INCORRECT."""
+
+PUBLISHED_VERSION = "published-llm-judge-1"
+PUBLISHED_PROMPT = """Your job is to look at a question, a gold target, and a predicted answer, and then assign a grade of either ["CORRECT", "INCORRECT"].
+
+The following are examples of CORRECT predicted answers.
+```
+Question: What are the names of Barack Obama's children?
+Gold target: Malia Obama and Sasha Obama
+Predicted answer 1: sasha and malia obama
+Predicted answer 2: Malia and Sasha Obama are the names of Barack Obama's children.
+```
+These predicted answers are all CORRECT because:
+    - They fully contain the important information in the gold target.
+    - They do not contain any information that contradicts the gold target.
+
+The following are examples of INCORRECT predicted answers.
+```
+Question: What are the names of Barack Obama's children?
+Gold target: Malia and Sasha
+Predicted answer 1: Malia.
+Predicted answer 2: Malia, Sasha, and Susan.
+Predicted answer 3: Malia and Sasha, Malia and Sasha, Malia and Sasha, Malia and Sasha (repeated answer)
+```
+These predicted answers are all INCORRECT because:
+    - A factual statement in the answer contradicts the gold target or contain repeated answer.
+
+
+Here is a sample. Simply reply with either CORRECT or INCORRECT.
+
+```
+Question: {question}
+Gold target: {gold}
+Predicted answer: {prediction}
+```
+
+According to the gold target, please grade the predicted answer of this question as one of:
+A: CORRECT
+B: INCORRECT
+
+Just return the letters "A" or "B", with no text around it."""
 
 VERDICTS = ("CORRECT", "INCORRECT")
 UNJUDGED = "unjudged"  # an answer's verdict in a report when the judge gave none
@@ -66,11 +113,26 @@ class Grader:
 
     template: str = DEFAULT_PROMPT
     version: str = PROMPT_VERSION
+    words: tuple[str, str] = VERDICTS  # what the reply says for CORRECT, and for INCORRECT
+    system: str | None = None  # a system turn before the prompt (the paper's code sends an empty one)
 
     def prompt(self, question: str, gold: str, prediction: str) -> str:
         """The template with its fields filled in one pass: an answer's own braces stay text."""
         values = {"{question}": question, "{gold}": gold, "{prediction}": prediction}
         return _FIELD.sub(lambda match: values[match.group(0)], self.template)
+
+    def messages(self, answer: Answer) -> list[dict[str, str]]:
+        """The chat turns the judge is given for one answer."""
+        turns = [{"role": "system", "content": self.system}] if self.system is not None else []
+        return turns + [{"role": "user", "content": self.prompt(answer.question, answer.gold, answer.prediction)}]
+
+    def read(self, reply: str) -> str | None:
+        """CORRECT, INCORRECT, or None when the reply is not exactly one of this prompt's words."""
+        word = parse_verdict(reply, self.words)
+        return None if word is None else VERDICTS[self.words.index(word)]
+
+
+PUBLISHED = Grader(PUBLISHED_PROMPT, PUBLISHED_VERSION, ("A", "B"), "")
 
 
 def grader_from_text(text: str, origin: str) -> Grader:
@@ -81,12 +143,17 @@ def grader_from_text(text: str, origin: str) -> Grader:
     return Grader(text, "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16])
 
 
-def parse_verdict(reply: str) -> str | None:
-    """CORRECT, INCORRECT, or None when the reply is not exactly one of them (module docstring)."""
+def parse_verdict(reply: str, words: tuple[str, ...] = VERDICTS) -> str | None:
+    """The one of `words` the reply's first line is, or None (module docstring)."""
     for line in reply.splitlines():
         if line.strip():
             word = _DECORATION.sub("", line)
             word = word[:-1] if word.endswith(".") else word
             word = _DECORATION.sub("", word).upper()
-            return word if word in VERDICTS else None
+            return word if word in words else None
     return None
+
+
+def no_verdict(grader: Grader) -> str:
+    """Why a reply gave no verdict, in the prompt's own words."""
+    return f"no verdict in the reply (not {' or '.join(grader.words)})"

@@ -13,7 +13,7 @@ from ..contexts import without_second_bos
 from ..generation import Engine
 from ..model import fingerprint, load_model
 from .cache import VerdictCache, through_cache
-from .grader import Answer, Grader, Verdict, parse_verdict
+from .grader import Answer, Grader, Verdict, no_verdict
 
 REPLY_TOKENS = 8  # as many as a server is asked for: CORRECT or INCORRECT and a stop
 
@@ -35,14 +35,15 @@ class LocalJudge:
     def _ask_all(self, answers: list[Answer]) -> list[Verdict]:
         self.requests += len(answers)
         replies = self.engine.generate([self._prompt(a) for a in answers])
-        verdicts = [parse_verdict(reply.text) for reply in replies]
-        return [Verdict(v, "" if v else "no verdict in the reply (not CORRECT or INCORRECT)") for v in verdicts]
+        verdicts = [self.grader.read(reply.text) for reply in replies]
+        return [Verdict(v, "" if v else no_verdict(self.grader)) for v in verdicts]
 
     def _prompt(self, answer: Answer) -> str:
-        text = self.grader.prompt(answer.question, answer.gold, answer.prediction)
+        """The grader's turns through the judge's chat template, or its prompt as plain text
+        when the tokenizer has no template."""
         if not getattr(self.tokenizer, "chat_template", None):
-            return text
-        chat = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+            return self.grader.prompt(answer.question, answer.gold, answer.prediction)
+        chat = self.tokenizer.apply_chat_template(self.grader.messages(answer), tokenize=False,
                                                   add_generation_prompt=True)
         return without_second_bos(chat, self.tokenizer)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..cases import WildInputError
-from .grader import Grader, grader_from_text
+from .grader import PUBLISHED, Grader, grader_from_text
 
 KEY_VARIABLES = ("WILD_JUDGE_API_KEY", "OPENAI_API_KEY")
 LOCAL = "hf:"
@@ -121,7 +121,9 @@ def judge_settings(metric: str, cache: Path, target: str | None = None, model: s
     if timeout is not None and not timeout > 0:
         raise WildInputError(f"--wild-judge-timeout: expected a positive number of seconds, got {timeout}")
     grader = Grader()
-    if prompt_file is not None:
+    if prompt_file == "published":
+        grader = PUBLISHED
+    elif prompt_file is not None:
         path = Path(prompt_file).expanduser()
         if path.is_symlink() or not path.is_file():
             raise WildInputError(f"--wild-judge-prompt: {path} is not a regular file")

@@ -25,6 +25,21 @@ CASES = 6  # tinyworld cases per run: 2 edit answers and 3 locality answers each
 ANSWERS = CASES * 5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def imported_once():
+    """What a run imports, imported before the first in-process run: pytester drops the
+    modules a run imports when it ends, and torch's C extension cannot be imported twice."""
+    import pytest_wild.editors.finetune.ft  # noqa: F401
+    import pytest_wild.editors.locate.rome  # noqa: F401
+    import pytest_wild.evaluation  # noqa: F401
+    import pytest_wild.golden  # noqa: F401
+    import pytest_wild.judge.local  # noqa: F401
+    import pytest_wild.stats  # noqa: F401
+    from pytest_wild.model import load_model
+
+    load_model(None, "cpu")
+
+
 @pytest.fixture
 def project(pytester, monkeypatch):
     monkeypatch.setenv("PYTEST_WILD_CACHE", str(pytester.path / "cache"))
@@ -36,7 +51,7 @@ def project(pytester, monkeypatch):
 def judged(pytester, judge: list[str], *args: str, name: str = "report", editor: str = "ft-m"):
     """A judge run on the first CASES tinyworld cases; its result and report."""
     report = pytester.path / f"{name}.json"
-    result = pytester.runpytest_subprocess(
+    result = pytester.runpytest_inprocess(
         "--wild", "-p", "no:cacheprovider", f"--editor={editor}", f"--wild-limit={CASES}", "--wild-sampling=first",
         "--wild-metric=judge", *judge, f"--wild-report={report}", f"--wild-markdown={pytester.path / name}.md",
         f"--junitxml={pytester.path / name}.xml", *args)
@@ -62,15 +77,17 @@ def assert_key_written_nowhere(root: Path, *outputs: str) -> None:
         assert KEY.encode() not in path.read_bytes(), path
 
 
-def test_every_answer_is_graded_with_exact_match_and_f1_beside_and_a_rerun_asks_nothing(project):
+def test_every_answer_is_graded_with_exact_match_and_f1_beside_by_our_prompt_or_the_papers(project):
     with JudgeServer(every="right") as server:
         # ROME misses a few of these cases by exact match, so there is something to disagree about
         first, report = judged(project, server_args(server), "--wild-gate=reliability>=0.9",
                                "--wild-gate=reliability_em>=0.9", editor="rome")
         assert server.requests == ANSWERS  # every answer once, none twice
         assert set(server.authorizations) == {f"Bearer {KEY}"}
-        again, rerun = judged(project, server_args(server), "-n", "2", name="rerun", editor="rome")
-        assert server.requests == ANSWERS  # the rerun, under xdist, asked nothing
+        assert server.systems == [None] * ANSWERS  # our prompt: one user turn
+        again, published = judged(project, server_args(server, "--wild-judge-prompt", "published"), "-n", "2",
+                                  name="published", editor="rome")
+        assert server.requests == 2 * ANSWERS and server.systems[ANSWERS:] == [""] * ANSWERS  # asked again, its own way
     answers = edit_answers(report)
     assert all(a["judge"] == "CORRECT" and a["score"] == 1.0 for a in answers)
     assert all({"em", "f1"} <= set(a) for a in answers)
@@ -91,8 +108,10 @@ def test_every_answer_is_graded_with_exact_match_and_f1_beside_and_a_rerun_asks_
                                 f"0 from the cache, {ANSWERS} requests",
                                 f"judge and exact match disagree on {len(missed)} of {2 * CASES} edit answers "
                                 f"({len(missed)} judged CORRECT with em 0, 0 INCORRECT with em 1): *"])
-    again.stdout.fnmatch_lines([f"*{ANSWERS} answers, {ANSWERS} from the cache, 0 requests"])
-    assert rerun["results"] == report["results"] and rerun["judge"]["disagreements"] == differ
+    again.stdout.fnmatch_lines([f"judge grader-1 at {server.url} (prompt published-llm-judge-1): {ANSWERS} answers, "
+                                f"0 from the cache, {ANSWERS} requests"])
+    assert published["results"] == report["results"]  # "A" is CORRECT: the same verdicts, under xdist
+    assert published["judge"]["disagreements"] == differ
     assert "| wild | ↳ em |" in (project.path / "report.md").read_text()
     assert_key_written_nowhere(project.path, first.stdout.str(), first.stderr.str(), again.stdout.str(),
                                again.stderr.str())
@@ -159,7 +178,8 @@ def test_a_local_model_judges_in_batches_its_verdicts_are_cached_and_a_prompt_fi
 
 def test_shards_judged_at_once_share_the_cache_and_merge(project):
     """Two shards run at the same time against one server and one cache; their merged
-    report's judge section counts every answer, and the unsharded rerun asks nothing."""
+    report's judge section counts every answer, and the unsharded rerun, under xdist, asks
+    nothing."""
     with JudgeServer(every="right", latency=0.05) as server:
         base = [sys.executable, "-m", "pytest", "--wild", "-p", "no:cacheprovider", "--editor=ft-m",
                 f"--wild-limit={CASES}", "--wild-metric=judge", *server_args(server)]
@@ -172,9 +192,10 @@ def test_shards_judged_at_once_share_the_cache_and_merge(project):
         done = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "merge-reports", "shard1.json", "shard2.json",
                                "-o", "merged.json"], cwd=project.path, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        whole, report = judged(project, server_args(server), "--wild-limit=6", "--wild-sampling=seeded",
-                               "--editor=ft-m", name="whole")
-        assert server.requests == ANSWERS
+        whole, report = judged(project, server_args(server), "--wild-limit=6", "--wild-sampling=seeded", "-n", "2",
+                               name="whole")
+        assert server.requests == ANSWERS  # the rerun, whole and under xdist, asked nothing
+    whole.stdout.fnmatch_lines([f"*{ANSWERS} answers, {ANSWERS} from the cache, 0 requests"])
     merged = json.loads((project.path / "merged.json").read_text())
     assert merged["results"] == report["results"]
     assert merged["judge"]["disagreements"] == report["judge"]["disagreements"]
@@ -197,7 +218,7 @@ def test_chat_context_puts_the_question_through_the_models_template_with_a_syste
     tokenizer.save_pretrained(model)
     for system in ("Answer in a few words.",):  # none at all ("") in tests/unit/test_contexts.py
         report_path = project.path / "chat.json"
-        result = project.runpytest_subprocess("--wild", "-p", "no:cacheprovider", "--editor=ft-m", f"--wild-model={model}",
+        result = project.runpytest_inprocess("--wild", "-p", "no:cacheprovider", "--editor=ft-m", f"--wild-model={model}",
                                               "--wild-limit=2", "--wild-context=chat", f"--wild-system-prompt={system}",
                                               f"--wild-report={report_path}")
         assert result.ret == 0, result.stdout.str()

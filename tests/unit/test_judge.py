@@ -14,7 +14,7 @@ import pytest
 from pytest_wild.cases import WildInputError
 from pytest_wild.judge.cache import VerdictCache, verdict_key
 from pytest_wild.judge.client import JudgeClient, retry_after
-from pytest_wild.judge.grader import Answer, Grader, grader_from_text, parse_verdict
+from pytest_wild.judge.grader import PUBLISHED, Answer, Grader, grader_from_text, parse_verdict
 from pytest_wild.judge.grading import grade, grade_unavailable, judge_section, summary_lines, unjudged_behind
 from pytest_wild.judge.local import LocalJudge
 from pytest_wild.judge.settings import api_key, judge_settings
@@ -33,6 +33,23 @@ KEY = "sk-test-NEVER-WRITTEN-0123456789"
 ])
 def test_a_verdict_is_exactly_one_word_on_the_first_line(reply, verdict):
     assert parse_verdict(reply) == verdict
+
+
+@pytest.mark.parametrize(("reply", "verdict"), [
+    ("A", "CORRECT"), ("B", "INCORRECT"), ("a.", "CORRECT"), ("**B**", "INCORRECT"), ("CORRECT", None), ("A: CORRECT", None),
+    ("Answer: A", None), ("", None),
+])
+def test_the_papers_prompt_is_read_by_its_letters(reply, verdict):
+    assert PUBLISHED.read(reply) == verdict
+
+
+def test_the_papers_prompt_is_its_text_with_our_fields_after_an_empty_system_turn():
+    system, user = PUBLISHED.messages(Answer("Who?", "Malia Obama", "sasha {gold}"))
+    assert system == {"role": "system", "content": ""} and user["role"] == "user"
+    assert user["content"].startswith("Your job is to look at a question, a gold target, and a predicted answer")
+    assert "```\nQuestion: Who?\nGold target: Malia Obama\nPredicted answer: sasha {gold}\n```" in user["content"]
+    assert user["content"].endswith('Just return the letters "A" or "B", with no text around it.')
+    assert PUBLISHED.version != Grader().version and Grader().messages(Answer("q", "g", "p"))[0]["role"] == "user"
 
 
 def test_a_prompt_file_must_hold_every_field_and_is_versioned_by_its_text():
@@ -65,6 +82,14 @@ def test_verdicts_and_every_failure_is_unjudged_with_why():
     assert client.requests == server.requests == 12
     assert set(server.authorizations) == {f"Bearer {KEY}"}  # the key is sent, and only in the header
     assert not any(KEY in v.reason for v in verdicts)
+
+
+def test_the_papers_prompt_goes_to_the_server_after_an_empty_system_turn_and_its_letters_are_verdicts():
+    with JudgeServer() as server:
+        verdicts, _ = ask(server, ["right", "wrong", "chatty"], grader=PUBLISHED, retries=0)
+    assert [v.verdict for v in verdicts] == ["CORRECT", "INCORRECT", None]
+    assert verdicts[2].reason == "no verdict in the reply (not A or B)"
+    assert server.systems == ["", "", ""]
 
 
 def test_a_429_waits_for_its_retry_after_then_asks_again():
