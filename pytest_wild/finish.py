@@ -26,13 +26,14 @@ def finish_run(run) -> Outcome:
     by_case = timing_by_case(results.rows)
     timing = timing_summary(by_case)
     gates = []
+    judged_now = judged_modes(results.rows) if judged else set()
     for rule in o.gates:
         mode = rule.mode or o.primary_mode
         cell = aggregates.get(mode, {}).get(rule.metric)
         observed = None if cell is None else cell["value"]
         gate = {"rule": rule.text, "mode": mode, "observed": observed,
                 "passed": observed is not None and rule.holds(observed)}
-        if o.judge is not None and rule.metric in JUDGED_METRICS and mode in judged_modes(results.rows):
+        if rule.metric in JUDGED_METRICS and mode in judged_now:
             gate["unjudged"] = unjudged_behind(results.rows, mode, rule.metric)
             if gate["unjudged"] and not o.judge.allow_unjudged:
                 gate["passed"] = False

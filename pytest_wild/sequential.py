@@ -104,6 +104,7 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
     evaluator.prepare(cases)
     probe = _capability_probe(evaluator, cases)
     primary = evaluator.settings.modes[0]
+    judged = evaluator.settings.metric == "judge"  # its answers are kept for the judge
     kept, log, done, final = Kept(evaluator.model), Log(), 0, None
     label = "" if order is None else f"order {order}: "
     try:
@@ -124,7 +125,7 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
             edited = time.perf_counter()
             done += len(batch)
             for row in evaluator.rows_now(batch):
-                log.immediate[row["id"]] = _scores(row)
+                log.immediate[row["id"]] = _scores(row, judged)
             answered = time.perf_counter()
             for case in batch:  # as a single-edit run's timing: one update's cost shared by its cases
                 log.timing[case.id] = {"edit_seconds": (edited - before_edit) / len(batch),
@@ -135,7 +136,7 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
             if reached:
                 rows = evaluator.rows_now(cases[:done])
                 for row in rows:
-                    log.at.setdefault(row["id"], {})[str(done)] = _scores(row)
+                    log.at.setdefault(row["id"], {})[str(done)] = _scores(row, judged)
                 log.capability[str(done)] = _capability(evaluator, probe, perplexity_text)
                 final = {row["id"]: row for row in rows} if done == len(cases) else None
                 progress.note(f"{label}{done} of {len(cases)} edits: " + _curve_text(rows, primary))
@@ -172,16 +173,16 @@ def _pace(done: int, seconds: float, left: int) -> str:
     return f"{rate:.2f} edits/s, about {when} left"
 
 
-def _scores(row: dict) -> dict:
-    """mode -> the table's metrics, for one case at one moment; in a judge run also the edit
-    answers given then, which the judge grades at the end of the run (judge.grading)."""
+def _scores(row: dict, keep_answers: bool) -> dict:
+    """mode -> the table's metrics, for one case at one moment; with `keep_answers` (a judge
+    run) also the edit answers given then, which the judge grades at the end of the run
+    (judge.grading)."""
     found = {}
     for mode, scores in row.get("modes", {}).items():
         found[mode] = {metric: scores.get(metric) for metric in TABLE_METRICS}
         answers = scores.get("answers") or {}
-        kept = {which: {"after": answers[which]["after"]} for which in ("prompt", "rephrase")
-                if "em" in answers.get(which, {})}  # only a judge run's answers carry exact match beside
-        if kept:
+        kept = {which: {"after": answers[which]["after"]} for which in ("prompt", "rephrase") if which in answers}
+        if keep_answers and kept:  # modes without answers (synthetic) keep none
             found[mode]["answers"] = kept
     return found
 

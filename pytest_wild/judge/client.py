@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .cache import VerdictCache, through_cache
-from .grader import Answer, Grader, Verdict, no_verdict
+from .grader import REPLY_TOKENS, Answer, Grader, Verdict
 
 DEFAULT_CONCURRENCY = 32
 RETRY_AFTER_CAP = 60.0
@@ -52,7 +52,7 @@ class JudgeClient:
     def _ask(self, answer: Answer) -> Verdict:
         import httpx2
 
-        body = {"model": self.model, "temperature": 0, "max_tokens": 8, "messages": self.grader.messages(answer)}
+        body = {"model": self.model, "temperature": 0, "max_tokens": REPLY_TOKENS, "messages": self.grader.messages(answer)}
         reason, wait = "", 0.0
         for attempt in range(self.retries + 1):
             if attempt:
@@ -79,8 +79,7 @@ class JudgeClient:
                 content = response.json()["choices"][0]["message"]["content"]
             except (ValueError, KeyError, IndexError, TypeError):
                 return Verdict(None, "malformed response (not a chat completion)")
-            verdict = self.grader.read(content if isinstance(content, str) else "")
-            return Verdict(verdict, "" if verdict else no_verdict(self.grader))
+            return self.grader.verdict(content if isinstance(content, str) else "")
         attempts = self.retries + 1
         return Verdict(None, f"{reason} after {attempts} attempt{'s' if attempts > 1 else ''}")
 

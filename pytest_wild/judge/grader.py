@@ -80,6 +80,7 @@ B: INCORRECT
 Just return the letters "A" or "B", with no text around it."""
 
 VERDICTS = ("CORRECT", "INCORRECT")
+REPLY_TOKENS = 8  # what a judge may write: one word (or letter) and a stop
 UNJUDGED = "unjudged"  # an answer's verdict in a report when the judge gave none
 _DECORATION = re.compile(r"^[\s*_`]+|[\s*_`]+$")
 _FIELD = re.compile(r"\{question\}|\{gold\}|\{prediction\}")
@@ -131,6 +132,11 @@ class Grader:
         word = parse_verdict(reply, self.words)
         return None if word is None else VERDICTS[self.words.index(word)]
 
+    def verdict(self, reply: str) -> Verdict:
+        """The reply as a verdict: unjudged, with why, when it is not one of this prompt's words."""
+        found = self.read(reply)
+        return Verdict(found, "" if found else f"no verdict in the reply (not {' or '.join(self.words)})")
+
 
 PUBLISHED = Grader(PUBLISHED_PROMPT, PUBLISHED_VERSION, ("A", "B"), "")
 
@@ -153,7 +159,3 @@ def parse_verdict(reply: str, words: tuple[str, ...] = VERDICTS) -> str | None:
             return word if word in words else None
     return None
 
-
-def no_verdict(grader: Grader) -> str:
-    """Why a reply gave no verdict, in the prompt's own words."""
-    return f"no verdict in the reply (not {' or '.join(grader.words)})"

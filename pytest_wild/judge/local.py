@@ -13,9 +13,7 @@ from ..contexts import without_second_bos
 from ..generation import Engine
 from ..model import fingerprint, load_model
 from .cache import VerdictCache, through_cache
-from .grader import Answer, Grader, Verdict, no_verdict
-
-REPLY_TOKENS = 8  # as many as a server is asked for: CORRECT or INCORRECT and a stop
+from .grader import REPLY_TOKENS, Answer, Grader, Verdict
 
 
 class LocalJudge:
@@ -34,9 +32,7 @@ class LocalJudge:
 
     def _ask_all(self, answers: list[Answer]) -> list[Verdict]:
         self.requests += len(answers)
-        replies = self.engine.generate([self._prompt(a) for a in answers])
-        verdicts = [self.grader.read(reply.text) for reply in replies]
-        return [Verdict(v, "" if v else no_verdict(self.grader)) for v in verdicts]
+        return [self.grader.verdict(reply.text) for reply in self.engine.generate([self._prompt(a) for a in answers])]
 
     def _prompt(self, answer: Answer) -> str:
         """The grader's turns through the judge's chat template, or its prompt as plain text

@@ -66,6 +66,7 @@ class JudgeSettings:
             return LocalJudge(self.local, grader=self.grader, cache=cache, device=device, dtype=dtype,
                               trust_remote_code=trust_remote_code)
         except WildInputError as exc:
+            cache.close()
             raise WildInputError(as_judge(str(exc), self.target)) from None
 
 

@@ -21,6 +21,8 @@ import pytest
 
 from pytest_wild.model import TINYWORLD_DIR
 
+from . import import_what_runs_import
+
 USAGE, CASES, LOADING = 4, 1, 2  # LOADING: found where the model is loaded, before any case runs
 RECORDS = [json.loads(line) for line in (TINYWORLD_DIR / "suite.jsonl").read_text().splitlines()[:4]]
 GOLDEN = "golden/tinyworld/ft-m/data/tw-0000.json"
@@ -416,16 +418,7 @@ DEFAULT_ARGS = ("--editor=ft-m", "--wild-suite=data.json", "--wild-limit=1", "--
 
 @pytest.fixture(scope="module", autouse=True)
 def imported_once():
-    """What a run imports, imported before the first in-process run: pytester drops the
-    modules a run imports when it ends, and torch's C extension cannot be imported twice."""
-    import pytest_wild.editors.finetune.ft  # noqa: F401
-    import pytest_wild.evaluation  # noqa: F401
-    import pytest_wild.golden  # noqa: F401
-    import pytest_wild.stats  # noqa: F401
-    from pytest_wild.model import check_model, load_model
-
-    load_model(None, "cpu")
-    check_model(None)
+    import_what_runs_import()
 
 
 @pytest.fixture

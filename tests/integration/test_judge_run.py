@@ -18,7 +18,7 @@ from pytest_wild.model import TINYWORLD_DIR
 
 from ..judge_server import JudgeServer
 from ..tiny_judge import write_judge
-from . import outer_xdist_removed
+from . import import_what_runs_import, outer_xdist_removed
 
 KEY = "sk-wild-probe-key-0123456789"
 CASES = 6  # tinyworld cases per run: 2 edit answers and 3 locality answers each
@@ -27,17 +27,7 @@ ANSWERS = CASES * 5
 
 @pytest.fixture(scope="module", autouse=True)
 def imported_once():
-    """What a run imports, imported before the first in-process run: pytester drops the
-    modules a run imports when it ends, and torch's C extension cannot be imported twice."""
-    import pytest_wild.editors.finetune.ft  # noqa: F401
-    import pytest_wild.editors.locate.rome  # noqa: F401
-    import pytest_wild.evaluation  # noqa: F401
-    import pytest_wild.golden  # noqa: F401
-    import pytest_wild.judge.local  # noqa: F401
-    import pytest_wild.stats  # noqa: F401
-    from pytest_wild.model import load_model
-
-    load_model(None, "cpu")
+    import_what_runs_import("pytest_wild.editors.locate.rome", "pytest_wild.judge.local")
 
 
 @pytest.fixture
