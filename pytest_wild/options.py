@@ -39,6 +39,7 @@ class Options:
     thresholds: list[Rule] = field(default_factory=list)
     report: Path | None = None
     only_failed: bool = False
+    last_missed: bool = False  # rerun only the edits the last run of this configuration missed
     trust_remote_code: bool = False
     seed: int = 0
     batch_size: int = 1
@@ -110,6 +111,12 @@ def options_from_config(config: pytest.Config) -> Options:
     if sequential is not None and config.getoption("wild_only_failed"):
         raise WildInputError("--wild-only-failed: not with --wild-sequential (select the sequence's cases with -k or the suite)")
     orders, plot, run_dir, resume, save_every = sequence_options(config, sequential)
+    last_missed = config.getoption("wild_last_missed")
+    if last_missed and sequential is not None:
+        raise WildInputError("--wild-last-missed: not with --wild-sequential (a sequence's edits depend on the ones "
+                             "before them; select the sequence's cases with -k or the suite)")
+    if last_missed and getattr(config, "cache", None) is None:
+        raise WildInputError("--wild-last-missed: needs pytest's cache, which -p no:cacheprovider turned off")
     metric = check_choice(value("wild_metric", "wild_metric") or "em", ANSWER_SCORES, "--wild-metric")
     judge = judge_settings(metric, cache_root() / "judge" / "verdicts.sqlite3", config.getoption("wild_judge"),
                            config.getoption("wild_judge_model"), config.getoption("wild_judge_prompt"),
@@ -138,6 +145,7 @@ def options_from_config(config: pytest.Config) -> Options:
         thresholds=thresholds,
         report=_path(value("wild_report", "wild_report")),
         only_failed=config.getoption("wild_only_failed"),
+        last_missed=last_missed,
         trust_remote_code=config.getoption("wild_trust_remote_code"),
         batch_size=batch_size,
         shard=parse_shard(config.getoption("wild_shard")),
@@ -207,7 +215,7 @@ def sequence_options(config: pytest.Config, sequential: int | None):
 # What a conformance run cannot take: it makes its own edits and writes no results.
 NOT_WITH_CONFORMANCE = {
     "wild_sequential": "--wild-sequential", "wild_batch_size": "--wild-batch-size", "wild_shard": "--wild-shard",
-    "wild_only_failed": "--wild-only-failed", "wild_gate": "--wild-gate", "wild_threshold": "--wild-threshold",
+    "wild_only_failed": "--wild-only-failed", "wild_last_missed": "--wild-last-missed", "wild_gate": "--wild-gate", "wild_threshold": "--wild-threshold",
     "wild_report": "--wild-report", "wild_markdown": "--wild-markdown", "wild_limit": "--wild-limit",
     "snapshot_update": "--snapshot-update", "wild_judge": "--wild-judge",
 }

@@ -49,6 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-threshold", action="append", default=[], metavar="RULE", help='per-case threshold, e.g. "locality>=1" (repeatable; replaces the suite\'s for that metric); ini: wild_thresholds')
     group.addoption("--wild-report", metavar="FILE.json", help="write per-case results, aggregates and configuration as JSON; ini: wild_report")
     group.addoption("--wild-only-failed", action="store_true", help="keep only cases the unedited model answers wrongly (QAEdit's protocol)")
+    group.addoption("--wild-last-missed", action="store_true", help="rerun only the edits the last run of this editor, model, suite, context, mode and metric missed (its expected failures, which --lf does not rerun); all cases when it recorded none, as --lf does")
     group.addoption("--wild-batch-size", type=int, metavar="B", help="edit B cases in one update (MEMIT, AlphaEdit, FT), then evaluate each (default: 1)")
     group.addoption("--wild-sequential", type=int, metavar="N", help="apply the suite's first N selected cases one after another to one model, never restoring, and score them at checkpoints")
     group.addoption("--wild-checkpoints", metavar="LIST", help="after how many edits a sequence is scored (default 1,10,100,1000; the last edit always)")
@@ -161,6 +162,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     _keep_given_ids(config, items, run.options.case_ids)
     if run.options.conformance:
         return
+    if run.options.last_missed:
+        _keep_last_missed(config, items, run.options)
     wild_items = [item for item in items if isinstance(item, WildItem)]
     dropped = _answered_already(run) if run.options.only_failed else set()
     run.runtime.plan_batches(dropped)
@@ -221,6 +224,22 @@ def _keep_given_ids(config: pytest.Config, items: list, given: tuple[str, ...]) 
         items[:] = [item for item in items if item.nodeid in given]
 
 
+def _keep_last_missed(config: pytest.Config, items: list, options) -> None:
+    """--wild-last-missed: the cases the last runs of this configuration missed, read from
+    pytest's cache on every process that collects (each xdist worker selects the same);
+    every case when none were recorded, as --lf does."""
+    from .missed import recall
+
+    missed = set(recall(config.cache, options) or ())
+    if not missed:
+        return
+    others = [item for item in items if isinstance(item, WildItem) and item.case.id not in missed]
+    if others:
+        config.hook.pytest_deselected(items=others)
+        gone = set(map(id, others))
+        items[:] = [item for item in items if id(item) not in gone]
+
+
 def _answered_already(run) -> set[str]:
     """Ids of the suite's cases whose unedited WILD answer already matches the target
     (all of the suite, not only the selected cases, so batches do not depend on -k)."""
@@ -255,10 +274,22 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         at_once = "" if o.judge.local else f"{o.judge.concurrency} requests at once, "
         lines.append(f"wild judge: {o.judge.name}, prompt {o.judge.grader.version}, {at_once}verdicts cached in "
                      f"{o.judge.cache}; each case's test reads exact match, the judge grades every answer at the end")
+    if o.last_missed:
+        lines.append(f"wild last-missed: {_last_missed_note(config, o)}")
     lines += [f"wild editor: {o.editor} of {entry.origin} ({entry.target}) {entry.problem}"
               for entry in shadowed(o.editor)]
     lines += [f"wild hparams: {note}" for note in (run.runtime.hparams_notes if run.runtime else [])]
     return lines
+
+
+def _last_missed_note(config: pytest.Config, options) -> str:
+    from .missed import configuration, recall
+
+    missed = recall(config.cache, options)
+    if missed:
+        return f"rerunning the {len(missed)} edits the last run missed ({configuration(options)})"
+    what = "no missed edits" if missed == [] else "no earlier run"
+    return f"{what} recorded for {configuration(options)}: running every case, as --lf does"
 
 
 @pytest.fixture(scope="session")
@@ -321,5 +352,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if session.shouldfail and results.stop_reason is None:
         results.stop(str(session.shouldfail))  # -x, --maxfail: serially no interrupt, exit status 1
     results.conclude(finish_run(run))
+    if getattr(config, "cache", None) is not None:
+        from .missed import remember
+
+        remember(config.cache, run.options, results.rows)
     if results.outcome.gate_failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from .cases import Case, WildInputError
 from .gates import Rule, parse_rule
-from .metrics import TABLE_METRICS
+from .missed import missed_metrics
 from .options import Options
 from .progress import Silent
 from .suite import Suite
@@ -270,7 +270,7 @@ class Runtime:
         mode = self.options.primary_mode
         scores = row["modes"].get(mode, {})
         missed = [self._explain(Rule(None, metric, ">=", 1.0, f"{metric}>=1"), mode, scores[metric], row)
-                  for metric in TABLE_METRICS if scores.get(metric) is not None and scores[metric] < 1.0]
+                  for metric in missed_metrics(row, mode)]
         return missed + [sequence_note(row, mode)] if missed and "sequence" in row else missed
 
     def _explain(self, rule: Rule, mode: str, observed: float, row: dict) -> str:

@@ -165,6 +165,11 @@ BAD = [
     Bad("test-id-unknown", ("data.json::nope",), "data.json::nope: no such test in this run (ids look like data.json::tw-0000)",
         USAGE),
     Bad("sequential-zero", ("--wild-sequential=0",), "--wild-sequential: expected a positive number of edits, got 0", USAGE),
+    Bad("last-missed-sequential", ("--wild-sequential=1", "--wild-last-missed"),
+        "--wild-last-missed: not with --wild-sequential (a sequence's edits depend on the ones before them; "
+        "select the sequence's cases with -k or the suite)", USAGE),
+    Bad("last-missed-no-cache", ("--wild-last-missed", "-p", "no:cacheprovider"),
+        "--wild-last-missed: needs pytest's cache, which -p no:cacheprovider turned off", USAGE),
     Bad("sequential-more-than-cases", ("--wild-sequential=9",),
         "--wild-sequential 9: the run has only 1 cases to edit (suite data, after -k and the other selections)", USAGE),
     Bad("sequential-sharded", ("--wild-sequential=1", "--wild-shard=1/2"),

@@ -154,12 +154,12 @@ def test_a_tilde_in_a_path_option_means_the_home_directory(pytester, monkeypatch
     assert not (pytester.path / "~").exists()
 
 
-def ran(result) -> dict[str, str]:
+def ran(result, suite: str = "tinyworld.yaml") -> dict[str, str]:
     """Each case's outcome in `-v` output, serial ("tinyworld.yaml::tw-0010 PASSED [ 16%]")
     or xdist ("[gw0] [ 16%] PASSED tinyworld.yaml::tw-0010")."""
     outcomes = {}
     for line in result.stdout.lines:
-        test, outcome = re.search(r"tinyworld\.yaml::\S+", line), re.search(r"\b(PASSED|FAILED|XFAIL|ERROR)\b", line)
+        test, outcome = re.search(re.escape(suite) + r"::\S+", line), re.search(r"\b(PASSED|FAILED|XFAIL|ERROR)\b", line)
         if test and outcome and not line.startswith(("FAILED ", "ERROR ", "XFAIL ")):
             outcomes[test.group()] = outcome.group()
     return outcomes
@@ -189,6 +189,36 @@ def test_lf_reruns_exactly_the_failed_cases_and_a_pasted_id_runs_that_case_alone
         assert ran(chosen) == {chosen_id: "PASSED"}, workers
         chosen.stdout.fnmatch_lines(["*= 1 passed*"])  # (xdist does not count deselected tests)
     # an id the run does not have: a row of tests/integration/test_bad_input.py
+
+
+def test_last_missed_reruns_exactly_the_missed_edits_and_forgets_those_that_land(pytester):
+    """A missed edit is an expected failure, which --lf never reruns; --wild-last-missed reruns
+    just those, serially and under xdist, for the same configuration only, and a rerun whose
+    edits now land (other hyperparameters) removes them from the record."""
+    pytester.path.joinpath("weak.yaml").write_text("num_steps: 1\nlr: 0.002\n")
+    pytester.path.joinpath("stronger.yaml").write_text("num_steps: 1\nlr: 0.004\n")
+    suite = write_suite(pytester, limit=8)
+    run = ("--wild", "--editor=ft-m", f"--wild-suite={suite}", "-v")
+    first = pytester.runpytest_subprocess(*run, "--wild-hparams=weak.yaml")
+    missed = {test for test, outcome in ran(first, "open.yaml").items() if outcome == "XFAIL"}
+    assert first.ret == 0 and 2 <= len(missed) < 8, first.stdout.str()
+    for workers in ([], ["-n", "2"]):
+        again = pytester.runpytest_subprocess(*run, "--wild-hparams=weak.yaml", "--wild-last-missed", *workers)
+        assert ran(again, "open.yaml") == dict.fromkeys(missed, "XFAIL"), (workers, again.stdout.str())
+        again.stdout.fnmatch_lines([f"wild last-missed: rerunning the {len(missed)} edits the last run missed "
+                                    "(editor=ft-m model=tinyworld suite=open.yaml *"])
+    other = pytester.runpytest_subprocess("--wild", "--editor=ft-l", f"--wild-suite={suite}", "-v", "--wild-last-missed")
+    assert len(ran(other, "open.yaml")) == 8
+    other.stdout.fnmatch_lines(["wild last-missed: no earlier run recorded for editor=ft-l *: running every case, as --lf does"])
+    stronger = pytester.runpytest_subprocess(*run, "--wild-hparams=stronger.yaml", "--wild-last-missed")
+    outcomes = ran(stronger, "open.yaml")
+    still = {test for test, outcome in outcomes.items() if outcome == "XFAIL"}
+    assert set(outcomes) == missed and len(still) < len(missed), stronger.stdout.str()
+    last = pytester.runpytest_subprocess(*run, "--wild-hparams=stronger.yaml", "--wild-last-missed")
+    assert set(ran(last, "open.yaml")) == (still or set(outcomes) | set(ran(first, "open.yaml"))), last.stdout.str()
+    without_cache = pytester.runpytest_subprocess(*run, "--wild-last-missed", "-p", "no:cacheprovider")
+    assert without_cache.ret == 4
+    without_cache.stderr.fnmatch_lines(["ERROR: --wild-last-missed: needs pytest's cache, which -p no:cacheprovider turned off"])
 
 
 SHUFFLE = """
