@@ -80,10 +80,11 @@ def _table(args: argparse.Namespace) -> int:
     from .compare import markdown, run_line, sequence_markdown
 
     try:
+        modes = [mode for mode in (args.mode or "").split(",") if mode]
         if args.sequence:
-            lines = sequence_markdown([Path(source) for source in args.sources], args.mode)
+            lines = sequence_markdown([Path(source) for source in args.sources], modes[0] if modes else "wild")
         else:
-            lines = markdown([run_line(Path(source), args.mode) for source in args.sources])
+            lines = markdown([run_line(Path(source)) for source in args.sources], modes)
     except WildInputError as exc:
         print(f"pytest-wild table: {exc}", file=sys.stderr)
         return 2
@@ -212,10 +213,12 @@ def parser() -> argparse.ArgumentParser:
     merge.add_argument("--allow-partial", action="store_true",
                        help='merge even with shards missing or interrupted; the result says "complete": false')
     merge.set_defaults(func=_merge_reports)
-    compare = commands.add_parser("table", help="one Markdown line per run, from JSON reports or golden directories "
-                                  "(golden/<model>/<editor>/<suite>), to compare editors")
+    compare = commands.add_parser("table", help="one Markdown row per run, from JSON reports or golden directories "
+                                  "(golden/<model>/<editor>/<suite>): what identifies the run, each metric as "
+                                  "mean ± stderr per mode, and the teacher-forced minus WILD gap")
     compare.add_argument("sources", nargs="+", help="reports written with --wild-report, or golden directories")
-    compare.add_argument("--mode", default="wild", help="evaluation mode to show (default: wild)")
+    compare.add_argument("--mode", help="evaluation modes to show, comma-separated, e.g. wild,synthetic (default: every "
+                         "mode a source has, WILD beside teacher-forced beside length; with --sequence: wild)")
     compare.add_argument("--sequence", action="store_true",
                          help="the curves of sequential runs' reports (--wild-sequential), one line per checkpoint")
     compare.set_defaults(func=_table)

@@ -57,6 +57,6 @@ def test_bundled_suite_reproduces_the_committed_goldens(editor, tmp_path):
     compared.mkdir(parents=True)
     for case in cases:
         shutil.copy(GOLDENS / editor / "tinyworld" / f"{case}.json", compared)
-    expected = from_goldens(compared, "wild").means
+    expected = from_goldens(compared).means("wild")
     results = data["results"]["wild"]
     assert {m: f"{results[m]['value']:.3f}" for m in COLUMNS} == {m: f"{expected[m]:.3f}" for m in COLUMNS}

@@ -137,7 +137,7 @@ def test_the_table_command_refuses_links_and_bad_goldens_in_one_line(tmp_path, s
         expected = f"{source}: not a directory (a golden directory or a JSON report)"
     else:
         (directory / "tw-0002.json").write_text("[1, 2]")
-        expected = f"{directory / 'tw-0002.json'}: not a golden with scores for mode 'wild' (TypeError)"
+        expected = f"{directory / 'tw-0002.json'}: no 'scores' object of modes; not a golden"
     done = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "table", str(source)], capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and expected in done.stderr, done.stderr

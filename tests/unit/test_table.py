@@ -1,0 +1,96 @@
+"""`pytest-wild table` as a reader of a paper or a pull request's summary needs it: one row per
+run that says what the run was, mean ± stderr, WILD beside teacher-forced with the gap, a
+source lacking a mode shown as "-" with a note (not an exception name), and no field able to
+add a cell or a row."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pytest_wild.cli import main
+from pytest_wild.markdown import cell
+
+
+def report(path: Path, editor: str, results: dict, metric: str = "em", context: str = "chat", cases: int = 4) -> Path:
+    path.write_text(json.dumps({
+        "config": {"editor": {"name": editor}, "model": {"spec": "smollm2-135m"}, "suite": {"name": "qaedit"},
+                   "evaluation": {"context": context, "metric": metric}},
+        "samples": [{"id": f"c{i}", "modes": {}} for i in range(cases)],
+        "results": {mode: {name: {"value": value, "stderr": err, "n": cases} for name, (value, err) in metrics.items()}
+                    for mode, metrics in results.items()},
+    }))
+    return path
+
+
+def table(capsys, *args: str) -> tuple[int, list[str], str]:
+    status = main(["table", *args])
+    out = capsys.readouterr()
+    return status, out.out.splitlines(), out.err
+
+
+def test_a_row_names_its_run_and_shows_wild_beside_teacher_forced_with_the_gap(tmp_path, capsys):
+    source = report(tmp_path / "memit.json", "memit", {
+        "wild": {"reliability": (0.25, 0.1), "generalization": (0.5, 0.12), "locality": (1.0, 0.0)},
+        "synthetic": {"reliability": (0.95, 0.02), "generalization": (0.75, 0.1), "locality": (0.9, 0.05)}})
+    status, lines, err = table(capsys, str(source))
+    assert status == 0 and err == ""
+    head = [part.strip() for part in lines[0].strip("|").split("|")]
+    assert head == ["editor", "model", "suite", "context", "metric", "cases", "source",
+                    "reliability (wild)", "reliability (synthetic)", "reliability gap",
+                    "generalization (wild)", "generalization (synthetic)", "generalization gap",
+                    "locality (wild)", "locality (synthetic)"]
+    row = [part.strip() for part in lines[2].strip("|").split("|")]
+    assert row == ["`memit`", "`smollm2-135m`", "`qaedit`", "chat", "em", "4", f"`{source}`",
+                   "0.250 ± 0.100", "0.950 ± 0.020", "+0.700", "0.500 ± 0.120", "0.750 ± 0.100", "+0.250",
+                   "1.000 ± 0.000", "0.900 ± 0.050"]
+
+
+def test_a_source_without_a_mode_shows_a_dash_and_a_note_and_the_others_still_print(tmp_path, capsys):
+    both = report(tmp_path / "a.json", "ft-m", {"wild": {"reliability": (0.1, 0.05)}, "synthetic": {"reliability": (0.9, 0.05)}})
+    wild_only = report(tmp_path / "b.json", "rome", {"wild": {"reliability": (0.2, 0.05)}})
+    status, lines, _ = table(capsys, str(both), str(wild_only))
+    assert status == 0
+    assert lines[3].endswith("| 0.200 ± 0.050 | - | - |")
+    assert f"- `-`: `{wild_only}` has no synthetic results (the run did not evaluate that mode: `--wild-eval`)" in lines
+    status, lines, err = table(capsys, str(both), "--mode", "length")
+    assert status == 2 and lines == []
+    assert err.strip() == "pytest-wild table: --mode length: no source has results for it (they have: synthetic, wild)"
+
+
+def test_a_judge_run_says_so_in_its_metric_column(tmp_path, capsys):
+    judged = report(tmp_path / "judge.json", "memit", {"wild": {"reliability": (0.5, 0.1)}}, metric="judge")
+    exact = report(tmp_path / "em.json", "memit", {"wild": {"reliability": (0.25, 0.1)}})
+    _, lines, _ = table(capsys, str(judged), str(exact))
+    assert [line.split("|")[5].strip() for line in lines[2:4]] == ["judge", "em"]
+
+
+def test_goldens_give_mean_and_sample_standard_error(tmp_path, capsys):
+    directory = tmp_path / "golden" / "tinyworld" / "ft-m" / "tinyworld"
+    directory.mkdir(parents=True)
+    for index, value in enumerate([1.0, 0.0, 1.0]):
+        (directory / f"tw-{index}.json").write_text(json.dumps({"scores": {"wild": {"reliability": value}}}))
+    status, lines, _ = table(capsys, str(directory))
+    stderr = math.sqrt(((1 / 3) ** 2 * 2 + (2 / 3) ** 2) / 2 / 3)
+    assert status == 0 and lines[2] == (f"| `ft-m` | `tinyworld` | `tinyworld` | - | em | 3 | `{directory}` | "
+                                        f"0.667 ± {stderr:.3f} |")
+
+
+@pytest.mark.parametrize("name", ["x | y", "x\n| injected | row |", "a`b|c", "<img src=x>", "[link](http://e)"])
+def test_no_field_adds_a_cell_or_a_row_or_opens_html_or_a_link(tmp_path, capsys, name):
+    """In the editor's cell (a code span, where only `|` is read) and the context's (text)."""
+    source = report(tmp_path / "r.json", name, {"wild": {"reliability": (1.0, 0.0)}}, context=name)
+    status, lines, _ = table(capsys, str(source))
+    assert status == 0 and len(lines) == 3
+    cells = lines[2].replace("\\|", "\0").strip("|").split("|")
+    assert len(cells) == lines[0].count("|") - 1
+    editor, context = cells[0].strip(), cells[3].strip()
+    assert (editor.startswith("`") and editor.endswith("`") and "`" not in editor[1:-1]) or "\\`" in editor
+    assert "<" not in context and "](" not in context.replace("\\](", "") and "`" not in context.replace("\\`", "")
+
+
+def test_cell_escapes_and_keeps_plain_names_readable():
+    assert cell("ft-m", code=True) == "`ft-m`" and cell("question") == "question"
+    assert cell("a|b\nc") == "a\\|b c" and cell("a`b", code=True) == "a\\`b"
+    assert cell("<b>&") == "&lt;b&gt;&amp;" and cell("") == "-"
