@@ -16,26 +16,46 @@ from .report import write_bytes_atomic
 
 COLOURS = {"reliability": "tab:blue", "generalization": "tab:orange", "locality": "tab:green",
            "capability": "black"}
+# Lines often coincide (reliability and generalization both at 1.0, or both at 0): a marker
+# shape of its own per metric, hollow, and a width that shrinks from mode to mode keep each
+# visible where another runs over it.
+MARKERS = {"reliability": "o", "generalization": "s", "locality": "^"}
 STYLES = ("-", "--", ":", "-.")  # the run's modes in order: wild first
+WIDTHS = (3.0, 2.0, 1.4, 1.0)
 
 
 def plot_curve(points: list[dict], by_order: dict[str, list[dict]], modes: list[str], path: Path, title: str) -> None:
     """Draw the curve into `path` (its suffix picks the format), written whole or not at all."""
+    import matplotlib.pyplot as plt
+
+    figure = draw_curve(points, by_order, modes, title)
+    rendered = io.BytesIO()
+    try:
+        figure.savefig(rendered, format=path.suffix.lstrip(".").lower(), dpi=120)
+    finally:
+        plt.close(figure)
+    write_bytes_atomic(path, rendered.getvalue())
+
+
+def draw_curve(points: list[dict], by_order: dict[str, list[dict]], modes: list[str], title: str):
+    """The figure: two panels, the edits on a log axis labelled 1, 10, 100."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     edits = [point["edits"] for point in points]
     figure, panels = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True, layout="constrained")
     for panel, convention in zip(panels, ("final", "immediate")):
-        for style, mode in zip(STYLES, modes):
+        for style, width, mode in zip(STYLES, WIDTHS, modes):
             for metric in TABLE_METRICS:
                 values = [point[convention].get(mode, {}).get(metric) for point in points]
                 if all(v is None for v in values):
                     continue
-                panel.plot(edits, _nan(values), style, color=COLOURS[metric], marker="o",
-                           markersize=3, label=f"{metric} ({mode})")
+                panel.plot(edits, _nan(values), style, color=COLOURS[metric], marker=MARKERS[metric],
+                           markersize=7 - TABLE_METRICS.index(metric) * 1.5, markerfacecolor="none",
+                           linewidth=width, alpha=0.85, label=f"{metric} ({mode})")
                 if len(by_order) > 1:
                     low, high = _range(by_order, convention, mode, metric)
                     panel.fill_between(edits, low, high, color=COLOURS[metric], alpha=0.12, linewidth=0)
@@ -45,6 +65,7 @@ def plot_curve(points: list[dict], by_order: dict[str, list[dict]], modes: list[
                 panel.plot(edits, _nan(capability), "-", color=COLOURS["capability"], marker="s", markersize=3,
                            label="capability EM (untouched facts)")
         panel.set_xscale("log")
+        panel.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 1, 10, 100, not 10^0
         panel.set_xlabel("edits made")
         panel.set_ylim(-0.02, 1.02)
         panel.grid(True, which="both", alpha=0.3)
@@ -58,12 +79,7 @@ def plot_curve(points: list[dict], by_order: dict[str, list[dict]], modes: list[
         for handle, label in zip(*panel.get_legend_handles_labels()):
             labelled.setdefault(label, handle)
     figure.legend(list(labelled.values()), list(labelled), loc="outside lower center", ncol=4, fontsize=8)
-    rendered = io.BytesIO()
-    try:
-        figure.savefig(rendered, format=path.suffix.lstrip(".").lower(), dpi=120)
-    finally:
-        plt.close(figure)
-    write_bytes_atomic(path, rendered.getvalue())
+    return figure
 
 
 def _nan(values: list[float | None]) -> list[float]:

@@ -125,6 +125,27 @@ def test_the_curve_is_drawn_as_png_and_svg(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.png", "curve.svg"]  # no temporary file left
 
 
+def test_the_curve_labels_its_log_axis_1_10_100_and_keeps_coinciding_lines_apart():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from pytest_wild.plot import draw_curve
+
+    scores = {"wild": {"reliability": 1.0, "generalization": 1.0, "locality": 1.0}}
+    points = [{"edits": n, "final": scores, "immediate": scores, "capability": {}} for n in (1, 10, 100)]
+    figure = draw_curve(points, {"suite": points}, ["wild"], "coinciding")
+    try:
+        figure.canvas.draw()
+        panel = figure.axes[0]
+        shown = {label.get_text() for label in panel.get_xticklabels() if label.get_text()}
+        assert {"1", "10", "100"} <= shown and not any("^" in text for text in shown), shown
+        lines = panel.get_lines()
+        assert len({line.get_marker() for line in lines}) == 3  # one shape per metric, all on the same values
+        assert len({line.get_markersize() for line in lines}) == 3 and all(line.get_markerfacecolor() == "none" for line in lines)
+    finally:
+        plt.close(figure)
+
+
 def test_a_run_that_never_started_may_be_started_again(tmp_path):
     """A run stopped before its first snapshot (a usage error found after configure) left only
     its run.json: the same run may start there again, another run may not."""

@@ -200,3 +200,37 @@ def test_the_live_line_says_how_far_and_how_fast_at_most_every_ten_seconds(capsy
         now[0] += 4.0  # at 4, 8, 12, 16, 20, 24 s: a line at 12 s and at 24 s
         shown.live(f"{done} of 9 edits")
     assert capsys.readouterr().err.splitlines() == ["wild: 3 of 9 edits", "wild: 6 of 9 edits"]
+
+
+def test_the_pace_is_estimated_from_the_edits_after_the_first_which_pays_the_one_time_costs():
+    """A first update that takes long (statistics, templates) is said as such; the estimate
+    after it counts only the edits that followed, so it does not read hours for minutes."""
+    import time
+
+    lines = []
+
+    from pytest_wild.progress import Silent
+
+    class Lines(Silent):
+        def live(self, text):
+            lines.append(text)
+
+    runtime = make_runtime("ft-m", 4, perplexity=False)
+    runtime.progress = Lines()
+    edit = runtime.apply_edit
+    calls = []
+
+    def first_slow(batch):
+        calls.append(batch)
+        if len(calls) == 1:
+            time.sleep(3.0)
+        return edit(batch)
+
+    runtime.apply_edit = first_slow
+    runtime.evaluate(runtime.suite.cases[0])
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("1 of 4 edits, the first in ") and "one-time costs" in lines[0]
+    seconds = float(lines[0].split("the first in ")[1].split(" s ")[0])
+    assert seconds >= 3.0
+    left = [float(line.split("about ")[1].split(" s left")[0]) for line in lines[1:] if " s left" in line]
+    assert len(left) == 3 and left[-1] == 0 and left[0] < 3.0 * 3, lines
