@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cases import WildInputError
-from .markdown import cell as md
+from .markdown import code, text
 from .metrics import EDIT_METRICS, MODES, TABLE_METRICS
 
 COLUMNS = (*TABLE_METRICS, "locality_all")
@@ -168,12 +168,13 @@ def markdown(lines: list[RunLine], wanted_modes: list[str] | None = None) -> lis
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes = []
     for line in lines:
-        cells = [md(line.identity[key], code=key in CODE) if key != "cases" else str(line.cases) for key in IDENTITY]
+        cells = [str(line.cases) if key == "cases" else code(line.identity[key]) if key in CODE else text(line.identity[key])
+                 for key in IDENTITY]
         cells += [_value(line, column) for column in columns]
         out.append("| " + " | ".join(cells) + " |")
         lacking = [mode for mode in modes if mode not in line.cells]
         if lacking:
-            notes.append(f"- `-`: {md(line.identity['source'], code=True)} has no {' or '.join(lacking)} results "
+            notes.append(f"- `-`: {code(line.identity['source'])} has no {' or '.join(lacking)} results "
                          "(the run did not evaluate that mode: `--wild-eval`)")
     if any(column[0] == "gap" for column in columns):
         notes.append("- gap: teacher-forced (synthetic) minus WILD, the share of edits that only teacher "
@@ -247,7 +248,7 @@ def sequence_markdown(sources: list[Path], mode: str, teacher_forced: str = "syn
                 means = point[convention].get(mode, {})
                 forced = point[convention].get(teacher_forced, {}).get("reliability")
                 capability = point["capability"] if convention == "final" else {}
-                out.append("| " + " | ".join([md(str(name), code=True), str(point["edits"]), convention,
+                out.append("| " + " | ".join([code(name), str(point["edits"]), convention,
                                               *[cell(means.get(m)) for m in TABLE_METRICS], cell(forced),
                                               cell(capability.get("exact_match")),
                                               cell(capability.get("perplexity"), 2)]) + " |")

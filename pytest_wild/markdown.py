@@ -1,24 +1,32 @@
-"""Text from reports, goldens and suites made safe for a Markdown table cell (GitHub's
-flavour), since those files arrive in pull requests and the tables become CI job summaries:
-a `|` or a line break in an editor's name must not add a cell or a row, and no field may
-open a link, an image, HTML or emphasis."""
+"""Text that reaches Markdown (a CI job summary, `pytest-wild table`) from what a pull request
+or a model can write: editor names in reports and plugins, a model's name, stop reasons, a
+model's answers quoted by the judge's lines. Each field is escaped so that it stays one cell of
+one row and renders as the text it is: never a new row (`|`, a newline), HTML (`<`), a link,
+an image or emphasis. CommonMark lets a backslash escape any ASCII punctuation; inside a code
+span, where backslashes are literal, the span's fence is made longer than any run of
+backticks in it and only `|` is escaped (GitHub's tables split cells on it even there)."""
 
 from __future__ import annotations
 
 import re
 
-LINE_BREAKS = re.compile(r"[\r\n\u0085\u2028\u2029]+")
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-SPECIAL = re.compile(r"([\\`*_\[\]|~])")  # what opens emphasis, code, a link or a cell inside a line
-HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+SPECIAL = frozenset("\\`*_[]<>|&~")  # what Markdown or its HTML could read as markup inside a line
+_TICKS = re.compile(r"`+")
 
 
-def cell(text: str, code: bool = False) -> str:
-    """`text` as one table cell: on one line, every Markdown character escaped; as a code
-    span when `code` and the text holds no backtick (inside a code span only `|`, which GitHub
-    still reads as a cell border, needs escaping)."""
-    flat = CONTROL.sub("", LINE_BREAKS.sub(" ", text)).strip()
-    if code and "`" not in flat and flat:
-        return "`" + flat.replace("|", "\\|") + "`"
-    escaped = "".join(HTML.get(char, char) for char in flat)
-    return SPECIAL.sub(r"\\\1", escaped) if escaped else "-"
+def _one_line(value: object) -> str:
+    """The value's text with every line break and control character a space."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(value))
+
+
+def text(value: object) -> str:
+    """`value` as plain Markdown text, inline and literal."""
+    return "".join("\\" + ch if ch in SPECIAL else ch for ch in _one_line(value))
+
+
+def code(value: object) -> str:
+    """`value` as an inline code span, literal, in one table cell."""
+    body = _one_line(value).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in _TICKS.findall(body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
