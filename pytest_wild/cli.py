@@ -91,6 +91,15 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _constraints(args: argparse.Namespace) -> int:
+    """The exact versions this release's tests passed with, shipped in the package so that a
+    workflow (or anyone) can install under them without a clone: `pip install -c FILE ...`."""
+    from importlib.resources import files
+
+    sys.stdout.write(files("pytest_wild").joinpath("constraints.txt").read_text(encoding="utf-8"))
+    return 0
+
+
 def _init_ci(args: argparse.Namespace) -> int:
     from .cases import WildInputError
     from .ci import DEFAULT_GATES, Workflow, write
@@ -192,7 +201,10 @@ def _evaluated_suites(args: argparse.Namespace, cwd: Path, data_dir: Path | None
 
 def parser() -> argparse.ArgumentParser:
     """The command line (also read by the test that checks the CI template's commands)."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="pytest-wild", description="WILD evaluation of LLM knowledge edits.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("editors", help="list the built-in and installed editors: package, one-line description, "
                         "or why a plugin cannot be used").set_defaults(func=_editors)
@@ -219,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--sequence", action="store_true",
                          help="the curves of sequential runs' reports (--wild-sequential), one line per checkpoint")
     compare.set_defaults(func=_table)
+    commands.add_parser("constraints", help="print the exact versions this release was tested with (for "
+                        "pip install -c FILE)").set_defaults(func=_constraints)
     ci = commands.add_parser("init-ci", help="write a GitHub Actions workflow for an editing method's repository: "
                              "conformance, the bundled suite with gates and goldens, the table as the job summary, "
                              "optionally a real model sharded over a self-hosted GPU runner")
