@@ -102,16 +102,20 @@ def _constraints(args: argparse.Namespace) -> int:
 
 def _init_ci(args: argparse.Namespace) -> int:
     from .cases import WildInputError
-    from .ci import DEFAULT_GATES, Workflow, write
+    from .ci import DEFAULT_GATES, Workflow, installed_requirement, write
 
-    workflow = Workflow(editor=args.editor, gates=tuple(args.gate or DEFAULT_GATES), gpu_model=args.gpu_model,
-                        gpu_suite=args.gpu_suite, shards=args.shards, runner=args.runner)
     try:
+        requirement, note = (args.requirement, None) if args.requirement else installed_requirement()
+        workflow = Workflow(editor=args.editor, requirement=requirement, gates=tuple(args.gate or DEFAULT_GATES),
+                            gpu_model=args.gpu_model, gpu_suite=args.gpu_suite, shards=args.shards, runner=args.runner)
         write(workflow, Path(args.out), force=args.force)
     except WildInputError as exc:
         print(f"pytest-wild init-ci: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}. Before the first pull request, record the goldens it compares against:\n"
+    if note:
+        print(f"pytest-wild init-ci: note: {note}", file=sys.stderr)
+    print(f"wrote {args.out}, installing {requirement}. It fails while the goldens it compares against are missing; "
+          f"record them and commit them with it:\n"
           f"  pytest --wild --editor {args.editor} --snapshot-update && git add golden/ {args.out}")
     return 0
 
@@ -237,6 +241,9 @@ def parser() -> argparse.ArgumentParser:
                              "conformance, the bundled suite with gates and goldens, the table as the job summary, "
                              "optionally a real model sharded over a self-hosted GPU runner")
     ci.add_argument("--editor", required=True, help="the method's editor name (its pytest_wild.editors entry point)")
+    ci.add_argument("--requirement", metavar="SPEC", help="how the runner installs pytest-wild, a pip requirement "
+                    "(default: as it is installed here, from its record: pytest-wild==VERSION from an index, "
+                    "pytest-wild @ git+URL@COMMIT from a repository)")
     ci.add_argument("--out", default=".github/workflows/wild.yml", help="workflow path (default: %(default)s)")
     ci.add_argument("--gate", action="append", metavar="RULE",
                     help="gate of the CPU job, repeatable (default: reliability>=0.5)")
