@@ -1,17 +1,17 @@
 """An editing method's repository under the workflow `pytest-wild init-ci` writes, played as a
-GitHub-hosted runner plays it, three pushes long. The user installs pytest-wild from a git
-repository (so its PEP 610 record is a VCS URL and commit) and their method, runs init-ci,
-records the goldens and commits them (the README's "Use pytest-wild in your method's CI",
-command for command); the runner, in another fresh virtual environment, runs the CPU job's
-`run:` steps in order with `bash -e` and GitHub's variables (CI, GITHUB_ACTIONS,
-GITHUB_WORKSPACE, GITHUB_STEP_SUMMARY, RUNNER_TEMP), a step after a failed one only when its
-`if` is `always()`. Conformance passes; the gated run fails while goldens are missing, passes
+GitHub-hosted runner plays it, three pushes long. The user runs the README's block ("Use
+pytest-wild in your method's CI") line by line in a fresh virtual environment: pytest-wild
+from a git repository (so its PEP 610 record is a VCS URL and commit), the method, init-ci,
+the goldens, two commits. After each commit the runner, in another fresh virtual
+environment, runs the CPU job's `run:` steps in order with `bash -e` and GitHub's variables
+(CI, GITHUB_ACTIONS, GITHUB_WORKSPACE, GITHUB_STEP_SUMMARY, RUNNER_TEMP), a step after a
+failed one only when its `if` is `always()`. Conformance passes; the gated run fails while goldens are missing, passes
 once they are committed, and fails with a diff when the editor changes an answer.
 
 Shortcuts, for a machine without network and with 2 cores:
+- The README's `pip` is run as `python -m pip`, its git URL is the local repository's.
 - pytest-wild's repository is this working tree's package files (pyproject.toml, README.md,
-  pytest_wild/) committed into a temporary git repository, installed with
-  `pip install --no-deps "pytest-wild @ git+file://...@COMMIT"`.
+  pytest_wild/) committed into a temporary git repository.
 - Nothing comes from an index (PIP_NO_INDEX, PIP_NO_BUILD_ISOLATION=0: setuptools as
   installed). The fresh environments reach the outer environment's packages (torch, pytest,
   ... at the pinned versions) through a .pth file naming a directory of links to its
@@ -27,7 +27,7 @@ Shortcuts, for a machine without network and with 2 cores:
   the linked packages). Later pushes reuse the first push's environment, whose install step
   would install the same.
 - The gated step evaluates 4 of the bundled suite's cases (PYTEST_ADDOPTS=--wild-limit=4, a
-  seeded sample), and the user records the goldens of the same 4 (time).
+  seeded sample), and so does the user's recording (time).
 """
 
 from __future__ import annotations
@@ -155,41 +155,66 @@ def output(done) -> str:
     return done.stdout + done.stderr
 
 
+def readme_blocks() -> list[str]:
+    """The shell blocks of the README's section "Use pytest-wild in your method's CI"."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Use pytest-wild in your method's CI\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)\n```", section, re.S)
+
+
+def as_run_here(line: str, requirement: str) -> str:
+    """A README line as this test runs it: `pip` as `python -m pip` (the fresh environment has
+    pip as a linked module, no script), the git URL as the local repository's."""
+    line = re.sub(r"^pip install ", "python -m pip install ", line)
+    return line.replace('"pytest-wild @ git+https://github.com/OWNER/pytest-wild@COMMIT"', f"'{requirement}'")
+
+
 def test_a_method_repository_passes_its_pull_requests_under_the_init_ci_workflow(tmp_path):
     package, method, workspace, home = (tmp_path / name for name in ("pytest-wild", "method", "runner", "home"))
     for directory in (package, method, home):
         directory.mkdir()
     commit = package_repository(package)
     site = linked_site(tmp_path / "outer-site")
-
-    # The user: pytest-wild from its git repository, the method, init-ci, goldens, commit.
+    requirement = f"pytest-wild @ git+file://{package}@{commit}"
     shutil.copytree(EXAMPLE, method, dirs_exist_ok=True)
     git("init", "-q", cwd=method)
     git("add", "-A", cwd=method)
     git("commit", "-qm", "rank-one", cwd=method)
-    user = environment(fresh_environment(tmp_path / "user-venv", site), home)
-    requirement = f"pytest-wild @ git+file://{package}@{commit}"
-    for command in (f"python -m pip install --no-deps '{requirement}'", "python -m pip install --no-deps -e ."):
-        done = shell(command, method, user)
-        assert done.returncode == 0, output(done)
-    wrote = shell("pytest-wild init-ci --editor rank-one", method, user)
-    assert wrote.returncode == 0, output(wrote)
+    git("clone", "-q", str(method), str(workspace), cwd=tmp_path)
+    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "Wild Test"), ("EMAIL", "wild@example.org"))}
+    user = environment(fresh_environment(tmp_path / "user-venv", site), home, PYTEST_ADDOPTS=LIMIT, **identity)
+    runner = Runner(workspace, fresh_environment(tmp_path / "runner-venv", site), home)
+
+    # The user runs the README's block; after each commit, the runner plays the push.
+    said, pushes = {}, []
+    user_block, install_block = readme_blocks()
+    for line in user_block.splitlines():
+        done = shell(as_run_here(line, requirement), method, user)
+        assert done.returncode == 0, f"{line}\n{output(done)}"
+        said[line.split("#")[0].strip()] = done
+        if "git commit" in line:
+            pushes.append(runner.push(installed=bool(pushes)))
+    wrote = said["pytest-wild init-ci --editor rank-one"]
     assert wrote.stderr == (f"pytest-wild init-ci: note: pytest-wild comes from a repository on this machine "
                             f"(file://{package}), which a GitHub-hosted runner cannot reach; for one, pass "
                             "--requirement SPEC\n")
     assert f"installing {requirement}." in wrote.stdout
-    workflow = (method / ".github" / "workflows" / "wild.yml").read_text()
-    assert f"python -m pip install --no-deps '{requirement}'\n" in workflow
-    git("add", ".github", cwd=method)
-    git("commit", "-qm", "wild workflow", cwd=method)
+    recorded = said["pytest --wild --editor rank-one --snapshot-update"]
+    assert "4 snapshots generated." in recorded.stdout, output(recorded)
 
-    # First push: the workflow, no goldens yet.
-    git("clone", "-q", str(method), str(workspace), cwd=tmp_path)
-    runner = Runner(workspace, fresh_environment(tmp_path / "runner-venv", site), home)
-    first = runner.push(installed=False)
+    # The README's install lines are the workflow's.
+    job = yaml.safe_load((method / ".github" / "workflows" / "wild.yml").read_text())["jobs"]["cpu"]
+    install_name = "Install pytest-wild, torch's CPU build and the method, at pytest-wild's tested versions"
+    install = next(step["run"] for step in job["steps"] if step.get("name") == install_name)
+    assert install.replace(requirement, "SPEC").splitlines() == \
+        [re.sub(r"\s+#.*$", "", line) for line in install_block.splitlines()]
+
+    # First push, the workflow without goldens: installed, conformant, the gated run fails.
+    first, second = pushes
     install, conformance, gated, summary_step = (first[name] for name in (
-        "Install pytest-wild, torch's CPU build and the method, at pytest-wild's tested versions",
-        "Editor protocol (conformance)", "Bundled suite, gates and goldens", "Results table as the job summary"))
+        install_name, "Editor protocol (conformance)", "Bundled suite, gates and goldens",
+        "Results table as the job summary"))
     assert install.returncode == 0, output(install)
     located = shell("python -c 'import pytest_wild, wild_rank_one; print(pytest_wild.__file__, wild_rank_one.__file__)'",
                     workspace, runner.env).stdout.split()
@@ -203,12 +228,7 @@ def test_a_method_repository_passes_its_pull_requests_under_the_init_ci_workflow
     assert summary_step.returncode == 0 and "| wild | reliability |" in Path(first["summary"]).read_text()
     assert first["actions/upload-artifact@v4"].endswith("uploads wild.json: present")
 
-    # The user records the goldens and commits them: the second push passes.
-    recorded = shell(f"pytest --wild --editor rank-one --snapshot-update {LIMIT}", method, user)
-    assert recorded.returncode == 0 and "4 snapshots generated." in recorded.stdout, output(recorded)
-    git("add", "golden", cwd=method)
-    git("commit", "-qm", "goldens", cwd=method)
-    second = runner.push(installed=True)
+    # Second push, the goldens committed: it passes.
     gated = second["Bundled suite, gates and goldens"]
     assert gated.returncode == 0 and "4 snapshots passed." in gated.stdout, output(gated)
     assert "gate reliability>=0.5 (wild): passed" in gated.stdout
