@@ -71,6 +71,17 @@ def render(workflow: Workflow) -> str:
             .replace("@REQUIREMENT@", workflow.requirement))
 
 
+def check_gpu_suite(suite: str, repository: Path) -> None:
+    """The GPU job's suite must exist on the runner: a bundled suite, a hub dataset id, or a
+    suite of this repository (its suites/ or a file in it), as `--wild-suite` finds them."""
+    from .suite import BUNDLED_SUITES, find_suite
+
+    found = find_suite(suite, repository, repository, option="--gpu-suite")
+    if isinstance(found, Path) and not (found.is_relative_to(repository.resolve()) or
+                                        found.is_relative_to(BUNDLED_SUITES.resolve())):
+        raise WildInputError(f"--gpu-suite: {suite!r} is outside this repository, where the runner cannot find it")
+
+
 def installed_requirement() -> tuple[str, str | None]:
     """How to install the pytest-wild installed here, from its PEP 610 record, and a note when
     only this machine can follow it (a git repository on a local path). `WildInputError` for

@@ -102,9 +102,11 @@ def _constraints(args: argparse.Namespace) -> int:
 
 def _init_ci(args: argparse.Namespace) -> int:
     from .cases import WildInputError
-    from .ci import DEFAULT_GATES, Workflow, installed_requirement, write
+    from .ci import DEFAULT_GATES, Workflow, check_gpu_suite, installed_requirement, write
 
     try:
+        if args.gpu_model is not None:
+            check_gpu_suite(args.gpu_suite, Path.cwd())
         requirement, note = (args.requirement, None) if args.requirement else installed_requirement()
         workflow = Workflow(editor=args.editor, requirement=requirement, gates=tuple(args.gate or DEFAULT_GATES),
                             gpu_model=args.gpu_model, gpu_suite=args.gpu_suite, shards=args.shards, runner=args.runner)
@@ -248,7 +250,8 @@ def parser() -> argparse.ArgumentParser:
     ci.add_argument("--gate", action="append", metavar="RULE",
                     help="gate of the CPU job, repeatable (default: reliability>=0.5)")
     ci.add_argument("--gpu-model", metavar="PATH_OR_ID", help="add a GPU job (run by hand) evaluating this model")
-    ci.add_argument("--gpu-suite", default="qaedit", help="the GPU job's suite (default: %(default)s)")
+    ci.add_argument("--gpu-suite", default="qaedit", help="the GPU job's suite: bundled, a hub dataset id or one of "
+                    "this repository (default: %(default)s)")
     ci.add_argument("--shards", type=int, default=4, help="the GPU job's shards, one runner each (default: %(default)s)")
     ci.add_argument("--runner", default="self-hosted,gpu", help="the GPU runner's labels (default: %(default)s)")
     ci.add_argument("--force", action="store_true", help="replace an existing workflow file")

@@ -279,7 +279,10 @@ def validate(workflow: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_every_workflow_init_ci_writes_is_valid_against_githubs_schema(tmp_path, variant):
+def test_every_workflow_init_ci_writes_is_valid_against_githubs_schema(tmp_path, monkeypatch, variant):
+    monkeypatch.chdir(tmp_path)  # the method's repository, with a suite of its own
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "my-suite.yaml").write_text("data: my-cases.json\n")
     out = tmp_path / "wild.yml"
     assert main(["init-ci", "--editor", "rank-one", "--requirement", REQUIREMENT, "--out", str(out),
                  *VARIANTS[variant]]) == 0
@@ -292,16 +295,24 @@ def test_every_workflow_init_ci_writes_is_valid_against_githubs_schema(tmp_path,
 
 def test_init_ci_refusals_through_the_command_line(tmp_path):
     """Run as a user runs it: this checkout's pytest-wild is an editable install, which a runner
-    cannot repeat; a requirement with a token in it is refused without showing the token.
-    Each: one line, status 2, no workflow written."""
+    cannot repeat; a requirement with a token in it is refused without showing the token; a GPU
+    suite the runner would not find. Each: one line, status 2, no workflow written."""
     token = "ghp_s3cretT0ken"
+    (tmp_path.parent / "outside.yaml").write_text("data: x.json\n")
+    (tmp_path / "suites").mkdir()
     for extra, line in (
             ((), "pytest-wild init-ci: pytest-wild is installed editable from file://"),
             (("--requirement", f"pytest-wild @ git+https://{token}@github.com/wild/pytest-wild.git@main"),
              "pytest-wild init-ci: --requirement: its URL holds credentials, which are never written into a "
              "workflow; keep them in the runner's secrets"),
             (("--requirement", "wild-rank-one==0.1.0"),
-             "pytest-wild init-ci: --requirement: names wild-rank-one, not pytest-wild")):
+             "pytest-wild init-ci: --requirement: names wild-rank-one, not pytest-wild"),
+            (("--gpu-model", "m/x", "--gpu-suite", "qaedit-typo"),
+             "pytest-wild init-ci: --gpu-suite: 'qaedit-typo' is not a suite file, a .json/.jsonl data file, a suite "
+             f"in {tmp_path / 'suites'} or the bundled suites, nor a hub dataset id (owner/name)"),
+            (("--gpu-model", "m/x", "--gpu-suite", "suites/../../outside.yaml"),
+             "pytest-wild init-ci: --gpu-suite: 'suites/../../outside.yaml' is outside this repository, where the "
+             "runner cannot find it")):
         done = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "init-ci", "--editor", "rank-one", *extra],
                               cwd=tmp_path, capture_output=True, text=True)
         assert done.returncode == 2 and done.stdout == "" and done.stderr.startswith(line), done.stderr
