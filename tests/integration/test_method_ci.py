@@ -94,7 +94,8 @@ def fresh_environment(where: Path, site: Path) -> Path:
 
 def environment(bin_dir: Path, home: Path, **extra: str) -> dict[str, str]:
     """A clean process environment: the fresh environment first on PATH, no PYTHONPATH (this
-    checkout must not be imported), pip offline."""
+    checkout must not be imported), pip offline (PIP_NO_BUILD_ISOLATION=0 is pip's spelling of
+    --no-build-isolation as a variable: builds use the linked setuptools, not one from an index)."""
     kept = {name: os.environ[name] for name in ("LANG", "LC_ALL", "TMPDIR") if name in os.environ}
     return {**kept, "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "OMP_NUM_THREADS": "1",
             "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PIP_NO_CACHE_DIR": "1",
