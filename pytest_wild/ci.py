@@ -103,6 +103,8 @@ def installed_requirement() -> tuple[str, str | None]:
     if "vcs_info" in record:
         vcs = record["vcs_info"]
         requirement = f"pytest-wild @ {vcs['vcs']}+{url}@{vcs['commit_id']}"
+        if record.get("subdirectory"):  # the project lies below the repository's root
+            requirement += f"#subdirectory={record['subdirectory']}"
         note = None
         if parts.scheme == "file":
             note = (f"pytest-wild comes from a repository on this machine ({url}), which a GitHub-hosted runner "

@@ -40,7 +40,9 @@ def vcs(url: str) -> dict:
     (vcs("ssh://git@github.com/wild/pytest-wild.git"), f"pytest-wild @ git+ssh://git@github.com/wild/pytest-wild.git@{COMMIT}"),
     ({"url": "https://example.org/pytest_wild-0.1.0-py3-none-any.whl", "archive_info": {"hash": "sha256=ab12"}},
      "pytest-wild @ https://example.org/pytest_wild-0.1.0-py3-none-any.whl#sha256=ab12"),
-], ids=["index", "git-https", "git-ssh", "https-archive"])
+    ({**vcs("https://github.com/wild/tools.git"), "subdirectory": "pytest-wild"},
+     f"pytest-wild @ git+https://github.com/wild/tools.git@{COMMIT}#subdirectory=pytest-wild"),
+], ids=["index", "git-https", "git-ssh", "https-archive", "git-subdirectory"])
 def test_a_repeatable_install_becomes_its_requirement(monkeypatch, record, expected):
     installed(monkeypatch, record)
     assert ci.installed_requirement() == (expected, None)
