@@ -56,12 +56,9 @@ def git(*args: str, cwd: Path) -> str:
 
 def package_repository(where: Path) -> str:
     """pytest-wild's package files from the working tree, committed; the commit."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "pyproject.toml", "README.md",
-                             "pytest_wild"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-    for name in listed:
-        if (ROOT / name).is_file():
-            (where / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, where / name)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, where / name)
+    shutil.copytree(ROOT / "pytest_wild", where / "pytest_wild", ignore=shutil.ignore_patterns("__pycache__"))
     git("init", "-q", cwd=where)
     git("add", "-A", cwd=where)
     git("commit", "-qm", "pytest-wild", cwd=where)
