@@ -92,18 +92,33 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _constraints(args: argparse.Namespace) -> int:
+    """The exact versions this release's tests passed with, shipped in the package so that a
+    workflow (or anyone) can install under them without a clone: `pip install -c FILE ...`."""
+    from importlib.resources import files
+
+    sys.stdout.write(files("pytest_wild").joinpath("constraints.txt").read_text(encoding="utf-8"))
+    return 0
+
+
 def _init_ci(args: argparse.Namespace) -> int:
     from .cases import WildInputError
-    from .ci import DEFAULT_GATES, Workflow, write
+    from .ci import DEFAULT_GATES, Workflow, check_gpu_suite, installed_requirement, write
 
-    workflow = Workflow(editor=args.editor, gates=tuple(args.gate or DEFAULT_GATES), gpu_model=args.gpu_model,
-                        gpu_suite=args.gpu_suite, shards=args.shards, runner=args.runner)
     try:
+        if args.gpu_model is not None:
+            check_gpu_suite(args.gpu_suite, Path.cwd())
+        requirement, note = (args.requirement, None) if args.requirement else installed_requirement()
+        workflow = Workflow(editor=args.editor, requirement=requirement, gates=tuple(args.gate or DEFAULT_GATES),
+                            gpu_model=args.gpu_model, gpu_suite=args.gpu_suite, shards=args.shards, runner=args.runner)
         write(workflow, Path(args.out), force=args.force)
     except WildInputError as exc:
         print(f"pytest-wild init-ci: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}. Before the first pull request, record the goldens it compares against:\n"
+    if note:
+        print(f"pytest-wild init-ci: note: {note}", file=sys.stderr)
+    print(f"wrote {args.out}, installing {requirement}. It fails while the goldens it compares against are missing; "
+          f"record them and commit them with it:\n"
           f"  pytest --wild --editor {args.editor} --snapshot-update && git add golden/ {args.out}")
     return 0
 
@@ -193,7 +208,10 @@ def _evaluated_suites(args: argparse.Namespace, cwd: Path, data_dir: Path | None
 
 def parser() -> argparse.ArgumentParser:
     """The command line (also read by the test that checks the CI template's commands)."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="pytest-wild", description="WILD evaluation of LLM knowledge edits.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("editors", help="list the built-in and installed editors: package, one-line description, "
                         "or why a plugin cannot be used").set_defaults(func=_editors)
@@ -222,15 +240,21 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--sequence", action="store_true",
                          help="the curves of sequential runs' reports (--wild-sequential), one line per checkpoint")
     compare.set_defaults(func=_table)
+    commands.add_parser("constraints", help="print the exact versions this release was tested with (for "
+                        "pip install -c FILE)").set_defaults(func=_constraints)
     ci = commands.add_parser("init-ci", help="write a GitHub Actions workflow for an editing method's repository: "
                              "conformance, the bundled suite with gates and goldens, the table as the job summary, "
                              "optionally a real model sharded over a self-hosted GPU runner")
     ci.add_argument("--editor", required=True, help="the method's editor name (its pytest_wild.editors entry point)")
+    ci.add_argument("--requirement", metavar="SPEC", help="how the runner installs pytest-wild, a pip requirement "
+                    "(default: as it is installed here, from its record: pytest-wild==VERSION from an index, "
+                    "pytest-wild @ git+URL@COMMIT from a repository)")
     ci.add_argument("--out", default=".github/workflows/wild.yml", help="workflow path (default: %(default)s)")
     ci.add_argument("--gate", action="append", metavar="RULE",
                     help="gate of the CPU job, repeatable (default: reliability>=0.5)")
     ci.add_argument("--gpu-model", metavar="PATH_OR_ID", help="add a GPU job (run by hand) evaluating this model")
-    ci.add_argument("--gpu-suite", default="qaedit", help="the GPU job's suite (default: %(default)s)")
+    ci.add_argument("--gpu-suite", default="qaedit", help="the GPU job's suite: bundled, a hub dataset id or one of "
+                    "this repository (default: %(default)s)")
     ci.add_argument("--shards", type=int, default=4, help="the GPU job's shards, one runner each (default: %(default)s)")
     ci.add_argument("--runner", default="self-hosted,gpu", help="the GPU runner's labels (default: %(default)s)")
     ci.add_argument("--force", action="store_true", help="replace an existing workflow file")

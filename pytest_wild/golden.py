@@ -26,7 +26,9 @@ A golden that is not UTF-8 fails its case with one line, and `--snapshot-update`
 
 Comparison starts once goldens exist for the run's configuration (its directory exists, or
 `--snapshot-update` creates it); until then the run says how to record them and compares
-nothing, so a project without goldens is not failed by them.
+nothing, so a project without goldens is not failed by them. A CI gate must not pass that
+way: with `--wild-require-goldens` (ini `wild_require_goldens`) every case without a golden
+fails with one line saying how to record it, as a missing snapshot does in syrupy.
 
 Imported only under `--wild`; never imports torch.
 """
@@ -363,7 +365,7 @@ def check_golden(snapshot, row: dict, run: WildRun) -> list[str]:
     """Compare the case's golden (or record it under --snapshot-update); failure messages."""
     settings = WildGoldenExtension._settings()
     writing = bool(snapshot.update_snapshots or snapshot.update_new_snapshots_only)
-    if not writing and not settings.present():
+    if not writing and not settings.present() and not run.options.require_goldens:
         return []
     settings.compared += 1
     record = golden_record(row, run.options)
@@ -453,8 +455,7 @@ class GoldenReporter:
             directory = s.relative(s.directory()) if s.run.suite is not None else None
         except (RuntimeError, GoldenRefused):
             directory = None
-        return {"directory": directory, "compared": s.compared,
-                "absent": s._present is False and s.compared == 0}
+        return {"directory": directory, "compared": s.compared, "absent": s._present is False}
 
     def pytest_sessionfinish(self, session) -> None:
         config = session.config
@@ -473,12 +474,17 @@ class GoldenReporter:
                 "unused goldens were kept (nothing deleted); rerun to find unused goldens")
         if directory is None:
             return
-        if any(s["compared"] for s in states):
+        absent = any(s["absent"] for s in states)
+        if absent and self.settings.run.options.require_goldens:
+            terminalreporter.write_line(
+                f"wild goldens: none recorded for this configuration ({directory}), and --wild-require-goldens "
+                "fails each case without one; record them with --snapshot-update and commit them")
+        elif any(s["compared"] for s in states):
             terminalreporter.write_line(f"wild goldens: {directory}")
             if not getattr(config.option, "update_snapshots", False):
                 for path in _unused_goldens(config):
                     terminalreporter.write_line(f"wild goldens: unused (its case is not in the suite): {path}")
-        elif any(s["absent"] for s in states):
+        elif absent:
             terminalreporter.write_line(
                 f"wild goldens: none recorded for this configuration ({directory}), so none were "
                 "compared; record them with --snapshot-update")

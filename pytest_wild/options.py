@@ -59,6 +59,7 @@ class Options:
     conformance: bool = False  # check that the editor keeps the protocol, instead of running the suite
     judge: JudgeSettings | None = None  # the LLM judge of --wild-metric judge
     system_prompt: str | None = None  # the system turn of --wild-context chat (None: ours; "": none)
+    require_goldens: bool = False  # a case with no golden fails (--wild-require-goldens)
 
     @property
     def primary_mode(self) -> str:
@@ -128,6 +129,10 @@ def options_from_config(config: pytest.Config) -> Options:
     conformance = config.getoption("wild_conformance")
     if conformance:
         refuse_beside_conformance(config)
+    require_goldens = bool(config.getoption("wild_require_goldens") or config.getini("wild_require_goldens"))
+    if require_goldens and not conformance and not config.pluginmanager.hasplugin("syrupy"):
+        raise WildInputError("--wild-require-goldens: goldens are compared through syrupy, which this run disables "
+                             "(-p no:syrupy)")
     return Options(
         editor=editor,
         model=value("wild_model", "wild_model"),
@@ -164,6 +169,7 @@ def options_from_config(config: pytest.Config) -> Options:
         conformance=conformance,
         judge=judge,
         system_prompt=config.getoption("wild_system_prompt"),
+        require_goldens=require_goldens,
     )
 
 
@@ -218,6 +224,7 @@ NOT_WITH_CONFORMANCE = {
     "wild_only_failed": "--wild-only-failed", "wild_last_missed": "--wild-last-missed", "wild_gate": "--wild-gate", "wild_threshold": "--wild-threshold",
     "wild_report": "--wild-report", "wild_markdown": "--wild-markdown", "wild_limit": "--wild-limit",
     "snapshot_update": "--snapshot-update", "wild_judge": "--wild-judge",
+    "wild_require_goldens": "--wild-require-goldens",
 }
 
 

@@ -62,6 +62,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-shard", metavar="K/N", help="run the K-th of N deterministic shards of the cases (merge reports with `pytest-wild merge-reports`)")
     group.addoption("--wild-devices", metavar="LIST", help="devices for xdist workers, round-robin: '0,1,2,3' (one GPU each) or '0+1,2+3' (groups for --wild-device-map); default: every visible GPU, else CPU")
     group.addoption("--wild-device-map", choices=("auto",), help="place a model too large for one GPU across the worker's GPUs with accelerate")
+    group.addoption("--wild-require-goldens", action="store_true", help="fail each case that has no golden, as a CI gate must (without it, a configuration with no goldens recorded compares none); ini: wild_require_goldens")
     group.addoption("--wild-markdown", metavar="FILE.md", help="write the results table as Markdown (e.g. for a CI job summary)")
     group.addoption("--wild-trust-remote-code", action="store_true", help="allow the model's own code from the hub (off by default)")
     group.addoption("--wild-data", metavar="DIR", help="the benchmark data directory, where suites' \"@data/NAME\" files are (e.g. ../shared/data for the bundled qaedit-800; default: $PYTEST_WILD_DATA)")
@@ -75,6 +76,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("wild_gates", "session gates on aggregates", type="linelist", default=[])
     parser.addini("wild_thresholds", "per-case thresholds", type="linelist", default=[])
     parser.addini("wild_report", "JSON report path")
+    parser.addini("wild_require_goldens", "fail each case that has no golden", type="bool", default=False)
     parser.addini("wild_golden_dir", "root of the golden generations (default: golden/ under the rootdir)")
 
 

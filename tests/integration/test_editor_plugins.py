@@ -195,17 +195,24 @@ def test_a_broken_plugin_breaks_no_other_run_and_a_shadowed_one_is_named(pyteste
 
 
 def commands(workflow: dict) -> list[list[str]]:
-    """The pytest and pytest-wild command lines of a workflow's `run` steps, with GitHub's
-    expressions and the shell's glob given example values."""
+    """The pytest and pytest-wild command lines of a workflow's `run` steps (up to a
+    redirection), with GitHub's expressions and the shell's glob given example values."""
     found = []
     for job in workflow["jobs"].values():
         for step in job["steps"]:
             for line in step.get("run", "").splitlines():
                 line = line.replace("${{ matrix.shard }}", "1").replace("wild-*.json", "wild-1.json wild-2.json")
-                words = shlex.split(line.split(">>")[0])
+                words = shlex.split(line)
+                words = words[:next((i for i, word in enumerate(words) if word in (">", ">>")), len(words))]
                 if words and words[0] in ("pytest", "pytest-wild"):
                     found.append(words)
     return found
+
+
+REQUIREMENT = "pytest-wild @ git+https://github.com/wild/pytest-wild.git@0123456789abcdef0123456789abcdef01234567"
+VARIANTS = {"cpu": [], "gpu": ["--gpu-model", "meta-llama/Llama-2-7b-hf", "--shards", "3"],
+            "gpu-named": ["--gpu-model", "models/llama-2-7b", "--gpu-suite", "my-suite", "--runner", "self-hosted,a100",
+                          "--shards", "1"]}
 
 
 @pytest.mark.parametrize("gpu", [[], ["--gpu-model", "meta-llama/Llama-2-7b-hf", "--shards", "3"]], ids=["cpu", "gpu"])
@@ -214,7 +221,7 @@ def test_init_ci_writes_valid_yaml_whose_commands_exist_with_those_options(pytes
 
     out = tmp_path / "wild.yml"
     assert main(["init-ci", "--editor", "ft-m", "--out", str(out), "--gate", "reliability>=0.4",
-                 "--gate", "locality>=0.9", *gpu]) == 0
+                 "--gate", "locality>=0.9", "--requirement", REQUIREMENT, *gpu]) == 0
     workflow = yaml.safe_load(out.read_text())
     assert set(workflow["jobs"]) == ({"cpu", "gpu", "gpu-report"} if gpu else {"cpu"})
     if gpu:
@@ -222,10 +229,21 @@ def test_init_ci_writes_valid_yaml_whose_commands_exist_with_those_options(pytes
         assert workflow["jobs"]["gpu"]["runs-on"] == ["self-hosted", "gpu"]
     found = commands(workflow)
     assert [words[:2] for words in found if words[0] == "pytest-wild"] == \
-        ([["pytest-wild", "merge-reports"], ["pytest-wild", "table"]] if gpu else [])
+        ([["pytest-wild", "constraints"]] * 3 + [["pytest-wild", "merge-reports"], ["pytest-wild", "table"]] if gpu
+         else [["pytest-wild", "constraints"]])
     pytests = [words[1:] for words in found if words[0] == "pytest"]
     assert any("--wild-conformance" in args for args in pytests)
-    assert any("--wild-gate=reliability>=0.4" in args and "--wild-markdown=wild.md" in args for args in pytests)
+    assert any("--wild-gate=reliability>=0.4" in args and "--wild-markdown=wild.md" in args
+               and "--wild-require-goldens" in args for args in pytests)
+    for job in workflow["jobs"].values():  # pytest-wild as named, the rest under its pins, torch's CPU build
+        installs = [shlex.split(line) for step in job["steps"] for line in step.get("run", "").splitlines()
+                    if line.startswith("python -m pip install")]
+        assert installs[0] == ["python", "-m", "pip", "install", "--no-deps", REQUIREMENT]
+        assert all("-c" in words for words in installs[1:]) and REQUIREMENT in installs[-1]
+        torch = [words for words in installs if "torch" in words]
+        assert torch == ([] if job is workflow["jobs"].get("gpu") else
+                         [["python", "-m", "pip", "install", "--no-deps", "-c", "$RUNNER_TEMP/wild-constraints.txt",
+                           "torch", "--index-url", "https://download.pytorch.org/whl/cpu"]])
     for args in pytests:
         config = pytester.parseconfig(*args)
         options = options_from_config(config)  # every value checked as a run checks it
@@ -238,13 +256,13 @@ def test_init_ci_writes_valid_yaml_whose_commands_exist_with_those_options(pytes
 def test_init_ci_refuses_to_overwrite_and_bad_values_in_one_line(tmp_path, capsys):
     out = tmp_path / "wild.yml"
     out.write_text("mine\n")
-    assert main(["init-ci", "--editor", "ft-m", "--out", str(out)]) == 2
-    assert main(["init-ci", "--editor", "x; rm -rf /", "--out", str(tmp_path / "b.yml")]) == 2
-    assert main(["init-ci", "--editor", "ft-m", "--gate", "reliability>=lots", "--out", str(tmp_path / "c.yml")]) == 2
+    assert main(["init-ci", "--requirement", REQUIREMENT, "--editor", "ft-m", "--out", str(out)]) == 2
+    assert main(["init-ci", "--requirement", REQUIREMENT, "--editor", "x; rm -rf /", "--out", str(tmp_path / "b.yml")]) == 2
+    assert main(["init-ci", "--requirement", REQUIREMENT, "--editor", "ft-m", "--gate", "reliability>=lots", "--out", str(tmp_path / "c.yml")]) == 2
     (tmp_path / "d").mkdir()
-    assert main(["init-ci", "--editor", "ft-m", "--out", str(tmp_path / "d"), "--force"]) == 2
+    assert main(["init-ci", "--requirement", REQUIREMENT, "--editor", "ft-m", "--out", str(tmp_path / "d"), "--force"]) == 2
     (tmp_path / "link.yml").symlink_to(out)
-    assert main(["init-ci", "--editor", "ft-m", "--out", str(tmp_path / "link.yml"), "--force"]) == 2
+    assert main(["init-ci", "--requirement", REQUIREMENT, "--editor", "ft-m", "--out", str(tmp_path / "link.yml"), "--force"]) == 2
     errors = capsys.readouterr().err.splitlines()
     assert errors == [f"pytest-wild init-ci: {out}: exists already; pass --force to replace it",
                       "pytest-wild init-ci: --editor: 'x; rm -rf /': use letters, digits and . _ / @ : + - only",
@@ -252,3 +270,51 @@ def test_init_ci_refuses_to_overwrite_and_bad_values_in_one_line(tmp_path, capsy
                       f"pytest-wild init-ci: --out: {tmp_path / 'd'} is a directory; name a file",
                       f"pytest-wild init-ci: {tmp_path / 'link.yml'}: is a symbolic link; name the file itself"]
     assert out.read_text() == "mine\n" and not (tmp_path / "b.yml").exists() and not (tmp_path / "c.yml").exists()
+
+
+def validate(workflow: Path) -> subprocess.CompletedProcess:
+    """GitHub's workflow schema (SchemaStore's, bundled in check-jsonschema, so offline)."""
+    return subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                           str(workflow)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_workflow_init_ci_writes_is_valid_against_githubs_schema(tmp_path, monkeypatch, variant):
+    monkeypatch.chdir(tmp_path)  # the method's repository, with a suite of its own
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "my-suite.yaml").write_text("data: my-cases.json\n")
+    out = tmp_path / "wild.yml"
+    assert main(["init-ci", "--editor", "rank-one", "--requirement", REQUIREMENT, "--out", str(out),
+                 *VARIANTS[variant]]) == 0
+    checked = validate(out)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    broken = tmp_path / "broken.yml"  # the validator does reject: a job without runs-on
+    broken.write_text(out.read_text().replace("    runs-on: ubuntu-latest\n", "", 1))
+    assert validate(broken).returncode == 1
+
+
+def test_init_ci_refusals_through_the_command_line(tmp_path):
+    """Run as a user runs it: this checkout's pytest-wild is an editable install, which a runner
+    cannot repeat; a requirement with a token in it is refused without showing the token; a GPU
+    suite the runner would not find. Each: one line, status 2, no workflow written."""
+    token = "ghp_s3cretT0ken"
+    (tmp_path.parent / "outside.yaml").write_text("data: x.json\n")
+    (tmp_path / "suites").mkdir()
+    for extra, line in (
+            ((), "pytest-wild init-ci: pytest-wild is installed editable from file://"),
+            (("--requirement", f"pytest-wild @ git+https://{token}@github.com/wild/pytest-wild.git@main"),
+             "pytest-wild init-ci: --requirement: its URL holds credentials, which are never written into a "
+             "workflow; keep them in the runner's secrets"),
+            (("--requirement", "wild-rank-one==0.1.0"),
+             "pytest-wild init-ci: --requirement: names wild-rank-one, not pytest-wild"),
+            (("--gpu-model", "m/x", "--gpu-suite", "qaedit-typo"),
+             "pytest-wild init-ci: --gpu-suite: 'qaedit-typo' is not a suite file, a .json/.jsonl data file, a suite "
+             f"in {tmp_path / 'suites'} or the bundled suites, nor a hub dataset id (owner/name)"),
+            (("--gpu-model", "m/x", "--gpu-suite", "suites/../../outside.yaml"),
+             "pytest-wild init-ci: --gpu-suite: 'suites/../../outside.yaml' is outside this repository, where the "
+             "runner cannot find it")):
+        done = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "init-ci", "--editor", "rank-one", *extra],
+                              cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 2 and done.stdout == "" and done.stderr.startswith(line), done.stderr
+        assert len(done.stderr.splitlines()) == 1 and token not in done.stderr
+        assert not (tmp_path / ".github").exists()

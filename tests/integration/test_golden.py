@@ -138,6 +138,27 @@ def test_changed_generations_fail_with_a_diff_and_are_accepted_by_update(pyteste
     rerun.stdout.fnmatch_lines(["*4 snapshots passed*"])
 
 
+def test_required_goldens_fail_each_case_without_one_until_recorded(pytester, recorded):
+    """--wild-require-goldens (a CI gate): no golden directory fails every case with one line,
+    under -n 2 too, and writes nothing; the recorded goldens then pass (here set by the ini)."""
+    pytester.makefile(".yaml", open=SUITE)
+    missing = pytester.runpytest_subprocess(*WILD, "--wild-require-goldens", "-n", "2")
+    missing.assert_outcomes(failed=4)
+    out = missing.stdout.str()
+    for case in CASES:
+        assert f"\ngolden golden/tinyworld/ft-m/open/{case}.json does not exist: run with --snapshot-update to record " \
+               "it\n" in out and f"FAILED open.yaml::{case} - " in out, out
+    missing.stdout.fnmatch_lines(["wild goldens: none recorded for this configuration (golden/tinyworld/ft-m/open), "
+                                  "and --wild-require-goldens fails each case without one; record them with "
+                                  "--snapshot-update and commit them"])
+    assert not (pytester.path / "golden").exists()
+
+    shutil.copytree(recorded, pytester.path / "golden")
+    present = pytester.runpytest_subprocess(*WILD, "-o", "wild_require_goldens=true")
+    present.assert_outcomes(passed=4)
+    present.stdout.fnmatch_lines(["*4 snapshots passed*", "wild goldens: golden/tinyworld/ft-m/open"])
+
+
 @pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "n2"])
 def test_without_syrupy_the_cases_run_and_no_golden_is_compared_or_touched(pytester, recorded, workers):
     directory = with_goldens(pytester, recorded)

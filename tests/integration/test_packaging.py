@@ -49,3 +49,37 @@ def test_the_suites_command_lists_the_bundled_suites_from_an_empty_project(tmp_p
     names = {line.split()[0]: line for line in found.stdout.splitlines()}
     assert set(names) == {"tinyworld", "tinyworld-sequential", "qaedit", "qaedit-800", "counterfact-1k"}
     assert "@data/qaedit-800.json" in names["qaedit-800"] and "hub WenDingY/QAEdit" in names["qaedit"]
+
+
+def test_the_package_ships_the_lock_file_and_prints_it():
+    """A workflow installing a released pytest-wild reads the pins from the package, not a clone,
+    before anything else is installed: the shipped copy must be the repository's
+    (`.ci/upstream --lock` writes both), printed with nothing but the standard library."""
+    shipped = ROOT / "pytest_wild" / "constraints.txt"
+    assert shipped.read_bytes() == (ROOT / "constraints.txt").read_bytes()
+    # -S: no site-packages, as after the workflow's `pip install --no-deps pytest-wild`
+    printed = subprocess.run([sys.executable, "-S", "-m", "pytest_wild.cli", "constraints"], capture_output=True,
+                             text=True, check=True, env={"PYTHONPATH": str(ROOT)}).stdout
+    assert printed == shipped.read_text() and "torch==" in printed
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "constraints.txt" in package_data["pytest_wild"]
+
+
+def test_versions_of_the_command_and_of_the_plugin_in_pytests_own_listing(tmp_path):
+    """`pytest-wild --version`; pytest lists third-party plugins with their distribution's version
+    under `--version --version` and in every session's header."""
+    from importlib.metadata import version
+
+    import pytest_wild
+
+    expected = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert pytest_wild.__version__ == version("pytest-wild") == expected
+    own = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "--version"], capture_output=True, text=True,
+                         check=True)
+    assert own.stdout == f"pytest-wild {expected}\n"
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--version", "--version"], cwd=tmp_path,
+                            capture_output=True, text=True, check=True)
+    assert re.search(rf"^  pytest-wild-{re.escape(expected)} at .*plugin\.py$", listed.stdout, re.M), listed.stdout
+    header = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert re.search(rf"^plugins: .*\bwild-{re.escape(expected)}\b", header.stdout, re.M), header.stdout
