@@ -56,7 +56,7 @@ class Runtime:
         if self._checked is None:
             from .model import check_model
 
-            self._checked = check_model(self.options.model, self.options.trust_remote_code)
+            self._checked = check_model(self.options.model, self.options.trust_remote_code, self.progress.note)
         return self._checked
 
     @property
