@@ -251,6 +251,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
              f"eval={','.join(o.mode_labels)} metric={o.metric} dtype={o.dtype} batch={o.batch_size}{shard}",
              f"wild devices: {header_devices(config, o)}"]
     lines += [f"wild cache: {run.cache_note}"] if run.cache_note else []
+    lines += _inner_stop_line(run)
     if o.judge is not None:
         at_once = "" if o.judge.local else f"{o.judge.concurrency} requests at once, "
         lines.append(f"wild judge: {o.judge.name}, prompt {o.judge.grader.version}, {at_once}verdicts cached in "
@@ -259,6 +260,19 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
               for entry in shadowed(o.editor)]
     lines += [f"wild hparams: {note}" for note in (run.runtime.hparams_notes if run.runtime else [])]
     return lines
+
+
+def _inner_stop_line(run) -> list[str]:
+    """How many of the run's targets hold a "." where the published stop rule ends every
+    answer: those cases cannot succeed under exact match, whatever the editor does."""
+    from .scores import inner_stops
+
+    if run.suite is None or run.options.stop_rule != "published":
+        return []
+    targets = [case.target for case in run.suite.cases]
+    count = inner_stops(targets, "published")
+    return [f"wild suite: {count} of the {len(targets)} targets contain an inner '.', which the published stop rule "
+            "never lets an answer reach (flagged inner-stop; see --wild-stop sentence)"] if count else []
 
 
 @pytest.fixture(scope="session")

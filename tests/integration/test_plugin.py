@@ -265,3 +265,13 @@ def test_sequences_run_in_order_on_one_process_each_and_resume_after_sigkill(pyt
     if outcomes.get("xfailed"):
         resumed.stdout.fnmatch_lines(["(edit * of the sequence: its question * right after its own edit; *)"])
     assert without_timing(killed.read_text()) == reference
+
+
+def test_the_header_says_how_many_targets_the_published_stop_rule_cannot_reach(pytester):
+    result = pytester.runpytest_inprocess("--wild", "--editor=ft-m", "--wild-suite=qaedit", "--collect-only",
+                                          "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["wild suite: 44 of the 800 targets contain an inner '.', which the published stop "
+                                 "rule never lets an answer reach (flagged inner-stop; see --wild-stop sentence)"])
+    result = pytester.runpytest_inprocess("--wild", "--editor=ft-m", "--wild-suite=qaedit", "--wild-stop=sentence",
+                                          "--collect-only", "-p", "no:cacheprovider")
+    assert "inner '.'" not in result.stdout.str()
