@@ -45,3 +45,20 @@ NAMED_MODELS: tuple[NamedModel, ...] = (SMOLLM2_135M,)
 def named_model(spec: str | None) -> NamedModel | None:
     """The named model `spec` names, if any."""
     return next((model for model in NAMED_MODELS if model.name == spec), None)
+
+
+def default_context(spec: str | None, suite_context: str) -> str:
+    """How questions are put when --wild-context is not given: a named model's own way (its
+    chat template: an instruct model given a bare question mostly says nothing), else the
+    suite's."""
+    named = named_model(spec)
+    return named.context if named is not None else suite_context
+
+
+def describe_weights(spec: str | None) -> dict:
+    """What a named model's weights are, for the header and the report (empty for others)."""
+    named = named_model(spec)
+    if named is None:
+        return {}
+    return {"weights": named.weights, "source": f"{named.requirement} (SHA-256 {named.sha256}), {named.member}",
+            "licence": named.licence}

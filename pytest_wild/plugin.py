@@ -251,6 +251,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
              f"eval={','.join(o.mode_labels)} metric={o.metric} dtype={o.dtype} batch={o.batch_size}{shard}",
              f"wild devices: {header_devices(config, o)}"]
     lines += [f"wild cache: {run.cache_note}"] if run.cache_note else []
+    lines += _weights_line(o.model, run.context)
     lines += _inner_stop_line(run)
     if o.judge is not None:
         at_once = "" if o.judge.local else f"{o.judge.concurrency} requests at once, "
@@ -260,6 +261,16 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
               for entry in shadowed(o.editor)]
     lines += [f"wild hparams: {note}" for note in (run.runtime.hparams_notes if run.runtime else [])]
     return lines
+
+
+def _weights_line(model: str | None, context: str) -> list[str]:
+    """What a named model's weights are, and the context it is asked in."""
+    from .named_models import describe_weights
+
+    about = describe_weights(model)
+    if not about:
+        return []
+    return [f"wild model: {model} is {about['weights']}; {about['licence']}; context {context}"]
 
 
 def _inner_stop_line(run) -> list[str]:

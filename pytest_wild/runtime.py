@@ -33,7 +33,9 @@ class Runtime:
 
     @property
     def context(self) -> str:
-        return self.options.context or self.suite.context
+        from .named_models import default_context
+
+        return self.options.context or default_context(self.options.model, self.suite.context)
 
     @property
     def editor(self):
@@ -88,6 +90,7 @@ class Runtime:
         if self._loaded is None:
             from .editors.api import EditorCache, EditorState
             from .model import choose_cpu_threads, load_model
+            from .named_models import describe_weights
 
             o = self.options
             with self.progress.step(f"loading {o.model or 'the bundled tinyworld model'} ({o.dtype}, device {o.device})"):
@@ -96,7 +99,7 @@ class Runtime:
             self.editor_cache, self.editor_state = EditorCache(loaded.model), EditorState()
             self.model_info = {"spec": loaded.spec, "profile": loaded.profile,
                                "fingerprint": self.editor_cache.identity, "dtype": loaded.dtype,
-                               "architecture": loaded.model.config.model_type}
+                               "architecture": loaded.model.config.model_type} | describe_weights(o.model)
             self._loaded = loaded
         return self._loaded
 
