@@ -52,7 +52,7 @@ def problem(model: NamedModel) -> str | None:
     if directory.is_symlink():
         return f"{directory} is a link; refused (the cache must hold the directory itself)"
     if not directory.exists():
-        return f"not converted yet ({directory} does not exist)"
+        return "not converted yet"
     if not directory.is_dir():
         return f"{directory} is not a directory"
     return _manifest_problem(model, directory)
