@@ -67,6 +67,7 @@ class Runtime:
         checked against the model's shape, so a bad value fails the run before any edit."""
         if self._hparams is None:
             from .hparams import build_hparams, ignored_keys, read_yaml
+            from .stats import published_corpus_or_fallback
 
             config, profile, shape = self.checked_model
             layers = []
@@ -76,9 +77,10 @@ class Runtime:
             if self.options.hparams_file is not None:
                 layers.append((str(self.options.hparams_file), read_yaml(self.options.hparams_file, "hyperparameters")))
             editor = self.editor
-            self._hparams = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers, shape,
-                                          ignored=editor.ignored)
-            self.hparams_notes = ignored_keys(layers, editor.ignored)
+            built = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers, shape,
+                                  ignored=editor.ignored)
+            self._hparams, fallback = published_corpus_or_fallback(built)
+            self.hparams_notes = ignored_keys(layers, editor.ignored) + ([fallback] if fallback else [])
         return self._hparams
 
     def resolved_hparams(self) -> dict:
