@@ -26,7 +26,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("wild", "WILD evaluation of knowledge edits (pytest-wild)")
     group.addoption("--wild", action="store_true", help="run the WILD suite instead of the project's tests")
     group.addoption("--editor", help="editing method (see `pytest-wild editors`); ini: wild_editor")
-    group.addoption("--wild-model", metavar="PATH_OR_ID", help="causal LM: a local directory or hub id (default: bundled tinyworld); ini: wild_model")
+    group.addoption("--wild-model", metavar="PATH_OR_ID", help="causal LM: a local directory, hub id or named model (pytest-wild models; default: bundled tinyworld); ini: wild_model")
     group.addoption("--wild-suite", metavar="NAME_OR_PATH", help="suite name, suite .yaml, QAEdit .json/.jsonl or hub dataset id (default: tinyworld); ini: wild_suite")
     group.addoption("--wild-limit", type=int, metavar="N", help="evaluate N of the suite's cases (see --wild-sampling)")
     group.addoption("--wild-sampling", choices=("seeded", "first"), help="which N cases --wild-limit keeps: a seeded sample, or the first N in file order as the paper's code does (default: the suite's, else seeded)")
