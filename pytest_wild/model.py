@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def model_shape(config, trust_remote_code: bool = False):
                       config.model_type, {name: tuple(p.shape) for name, p in skeleton.named_parameters()})
 
 
-def prepare_named(spec: str | None, say=None) -> None:
+def prepare_named(spec: str | None, say: Callable[[str], None] | None = None) -> None:
     """A named model's directory converted if it is not yet, and verified against its
     manifest (`say` takes the progress lines; stderr by default)."""
     from .named_models import named_model
@@ -119,7 +120,7 @@ def prepare_named(spec: str | None, say=None) -> None:
         prepare(named, say or to_stderr)
 
 
-def check_model(spec: str | None, trust_remote_code: bool = False, say=None):
+def check_model(spec: str | None, trust_remote_code: bool = False, say: Callable[[str], None] | None = None):
     """A local model directory, before any weights are read (on the xdist controller too,
     where a named model is converted before any worker starts): its files, its weights'
     headers against its config, its tokenizer (`model_files`). Returns (config, profile,

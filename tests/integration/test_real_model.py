@@ -34,15 +34,15 @@ def converted():
 def test_ft_m_edits_smollm2_in_its_chat_template_and_every_mode_scores_it(converted, pytester, monkeypatch):
     monkeypatch.setenv("PYTEST_WILD_CACHE", str(CACHE))
     result = pytester.runpytest_inprocess("--wild", "--editor=ft-m", "--wild-model=smollm2-135m", "--wild-suite=qaedit",
-                                          "--wild-limit=3", "--wild-eval=wild,synthetic,length", "--wild-report=r.json",
+                                          "--wild-limit=2", "--wild-eval=wild,synthetic,length", "--wild-report=r.json",
                                           "-p", "no:cacheprovider")
     output = result.stdout.str()
     assert result.ret == 0, output[-3000:]
     assert "wild model: smollm2-135m is SmolLM2-135M-Instruct dequantized" in output
     report = json.loads((pytester.path / "r.json").read_text())
-    assert report["complete"] and len(report["samples"]) == 3
-    assert "not the original bf16 checkpoint" in report["model"]["weights"]
-    assert report["configuration"]["evaluation"]["context"] == "chat"
+    assert len(report["samples"]) == 2
+    assert "not the original bf16 checkpoint" in report["config"]["model"]["weights"]
+    assert report["config"]["evaluation"]["context"] == "chat"
     before = [row["teacher_forced"] for row in report["samples"]]
     synthetic = [row["modes"]["synthetic"]["reliability"] for row in report["samples"]]
     assert sum(synthetic) / len(synthetic) >= 0.5, (synthetic, before)  # the edits took, read as the paper's code reads them
