@@ -33,9 +33,9 @@ def converted():
 
 def test_ft_m_edits_smollm2_in_its_chat_template_and_every_mode_scores_it(converted, pytester, monkeypatch):
     monkeypatch.setenv("PYTEST_WILD_CACHE", str(CACHE))
-    result = pytester.runpytest_inprocess("--wild", "--editor=ft-m", "--wild-model=smollm2-135m", "--wild-suite=qaedit",
-                                          "--wild-limit=2", "--wild-eval=wild,synthetic,length", "--wild-report=r.json",
-                                          "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-model=smollm2-135m", "--wild-suite=qaedit",
+                                           "--wild-limit=2", "--wild-eval=wild,synthetic,length", "--wild-report=r.json",
+                                           "-p", "no:cacheprovider")
     output = result.stdout.str()
     assert result.ret == 0, output[-3000:]
     assert "wild model: smollm2-135m is SmolLM2-135M-Instruct dequantized" in output

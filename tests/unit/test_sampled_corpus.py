@@ -30,7 +30,7 @@ def test_sampled_documents_are_the_models_own_seeded_text():
 
 
 def test_model_sample_statistics_are_computed_once_from_a_cached_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(stats, "DOCUMENTS", 8)  # the default size (512 x 128) takes minutes on a loaded CPU
+    monkeypatch.setattr(stats, "DOCUMENTS", 8)  # the default size (256 x 128) takes minutes on a CPU
     monkeypatch.setattr(stats, "TOKENS", 10)
     model, tok = tiny_model("gpt2")
     sampled = []
