@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -189,8 +190,10 @@ def test_a_killed_conversion_leaves_nothing_a_later_run_trusts(tmp_path, monkeyp
     for line in process.stderr:
         if "converting" in line:
             break
-    while not (tmp_path / "conversions.log").exists():
-        pass
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "conversions.log").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (tmp_path / "conversions.log").exists(), "the conversion never started"
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert [name for name in leftovers() if name.startswith(".made-model.partial-")]
