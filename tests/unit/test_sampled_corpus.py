@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from pytest_wild import sampled_corpus, stats
 
 from ..tiny_models import tiny_model
