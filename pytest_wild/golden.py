@@ -53,6 +53,7 @@ import pytest
 from .cases import WildInputError, case_key
 from .devices import xdist_loaded
 from .metrics import EDIT_METRICS
+from .named_models import default_context
 from .report import write_text_atomic
 
 if TYPE_CHECKING:
@@ -215,7 +216,7 @@ class GoldenSettings:
                 raise RuntimeError("pytest-wild goldens: the suite is not loaded yet")
             options = self.run.options
             directory = (self.root / model_key(options.model) / _safe(options.editor)
-                         / suite_key(suite.name, suite.context, options))
+                         / suite_key(suite.name, default_context(options.model, suite.context), options))
             rootdir = self.config.rootpath
             inside = Path(os.path.normpath(self.root)).is_relative_to(rootdir)
             if inside and not self.root.resolve().is_relative_to(rootdir.resolve()):

@@ -1,11 +1,13 @@
-"""Load a causal LM and its tokenizer: the bundled tinyworld model, a local directory or a
-hub id, all through the same `from_pretrained` path, safetensors only."""
+"""Load a causal LM and its tokenizer: the bundled tinyworld model, a named model (converted
+once into the cache, `prepared_models`), a local directory or a hub id, all through the same
+`from_pretrained` path, safetensors only."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +31,17 @@ class LoadedModel:
 
 
 def resolve_model_spec(spec: str | None) -> tuple[str, str]:
-    """(path or hub id, hyperparameter profile). The profile picks tuned editor defaults."""
+    """(path or hub id, hyperparameter profile). The profile picks tuned editor defaults. A
+    named model's path is its converted directory in the cache (`prepare_named` makes it)."""
+    from .named_models import named_model
+
     if spec in (None, "", "tinyworld"):
         return str(TINYWORLD_DIR), "tinyworld"
+    named = named_model(spec)
+    if named is not None:
+        from .prepared_models import model_directory
+
+        return str(model_directory(named)), named.profile
     return (str(Path(spec).expanduser()) if spec.startswith("~") else spec), "default"
 
 
@@ -98,13 +108,26 @@ def model_shape(config, trust_remote_code: bool = False):
                       config.model_type, {name: tuple(p.shape) for name, p in skeleton.named_parameters()})
 
 
-def check_model(spec: str | None, trust_remote_code: bool = False):
-    """A local model directory, before any weights are read (on the xdist controller too):
-    its files, its weights' headers against its config, its tokenizer (`model_files`).
-    Returns (config, profile, shape) for the hyperparameter checks. Hub ids are checked
-    when loaded."""
+def prepare_named(spec: str | None, say: Callable[[str], None] | None = None) -> None:
+    """A named model's directory converted if it is not yet, and verified against its
+    manifest (`say` takes the progress lines; stderr by default)."""
+    from .named_models import named_model
+
+    named = named_model(spec)
+    if named is not None:
+        from .prepared_models import prepare, to_stderr
+
+        prepare(named, say or to_stderr)
+
+
+def check_model(spec: str | None, trust_remote_code: bool = False, say: Callable[[str], None] | None = None):
+    """A local model directory, before any weights are read (on the xdist controller too,
+    where a named model is converted before any worker starts): its files, its weights'
+    headers against its config, its tokenizer (`model_files`). Returns (config, profile,
+    shape) for the hyperparameter checks. Hub ids are checked when loaded."""
     from .model_files import check_links, check_tokenizer, check_weights_match, weight_headers
 
+    prepare_named(spec, say)
     path, profile = resolve_model_spec(spec)
     directory = Path(path)
     if directory.is_dir():
@@ -158,6 +181,7 @@ def load_model(spec: str | None, device: str = "auto", dtype: str = "float32",
 
     from .model_files import check_tokenizer
 
+    prepare_named(spec)
     path, profile = resolve_model_spec(spec)
     if dtype not in DTYPES:
         raise WildInputError(f"--wild-dtype: {dtype!r} is not one of {', '.join(DTYPES)}")

@@ -26,7 +26,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("wild", "WILD evaluation of knowledge edits (pytest-wild)")
     group.addoption("--wild", action="store_true", help="run the WILD suite instead of the project's tests")
     group.addoption("--editor", help="editing method (see `pytest-wild editors`); ini: wild_editor")
-    group.addoption("--wild-model", metavar="PATH_OR_ID", help="causal LM: a local directory or hub id (default: bundled tinyworld); ini: wild_model")
+    group.addoption("--wild-model", metavar="PATH_OR_ID", help="causal LM: a local directory, hub id or named model (pytest-wild models; default: bundled tinyworld); ini: wild_model")
     group.addoption("--wild-suite", metavar="NAME_OR_PATH", help="suite name, suite .yaml, QAEdit .json/.jsonl or hub dataset id (default: tinyworld); ini: wild_suite")
     group.addoption("--wild-limit", type=int, metavar="N", help="evaluate N of the suite's cases (see --wild-sampling)")
     group.addoption("--wild-sampling", choices=("seeded", "first"), help="which N cases --wild-limit keeps: a seeded sample, or the first N in file order as the paper's code does (default: the suite's, else seeded)")
@@ -272,6 +272,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
              f"eval={','.join(o.mode_labels)} metric={o.metric} dtype={o.dtype} batch={o.batch_size}{shard}",
              f"wild devices: {header_devices(config, o)}"]
     lines += [f"wild cache: {run.cache_note}"] if run.cache_note else []
+    lines += _weights_line(o.model, run.context)
+    lines += _inner_stop_line(run)
     if o.judge is not None:
         at_once = "" if o.judge.local else f"{o.judge.concurrency} requests at once, "
         lines.append(f"wild judge: {o.judge.name}, prompt {o.judge.grader.version}, {at_once}verdicts cached in "
@@ -292,6 +294,29 @@ def _last_missed_note(config: pytest.Config, options) -> str:
         return f"rerunning the {len(missed)} edits the last run missed ({configuration(options)})"
     what = "no missed edits" if missed == [] else "no earlier run"
     return f"{what} recorded for {configuration(options)}: running every case, as --lf does"
+
+
+def _weights_line(model: str | None, context: str) -> list[str]:
+    """What a named model's weights are, and the context it is asked in."""
+    from .named_models import describe_weights
+
+    about = describe_weights(model)
+    if not about:
+        return []
+    return [f"wild model: {model} is {about['weights']}; {about['licence']}; context {context}"]
+
+
+def _inner_stop_line(run) -> list[str]:
+    """How many of the run's targets hold a "." where the published stop rule ends every
+    answer: those cases cannot succeed under exact match, whatever the editor does."""
+    from .scores import inner_stops
+
+    if run.suite is None or run.options.stop_rule != "published":
+        return []
+    targets = [case.target for case in run.suite.cases]
+    count = inner_stops(targets, "published")
+    return [f"wild suite: {count} of the {len(targets)} targets contain an inner '.', which the published stop rule "
+            "never lets an answer reach (flagged inner-stop; see --wild-stop sentence)"] if count else []
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,9 @@ class Runtime:
 
     @property
     def context(self) -> str:
-        return self.options.context or self.suite.context
+        from .named_models import default_context
+
+        return self.options.context or default_context(self.options.model, self.suite.context)
 
     @property
     def editor(self):
@@ -56,7 +58,7 @@ class Runtime:
         if self._checked is None:
             from .model import check_model
 
-            self._checked = check_model(self.options.model, self.options.trust_remote_code)
+            self._checked = check_model(self.options.model, self.options.trust_remote_code, self.progress.note)
         return self._checked
 
     @property
@@ -65,6 +67,7 @@ class Runtime:
         checked against the model's shape, so a bad value fails the run before any edit."""
         if self._hparams is None:
             from .hparams import build_hparams, ignored_keys, read_yaml
+            from .stats import published_corpus_or_fallback
 
             config, profile, shape = self.checked_model
             layers = []
@@ -74,9 +77,10 @@ class Runtime:
             if self.options.hparams_file is not None:
                 layers.append((str(self.options.hparams_file), read_yaml(self.options.hparams_file, "hyperparameters")))
             editor = self.editor
-            self._hparams = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers, shape,
-                                          ignored=editor.ignored)
-            self.hparams_notes = ignored_keys(layers, editor.ignored)
+            built = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers, shape,
+                                  ignored=editor.ignored)
+            self._hparams, fallback = published_corpus_or_fallback(built)
+            self.hparams_notes = ignored_keys(layers, editor.ignored) + ([fallback] if fallback else [])
         return self._hparams
 
     def resolved_hparams(self) -> dict:
@@ -88,6 +92,7 @@ class Runtime:
         if self._loaded is None:
             from .editors.api import EditorCache, EditorState
             from .model import choose_cpu_threads, load_model
+            from .named_models import describe_weights
 
             o = self.options
             with self.progress.step(f"loading {o.model or 'the bundled tinyworld model'} ({o.dtype}, device {o.device})"):
@@ -96,7 +101,7 @@ class Runtime:
             self.editor_cache, self.editor_state = EditorCache(loaded.model), EditorState()
             self.model_info = {"spec": loaded.spec, "profile": loaded.profile,
                                "fingerprint": self.editor_cache.identity, "dtype": loaded.dtype,
-                               "architecture": loaded.model.config.model_type}
+                               "architecture": loaded.model.config.model_type} | describe_weights(o.model)
             self._loaded = loaded
         return self._loaded
 

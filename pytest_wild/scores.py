@@ -54,3 +54,8 @@ def target_flags(target: str, stop_rule: str) -> list[str]:
     if not normalize_answer(target):
         flags.append("empty-normalised: the target normalises to the empty string")
     return flags
+
+
+def inner_stops(targets: list[str], stop_rule: str) -> int:
+    """How many targets the stop rule can never match whole (flagged inner-stop)."""
+    return sum(any(flag.startswith("inner-stop") for flag in target_flags(target, stop_rule)) for target in targets)

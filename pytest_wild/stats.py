@@ -13,7 +13,9 @@ Corpora (`resolve_corpus`):
 - a path to a text file: one document a line (empty lines skipped);
 - a path to a local dataset directory: read with ``datasets.load_dataset(path)``;
 - ``wikitext`` (Salesforce/wikitext, wikitext-103-raw-v1), ``wikipedia`` (wikimedia/wikipedia,
-  20231101.en) or ``name`` / ``name:config`` of any dataset with a ``text`` column.
+  20231101.en) or ``name`` / ``name:config`` of any dataset with a ``text`` column;
+- ``model-sample``: text sampled from the model itself (`sampled_corpus`), which a run uses
+  instead of a hub corpus it cannot reach, saying so (`published_corpus_or_fallback`).
 
 The sample is the first ``n_samples`` non-empty documents of a fixed pseudo-random permutation
 (seed 1), each truncated to the model's maximum length.
@@ -45,6 +47,7 @@ import torch
 from .cases import WildInputError
 from .files import read_text
 from .outputs import cache_root
+from .sampled_corpus import DOCUMENTS, MODEL_SAMPLE, TOKENS, sampled_corpus_file
 from .tracing import StopForward, input_of
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,8 @@ def resolve_corpus(spec: str) -> Corpus:
     if spec == "tinyworld":
         path = TINYWORLD_DIR / "corpus.txt"
         return Corpus(f"tinyworld-{_file_digest(path)}", "lines", str(path))
+    if spec == MODEL_SAMPLE:  # its file is made per model, where the model is known (second_moments)
+        return Corpus(f"{MODEL_SAMPLE}:{DOCUMENTS}x{TOKENS}", "sampled", "")
     if spec in HUB_CORPORA:
         name, config = HUB_CORPORA[spec]
         return Corpus(f"hf:{name}:{config}", "datasets", name, config)
@@ -182,6 +187,9 @@ def second_moments(model, tokenizer, modules: list[str], corpus: str | Corpus = 
         group = _digest(json.dumps([identity, corpus.identity, n_samples, dtype, max_length]))[:16]
         with _lock(cache_dir / identity / f"{group}.lock"):
             missing = from_disk()  # another process may have finished while this one waited
+            if missing and corpus.kind == "sampled":
+                location = sampled_corpus_file(model, tokenizer, cache_dir / identity, DOCUMENTS, TOKENS)
+                corpus = Corpus(corpus.identity, "lines", str(location))
             if missing:
                 sums, count = _accumulate(model, tokenizer, missing, corpus, n_samples, DTYPES[dtype],
                                           max_length, batch_tokens, progress)
@@ -193,6 +201,47 @@ def second_moments(model, tokenizer, modules: list[str], corpus: str | Corpus = 
         for name in modules:
             memory.put(("second moment", keys[name]), found[name])
     return {name: found[name] for name in modules}
+
+
+def published_corpus_or_fallback(hp) -> tuple[Any, str | None]:
+    """Hyperparameters whose `mom2_dataset` is a hub corpus that cannot be reached (no
+    network, no copy in the datasets cache) get `model-sample` instead, with the line that
+    says so (shown in the header; the report's hyperparameters name the corpus used).
+    Anything else is returned as it is."""
+    from dataclasses import replace
+
+    spec = getattr(hp, "mom2_dataset", None)
+    if not isinstance(spec, str) or spec == MODEL_SAMPLE:
+        return hp, None
+    try:
+        corpus = resolve_corpus(spec)
+    except WildInputError:
+        return hp, None  # refused where the statistics are computed, as before
+    if corpus.kind != "datasets" or Path(corpus.location).is_dir():
+        return hp, None
+    problem = _hub_problem(corpus.location)
+    if problem is None:
+        return hp, None
+    return replace(hp, mom2_dataset=MODEL_SAMPLE), (
+        f"mom2_dataset: {spec} cannot be reached ({problem}); the second-moment statistics come from text sampled "
+        f"from the model itself instead (mom2_dataset: {MODEL_SAMPLE}, {DOCUMENTS} documents of {TOKENS} tokens, "
+        "computed once and cached), not from the published corpus")
+
+
+def _hub_problem(name: str) -> str | None:
+    """Why the hub dataset `name` cannot be read: not in the datasets cache, and the hub does
+    not answer (one request, no retries: an offline machine learns it in seconds)."""
+    from datasets import config as datasets_config
+    from huggingface_hub import HfApi
+
+    if (Path(datasets_config.HF_DATASETS_CACHE) / name.replace("/", "___")).is_dir():
+        return None
+    try:
+        HfApi().dataset_info(name, timeout=10)
+    except Exception as exc:  # offline mode, no network, no such dataset: each is a reason to fall back
+        text = str(exc).strip()
+        return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    return None
 
 
 # ---------------------------------------------------------------------------- internals

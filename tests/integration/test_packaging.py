@@ -47,8 +47,10 @@ def test_the_suites_command_lists_the_bundled_suites_from_an_empty_project(tmp_p
     found = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "suites"], cwd=tmp_path, capture_output=True,
                            text=True, check=True)
     names = {line.split()[0]: line for line in found.stdout.splitlines()}
-    assert set(names) == {"tinyworld", "tinyworld-sequential", "qaedit", "qaedit-800", "counterfact-1k"}
-    assert "@data/qaedit-800.json" in names["qaedit-800"] and "hub WenDingY/QAEdit" in names["qaedit"]
+    assert set(names) == {"tinyworld", "tinyworld-sequential", "qaedit", "qaedit-full", "qaedit-800",
+                          "counterfact-1k"}
+    assert "@data/qaedit-800.json" in names["qaedit-800"] and "hub WenDingY/QAEdit" in names["qaedit-full"]
+    assert "qaedit-800.json" in names["qaedit"] and "bundled" in names["qaedit"]
 
 
 def test_the_package_ships_the_lock_file_and_prints_it():

@@ -295,3 +295,26 @@ def test_sequences_run_in_order_on_one_process_each_and_resume_after_sigkill(pyt
     if outcomes.get("xfailed"):
         resumed.stdout.fnmatch_lines(["(edit * of the sequence: its question * right after its own edit; *)"])
     assert without_timing(killed.read_text()) == reference
+
+
+def test_the_header_says_how_many_targets_the_published_stop_rule_cannot_reach(pytester):
+    result = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-suite=qaedit", "--collect-only",
+                                           "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["wild suite: 44 of the 800 targets contain an inner '.', which the published stop "
+                                 "rule never lets an answer reach (flagged inner-stop; see --wild-stop sentence)"])
+    result = pytester.runpytest_subprocess("--wild", "--editor=ft-m", "--wild-suite=qaedit", "--wild-stop=sentence",
+                                           "--collect-only", "-p", "no:cacheprovider")
+    assert "inner '.'" not in result.stdout.str()
+
+
+def test_an_unreachable_statistics_corpus_is_replaced_by_the_models_own_text_and_the_header_says_so(pytester,
+                                                                                                    monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(pytester.path / "datasets"))
+    pytester.makefile(".yaml", hp="mom2_dataset: owner-nowhere/no-such-corpus\n")
+    result = pytester.runpytest_subprocess("--wild", "--editor=memit", "--wild-hparams=hp.yaml", "--collect-only",
+                                           "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["wild hparams: mom2_dataset: owner-nowhere/no-such-corpus cannot be reached (*); "
+                                 "the second-moment statistics come from text sampled from the model itself instead "
+                                 "(mom2_dataset: model-sample, 256 documents of 128 tokens, computed once and cached), "
+                                 "not from the published corpus"])

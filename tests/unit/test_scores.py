@@ -1,6 +1,6 @@
 import pytest
 
-from pytest_wild.scores import exact_match, f1, normalize_answer, target_flags
+from pytest_wild.scores import exact_match, f1, inner_stops, normalize_answer, target_flags
 from pytest_wild.stopping import find_stop, finish_text
 
 
@@ -50,3 +50,9 @@ def test_sentence_rule_keeps_initials_abbreviations_and_decimals():
     assert find_stop(" 3. And", "sentence", final=False) == 2
     assert finish_text(" Robert C. Newton. He", "sentence", None) == " Robert C. Newton"
     assert finish_text(" 1994.", "sentence", None) == " 1994"
+
+
+def test_inner_stops_counts_the_targets_the_published_rule_cuts():
+    targets = ["Grimsby", "Everton F.C.", "St. Louis", "3.5", "U.S.", "Paris."]
+    assert inner_stops(targets, "published") == 4  # a final "." alone is stripped, not a stop inside
+    assert inner_stops(targets, "sentence") == 0

@@ -1,9 +1,10 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from pytest_wild.cases import WildInputError
-from pytest_wild.suite import find_suite, load_suite, sample
+from pytest_wild.suite import describe, find_suite, load_suite, sample
 
 RECORDS = [
     {"id": f"c{i}", "prompt": f"Where is thing{i}?", "target": "here", "subject": f"thing{i}",
@@ -70,6 +71,18 @@ def test_malformed_suite_files_name_the_file_and_field(tmp_path, data_file, body
     assert message in str(excinfo.value)
 
 
+def test_qaedit_is_bundled_with_its_licence_and_needs_no_data_directory(tmp_path, shared_data):
+    suite = load_suite(find_suite("qaedit", tmp_path, tmp_path), rootdir=tmp_path)
+    assert suite.name == "qaedit" and len(suite.cases) == 800 and suite.context == "question"
+    bundled = Path(suite.source)
+    assert bundled.read_bytes() == (shared_data / "qaedit-800.json").read_bytes()
+    assert "Apache License" in (bundled.parent / "LICENSE").read_text()
+    notice = (bundled.parent / "NOTICE").read_text()
+    assert all(name in notice for name in ("WanliYoung/Revisit-Editing-Evaluation", "Natural Questions", "TriviaQA",
+                                           "SimpleQA", "Apache License"))
+    assert "hub WenDingY/QAEdit" == describe(find_suite("qaedit-full", tmp_path, tmp_path))[1]
+
+
 def test_bundled_suites_read_their_benchmark_file_from_the_data_directory(tmp_path, shared_data):
     found = find_suite("qaedit-800", tmp_path, tmp_path)
     suite = load_suite(found, limit=5, rootdir=tmp_path, data_dir=shared_data)
@@ -87,6 +100,6 @@ def test_a_projects_suites_come_before_the_bundled_ones_and_are_listed(tmp_path,
     (tmp_path / "suites" / "mine.yaml").write_text("data: ../data.jsonl\n")
     found = available_suites(tmp_path)
     assert found["tinyworld"] == found["mine"].parent / "tinyworld.yaml"
-    assert {"qaedit", "qaedit-800", "counterfact-1k"} <= set(found)
+    assert {"qaedit", "qaedit-full", "qaedit-800", "counterfact-1k"} <= set(found)
     assert found["qaedit-800"].parent == BUNDLED_SUITES
     assert find_suite("tinyworld", tmp_path, tmp_path) == found["tinyworld"].resolve()
