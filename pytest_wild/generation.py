@@ -17,12 +17,17 @@ from dataclasses import dataclass
 import torch
 
 from .batching import left_pad
-from .greedy import Processors, check_greedy, eos_ids
+from .greedy import Processors, check_greedy, config_eos_ids, eos_ids
 from .kv_cache import new_cache, with_cache
 from .reading import keep_rows, reading
 from .stopping import find_stop, finish_text
 
 MAX_NEW_TOKENS = 50
+
+# Where a decoding loop stops, besides its token limit: under the run's stop rule (a WILD
+# answer), at an end-of-sequence id of the generation config only (what a plain `generate`
+# call without stop strings does), or nowhere.
+RULE, EOS, NOWHERE = "rule", "eos", "nowhere"
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class Engine:
         self.max_new_tokens = max_new_tokens
         check_greedy(model.generation_config, "--wild-model")
         self.eos_ids = eos_ids(model.generation_config, tokenizer)
+        self.config_eos_ids = frozenset(config_eos_ids(model.generation_config))
         self.processors = Processors(model.generation_config, max_new_tokens, self.device)
         eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
@@ -64,11 +70,31 @@ class Engine:
 
     def generate(self, contexts: list[str]) -> list[Generation]:
         """Greedy answers under the stop rule, in input order."""
-        return self._batched(self.encode(contexts), [self.max_new_tokens] * len(contexts), stop=True)
+        return self._batched(self.encode(contexts), [self.max_new_tokens] * len(contexts), RULE)
 
     def generate_fixed(self, contexts: list[str], lengths: list[int]) -> list[Generation]:
         """Exactly `lengths[i]` greedy tokens, no stop rule: the length-only leakage mode."""
-        return self._batched(self.encode(contexts), lengths, stop=False)
+        return self._batched(self.encode(contexts), lengths, NOWHERE)
+
+    def generated_tokens(self, prompts: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
+        """The published free-generation reading (EasyEdit's `test_prediction_acc` with
+        `vanilla_generation=True`, which the paper's code runs for GRACE): the target tokenised
+        alone, without special tokens (so with no leading space); greedy `generate` on the bare
+        prompt for as many new tokens as that, stopping only at an end-of-sequence id; the last
+        that-many tokens of prompt + generation. For each pair (the target's ids, those tokens).
+        An answer that ends early at EOS is read with the prompt's last tokens before it, as
+        published."""
+        encoded = self.encode(prompts)
+        wanted = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in targets]
+        generated = self._batched(encoded, [len(ids) for ids in wanted], EOS)
+        return [(ids, (list(prompt) + list(gen.token_ids))[-len(ids):] if ids else [])
+                for ids, prompt, gen in zip(wanted, encoded, generated)]
+
+    def generated_accuracy(self, prompts: list[str], targets: list[str]) -> list[float | None]:
+        """Share of the target's tokens that the last generated tokens match, position by
+        position (the published `np.mean(np.equal(...))`); None for an empty target."""
+        return [sum(p == t for p, t in zip(found, ids)) / len(ids) if ids else None
+                for ids, found in self.generated_tokens(prompts, targets)]
 
     @torch.no_grad()
     def teacher_forced(self, prompts: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -100,7 +126,7 @@ class Engine:
         return [sum(p == t for p, t in zip(predicted, labels)) / len(labels) if labels else None
                 for labels, predicted in self.teacher_forced(prompts, targets)]
 
-    def _batched(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
+    def _batched(self, prompts: list[list[int]], limits: list[int], stop: str) -> list[Generation]:
         """Batches of similar prompt length; a question that leaves no room in the model's
         context window gets an empty answer instead of an index error."""
         if self.max_positions:
@@ -113,7 +139,7 @@ class Engine:
                 results[i] = gen
         return results
 
-    def _decode(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
+    def _decode(self, prompts: list[list[int]], limits: list[int], stop: str) -> list[Generation]:
         ids, mask, positions = left_pad(prompts, self.pad_id, self.device)
         width = ids.shape[1]
         first = torch.tensor([width - len(p) for p in prompts], device=self.device)
@@ -121,7 +147,7 @@ class Engine:
             return self._decode_batch(ids, mask, positions, prompts, limits, stop)
 
     def _decode_batch(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                      prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
+                      prompts: list[list[int]], limits: list[int], stop: str) -> list[Generation]:
         """The prompt pass, then one cached step per token; rows leave the batch as they stop."""
         generated: list[list[int]] = [[] for _ in prompts]
         active = list(range(len(prompts)))
@@ -164,11 +190,13 @@ class Engine:
             scores[slot : slot + 1] = processors(seen, scores[slot : slot + 1])
         return scores.argmax(-1).tolist()
 
-    def _done(self, tokens: list[int], limit: int, stop: bool) -> bool:
+    def _done(self, tokens: list[int], limit: int, stop: str) -> bool:
         if len(tokens) >= limit:
             return True
-        if not stop:
+        if stop == NOWHERE:
             return False
+        if stop == EOS:
+            return tokens[-1] in self.config_eos_ids
         if tokens[-1] in self.eos_ids:
             return True
         if self.stop_rule == "published":
@@ -188,9 +216,9 @@ class Engine:
             }
         return self._stop_tokens
 
-    def _finish(self, tokens: list[int], stop: bool) -> Generation:
+    def _finish(self, tokens: list[int], stop: str) -> Generation:
         text = self.tokenizer.decode(tokens)
-        if stop:
+        if stop == RULE:
             text = finish_text(text, self.stop_rule, self.tokenizer.eos_token)
         return Generation(text=text, token_ids=tuple(tokens))
 

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from .cases import Case, WildInputError
 from .gates import Rule, parse_rule
-from .metrics import TABLE_METRICS
+from .metrics import TABLE_METRICS, synthetic_reading
 from .options import Options
 from .progress import Silent
 from .suite import Suite
@@ -107,7 +107,7 @@ class Runtime:
 
             loaded, hparams, prefix = self.loaded, self.hparams, self.editor.prefix
             settings = Settings(self.options.modes, self.context, self.options.metric, self.options.stop_rule,
-                                self.options.system_prompt)
+                                self.options.system_prompt, synthetic_reading(self.options.editor))
             edit_prefix = prefix(loaded.model, loaded.tokenizer, hparams, self.editor_cache) if prefix else 0
             self._evaluator = Evaluator(loaded.model, loaded.tokenizer, settings, edit_prefix=edit_prefix)
         return self._evaluator
