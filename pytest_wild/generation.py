@@ -72,6 +72,11 @@ class Engine:
         """Greedy answers under the stop rule, in input order."""
         return self._batched(self.encode(contexts), [self.max_new_tokens] * len(contexts), RULE)
 
+    def generate_until_eos(self, contexts: list[str]) -> list[Generation]:
+        """Greedy answers that stop only at an end-of-sequence id or the token limit, read as a
+        chat server returns a completion asked without stop strings: special tokens left out."""
+        return self._batched(self.encode(contexts), [self.max_new_tokens] * len(contexts), EOS)
+
     def generate_fixed(self, contexts: list[str], lengths: list[int]) -> list[Generation]:
         """Exactly `lengths[i]` greedy tokens, no stop rule: the length-only leakage mode."""
         return self._batched(self.encode(contexts), lengths, NOWHERE)
@@ -217,7 +222,7 @@ class Engine:
         return self._stop_tokens
 
     def _finish(self, tokens: list[int], stop: str) -> Generation:
-        text = self.tokenizer.decode(tokens)
+        text = self.tokenizer.decode(tokens, skip_special_tokens=stop == EOS)
         if stop == RULE:
             text = finish_text(text, self.stop_rule, self.tokenizer.eos_token)
         return Generation(text=text, token_ids=tuple(tokens))
