@@ -20,7 +20,7 @@ from .batching import left_pad
 from .greedy import Processors, check_greedy, config_eos_ids, eos_ids
 from .kv_cache import new_cache, with_cache
 from .reading import keep_rows, reading
-from .stopping import find_stop, finish_text
+from .stopping import ends_after, find_stop, finish_text
 
 MAX_NEW_TOKENS = 50
 
@@ -54,7 +54,7 @@ class Engine:
         self.processors = Processors(model.generation_config, max_new_tokens, self.device)
         eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-        self._stop_tokens: set[int] | None = None
+        self._stop_tokens: tuple[set[int], set[int]] | None = None
         accepted = inspect.signature(model.forward).parameters
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
         config = model.config
@@ -164,7 +164,7 @@ class Engine:
             keep = []
             for slot, row in enumerate(active):
                 generated[row].append(next_tokens[slot])
-                if not self._done(generated[row], limits[row], stop):
+                if not self._done(prompts[row], generated[row], limits[row], stop):
                     keep.append(slot)
             if not keep:
                 break
@@ -195,30 +195,53 @@ class Engine:
             scores[slot : slot + 1] = processors(seen, scores[slot : slot + 1])
         return scores.argmax(-1).tolist()
 
-    def _done(self, tokens: list[int], limit: int, stop: str) -> bool:
+    def _done(self, prompt: list[int], tokens: list[int], limit: int, stop: str) -> bool:
         if len(tokens) >= limit:
             return True
         if stop == NOWHERE:
             return False
         if stop == EOS:
             return tokens[-1] in self.config_eos_ids
-        if tokens[-1] in self.eos_ids:
+        if tokens[-1] in self.eos_ids or self._spells_eos(prompt, tokens):
             return True
         if self.stop_rule == "published":
             return tokens[-1] in self.stop_tokens
         text = self.tokenizer.decode(tokens)
         return find_stop(text, self.stop_rule, final=False) is not None
 
+    def _spells_eos(self, prompt: list[int], tokens: list[int]) -> bool:
+        """The EOS string written out in ordinary tokens, ending in the newest one (a stop
+        string of the published loop, which transformers' stop strings find across token
+        boundaries and into the prompt). Decoded only when the newest token holds the string's
+        last character; a window of twice its length in tokens covers tokens of one character."""
+        eos = self.tokenizer.eos_token
+        if not eos or tokens[-1] not in self.stop_tokens_sets[1]:
+            return False
+        window = (prompt + tokens)[-2 * len(eos):]
+        before = len(self.tokenizer.decode(window[:-1]))
+        return ends_after(self.tokenizer.decode(window), before, eos)
+
     @property
     def stop_tokens(self) -> set[int]:
         """Ids whose text contains "." or "\n". The published stops are single ASCII
         characters, so whether a step stops depends on the newest token alone: one lookup
         per step instead of decoding the whole answer again."""
+        return self.stop_tokens_sets[0]
+
+    @property
+    def stop_tokens_sets(self) -> tuple[set[int], set[int]]:
+        """(ids whose text holds "." or "\n", ids whose text holds the EOS string's last
+        character), from one pass over the vocabulary."""
         if self._stop_tokens is None:
-            self._stop_tokens = {
-                token_id for token_id in range(len(self.tokenizer))
-                if find_stop(self.tokenizer.decode([token_id]), "published", final=False) is not None
-            }
+            eos = self.tokenizer.eos_token
+            stops, ends = set(), set()
+            for token_id in range(len(self.tokenizer)):
+                text = self.tokenizer.decode([token_id])
+                if find_stop(text, "published", final=False) is not None:
+                    stops.add(token_id)
+                if eos and eos[-1] in text:
+                    ends.add(token_id)
+            self._stop_tokens = (stops, ends)
         return self._stop_tokens
 
     def _finish(self, tokens: list[int], stop: str) -> Generation:
