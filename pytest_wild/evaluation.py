@@ -17,13 +17,15 @@ cases, and cached. Each row also says how long its edit and the edited model's a
 mode). The teacher-forced reading runs only where it is used: under `synthetic`,
 and to explain an answer that missed ("the synthetic metric would have called this a
 success"). A case too long for the model window is never fed to the model: its row says
-why it is not evaluable and has no scores.
+why it is not evaluable and has no scores. A locality question after the first that is too
+long is left out of its case (window.py): the row lists it under `locality_not_evaluable`,
+and the metrics over every locality question are not evaluable for that case.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .cases import Case
 from .contexts import make_context
@@ -31,7 +33,7 @@ from .generation import Engine, Generation
 from .metrics import TEACHER_FORCED, mode_label
 from .scores import SCORES, exact_match, f1, target_flags
 from .tokens import target_ids
-from .window import model_window, why_not_evaluable
+from .window import locality_left_out, model_window, why_not_evaluable
 
 @dataclass
 class Settings:
@@ -57,6 +59,7 @@ class Evaluator:
         self.window = model_window(model.config)
         self.edit_prefix = edit_prefix  # tokens the editor's prompts put before the case's prompt
         self._unfit: dict[str, str | None] = {}
+        self._left_out: dict[str, dict[int, str]] = {}
 
     def context(self, question: str) -> str:
         return make_context(question, self.settings.context, self.tokenizer, self.settings.system_prompt)
@@ -75,9 +78,20 @@ class Evaluator:
             self._unfit[case.id] = why_not_evaluable(case, self.tokenizer, self.window, self.context, self.edit_prefix)
         return self._unfit[case.id]
 
+    def left_out(self, case: Case) -> dict[int, str]:
+        """The locality questions after the first that do not fit the window, by index, with why."""
+        if case.id not in self._left_out:
+            self._left_out[case.id] = locality_left_out(case, self.tokenizer, self.window, self.context)
+        return self._left_out[case.id]
+
+    def asked(self, case: Case) -> Case:
+        """The case as the model is asked it: without the locality questions left out."""
+        left = self.left_out(case)
+        return replace(case, locality=tuple(loc for i, loc in enumerate(case.locality) if i not in left)) if left else case
+
     def prepare(self, cases: list[Case]) -> None:
         """Compute every unedited answer the cases will need in a few large batches."""
-        cases = [case for case in cases if self.not_evaluable(case) is None]
+        cases = [self.asked(case) for case in cases if self.not_evaluable(case) is None]
         questions = [q for case in cases for q in _questions(case)]
         if "wild" in self.settings.modes:
             self.answers_before(questions)
@@ -93,7 +107,7 @@ class Evaluator:
         case's questions on the edited model, restore. `apply_edit(cases)` returns the
         restore handle."""
         rows = {case.id: self._unevaluable_row(case) for case in cases if self.not_evaluable(case)}
-        fit = [case for case in cases if case.id not in rows]
+        fit = [self.asked(case) for case in cases if case.id not in rows]
         if fit:
             self.prepare(fit)
             started = time.perf_counter()
@@ -115,7 +129,7 @@ class Evaluator:
         sequence's checkpoint): the WILD answers of all the cases in one batched pass through
         the engine, so the cost grows linearly with the number of cases."""
         rows = {case.id: self._unevaluable_row(case) for case in cases if self.not_evaluable(case)}
-        fit = [case for case in cases if case.id not in rows]
+        fit = [self.asked(case) for case in cases if case.id not in rows]
         self.prepare(fit)
         after = {}
         if "wild" in self.settings.modes:
@@ -145,6 +159,12 @@ class Evaluator:
             scores = self._wild(case, forced, after) if mode == "wild" else getattr(self, f"_{mode}")(case, forced)
             row["modes"][mode_label(mode, self.settings.stop_rule)] = scores
         row["teacher_forced"] = forced if synthetic else self._forced_accuracy(case, _missed(row))
+        left = self.left_out(case)
+        if left:
+            row["locality_not_evaluable"] = [left[i] for i in sorted(left)]
+            for scores in row["modes"].values():
+                scores |= {metric: None for metric in ("locality_all", "locality_em") if metric in scores}
+                scores["locality_left_out"] = len(left)
         return row
 
     def _wild(self, case: Case, forced: dict, generated: dict[str, Generation] | None = None) -> dict:

@@ -213,6 +213,19 @@ def rows_for(answers: list[tuple[str, str, str]]) -> list[dict]:
     return rows
 
 
+def test_a_case_with_a_locality_question_left_out_has_no_locality_judge():
+    """A locality question too long for the window was never asked (window.py): the judge's
+    share over every locality question is not evaluable for that case."""
+    rows = rows_for([("Malia Obama", "Malia Obama", "Paris"), ("Malia Obama", "Malia Obama", "Paris")])
+    rows[1]["modes"]["wild"]["locality_left_out"] = 1
+    with JudgeServer(every="reference") as server:
+        client = JudgeClient(server.url, "grader", KEY)
+        grade(rows, client)
+        client.close()
+    assert [row["modes"]["wild"]["locality_judge"] for row in rows] == [1.0, None]
+    assert [row["modes"]["wild"]["reliability"] for row in rows] == [1.0, 1.0]
+
+
 def test_grading_writes_each_verdict_beside_exact_match_and_counts_where_they_disagree():
     """Against a lenient grader (CORRECT when every word of the reference is in the answer)."""
     rows = rows_for([("Malia Obama", "Malia Obama", "Paris"),  # both right
