@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 from .cases import Case, WildInputError
 from .gates import Rule, parse_rule
-from .metrics import TABLE_METRICS, synthetic_reading
+from .metrics import TABLE_METRICS, TEACHER_FORCED, synthetic_reading
 from .options import Options
 from .progress import Silent
 from .suite import Suite
@@ -283,7 +283,9 @@ class Runtime:
                 note = "(teacher-forced token accuracy n/a)"
             else:
                 note = f"(teacher-forced token accuracy {forced:.2f}"
-                note += ": the synthetic metric would have called this a success)" if forced >= 1.0 else ")"
+                # under GRACE `synthetic` is the paper's free-generation reading, not this one
+                called = "synthetic" if synthetic_reading(self.options.editor) == "teacher-forced" else TEACHER_FORCED
+                note += f": the {called} metric would have called this a success)" if forced >= 1.0 else ")"
             return (f"{head}: asked {_q(asked.get('context', asked['question']))} expected {_q(row['target'])} "
                     f"generated {_q(asked['after'])}\n{note}")
         if rule.metric.startswith("locality") and answers:

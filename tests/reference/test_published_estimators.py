@@ -217,3 +217,20 @@ def _bundled():
     from pytest_wild.suite import BUNDLED_SUITES
 
     return BUNDLED_SUITES / "tinyworld.yaml"
+
+
+@pytest.mark.parametrize(("editor", "named"), [("ft-m", "synthetic"), ("grace", "synthetic_tf")])
+def test_a_missed_answer_says_which_reading_teacher_forcing_is_under_the_editor(editor, named):
+    """Under GRACE the published `synthetic` is free generation: the note that teacher forcing
+    would have passed an answer names `synthetic_tf` there, never the published name."""
+    from pytest_wild.gates import parse_rule
+    from pytest_wild.options import Options
+    from pytest_wild.runtime import Runtime
+
+    options = Options(editor=editor, model=None, suite=None, limit=1, modes=("wild",), context=None, metric="em",
+                      hparams_file=None, device="cpu", dtype="float32", stop_rule="published")
+    runtime = Runtime(options, load_suite(_bundled(), limit=1))
+    row = {"target": "goose", "teacher_forced": {"prompt": 1.0},
+           "modes": {"wild": {"answers": {"prompt": {"question": "Q: Which pet? A:", "after": " donkey"}}}}}
+    note = runtime._explain(parse_rule("reliability>=1", "--wild-threshold", ("wild",)), "wild", 0.0, row)
+    assert note.endswith(f"(teacher-forced token accuracy 1.00: the {named} metric would have called this a success)")
