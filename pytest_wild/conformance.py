@@ -146,7 +146,7 @@ class Conformance:
         would tell nothing): A, B, the batch, then the sequence."""
         if self._cases is None:
             evaluator = self.runtime.evaluator
-            fit = [case for case in self.runtime.suite.cases if not evaluator.not_evaluable(case)]
+            fit = [evaluator.asked(case) for case in self.runtime.suite.cases if not evaluator.not_evaluable(case)]
             wanted = 2 + BATCH_SIZE + SEQUENCE_LENGTH
             candidates = fit[: 2 * wanted]
             before = self.answers(candidates)

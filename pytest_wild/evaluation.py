@@ -1,7 +1,9 @@
 """Evaluate one edit: answer before, edit, answer after, restore, score. Under each mode asked
-for: `wild` (the model answers on its own), `synthetic` (teacher-forced token accuracy, the
-published estimator: always on the bare question) and `length` (free generation of exactly
-the target's token count).
+for: `wild` (the model answers on its own), `synthetic` (the published estimator, always on
+the bare question: teacher-forced token accuracy, or for GRACE, as the paper's code reads it,
+the target's token count generated freely and compared token by token, with the
+teacher-forced reading beside it as `synthetic_tf`) and `length` (free generation of exactly
+the target's token count, read as text).
 
 Locality carries the published name for the published estimator: the paper's code scores
 only the first locality question of each record (1 when the tokens generated before and
@@ -15,21 +17,23 @@ cases, and cached. Each row also says how long its edit and the edited model's a
 mode). The teacher-forced reading runs only where it is used: under `synthetic`,
 and to explain an answer that missed ("the synthetic metric would have called this a
 success"). A case too long for the model window is never fed to the model: its row says
-why it is not evaluable and has no scores.
+why it is not evaluable and has no scores. A locality question after the first that is too
+long is left out of its case (window.py): the row lists it under `locality_not_evaluable`,
+and the metrics over every locality question are not evaluable for that case.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .cases import Case
 from .contexts import make_context
 from .generation import Engine, Generation
-from .metrics import mode_label
+from .metrics import TEACHER_FORCED, mode_label
 from .scores import SCORES, exact_match, f1, target_flags
 from .tokens import target_ids
-from .window import model_window, why_not_evaluable
+from .window import locality_left_out, model_window, why_not_evaluable
 
 @dataclass
 class Settings:
@@ -38,6 +42,7 @@ class Settings:
     metric: str = "em"
     stop_rule: str = "published"
     system_prompt: str | None = None  # the system turn of the `chat` context (None: ours)
+    synthetic: str = "teacher-forced"  # the editor's published synthetic reading (metrics.synthetic_reading)
 
 
 class Evaluator:
@@ -50,9 +55,11 @@ class Evaluator:
         self._before: dict[str, Generation] = {}
         self._before_fixed: dict[tuple[str, int], Generation] = {}
         self._before_forced: dict[tuple[str, str], list[int]] = {}
+        self._before_generated: dict[tuple[str, str], list[int]] = {}
         self.window = model_window(model.config)
         self.edit_prefix = edit_prefix  # tokens the editor's prompts put before the case's prompt
         self._unfit: dict[str, str | None] = {}
+        self._left_out: dict[str, dict[int, str]] = {}
 
     def context(self, question: str) -> str:
         return make_context(question, self.settings.context, self.tokenizer, self.settings.system_prompt)
@@ -71,9 +78,20 @@ class Evaluator:
             self._unfit[case.id] = why_not_evaluable(case, self.tokenizer, self.window, self.context, self.edit_prefix)
         return self._unfit[case.id]
 
+    def left_out(self, case: Case) -> dict[int, str]:
+        """The locality questions after the first that do not fit the window, by index, with why."""
+        if case.id not in self._left_out:
+            self._left_out[case.id] = locality_left_out(case, self.tokenizer, self.window, self.context)
+        return self._left_out[case.id]
+
+    def asked(self, case: Case) -> Case:
+        """The case as the model is asked it: without the locality questions left out."""
+        left = self.left_out(case)
+        return replace(case, locality=tuple(loc for i, loc in enumerate(case.locality) if i not in left)) if left else case
+
     def prepare(self, cases: list[Case]) -> None:
         """Compute every unedited answer the cases will need in a few large batches."""
-        cases = [case for case in cases if self.not_evaluable(case) is None]
+        cases = [self.asked(case) for case in cases if self.not_evaluable(case) is None]
         questions = [q for case in cases for q in _questions(case)]
         if "wild" in self.settings.modes:
             self.answers_before(questions)
@@ -81,13 +99,15 @@ class Evaluator:
             self._fixed_before([(loc.question, loc.answer) for case in cases for loc in case.locality])
         if "synthetic" in self.settings.modes:
             self._forced_before([(loc.question, loc.answer) for case in cases for loc in case.locality])
+            if self.settings.synthetic == "generated":
+                self._generated_before([(loc.question, loc.answer) for case in cases for loc in case.locality])
 
     def evaluate(self, cases: list[Case], apply_edit) -> list[dict]:
         """Edit the cases in one update (a batch of one for single editing), answer every
         case's questions on the edited model, restore. `apply_edit(cases)` returns the
         restore handle."""
         rows = {case.id: self._unevaluable_row(case) for case in cases if self.not_evaluable(case)}
-        fit = [case for case in cases if case.id not in rows]
+        fit = [self.asked(case) for case in cases if case.id not in rows]
         if fit:
             self.prepare(fit)
             started = time.perf_counter()
@@ -109,7 +129,7 @@ class Evaluator:
         sequence's checkpoint): the WILD answers of all the cases in one batched pass through
         the engine, so the cost grows linearly with the number of cases."""
         rows = {case.id: self._unevaluable_row(case) for case in cases if self.not_evaluable(case)}
-        fit = [case for case in cases if case.id not in rows]
+        fit = [self.asked(case) for case in cases if case.id not in rows]
         self.prepare(fit)
         after = {}
         if "wild" in self.settings.modes:
@@ -132,9 +152,19 @@ class Evaluator:
         synthetic = "synthetic" in self.settings.modes
         forced = self._forced_accuracy(case, ("prompt", "rephrase")) if synthetic else {}
         for mode in self.settings.modes:
+            if mode == "synthetic" and self.settings.synthetic == "generated":
+                row["modes"]["synthetic"] = self._synthetic_generated(case)
+                row["modes"][TEACHER_FORCED] = self._synthetic(case, forced)
+                continue
             scores = self._wild(case, forced, after) if mode == "wild" else getattr(self, f"_{mode}")(case, forced)
             row["modes"][mode_label(mode, self.settings.stop_rule)] = scores
         row["teacher_forced"] = forced if synthetic else self._forced_accuracy(case, _missed(row))
+        left = self.left_out(case)
+        if left:
+            row["locality_not_evaluable"] = [left[i] for i in sorted(left)]
+            for scores in row["modes"].values():
+                scores |= {metric: None for metric in ("locality_all", "locality_em") if metric in scores}
+                scores["locality_left_out"] = len(left)
         return row
 
     def _wild(self, case: Case, forced: dict, generated: dict[str, Generation] | None = None) -> dict:
@@ -191,10 +221,28 @@ class Evaluator:
         pairs = [(loc.question, loc.answer) for loc in case.locality]
         before = self._forced_before(pairs)
         after = [pred for _, pred in self.engine.teacher_forced([q for q, _ in pairs], [a for _, a in pairs])]
-        agreement = [sum(x == y for x, y in zip(b, a)) / len(b) if b else 1.0 for b, a in zip(before, after)]
+        agreement = [_agreement(b, a) for b, a in zip(before, after)]
         return {
             "reliability": forced["prompt"],
             "generalization": forced.get("rephrase"),
+            "locality": agreement[0] if agreement else None,
+            "locality_all": sum(agreement) / len(agreement) if agreement else None,
+        }
+
+    def _synthetic_generated(self, case: Case) -> dict:
+        """The published synthetic reading of GRACE: on the bare edit question and rephrase,
+        the share of the target's tokens (encoded alone) that the last tokens of a free greedy
+        generation of that many tokens match; locality as the share of such tokens generated
+        for `loc_ans`'s count on `loc` that agree before and after the edit."""
+        asked = [case.prompt] + ([case.rephrase] if case.rephrase is not None else [])
+        accuracy = self.engine.generated_accuracy(asked, [case.target] * len(asked))
+        pairs = [(loc.question, loc.answer) for loc in case.locality]
+        before = self._generated_before(pairs)
+        after = [found for _, found in self.engine.generated_tokens([q for q, _ in pairs], [a for _, a in pairs])]
+        agreement = [_agreement(b, a) for b, a in zip(before, after)]
+        return {
+            "reliability": accuracy[0],
+            "generalization": accuracy[1] if case.rephrase is not None else None,
             "locality": agreement[0] if agreement else None,
             "locality_all": sum(agreement) / len(agreement) if agreement else None,
         }
@@ -228,6 +276,20 @@ class Evaluator:
             for pair, (_, predicted) in zip(missing, found):
                 self._before_forced[pair] = predicted
         return [self._before_forced[p] for p in pairs]
+
+    def _generated_before(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
+        missing = sorted({p for p in pairs if p not in self._before_generated})
+        if missing:
+            found = self.engine.generated_tokens([q for q, _ in missing], [a for _, a in missing])
+            for pair, (_, tokens) in zip(missing, found):
+                self._before_generated[pair] = tokens
+        return [self._before_generated[p] for p in pairs]
+
+
+def _agreement(before: list[int], after: list[int]) -> float:
+    """Share of positions where the tokens read before and after the edit agree (the
+    published `np.mean(np.equal(post, pre))`); 1 when there is nothing to compare."""
+    return sum(x == y for x, y in zip(before, after)) / len(before) if before else 1.0
 
 
 def _questions(case: Case) -> list[str]:

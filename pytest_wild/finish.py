@@ -184,6 +184,12 @@ def summary_lines(run) -> list[str]:
         ids = sorted(unfit)
         lines.append(f"not evaluable (too long for the model window), left out of the results: {_cases(len(ids))} "
                      f"({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}); first: {ids[0]}: {unfit[ids[0]]}")
+    partial = {row["id"]: row["locality_not_evaluable"] for row in results.rows if row.get("locality_not_evaluable")}
+    if partial:
+        ids = sorted(partial)
+        lines.append(f"locality questions too long for the model window, left out (locality_all and locality_em "
+                     f"not evaluable there): {_cases(len(ids))} ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}); "
+                     f"first: {ids[0]}: {partial[ids[0]][0]}")
     if results.dropped is not None:
         lines.append(f"--wild-only-failed dropped {results.dropped} cases the unedited model already answered correctly")
     lines.append("")

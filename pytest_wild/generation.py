@@ -17,12 +17,17 @@ from dataclasses import dataclass
 import torch
 
 from .batching import left_pad
-from .greedy import Processors, check_greedy, eos_ids
+from .greedy import Processors, check_greedy, config_eos_ids, eos_ids
 from .kv_cache import new_cache, with_cache
 from .reading import keep_rows, reading
-from .stopping import find_stop, finish_text
+from .stopping import ends_after, find_stop, finish_text
 
 MAX_NEW_TOKENS = 50
+
+# Where a decoding loop stops, besides its token limit: under the run's stop rule (a WILD
+# answer), at an end-of-sequence id of the generation config only (what a plain `generate`
+# call without stop strings does), or nowhere.
+RULE, EOS, NOWHERE = "rule", "eos", "nowhere"
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,11 @@ class Engine:
         self.max_new_tokens = max_new_tokens
         check_greedy(model.generation_config, "--wild-model")
         self.eos_ids = eos_ids(model.generation_config, tokenizer)
+        self.config_eos_ids = frozenset(config_eos_ids(model.generation_config))
         self.processors = Processors(model.generation_config, max_new_tokens, self.device)
         eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-        self._stop_tokens: set[int] | None = None
+        self._stop_tokens: tuple[set[int], set[int]] | None = None
         accepted = inspect.signature(model.forward).parameters
         self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
         config = model.config
@@ -64,11 +70,36 @@ class Engine:
 
     def generate(self, contexts: list[str]) -> list[Generation]:
         """Greedy answers under the stop rule, in input order."""
-        return self._batched(self.encode(contexts), [self.max_new_tokens] * len(contexts), stop=True)
+        return self._batched(self.encode(contexts), [self.max_new_tokens] * len(contexts), RULE)
+
+    def generate_until_eos(self, contexts: list[str]) -> list[Generation]:
+        """Greedy answers that stop only at an end-of-sequence id or the token limit, read as a
+        chat server returns a completion asked without stop strings: special tokens left out."""
+        return self._batched(self.encode(contexts), [self.max_new_tokens] * len(contexts), EOS)
 
     def generate_fixed(self, contexts: list[str], lengths: list[int]) -> list[Generation]:
         """Exactly `lengths[i]` greedy tokens, no stop rule: the length-only leakage mode."""
-        return self._batched(self.encode(contexts), lengths, stop=False)
+        return self._batched(self.encode(contexts), lengths, NOWHERE)
+
+    def generated_tokens(self, prompts: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
+        """The published free-generation reading (EasyEdit's `test_prediction_acc` with
+        `vanilla_generation=True`, which the paper's code runs for GRACE): the target tokenised
+        alone, without special tokens (so with no leading space); greedy `generate` on the bare
+        prompt for as many new tokens as that, stopping only at an end-of-sequence id; the last
+        that-many tokens of prompt + generation. For each pair (the target's ids, those tokens).
+        An answer that ends early at EOS is read with the prompt's last tokens before it, as
+        published."""
+        encoded = self.encode(prompts)
+        wanted = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in targets]
+        generated = self._batched(encoded, [len(ids) for ids in wanted], EOS)
+        return [(ids, (list(prompt) + list(gen.token_ids))[-len(ids):] if ids else [])
+                for ids, prompt, gen in zip(wanted, encoded, generated)]
+
+    def generated_accuracy(self, prompts: list[str], targets: list[str]) -> list[float | None]:
+        """Share of the target's tokens that the last generated tokens match, position by
+        position (the published `np.mean(np.equal(...))`); None for an empty target."""
+        return [sum(p == t for p, t in zip(found, ids)) / len(ids) if ids else None
+                for ids, found in self.generated_tokens(prompts, targets)]
 
     @torch.no_grad()
     def teacher_forced(self, prompts: list[str], targets: list[str]) -> list[tuple[list[int], list[int]]]:
@@ -100,7 +131,7 @@ class Engine:
         return [sum(p == t for p, t in zip(predicted, labels)) / len(labels) if labels else None
                 for labels, predicted in self.teacher_forced(prompts, targets)]
 
-    def _batched(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
+    def _batched(self, prompts: list[list[int]], limits: list[int], stop: str) -> list[Generation]:
         """Batches of similar prompt length; a question that leaves no room in the model's
         context window gets an empty answer instead of an index error."""
         if self.max_positions:
@@ -113,7 +144,7 @@ class Engine:
                 results[i] = gen
         return results
 
-    def _decode(self, prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
+    def _decode(self, prompts: list[list[int]], limits: list[int], stop: str) -> list[Generation]:
         ids, mask, positions = left_pad(prompts, self.pad_id, self.device)
         width = ids.shape[1]
         first = torch.tensor([width - len(p) for p in prompts], device=self.device)
@@ -121,7 +152,7 @@ class Engine:
             return self._decode_batch(ids, mask, positions, prompts, limits, stop)
 
     def _decode_batch(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                      prompts: list[list[int]], limits: list[int], stop: bool) -> list[Generation]:
+                      prompts: list[list[int]], limits: list[int], stop: str) -> list[Generation]:
         """The prompt pass, then one cached step per token; rows leave the batch as they stop."""
         generated: list[list[int]] = [[] for _ in prompts]
         active = list(range(len(prompts)))
@@ -133,7 +164,7 @@ class Engine:
             keep = []
             for slot, row in enumerate(active):
                 generated[row].append(next_tokens[slot])
-                if not self._done(generated[row], limits[row], stop):
+                if not self._done(prompts[row], generated[row], limits[row], stop):
                     keep.append(slot)
             if not keep:
                 break
@@ -164,41 +195,71 @@ class Engine:
             scores[slot : slot + 1] = processors(seen, scores[slot : slot + 1])
         return scores.argmax(-1).tolist()
 
-    def _done(self, tokens: list[int], limit: int, stop: bool) -> bool:
+    def _done(self, prompt: list[int], tokens: list[int], limit: int, stop: str) -> bool:
         if len(tokens) >= limit:
             return True
-        if not stop:
+        if stop == NOWHERE:
             return False
-        if tokens[-1] in self.eos_ids:
+        if stop == EOS:
+            return tokens[-1] in self.config_eos_ids
+        if tokens[-1] in self.eos_ids or self._spells_eos(prompt, tokens):
             return True
         if self.stop_rule == "published":
             return tokens[-1] in self.stop_tokens
         text = self.tokenizer.decode(tokens)
         return find_stop(text, self.stop_rule, final=False) is not None
 
+    def _spells_eos(self, prompt: list[int], tokens: list[int]) -> bool:
+        """The EOS string written out in ordinary tokens, ending in the newest one (a stop
+        string of the published loop, which transformers' stop strings find across token
+        boundaries and into the prompt). Decoded only when the newest token holds the string's
+        last character; a window of twice its length in tokens covers tokens of one character."""
+        eos = self.tokenizer.eos_token
+        if not eos or tokens[-1] not in self.stop_tokens_sets[1]:
+            return False
+        window = (prompt + tokens)[-2 * len(eos):]
+        before = len(self.tokenizer.decode(window[:-1]))
+        return ends_after(self.tokenizer.decode(window), before, eos)
+
     @property
     def stop_tokens(self) -> set[int]:
         """Ids whose text contains "." or "\n". The published stops are single ASCII
         characters, so whether a step stops depends on the newest token alone: one lookup
         per step instead of decoding the whole answer again."""
+        return self.stop_tokens_sets[0]
+
+    @property
+    def stop_tokens_sets(self) -> tuple[set[int], set[int]]:
+        """(ids whose text holds "." or "\n", ids whose text holds the EOS string's last
+        character), from one pass over the vocabulary."""
         if self._stop_tokens is None:
-            self._stop_tokens = {
-                token_id for token_id in range(len(self.tokenizer))
-                if find_stop(self.tokenizer.decode([token_id]), "published", final=False) is not None
-            }
+            eos = self.tokenizer.eos_token
+            stops, ends = set(), set()
+            for token_id in range(len(self.tokenizer)):
+                text = self.tokenizer.decode([token_id])
+                if find_stop(text, "published", final=False) is not None:
+                    stops.add(token_id)
+                if eos and eos[-1] in text:
+                    ends.add(token_id)
+            self._stop_tokens = (stops, ends)
         return self._stop_tokens
 
-    def _finish(self, tokens: list[int], stop: bool) -> Generation:
-        """The answer's text: its tokens up to the first end-of-sequence id, decoded without
-        special tokens. A chat model's turn ends with one (`<|im_end|>`), and what it writes
-        after it, when a fixed length makes it go on, is the template's next turn, not its
-        answer (the published length reading, `generate` with max_new_tokens, stops there
-        too). Under a stop rule nothing follows EOS, so the published answer (decoded, then
-        the EOS string stripped) is unchanged. The token ids are kept whole: locality
-        compares them."""
-        end = next((i for i, token in enumerate(tokens) if token in self.eos_ids), len(tokens))
-        text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
-        if stop:
+    def _finish(self, tokens: list[int], stop: str) -> Generation:
+        """The answer's text. Under the stop rule and at a fixed length: its tokens up to the
+        first end-of-sequence id, decoded without special tokens. A chat model's turn ends
+        with one (`<|im_end|>`), and what it writes after it, when a fixed length makes it go
+        on, is the template's next turn, not its answer (the published length reading,
+        `generate` with max_new_tokens, stops there too). Under a stop rule nothing follows
+        EOS, so the published answer (decoded, then the EOS string stripped) is unchanged.
+        Read until EOS (a judge's completion, the free-generation reading): everything
+        generated, special tokens left out, as a chat server returns it. The token ids are
+        kept whole: locality compares them."""
+        if stop == EOS:
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        else:
+            end = next((i for i, token in enumerate(tokens) if token in self.eos_ids), len(tokens))
+            text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
+        if stop == RULE:
             text = finish_text(text, self.stop_rule, self.tokenizer.eos_token)
         return Generation(text=text, token_ids=tuple(tokens))
 

@@ -6,13 +6,38 @@ functions live in `scores`, the modes' in `evaluation`)."""
 from __future__ import annotations
 
 # How the edited model is asked (`--wild-eval`): answering on its own (the WILD protocol),
-# teacher-forced (the published "synthetic" metric), or with the answer's length given.
+# the published "synthetic" metric (teacher-forced, or for GRACE generated for the target's
+# length: see GENERATED_SYNTHETIC), or with the answer's length given.
 MODES = ("wild", "synthetic", "length")
 
 
 def mode_label(mode: str, stop_rule: str) -> str:
     """Results under the repaired stop rule never share a name with the published rule's."""
     return f"wild-{stop_rule}" if mode == "wild" and stop_rule != "published" else mode
+
+
+# `synthetic` is what the paper's code computes for the editor. Its evaluate.py reads GRACE
+# (`alg_name == 'GRACE'`, and no other method) by free greedy generation of the target's token
+# count (`vanilla_generation=True`), every other method teacher-forced. For these editors the
+# teacher-forced reading is reported beside it, under its own name.
+GENERATED_SYNTHETIC = ("grace",)
+TEACHER_FORCED = "synthetic_tf"
+
+
+def synthetic_reading(editor: str) -> str:
+    """How the paper's code reads `synthetic` for this editor: "generated" or "teacher-forced"."""
+    return "generated" if editor in GENERATED_SYNTHETIC else "teacher-forced"
+
+
+def mode_labels(modes: tuple[str, ...], stop_rule: str, editor: str) -> tuple[str, ...]:
+    """Every result a run reports, by name: each mode's, and `synthetic_tf` right after
+    `synthetic` where the published synthetic reading is not teacher-forced."""
+    labels = []
+    for mode in modes:
+        labels.append(mode_label(mode, stop_rule))
+        if mode == "synthetic" and synthetic_reading(editor) == "generated":
+            labels.append(TEACHER_FORCED)
+    return tuple(labels)
 
 
 # Per case and aggregated; gates, thresholds, reports and goldens all use these names.

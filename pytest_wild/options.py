@@ -11,7 +11,7 @@ import pytest
 from .cases import WildInputError
 from .gates import Rule, parse_rule
 from .judge.settings import JudgeSettings, judge_settings
-from .metrics import ANSWER_SCORES, BESIDE_JUDGE, EDIT_METRICS, MODES, mode_label
+from .metrics import ANSWER_SCORES, BESIDE_JUDGE, EDIT_METRICS, MODES, mode_label, mode_labels
 
 INPUT_PATH_OPTIONS = ("--wild-suite", "--wild-hparams", "--wild-model", "--wild-data", "--wild-judge-prompt")
 OUTPUT_PATH_OPTIONS = ("--wild-report", "--wild-markdown", "--wild-plot", "--wild-run-dir", "--wild-resume")
@@ -67,7 +67,7 @@ class Options:
 
     @property
     def mode_labels(self) -> tuple[str, ...]:
-        return tuple(mode_label(m, self.stop_rule) for m in self.modes)
+        return mode_labels(self.modes, self.stop_rule, self.editor)
 
 
 def options_from_config(config: pytest.Config) -> Options:
@@ -89,7 +89,7 @@ def options_from_config(config: pytest.Config) -> Options:
     find(editor)
     modes = parse_modes(value("wild_eval", "wild_eval") or "wild")
     stop_rule = check_choice(config.getoption("wild_stop") or "published", STOP_RULES, "--wild-stop")
-    labels = tuple(mode_label(m, stop_rule) for m in modes)
+    labels = mode_labels(modes, stop_rule, editor)
     hparams_file = _path(config.getoption("wild_hparams"))
     if hparams_file is not None and not hparams_file.is_file():
         raise WildInputError(f"--wild-hparams: {hparams_file} does not exist")

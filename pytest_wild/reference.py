@@ -1,5 +1,6 @@
-"""The published WILD loop, kept as the yardstick the engine is tested and benchmarked
-against: one question at a time, no KV cache, `transformers`' own stop strings."""
+"""The paper's code, kept as the yardstick the engine is tested and benchmarked against: the
+published WILD loop (one question at a time, no KV cache, `transformers`' own stop strings)
+and its two synthetic readings (teacher-forced, and GRACE's free generation)."""
 
 from __future__ import annotations
 
@@ -44,3 +45,23 @@ def reference_teacher_forced(model, tokenizer, prompt: str, target: str) -> tupl
     answers = model(**joint).logits.argmax(-1)[0].tolist()
     labels = joint["input_ids"][0].tolist()
     return labels[prompt_len:], answers[prompt_len - 1 : -1]
+
+
+@torch.no_grad()
+def reference_generated(model, tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    """The published free-generation reading, written as the paper's code (EasyEdit's
+    `test_prediction_acc` with `vanilla_generation=True`, its reading of GRACE) computes it for
+    one record: the target encoded alone without special tokens, `generate` greedy and uncached
+    for that many new tokens with no stop string, the output's last that-many tokens. Returns
+    (target ids, those tokens)."""
+    wanted = tokenizer.encode(target, add_special_tokens=False)
+    inputs = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
+    output = model.generate(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        max_new_tokens=len(wanted),
+        pad_token_id=tokenizer.eos_token_id,
+        do_sample=False,
+        use_cache=False,
+    )
+    return wanted, output[0].tolist()[-len(wanted):]

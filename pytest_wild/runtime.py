@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 from .cases import Case, WildInputError
 from .gates import Rule, parse_rule
+from .metrics import TEACHER_FORCED, synthetic_reading
 from .missed import missed_metrics
 from .options import Options
 from .progress import Silent
@@ -112,7 +113,7 @@ class Runtime:
 
             loaded, hparams, prefix = self.loaded, self.hparams, self.editor.prefix
             settings = Settings(self.options.modes, self.context, self.options.metric, self.options.stop_rule,
-                                self.options.system_prompt)
+                                self.options.system_prompt, synthetic_reading(self.options.editor))
             edit_prefix = prefix(loaded.model, loaded.tokenizer, hparams, self.editor_cache) if prefix else 0
             self._evaluator = Evaluator(loaded.model, loaded.tokenizer, settings, edit_prefix=edit_prefix)
         return self._evaluator
@@ -288,7 +289,9 @@ class Runtime:
                 note = "(teacher-forced token accuracy n/a)"
             else:
                 note = f"(teacher-forced token accuracy {forced:.2f}"
-                note += ": the synthetic metric would have called this a success)" if forced >= 1.0 else ")"
+                # under GRACE `synthetic` is the paper's free-generation reading, not this one
+                called = "synthetic" if synthetic_reading(self.options.editor) == "teacher-forced" else TEACHER_FORCED
+                note += f": the {called} metric would have called this a success)" if forced >= 1.0 else ")"
             return (f"{head}: asked {_q(asked.get('context', asked['question']))} expected {_q(row['target'])} "
                     f"generated {_q(asked['after'])}\n{note}")
         if rule.metric.startswith("locality") and answers:

@@ -1,7 +1,9 @@
 """Where an autoregressive answer ends.
 
 `published` is the WILD paper's rule: stop at the first "." or "\\n" (anywhere in the newest
-token, as `transformers`' stop strings do) or at EOS, then strip the trailing stop string.
+token, as `transformers`' stop strings do) or at EOS, the token or its string spelled over
+several tokens (`ends_after`), then strip the trailing stop string. Both rules stop at the
+spelled EOS string.
 `sentence` is our opt-in repair: a "." after an initial, a known abbreviation or inside a
 decimal number does not end the answer. It is always reported under its own name.
 """
@@ -39,6 +41,14 @@ def find_stop(text: str, rule: str, final: bool) -> int | None:
         if i + 1 >= len(text) and not final:
             return None
     return newline if newline >= 0 else None
+
+
+def ends_after(text: str, before: int, stop: str) -> bool:
+    """Whether `stop` occurs in `text` ending past its first `before` characters: spelled over
+    several tokens and completed by the newest one, whose text starts at `before`. This is
+    transformers' `StopStringCriteria` rule (the first and last tokens may overhang the stop
+    string, and an occurrence that ended before the newest token does not count)."""
+    return text.find(stop, max(0, before - len(stop) + 1)) >= 0
 
 
 def _ends_sentence(text: str, i: int, final: bool) -> bool:

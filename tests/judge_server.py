@@ -13,7 +13,8 @@ line, or the paper's prompt's "Predicted answer:"), by its first word:
 words (letter case and punctuation aside), else INCORRECT, a lenient grader that disagrees with
 exact match where a real judge would; `every="echo"` replies 200 with the request's Authorization
 header as the verdict, and `every="echo-500"` a 500 whose body is that header, as a hostile or
-careless server might; `every="redirect"` answers 307 to another address.
+careless server might; `every="redirect"` answers 307 to another address. It keeps each
+request's parameters (its body but the messages).
 
 With `failures=N`, the first N requests answer 500 whatever they grade.
 
@@ -41,6 +42,7 @@ class JudgeServer:
         self.requests, self.in_flight, self.most_in_flight = 0, 0, 0
         self.authorizations: list[str] = []
         self.systems: list[str | None] = []  # each request's system turn, or None without one
+        self.parameters: list[dict] = []  # each request's body but its messages
         self.seen: dict[str, int] = {}
         self._gathered = False  # `gather` requests were once in flight together
         self._lock = threading.Condition()
@@ -56,6 +58,7 @@ class JudgeServer:
                     body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                     prompt = body["messages"][-1]["content"]
                     server.systems.append(body["messages"][0]["content"] if len(body["messages"]) > 1 else None)
+                    server.parameters.append({key: value for key, value in body.items() if key != "messages"})
                     answer = re.findall(r"^(?:Answer to grade|Predicted answer): (.*)$", prompt, re.M)[-1]
                     reference = re.findall(r"^(?:Reference answer|Gold target): (.*)$", prompt, re.M)
                     status, body, headers = server._reply(answer, reference[-1] if reference else "",

@@ -14,7 +14,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-VOCAB = {"[UNK]": 0, "CORRECT": 1, "INCORRECT": 2, "</s>": 3}
+VOCAB = {"[UNK]": 0, "CORRECT": 1, "INCORRECT": 2, "</s>": 3, "A": 4, "B": 5}
 
 
 def write_judge(directory: Path, verdict: str = "CORRECT") -> Path:

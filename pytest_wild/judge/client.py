@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .cache import VerdictCache, through_cache
-from .grader import REPLY_TOKENS, Answer, Grader, Verdict
+from .grader import Answer, Grader, Verdict
 
 DEFAULT_CONCURRENCY = 32
 RETRY_AFTER_CAP = 60.0
@@ -52,7 +52,8 @@ class JudgeClient:
     def _ask(self, answer: Answer) -> Verdict:
         import httpx2
 
-        body = {"model": self.model, "temperature": 0, "max_tokens": REPLY_TOKENS, "messages": self.grader.messages(answer)}
+        limit = {} if self.grader.max_tokens is None else {"max_tokens": self.grader.max_tokens}
+        body = {"model": self.model, "temperature": 0, **limit, "messages": self.grader.messages(answer)}
         reason, wait = "", 0.0
         for attempt in range(self.retries + 1):
             if attempt:

@@ -9,12 +9,17 @@ FILE` replaces either with the user's text, which must ask for CORRECT or INCORR
 is then its text's SHA-256. A verdict is cached under its prompt's version, so a changed prompt
 never reuses verdicts given to another.
 
-Parsing is strict. The reply's first non-blank line, with surrounding whitespace, Markdown
-emphasis (`*`, `_`, backticks) and one final period removed, must be exactly one of the
-prompt's two words (CORRECT or INCORRECT; A or B), in any letter case. Anything else
+Our prompt's reply is read strictly: its first non-blank line, with surrounding whitespace,
+Markdown emphasis (`*`, `_`, backticks) and one final period removed, must be exactly one of
+its two words (CORRECT or INCORRECT, or a prompt file's), in any letter case. Anything else
 ("Correct, because...", "The answer is CORRECT", an empty reply) is no verdict: the answer is
-reported unjudged, never guessed. (The paper's code counts every reply but "A" as incorrect; a
-reply that is neither letter is unjudged here.)"""
+reported unjudged, never guessed.
+
+The paper's prompt is read and asked as the paper's code does (`llm_ans == "A"` on the
+message content, nothing stripped; a request of model, temperature 0 and messages, no token
+limit): CORRECT only when the reply is exactly "A", INCORRECT when it is exactly "B". The paper
+counts every other reply incorrect; here it is unjudged (never correct), so "a", "A.", "**A**",
+" A", "A\n" or "A\nB" never count as CORRECT."""
 
 from __future__ import annotations
 
@@ -116,6 +121,8 @@ class Grader:
     version: str = PROMPT_VERSION
     words: tuple[str, str] = VERDICTS  # what the reply says for CORRECT, and for INCORRECT
     system: str | None = None  # a system turn before the prompt (the paper's code sends an empty one)
+    exact: bool = False  # the reply must be one of the words, byte for byte (the paper's reading)
+    max_tokens: int | None = REPLY_TOKENS  # the request's token limit; None sends none (the paper's request)
 
     def prompt(self, question: str, gold: str, prediction: str) -> str:
         """The template with its fields filled in one pass: an answer's own braces stay text."""
@@ -129,7 +136,7 @@ class Grader:
 
     def read(self, reply: str) -> str | None:
         """CORRECT, INCORRECT, or None when the reply is not exactly one of this prompt's words."""
-        word = parse_verdict(reply, self.words)
+        word = (reply if reply in self.words else None) if self.exact else parse_verdict(reply, self.words)
         return None if word is None else VERDICTS[self.words.index(word)]
 
     def verdict(self, reply: str) -> Verdict:
@@ -138,7 +145,7 @@ class Grader:
         return Verdict(found, "" if found else f"no verdict in the reply (not {' or '.join(self.words)})")
 
 
-PUBLISHED = Grader(PUBLISHED_PROMPT, PUBLISHED_VERSION, ("A", "B"), "")
+PUBLISHED = Grader(PUBLISHED_PROMPT, PUBLISHED_VERSION, ("A", "B"), "", exact=True, max_tokens=None)
 
 
 def grader_from_text(text: str, origin: str) -> Grader:

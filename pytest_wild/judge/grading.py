@@ -92,7 +92,8 @@ def _metrics(scores: dict) -> None:
             scores[f"{metric}_em"], scores[f"{metric}_f1"] = item.get("em"), item.get("f1")
     if "locality" in answers:  # a sequence's checkpoints keep the edit answers alone
         judged = [loc["judge"] == "CORRECT" for loc in answers["locality"] if loc["judge"] != UNJUDGED]
-        scores["locality_judge"] = sum(judged) / len(judged) if judged else None
+        whole = not scores.get("locality_left_out")  # a question too long for the window was not asked
+        scores["locality_judge"] = sum(judged) / len(judged) if judged and whole else None
 
 
 def unjudged_answers(rows: list[dict]) -> list[dict]:

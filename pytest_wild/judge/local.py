@@ -2,7 +2,10 @@
 
 Loaded as `--wild-model` is (safetensors only, the model's own code only with
 `--wild-trust-remote-code`) and asked through our `Engine`, in batches: greedy, stopping at
-the first ".", newline or EOS, so its reply is one short line for the strict parse. The grader
+the first ".", newline or EOS, so its reply is one short line for the strict parse. For the
+paper's prompt, read byte for byte as its code reads a server's reply, it stops only at EOS,
+as a server asked without stop strings does, and its reply is the text without special tokens
+(a reply cut at the token limit is longer than a letter, so never a verdict either way). The grader
 prompt goes through the judge's chat template when its tokenizer has one (an instruction-tuned
 judge expects it), else as plain text. Verdicts are cached under the model's weights
 fingerprint, so another checkpoint under the same name never reuses them."""
@@ -32,7 +35,9 @@ class LocalJudge:
 
     def _ask_all(self, answers: list[Answer]) -> list[Verdict]:
         self.requests += len(answers)
-        return [self.grader.verdict(reply.text) for reply in self.engine.generate([self._prompt(a) for a in answers])]
+        prompts = [self._prompt(a) for a in answers]
+        replies = self.engine.generate_until_eos(prompts) if self.grader.exact else self.engine.generate(prompts)
+        return [self.grader.verdict(reply.text) for reply in replies]
 
     def _prompt(self, answer: Answer) -> str:
         """The grader's turns through the judge's chat template, or its prompt as plain text

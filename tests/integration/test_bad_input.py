@@ -228,6 +228,9 @@ BAD = [
     Bad("gate-unreadable", ("--wild-gate=reliability=>1",), "--wild-gate: cannot read 'reliability=>1'", USAGE),
     Bad("gate-unknown-metric", ("--wild-gate=accuracy>=0.5",), "--wild-gate: 'accuracy>=0.5': unknown metric 'accuracy'", USAGE),
     Bad("gate-mode-not-run", ("--wild-gate=length.reliability>=0.5",), "mode 'length' is not evaluated in this run", USAGE),
+    # only GRACE's published synthetic reading is not teacher-forced, so only GRACE reports synthetic_tf
+    Bad("gate-synthetic-tf-not-grace", ("--wild-eval=wild,synthetic", "--wild-gate=synthetic_tf.reliability>=0.5"),
+        "mode 'synthetic_tf' is not evaluated in this run (--wild-eval gives wild, synthetic)", USAGE),
     Bad("threshold-unreadable", ("--wild-threshold=locality>=one",), "--wild-threshold: cannot read 'locality>=one'", USAGE),
     Bad("ini-gate", (), "--wild-gate: cannot read 'reliability>>1'", USAGE,
         files={"pytest.ini": "[pytest]\nwild_gates = reliability>>1\n"}),

@@ -137,6 +137,23 @@ def test_gates_decide_the_exit_status(pytester):
     assert failing.stdout.lines[-1].strip("= ") == "WILD gates: 1 of 2 FAILED (locality>1): the run fails"
 
 
+def test_grace_reports_the_papers_synthetic_reading_and_the_teacher_forced_one_beside(pytester):
+    """Under GRACE `synthetic` is the paper's free-generation reading and the teacher-forced one
+    is `synthetic_tf`, in the table, the report and the gates; on tinyworld they part (the
+    published reading compares the target encoded without its leading space: 0)."""
+    suite = write_suite(pytester)
+    result = pytester.runpytest_subprocess("--wild", "--editor", "grace", f"--wild-suite={suite}", "--wild-eval",
+                                           "wild,synthetic", "--wild-report=report.json",
+                                           "--wild-gate", "synthetic_tf.reliability>=1", "--wild-gate", "synthetic.reliability>0")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*WILD results*", "synthetic *reliability *0.000*", "synthetic_tf *reliability *1.000*",
+                                 "*gate synthetic_tf.reliability>=1 (synthetic_tf): passed*",
+                                 "*gate synthetic.reliability>0 (synthetic): FAILED*"])
+    data = json.loads((pytester.path / "report.json").read_text())
+    assert set(data["results"]) == {"wild", "synthetic", "synthetic_tf"}
+    assert data["config"]["evaluation"]["modes"] == ["wild", "synthetic", "synthetic_tf"]
+
+
 def test_only_failed_drops_cases_the_model_already_answers(pytester):
     suite = write_suite(pytester, limit=12)
     result = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}", "--wild-only-failed")

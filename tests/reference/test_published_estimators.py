@@ -4,13 +4,16 @@ the paper's computation; our variants are reported beside it under their own nam
 import json
 
 import pytest
+import torch
 
 from pytest_wild.cases import Case, Locality
 from pytest_wild.contexts import PUBLISHED_CHAT, make_context
 from pytest_wild.evaluation import Evaluator, Settings
 from pytest_wild.generation import Engine
 from pytest_wild.model import load_model
-from pytest_wild.reference import reference_teacher_forced
+from pytest_wild.metrics import mode_labels
+from pytest_wild.reading import reading
+from pytest_wild.reference import reference_generated, reference_teacher_forced
 from pytest_wild.scores import target_flags
 from pytest_wild.suite import load_suite
 from pytest_wild.editors.api import edit
@@ -120,6 +123,91 @@ def test_messages_and_reports_show_the_text_the_model_was_given(pytester):
     assert answer["context"] == "Please answer the question:\n\nQ: " + answer["question"] + "\nA:"
 
 
+def _grace(loaded):
+    from pytest_wild.editors import get_editor
+    from pytest_wild.hparams import build_hparams
+
+    editor = get_editor("grace")
+    return editor, build_hparams(editor.hparams_type, editor.defaults(loaded.model.config, "tinyworld"), [])
+
+
+def _share(pair: tuple[list[int], list[int]]) -> float:
+    """np.mean(np.equal(a, b)), as the paper's code scores a reading."""
+    a, b = pair
+    return sum(x == y for x, y in zip(a, b)) / len(a)
+
+
+def test_free_generation_reading_equals_the_papers_code_on_edited_and_unedited_models(loaded):
+    """The engine's batched, cached generation of the target's token count gives the tokens of
+    the paper's uncached `generate`, on GRACE-edited models and where an answer ends early at
+    EOS (the output's last tokens then reach back into the prompt)."""
+    model, tok = loaded.model, loaded.tokenizer
+    engine = Engine(model, tok, batch_size=16)
+    editor, hp = _grace(loaded)
+    long_target = "a very long target answer of many tokens here"
+    ended = ["Q: Which animal does Trelgo Nirbro have as a pet? A: donkey", "Q: Where was Musbri Pashailu born? A: Varrow\n"]
+    found = engine.generated_tokens(ended, [long_target] * 2)
+    assert found == [reference_generated(model, tok, q, long_target) for q in ended]
+    assert all(tokens[-1] == tok.eos_token_id for _, tokens in found)  # both ended early at EOS
+    for case in load_suite(_bundled(), limit=6).cases:
+        handle = edit(editor, model, tok, [case], hp)
+        try:
+            asked = [(case.prompt, case.target), (case.rephrase, case.target)]
+            asked += [(loc.question, loc.answer) for loc in case.locality]
+            found = engine.generated_tokens([q for q, _ in asked], [a for _, a in asked])
+            assert found == [reference_generated(model, tok, q, a) for q, a in asked], case.id
+        finally:
+            handle.restore()
+
+
+def test_grace_synthetic_is_the_papers_free_generation_and_teacher_forcing_goes_beside(loaded):
+    """Under GRACE, `synthetic` is what the paper's evaluate.py computes for GRACE
+    (`vanilla_generation=True`), read on the edited model by the published code written out
+    (reference.py); the teacher-forced reading is `synthetic_tf`, never the published name."""
+    model, tok = loaded.model, loaded.tokenizer
+    editor, hp = _grace(loaded)
+    evaluator = Evaluator(model, tok, Settings(("wild", "synthetic"), synthetic="generated"))
+    cases = load_suite(_bundled(), limit=6).cases
+    before = {case.id: [reference_generated(model, tok, loc.question, loc.answer)[1] for loc in case.locality]
+              for case in cases}
+    published: dict[str, dict] = {}
+
+    def edit_and_read(batch):
+        handle = edit(editor, model, tok, batch, hp)
+        (case,) = batch
+        after = [reference_generated(model, tok, loc.question, loc.answer)[1] for loc in case.locality]
+        agree = [_share((b, a)) for b, a in zip(before[case.id], after)]
+        forced = []
+        for question in (case.prompt, case.rephrase):  # GRACE's query at the last prompt token, as ours reads it
+            with reading(model, torch.tensor([len(tok(question)["input_ids"]) - 1])):
+                forced.append(reference_teacher_forced(model, tok, question, case.target))
+        published[case.id] = {
+            "synthetic": {"reliability": _share(reference_generated(model, tok, case.prompt, case.target)),
+                          "generalization": _share(reference_generated(model, tok, case.rephrase, case.target)),
+                          "locality": agree[0], "locality_all": sum(agree) / len(agree)},
+            "teacher_forced": [_share(pair) for pair in forced],
+        }
+        return handle
+
+    for case in cases:
+        row = evaluator.evaluate([case], edit_and_read)[0]
+        assert list(row["modes"]) == ["wild", "synthetic", "synthetic_tf"]
+        assert row["modes"]["synthetic"] == published[case.id]["synthetic"], case.id
+        tf = row["modes"]["synthetic_tf"]
+        assert [tf["reliability"], tf["generalization"]] == published[case.id]["teacher_forced"], case.id
+    # GRACE's published reading compares the target encoded alone ("goose", no leading space)
+    # with what the model generates (" goose"): it scores 0 where teacher forcing scores 1
+    assert all(published[c.id]["synthetic"]["reliability"] == 0.0 for c in cases)
+    assert all(published[c.id]["teacher_forced"][0] == 1.0 for c in cases)
+
+
+def test_only_grace_gets_the_free_generation_reading_and_its_teacher_forced_one_beside():
+    assert mode_labels(("wild", "synthetic"), "published", "grace") == ("wild", "synthetic", "synthetic_tf")
+    assert mode_labels(("synthetic", "length"), "sentence", "grace") == ("synthetic", "synthetic_tf", "length")
+    for editor in ("ft", "ft-l", "ft-m", "rome", "r-rome", "memit", "alphaedit", "wise", "mend"):
+        assert mode_labels(("wild", "synthetic"), "published", editor) == ("wild", "synthetic")
+
+
 class _NoEdit:
     def restore(self) -> None:
         pass
@@ -129,3 +217,20 @@ def _bundled():
     from pytest_wild.suite import BUNDLED_SUITES
 
     return BUNDLED_SUITES / "tinyworld.yaml"
+
+
+@pytest.mark.parametrize(("editor", "named"), [("ft-m", "synthetic"), ("grace", "synthetic_tf")])
+def test_a_missed_answer_says_which_reading_teacher_forcing_is_under_the_editor(editor, named):
+    """Under GRACE the published `synthetic` is free generation: the note that teacher forcing
+    would have passed an answer names `synthetic_tf` there, never the published name."""
+    from pytest_wild.gates import parse_rule
+    from pytest_wild.options import Options
+    from pytest_wild.runtime import Runtime
+
+    options = Options(editor=editor, model=None, suite=None, limit=1, modes=("wild",), context=None, metric="em",
+                      hparams_file=None, device="cpu", dtype="float32", stop_rule="published")
+    runtime = Runtime(options, load_suite(_bundled(), limit=1))
+    row = {"target": "goose", "teacher_forced": {"prompt": 1.0},
+           "modes": {"wild": {"answers": {"prompt": {"question": "Q: Which pet? A:", "after": " donkey"}}}}}
+    note = runtime._explain(parse_rule("reliability>=1", "--wild-threshold", ("wild",)), "wild", 0.0, row)
+    assert note.endswith(f"(teacher-forced token accuracy 1.00: the {named} metric would have called this a success)")

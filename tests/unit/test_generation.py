@@ -66,3 +66,36 @@ def test_target_ids_do_not_double_a_leading_space(loaded):
     tok = loaded.tokenizer
     assert target_ids(tok, "Q: x? A:", " Dorwyn") == target_ids(tok, "Q: x? A:", "Dorwyn")
     assert tok.decode(target_ids(tok, "Q: x? A:", "Port Sallow")) == " Port Sallow"
+
+
+@pytest.mark.parametrize("eos", ["Port Sallow", "ort Sal", "Sall", "High Dor"])
+def test_an_eos_string_spelled_over_several_tokens_stops_as_the_published_stop_strings_do(loaded, cases, eos):
+    """The published loop passes the EOS string to `generate`'s stop strings, which stop on it
+    written out in ordinary tokens, overhanging at either end, even begun in the prompt. A
+    tokenizer whose EOS is such a string: the engine stops where the published loop does."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(TINYWORLD_DIR)
+    tok.add_special_tokens({"eos_token": eos})
+    asked = questions(cases, 16) + ["Q: Which town does Vebro Haldri originally come from? A:",
+                                    "Q: What language is spoken by Trafe Lebru? A:",
+                                    "Q: Which town does Vebro Haldri originally come from? A: Port",
+                                    "Q: What language is spoken by Trafe Lebru? A: High"]
+    batched = Engine(loaded.model, tok, batch_size=8).generate(asked)
+    published = [reference_generate(loaded.model, tok, question) for question in asked]
+    assert batched == published
+    # the published loop did stop on the spelled string, and not at its own EOS id (never generated)
+    spelled = [g for g in published if eos in tok.decode(g.token_ids) and tok.eos_token_id not in g.token_ids]
+    assert spelled
+
+
+@pytest.mark.parametrize(("pieces", "stops"), [
+    # transformers' StopStringCriteria examples for the stop string "stop"
+    (["st", "op"], True), (["stop"], True), (["st", "opera"], True), (["sto", "pper"], True),
+    (["las", "topper"], True), (["s", "to", "pped"], True),
+    (["stop", "at"], False), (["st", "o"], False), (["s", "top", "s", " "], False),
+])
+def test_a_stop_string_counts_when_the_newest_token_completes_it(pieces, stops):
+    from pytest_wild.stopping import ends_after
+
+    assert ends_after("".join(pieces), len("".join(pieces[:-1])), "stop") is stops

@@ -14,7 +14,7 @@ import pytest
 from pytest_wild.cases import WildInputError
 from pytest_wild.judge.cache import VerdictCache, verdict_key
 from pytest_wild.judge.client import JudgeClient, retry_after
-from pytest_wild.judge.grader import PUBLISHED, Answer, Grader, grader_from_text, parse_verdict
+from pytest_wild.judge.grader import PUBLISHED, REPLY_TOKENS, Answer, Grader, grader_from_text, parse_verdict
 from pytest_wild.judge.grading import grade, grade_unavailable, judge_section, summary_lines, unjudged_behind
 from pytest_wild.judge.local import LocalJudge
 from pytest_wild.judge.settings import api_key, judge_settings
@@ -36,11 +36,20 @@ def test_a_verdict_is_exactly_one_word_on_the_first_line(reply, verdict):
 
 
 @pytest.mark.parametrize(("reply", "verdict"), [
-    ("A", "CORRECT"), ("B", "INCORRECT"), ("a.", "CORRECT"), ("**B**", "INCORRECT"), ("CORRECT", None), ("A: CORRECT", None),
+    ("A", "CORRECT"), ("B", "INCORRECT"),
+    # the paper's code scores `llm_ans == "A"` on the content as sent: anything else is not
+    # CORRECT there, and not a verdict here (unjudged, the documented difference)
+    ("a", None), ("A.", None), ("**A**", None), (" A", None), ("A\n", None), ("A\nB", None), ("A ", None),
+    ("`A`", None), ("b", None), ("B.", None), ("**B**", None), (" B", None), ("CORRECT", None), ("A: CORRECT", None),
     ("Answer: A", None), ("", None),
 ])
-def test_the_papers_prompt_is_read_by_its_letters(reply, verdict):
+def test_the_papers_prompt_is_read_as_the_paper_reads_it_exactly_a_or_b(reply, verdict):
     assert PUBLISHED.read(reply) == verdict
+    assert PUBLISHED.verdict(reply).verdict == verdict
+
+
+def test_our_prompt_stays_lenient_about_decoration():
+    assert Grader().read("  **correct.**\nbecause") == "CORRECT"
 
 
 def test_the_papers_prompt_is_its_text_with_our_fields_after_an_empty_system_turn():
@@ -90,6 +99,11 @@ def test_the_papers_prompt_goes_to_the_server_after_an_empty_system_turn_and_its
     assert [v.verdict for v in verdicts] == ["CORRECT", "INCORRECT", None]
     assert verdicts[2].reason == "no verdict in the reply (not A or B)"
     assert server.systems == ["", "", ""]
+    # the paper's request: model, temperature 0 and the messages, no token limit
+    assert server.parameters == [{"model": "judge-model", "temperature": 0}] * 3
+    with JudgeServer() as server:
+        ask(server, ["right"], retries=0)
+    assert server.parameters == [{"model": "judge-model", "temperature": 0, "max_tokens": REPLY_TOKENS}]
 
 
 def test_a_429_waits_for_its_retry_after_then_asks_again():
@@ -199,6 +213,19 @@ def rows_for(answers: list[tuple[str, str, str]]) -> list[dict]:
     return rows
 
 
+def test_a_case_with_a_locality_question_left_out_has_no_locality_judge():
+    """A locality question too long for the window was never asked (window.py): the judge's
+    share over every locality question is not evaluable for that case."""
+    rows = rows_for([("Malia Obama", "Malia Obama", "Paris"), ("Malia Obama", "Malia Obama", "Paris")])
+    rows[1]["modes"]["wild"]["locality_left_out"] = 1
+    with JudgeServer(every="reference") as server:
+        client = JudgeClient(server.url, "grader", KEY)
+        grade(rows, client)
+        client.close()
+    assert [row["modes"]["wild"]["locality_judge"] for row in rows] == [1.0, None]
+    assert [row["modes"]["wild"]["reliability"] for row in rows] == [1.0, 1.0]
+
+
 def test_grading_writes_each_verdict_beside_exact_match_and_counts_where_they_disagree():
     """Against a lenient grader (CORRECT when every word of the reference is in the answer)."""
     rows = rows_for([("Malia Obama", "Malia Obama", "Paris"),  # both right
@@ -244,3 +271,12 @@ def test_a_local_model_judge_answers_through_the_engine_and_the_cache(tmp_path):
     assert all(v.cached for v in judge.judge(answers)) and judge.requests == 5
     assert judge.model.startswith(f"hf:{judge_dir}@")
     cache.close()
+
+
+@pytest.mark.parametrize(("reply", "verdict"), [("A", "CORRECT"), ("B", "INCORRECT"), ("CORRECT", None)])
+def test_a_local_judge_given_the_papers_prompt_is_read_exactly_as_a_server_reply(tmp_path, reply, verdict):
+    """It stops at EOS only and its reply is the text without special tokens, so "A" then
+    end-of-sequence is CORRECT, and a word that is not a letter is not a verdict."""
+    judge = LocalJudge(str(write_judge(tmp_path / "judge", reply)), grader=PUBLISHED, device="cpu")
+    found = judge.judge([Answer("Q?", "gold", "prediction")])
+    assert [v.verdict for v in found] == [verdict]

@@ -160,13 +160,16 @@ def test_codebook_rules_insert_split_expand_and_cover():
         return update_codebook(book, torch.tensor([x, 0.0]), value, torch.tensor(float(label)), hp)
 
     assert add(0.0, 1) == ("insert", 0)
-    assert add(5.0, 2) == ("insert", 1)  # farther than ε₀ + ε
     assert add(1.5, 1) == ("expand", 0)  # same label, within ε₀ + ε: the radius grows to cover it
     assert book.radii[0].item() == pytest.approx(1.5)
     assert add(1.0, 1) == ("covered", 0)
+    assert add(5.0, 2) == ("insert", 1)  # farther than ε₀ + ε
     assert add(6.0, 3) == ("split", 2)  # another label nearby: both radii cut to half the distance
     assert book.radii[1].item() == pytest.approx(0.5 - 1e-5) and book.radii[2].item() == pytest.approx(0.5)
-    assert len(book) == 3 and book.labels.tolist() == [1.0, 2.0, 3.0]
+    # labels kept newest first, as EasyEdit's add_key keeps them: key 0's label is read as 3's,
+    # so an edit of label 1 near key 0 now splits it instead of expanding it
+    assert len(book) == 3 and book.labels.tolist() == [3.0, 2.0, 1.0]
+    assert add(-1.8, 1) == ("split", 3)
 
 
 def test_moving_average_moves_the_key_halfway():

@@ -39,7 +39,7 @@ class Codebook:
         self.keys: torch.Tensor | None = None  # (n, d_in), float32
         self.values: torch.Tensor | None = None  # (n, d_out), float32
         self.radii: torch.Tensor | None = None  # (n,)
-        self.labels: torch.Tensor | None = None  # (n,) float64: EasyEdit's label of each key's edit
+        self.labels: torch.Tensor | None = None  # (n,) float32: EasyEdit's edit labels, newest first (grace.py)
         self.semantics, self.replacement = "published", "replace_last"
         self._model = self._module = self._hook = None
         self._last: torch.Tensor | None = None  # each row's last prompt position, while a batch is read

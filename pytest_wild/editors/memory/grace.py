@@ -4,7 +4,11 @@ untouched. One edit, in three steps:
 1. **Key**: the layer's input at the prompt's last token.
 2. **Codebook**: the published rules decide whether the key is new (added with radius ε₀),
    conflicts with a nearby key of another label (both radii split at half the distance) or
-   extends a nearby key of the same label (its radius grows to cover it).
+   extends a nearby key of the same label (its radius grows to cover it). The labels are kept
+   as EasyEdit keeps them: each new one *prepended* while keys are appended, so from the second
+   key on `labels[i]` is not key i's label and "another label" compares with the wrong edit's
+   (a bookkeeping slip of the published code, reproduced because it decides split against
+   expand); a label is the float32 mean of the edit's label ids, as EasyEdit compares them.
 3. **Value**: the key's value, initialised cold (U[0,1)) or warm (the layer's output there),
    trained with Adam on the language-model loss of prompt + target, `n_iter` steps.
 
@@ -110,8 +114,8 @@ def edit_one(model, tokenizer, module, book: Codebook, case: Case, hp: GraceHpar
     key_at = len(prompt) - 1
     key, output = layer_at(model, module, ids, key_at)
     value = output if hp.val_init == "warm" else torch.rand(output.shape, device=output.device)
-    # EasyEdit's label of an edit: the mean of its label ids, -100 on the prompt included
-    action, slot = update_codebook(book, key, value, labels.double().mean(), hp)
+    # EasyEdit's label of an edit: the float32 mean of its label ids, -100 on the prompt included
+    action, slot = update_codebook(book, key, value, labels.float().mean(), hp)
     loss = train_value(model, book, slot, ids, labels, key_at, hp)
     return {"case": case.id, "action": action, "slot": slot, "keys": len(book), "loss": loss}
 
@@ -134,7 +138,8 @@ def layer_at(model, module, ids: torch.Tensor, position: int) -> tuple[torch.Ten
 
 def update_codebook(book: Codebook, key: torch.Tensor, value: torch.Tensor, label: torch.Tensor,
                     hp: GraceHparams) -> tuple[str, int]:
-    """The published insertion rules; returns what was done and the slot whose value is trained."""
+    """The published insertion rules; returns what was done and the slot whose value is trained.
+    `labels[nearest]` is read from labels kept newest first, as EasyEdit's `add_key` keeps them."""
     eps0 = torch.tensor([hp.eps], device=key.device)
     if len(book) == 0:
         book.put(key[None], value[None], eps0, label.view(1).to(key.device))
@@ -160,7 +165,7 @@ def update_codebook(book: Codebook, key: torch.Tensor, value: torch.Tensor, labe
     if action == "split":
         radii[nearest], radii[-1] = distance / 2 - 1e-5, distance / 2
     book.put(torch.cat([keys, key[None]]), torch.cat([values, value[None]]), radii,
-             torch.cat([labels, label.view(1).to(labels.device)]))
+             torch.cat([label.view(1).to(labels.device), labels]))
     return action, len(book) - 1
 
 

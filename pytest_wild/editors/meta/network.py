@@ -5,8 +5,14 @@ layer to a transformed pair whose rank-one sum is the weight update.
   with its own learned scale and shift.
 - Inputs and output gradients are normalised by running means and variances learnt online
   while the network trains (Welford), then frozen.
-- The network is residual and low-rank, x + relu(U V x + b), with U = 0 at the start: an
-  untrained network returns its input, so an untrained MEND is one gradient step.
+- The network is residual and low-rank, x + max(U V x + b, 0), with U = 0 at the start: an
+  untrained network returns its input, so an untrained MEND is one gradient step. The max is
+  `clamp(min=0)`, as in EasyEdit's `LRLinear` ("clamp instead of relu so gradient at 0 isn't
+  0"): at the start every pre-activation is exactly 0, where `relu`'s gradient is 0 and
+  `clamp`'s is 1, so with `relu` U, b and the mode scales never receive a gradient and only
+  the step sizes train.
+- `hidden` counts these layers. EasyEdit's `n_hidden: 1` builds two of them (`IDMLP`: one
+  per hidden layer plus the output layer, each with the clamp); ours is `hidden: 2`.
 - Each edited weight has a learned step size (initialised to `edit_lr`); the update is
   W − η (Σ_t δ̃_t ũ_tᵀ), a gradient *descent* step (the original code adds it and lets the
   learned step carry the sign; descent from the first step is the paper's equation).
@@ -47,7 +53,7 @@ class RunningNorm(nn.Module):
 
 
 class LowRankResidual(nn.Module):
-    """x + relu((U V x + b) · (1 + scale[mode]) + shift[mode]), with U = 0 at the start."""
+    """x + max((U V x + b) · (1 + scale[mode]) + shift[mode], 0), with U = 0 at the start."""
 
     def __init__(self, dim: int, rank: int, modes: int) -> None:
         super().__init__()
@@ -60,7 +66,7 @@ class LowRankResidual(nn.Module):
 
     def forward(self, x: torch.Tensor, mode: int) -> torch.Tensor:
         hidden = (x @ self.v.T) @ self.u.T + self.bias
-        return x + torch.relu(hidden * (1 + self.scale[mode]) + self.shift[mode])
+        return x + (hidden * (1 + self.scale[mode]) + self.shift[mode]).clamp(min=0)
 
 
 class ShapeEditor(nn.Module):

@@ -14,7 +14,7 @@ class TrainSettings:
 
     blocks: int = 3  # the MLP weights of the model's last `blocks` blocks are edited
     rank: int = 1920
-    hidden: int = 1
+    hidden: int = 2  # residual layers: EasyEdit's n_hidden: 1 builds two (IDMLP: n_hidden + 1)
     edit_lr: float = 1e-4
     lr: float = 1e-6
     lr_lr: float = 1e-4
