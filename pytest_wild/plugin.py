@@ -38,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-judge-prompt", metavar="published|FILE", help="the paper's grader prompt (published), or one of your own with {question}, {gold} and {prediction}, instead of ours")
     group.addoption("--wild-judge-concurrency", type=int, metavar="N", help="requests to the judge server at once (default: 32)")
     group.addoption("--wild-judge-retries", type=int, metavar="N", help="retries of a judge request after a timeout, a connection error, 429 (after its Retry-After) or 5xx, with exponential backoff (default: 4)")
-    group.addoption("--wild-judge-timeout", type=float, metavar="SECONDS", help="how long one judge request may take (default: 60)")
+    group.addoption("--wild-judge-timeout", type=float, metavar="SECONDS", help="how long one judge request may take, its reply read in full (default: 60)")
     group.addoption("--wild-judge-allow-unjudged", action="store_true", help="let gates on the judge's verdicts pass or fail on the answers it judged, when some could not be judged")
     group.addoption("--wild-system-prompt", metavar="TEXT", help="the system turn of --wild-context chat (default: the paper's one sentence; '' for none)")
     group.addoption("--wild-stop", choices=("published", "sentence"), help="stop rule: the paper's (default) or sentence ends; reported under its own name")

@@ -8,6 +8,13 @@ pytest hooks and the work is waiting, not computing). Each request is retried, u
 `Retry-After`, capped, else an exponential backoff). An answer still not graded, or graded
 with a reply that is not exactly CORRECT or INCORRECT, is `unjudged` with the reason.
 
+A reply is untrusted: its body is streamed and abandoned past `REPLY_BYTES` ("reply too large";
+a chat completion of one word is a few hundred bytes), one attempt (the request, the reply
+read and parsed) ends at `timeout` seconds from its start ("timed out"; a server trickling
+bytes is caught at its next chunk, each read waiting no longer than what is left), and JSON
+nested past what the parser can follow is "malformed", never an exception that would lose the
+run's results.
+
 The API key goes in the Authorization header and nowhere else: reasons are our own words
 (the status code, the exception's type), never a response body, a header or an exception's
 text, which could echo it."""
@@ -15,6 +22,7 @@ text, which could echo it."""
 from __future__ import annotations
 
 import email.utils
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +31,7 @@ from .cache import VerdictCache, through_cache
 from .grader import REPLY_TOKENS, Answer, Grader, Verdict
 
 DEFAULT_CONCURRENCY = 32
+REPLY_BYTES = 64 * 1024
 RETRY_AFTER_CAP = 60.0
 
 
@@ -34,7 +43,7 @@ class JudgeClient:
 
         self.endpoint = url.rstrip("/") + ("" if url.rstrip("/").endswith("/chat/completions") else "/chat/completions")
         self.model, self.grader, self.cache = model, grader, cache
-        self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
+        self.concurrency, self.retries, self.backoff, self.timeout = concurrency, retries, backoff, timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx2.Client(headers=headers, timeout=timeout, follow_redirects=False,  # the key stays with the URL named
                                    limits=httpx2.Limits(max_connections=concurrency))
@@ -61,27 +70,53 @@ class JudgeClient:
             with self._count:
                 self.requests += 1
             try:
-                response = self._http.post(self.endpoint, json=body)
+                status, headers, content = self._post(body, time.monotonic() + self.timeout)
             except httpx2.TimeoutException:
                 reason = "timed out"
                 continue
             except httpx2.TransportError as exc:
                 reason = f"connection failed ({type(exc).__name__})"
                 continue
-            if response.status_code == 429 or response.status_code >= 500:
-                reason = f"HTTP {response.status_code}"
-                if response.status_code == 429:
-                    wait = retry_after(response.headers.get("Retry-After"), wait)
+            if status == 429 or status >= 500:
+                reason = f"HTTP {status}"
+                if status == 429:
+                    wait = retry_after(headers.get("Retry-After"), wait)
                 continue
-            if response.status_code != 200:
-                return Verdict(None, f"HTTP {response.status_code}")
-            try:
-                content = response.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError):
-                return Verdict(None, "malformed response (not a chat completion)")
-            return self.grader.verdict(content if isinstance(content, str) else "")
+            if status != 200:
+                return Verdict(None, f"HTTP {status}")
+            if content is None:
+                return Verdict(None, f"reply too large (over {REPLY_BYTES // 1024} KiB)")
+            return self._verdict(content)
         attempts = self.retries + 1
         return Verdict(None, f"{reason} after {attempts} attempt{'s' if attempts > 1 else ''}")
+
+    def _verdict(self, content: bytes) -> Verdict:
+        """The verdict of a chat completion's body: unjudged, with why, when it is none."""
+        try:
+            reply = json.loads(content)["choices"][0]["message"]["content"]
+        except RecursionError:
+            return Verdict(None, "malformed response (nested too deeply)")
+        except (ValueError, KeyError, IndexError, TypeError):
+            return Verdict(None, "malformed response (not a chat completion)")
+        return self.grader.verdict(reply if isinstance(reply, str) else "")
+
+    def _post(self, body: dict, deadline: float):
+        """(status, headers, body) of one request; the body is read only from a 200, and is
+        None past `REPLY_BYTES`. A `TimeoutException` past `deadline`."""
+        import httpx2
+
+        with self._http.stream("POST", self.endpoint, json=body) as response:
+            if response.status_code != 200:
+                return response.status_code, response.headers, b""
+            received, size = [], 0
+            for chunk in response.iter_bytes():  # decoded: a compressed reply is bounded by what it unpacks to
+                size += len(chunk)
+                if size > REPLY_BYTES:
+                    return response.status_code, response.headers, None
+                if time.monotonic() > deadline:
+                    raise httpx2.ReadTimeout("the reply took longer than the timeout")
+                received.append(chunk)
+            return response.status_code, response.headers, b"".join(received)
 
     def close(self) -> None:
         self._http.close()
