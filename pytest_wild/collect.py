@@ -9,7 +9,8 @@ import pytest
 
 from .cases import Case, WildInputError, item_name
 from .metrics import EDIT_METRICS
-from .results import ROW_PROPERTY
+from .results import ROW_PROPERTY, STOPPED_PROPERTY
+from .sequential import SequenceStopped
 
 RUN_KEY = pytest.StashKey["WildRun"]()  # the run, in the config's stash
 
@@ -145,7 +146,11 @@ def _case_test(case: Case, order: int | None, goldens: bool):
     def test_edit(wild_run, request) -> None:
         snapshot = request.getfixturevalue("snapshot") if goldens else None
         runtime = wild_run.runtime
-        row = runtime.evaluate(case, order)
+        try:
+            row = runtime.evaluate(case, order)
+        except SequenceStopped as exc:  # the session stops after this test: it ran no case
+            request.node.user_properties.append((STOPPED_PROPERTY, str(exc)))
+            pytest.skip(str(exc))
         request.node.user_properties.append((ROW_PROPERTY, row))
         if row.get("not_evaluable"):
             pytest.skip(f"{case.id} not evaluable: {row['not_evaluable']}")

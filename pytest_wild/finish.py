@@ -75,18 +75,23 @@ def judge_run(run) -> dict:
 
     o, rows = run.options, run.results.rows
     what = f"judging the answers with {o.judge.name}"
-    try:
-        with run.progress.step(f"{what}: loading the judge" if o.judge.local else f"{what}: opening its cache"):
-            judge = o.judge.open(o.device, o.dtype, o.trust_remote_code)
-    except (WildInputError, OSError, sqlite3.Error) as exc:
-        asked = grade_unavailable(rows, f"the judge could not be opened: {exc}")
+    stopped = run.results.terminated()
+    if stopped:  # a CI that cancelled the run kills it seconds later: the results go out now
+        asked = grade_unavailable(rows, f"run stopped ({stopped})")
     else:
         try:
-            with run.progress.step(what):
-                asked = grade(rows, judge)
-        finally:
-            judge.close()
-            judge.cache.close()
+            with run.progress.step(f"{what}: loading the judge" if o.judge.local else f"{what}: opening its cache"):
+                judge = o.judge.open(o.device, o.dtype, o.trust_remote_code)
+        except (WildInputError, OSError, sqlite3.Error) as exc:
+            asked = grade_unavailable(rows, f"the judge could not be opened: {exc}")
+        else:
+            judge.stop = run.results.terminated  # SIGTERM while judging: what is judged is kept, the rest unjudged
+            try:
+                with run.progress.step(what):
+                    asked = grade(rows, judge)
+            finally:
+                judge.close()
+                judge.cache.close()
     recount_lost(rows, o.primary_mode)
     return judge_section(rows, asked, o.judge.described())
 
@@ -125,7 +130,8 @@ def report_data(run, aggregates: dict, gates: list[dict], points: list[dict], by
     o, results = run.options, run.results
     rows = sorted(results.rows, key=lambda row: row["id"])
     sequence = ({"sequence": {"edits": o.sequential, "batch_size": o.batch_size, "checkpoints": list(o.checkpoints),
-                              "orders": o.orders, "curve": points}} if o.sequential else {})
+                              "orders": o.orders, "curve": points, "stopped": results.sequences_stopped}}
+                if o.sequential else {})
     if o.orders:
         sequence["sequence"]["curves_by_order"] = curves_by_order(rows)
     return sequence | {
@@ -208,6 +214,7 @@ def summary_lines(run) -> list[str]:
                 if unjudged else "")
         lines.append(f"gate {gate['rule']} ({gate['mode']}): {'passed' if gate['passed'] else 'FAILED'} "
                      f"(observed {observed}{note})")
+    lines += [f"sequence stopped: {where}" for where in results.sequences_stopped]
     if not results.complete:
         lines.append(f"partial run: {_progress(results)}; results go to *.partial files, earlier complete reports are left as they were")
     for what, path in (outcome.written if outcome else {}).items():

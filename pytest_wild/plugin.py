@@ -93,7 +93,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from .golden import configure_goldens
 
         configure_goldens(config, run)
-    if not worker:
+    if worker:
+        from .sigterm import stop_on_sigterm
+
+        stop_on_sigterm(config, run.results)
+    else:
         _start_controller(config, run)
     config.args = [str(config.rootpath)]
 
@@ -312,7 +316,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         run.results.publish(config.workeroutput)
         return
     results = run.results
-    if not results.rows and not results.lost:
+    if not results.rows and not results.lost and not results.sequences_stopped:
         return  # nothing ran (the model failed to load, or the run was stopped first): nothing to replace
     from .finish import finish_run
 
@@ -323,3 +327,5 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results.conclude(finish_run(run))
     if results.outcome.gate_failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if results.terminated() and session.exitstatus == pytest.ExitCode.OK:  # SIGTERM while judging, after the last case
+        session.exitstatus = pytest.ExitCode.INTERRUPTED

@@ -6,6 +6,7 @@ per-case test's verdict. On an xdist worker, everything here is the worker's own
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from dataclasses import asdict
 
 from .cases import Case, WildInputError
@@ -30,6 +31,8 @@ class Runtime:
         self._pending: dict[str, dict] = {}
         self.sequences: dict[int | None, list[Case]] = {}  # order (None: the suite's) -> its cases, as edited
         self._sequences_ran: set[int | None] = set()
+        self._sequences_stopped: dict[int | None, str] = {}  # order -> why it stopped before its end
+        self.stop: Callable[[], str | None] = lambda: None  # why to stop between two edits of a sequence (SIGTERM)
 
     @property
     def context(self) -> str:
@@ -214,10 +217,18 @@ class Runtime:
         whole batch once and keeps the other rows for their own tests; in a sequential run
         the first case of a sequence (an order) to run runs the whole sequence, and each
         case's row is its score on the sequence's final model."""
+        from .sequential import SequenceStopped
+
         key = case.id if order is None else f"{case.id}@order-{order}"
+        if order in self._sequences_stopped:
+            raise SequenceStopped(self._sequences_stopped[order])
         if self.options.sequential and order not in self._sequences_ran:
             self._sequences_ran.add(order)
-            self._pending |= {row["id"]: row for row in self._run_sequence(order)}
+            try:
+                self._pending |= {row["id"]: row for row in self._run_sequence(order)}
+            except SequenceStopped as exc:
+                self._sequences_stopped[order] = str(exc)
+                raise
         if key not in self._pending:
             batch = self.batches[self.batch_of[case.id]] if self.batches else [case]
             for row in self.evaluator.evaluate(batch, self.apply_edit):
@@ -232,7 +243,7 @@ class Runtime:
         return run_sequence(self.sequences[order], self.evaluator, self.apply_edit, self.editor_state, o.batch_size,
                             o.checkpoints, self.suite.perplexity_text, self.progress, store=store,
                             model=self.editor_cache.identity, save_every=o.save_every, order=order,
-                            resume=self._resume_state if self.editor.resume else None)
+                            resume=self._resume_state if self.editor.resume else None, stop=self.stop)
 
     def _resume_state(self) -> None:
         self.editor.resume(self.loaded.model, self.hparams, self.editor_state)

@@ -1,7 +1,7 @@
 """Grading answers through an OpenAI-compatible chat-completions server (OpenAI, vLLM,
 llama.cpp's server, ...).
 
-Requests run on a bounded thread pool over one `httpx2` client (the HTTP library the hub client
+Requests run on a bounded set of threads over one `httpx2` client (the HTTP library the hub client
 already brings; a pool of threads rather than asyncio because the callers are synchronous
 pytest hooks and the work is waiting, not computing). Each request is retried, up to
 `retries` times, after a timeout, a connection error, a 5xx, or a 429 (after the server's
@@ -11,7 +11,7 @@ with a reply that is not exactly CORRECT or INCORRECT, is `unjudged` with the re
 A reply is untrusted: its body is streamed and abandoned past `REPLY_BYTES` ("reply too large";
 a chat completion of one word is a few hundred bytes), one attempt (the request, the reply
 read and parsed) ends at `timeout` seconds from its start ("timed out"; a server trickling
-bytes is caught at its next chunk, each read waiting no longer than what is left), and JSON
+bytes is caught at its next chunk; a silent one by the read timeout, the same seconds), and JSON
 nested past what the parser can follow is "malformed", never an exception that would lose the
 run's results.
 
@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import email.utils
 import json
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 from .cache import VerdictCache, through_cache
 from .grader import REPLY_TOKENS, Answer, Grader, Verdict
@@ -33,6 +34,7 @@ from .grader import REPLY_TOKENS, Answer, Grader, Verdict
 DEFAULT_CONCURRENCY = 32
 REPLY_BYTES = 64 * 1024
 RETRY_AFTER_CAP = 60.0
+STOP_POLL = 0.2  # seconds between two looks at whether to stop
 
 
 class JudgeClient:
@@ -49,14 +51,44 @@ class JudgeClient:
                                    limits=httpx2.Limits(max_connections=concurrency))
         self.requests = 0  # sent, retries included
         self._count = threading.Lock()
+        self.stop: Callable[[], str | None] = lambda: None  # why to ask no more (SIGTERM), or None
 
     def judge(self, answers: list[Answer]) -> list[Verdict]:
         """A verdict per answer, in order: from the cache, else asked concurrently."""
         return through_cache(self.cache, answers, self.model, self.grader.version, self._ask_all)
 
     def _ask_all(self, answers: list[Answer]) -> list[Verdict]:
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(self._ask, answers))
+        """Every answer asked by `concurrency` threads; when `stop()` gives a reason, the verdicts
+        so far are kept and every other answer is unjudged with it at once. The threads are
+        daemons, not a ThreadPoolExecutor's, whose threads the interpreter joins at exit: a
+        request hanging on a server would hold a stopped run up to its timeout after its report."""
+        verdicts: list[Verdict | None] = [None] * len(answers)
+        todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for index in range(len(answers)):
+            todo.put(index)
+        finished = threading.Semaphore(0)
+
+        def work() -> None:
+            while not self.stop():
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    verdicts[index] = self._ask(answers[index])
+                except Exception as exc:  # a fault of ours or the HTTP library's: that answer unjudged, not the run lost
+                    verdicts[index] = Verdict(None, f"failed ({type(exc).__name__})")
+                finished.release()
+
+        for _ in range(min(self.concurrency, len(answers))):
+            threading.Thread(target=work, name="wild-judge", daemon=True).start()
+        count, reason = 0, None
+        while count < len(answers) and not reason:
+            if finished.acquire(timeout=STOP_POLL):
+                count += 1
+            else:
+                reason = self.stop()
+        return [verdict or Verdict(None, f"run stopped ({reason})") for verdict in verdicts]
 
     def _ask(self, answer: Answer) -> Verdict:
         import httpx2
@@ -66,6 +98,9 @@ class JudgeClient:
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(wait)
+            stopped = self.stop()
+            if stopped:
+                return Verdict(None, f"run stopped ({stopped})")
             wait = self.backoff * 2 ** attempt
             with self._count:
                 self.requests += 1

@@ -118,6 +118,27 @@ def test_a_hostile_reply_is_unjudged_with_why_within_the_timeout():
     assert took < 20.0  # the trickle alone would take about 10 s; the 200 MB far longer on a busy box
 
 
+def test_a_stop_keeps_the_verdicts_given_and_leaves_the_rest_unjudged_at_once():
+    """SIGTERM while judging (`stop` gives its reason once two requests hang on the server):
+    a verdict already given is kept, the hanging answers and the one never asked are unjudged
+    at once, without waiting for the server's 5 s or the 60 s timeout."""
+    hanging = ["hang 1", "hang 2", "hang 3"]
+    with JudgeServer(hang=5.0) as server:
+        client = JudgeClient(server.url, "judge-model", KEY, concurrency=2, timeout=60.0, retries=0)
+        client.stop = lambda: "received SIGTERM" if sum(h in server.seen for h in hanging) >= 2 else None
+        started = time.monotonic()
+        try:
+            verdicts = client.judge([Answer("Q: Who?", "Malia Obama", p) for p in ["right", *hanging]])
+        finally:
+            client.close()
+        took = time.monotonic() - started
+    stopped = "run stopped (received SIGTERM)"
+    assert verdicts[0].verdict == "CORRECT" or verdicts[0].reason == stopped  # asked first or never, by the cache's order
+    assert [v.reason for v in verdicts[1:]] == [stopped] * 3
+    assert sum(h in server.seen for h in hanging) == 2  # the third never asked
+    assert took < 4.0
+
+
 def test_the_papers_prompt_goes_to_the_server_after_an_empty_system_turn_and_its_letters_are_verdicts():
     with JudgeServer() as server:
         verdicts, _ = ask(server, ["right", "wrong", "chatty"], grader=PUBLISHED, retries=0)
