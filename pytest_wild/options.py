@@ -174,6 +174,9 @@ def check_judge_rules(metric: str, gates: list[Rule], thresholds: list[Rule]) ->
                                  "(at the end of the run); gate on its verdicts with --wild-gate")
 
 
+MAX_ORDERS = 100  # every order is a test per case, collected up front: 100,000 orders hung collection
+
+
 def sequence_options(config: pytest.Config, sequential: int | None):
     """--wild-orders, --wild-plot, --wild-run-dir, --wild-resume and --wild-save-every, which
     only a sequence takes."""
@@ -181,14 +184,17 @@ def sequence_options(config: pytest.Config, sequential: int | None):
     run_dir, resume_dir = _path(config.getoption("wild_run_dir")), _path(config.getoption("wild_resume"))
     save_every = config.getoption("wild_save_every")
     given = {"--wild-orders": orders, "--wild-plot": plot, "--wild-run-dir": run_dir, "--wild-resume": resume_dir,
-             "--wild-save-every": save_every}
+             "--wild-save-every": save_every, "--wild-checkpoints": config.getoption("wild_checkpoints")}
     for option, value in given.items():
         if value is not None and sequential is None:
             raise WildInputError(f"{option}: only with --wild-sequential N (a sequence of edits)")
-    if orders is not None and orders < 1:
-        raise WildInputError(f"--wild-orders: expected a positive number of orders, got {orders}")
+    if orders is not None and not 1 <= orders <= MAX_ORDERS:
+        raise WildInputError(f"--wild-orders: expected a number of orders from 1 to {MAX_ORDERS} (each is a whole "
+                             f"sequence of edits), got {orders}")
     if save_every is not None and save_every < 1:
         raise WildInputError(f"--wild-save-every: expected a positive number of edits, got {save_every}")
+    if save_every is not None and run_dir is None and resume_dir is None:
+        raise WildInputError("--wild-save-every: only with --wild-run-dir DIR or --wild-resume DIR (where snapshots are saved)")
     if plot is not None:
         if plot.suffix.lower() not in PLOT_SUFFIXES:
             raise WildInputError(f"--wild-plot {plot}: the file name must end in {', '.join(PLOT_SUFFIXES)}")

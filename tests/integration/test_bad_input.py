@@ -173,8 +173,14 @@ BAD = [
         "--wild-checkpoints: '1,ten': write positive numbers of edits separated by commas", USAGE),
     Bad("checkpoints-zero", ("--wild-sequential=1", "--wild-checkpoints=0,5"),
         "--wild-checkpoints: '0,5': write positive numbers of edits separated by commas", USAGE),
-    Bad("orders-zero", ("--wild-sequential=1", "--wild-orders=0"), "--wild-orders: expected a positive number of orders, got 0",
+    Bad("orders-zero", ("--wild-sequential=1", "--wild-orders=0"), "--wild-orders: expected a number of orders from 1 to 100 "
+        "(each is a whole sequence of edits), got 0", USAGE),
+    Bad("orders-too-many", ("--wild-sequential=1", "--wild-orders=100000"), "--wild-orders: expected a number of orders "
+        "from 1 to 100 (each is a whole sequence of edits), got 100000", USAGE),
+    Bad("checkpoints-without-a-sequence", ("--wild-checkpoints=1,5",), "--wild-checkpoints: only with --wild-sequential N",
         USAGE),
+    Bad("save-every-without-a-run-dir", ("--wild-sequential=1", "--wild-save-every=5"),
+        "--wild-save-every: only with --wild-run-dir DIR or --wild-resume DIR (where snapshots are saved)", USAGE),
     Bad("orders-without-a-sequence", ("--wild-orders=2",), "--wild-orders: only with --wild-sequential N", USAGE),
     Bad("conformance-with-a-sequence", ("--wild-conformance", "--wild-sequential=5"),
         "--wild-sequential: not with --wild-conformance", USAGE),

@@ -163,6 +163,9 @@ def test_a_network_trained_on_a_case_of_the_run_warns_for_that_case(tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--steps", "15"], "--steps: 15 is not a multiple of --accumulate 10 (checkpoints fall between optimiser steps)"),
     (["--lr", "-1"], "--lr: -1.0 must be positive"),
+    (["--lr", "nan"], "--lr: nan must be a finite number"),
+    (["--edit-lr", "inf"], "--edit-lr: inf must be a finite number"),
+    (["--lr-lr", "1e400"], "--lr-lr: inf must be a finite number"),  # past float: infinity
     (["--data", "missing.jsonl"], "--data"),
     (["--model", "llama"], "--eval-suite: name the suites this MEND will be evaluated on (repeatable), so the training "
                            "data can be checked against them"),
