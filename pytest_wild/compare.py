@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cases import WildInputError
+from .markdown import code, text
 from .metrics import EDIT_METRICS, TABLE_METRICS
 
 COLUMNS = (*TABLE_METRICS, "locality_all")
@@ -86,7 +87,7 @@ def markdown(lines: list[RunLine]) -> list[str]:
     head = ["editor", "cases", *COLUMNS]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in lines:
-        cells = [f"`{line.name}`", str(line.cases)]
+        cells = [code(line.name), str(line.cases)]
         cells += [f"{line.means[metric]:.3f}" if metric in line.means else "n/a" for metric in COLUMNS]
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -112,13 +113,16 @@ def sequence_markdown(sources: list[Path], mode: str, teacher_forced: str = "syn
             raise WildInputError(f"{source}: not the report of a sequential run (no sequence curve)")
         editor = report["config"].get("editor", {})
         name = editor.get("name") if isinstance(editor, dict) else source.stem
-        for point in points:
-            for convention in ("final", "immediate"):
-                means = point[convention].get(mode, {})
-                forced = point[convention].get(teacher_forced, {}).get("reliability")
-                capability = point["capability"] if convention == "final" else {}
-                out.append("| " + " | ".join([f"`{name}`", str(point["edits"]), convention,
-                                              *[cell(means.get(m)) for m in TABLE_METRICS], cell(forced),
-                                              cell(capability.get("exact_match")),
-                                              cell(capability.get("perplexity"), 2)]) + " |")
+        try:
+            for point in points:
+                for convention in ("final", "immediate"):
+                    means = point[convention].get(mode, {})
+                    forced = point[convention].get(teacher_forced, {}).get("reliability")
+                    capability = point["capability"] if convention == "final" else {}
+                    out.append("| " + " | ".join([code(name), text(point["edits"]), convention,
+                                                  *[cell(means.get(m)) for m in TABLE_METRICS], cell(forced),
+                                                  cell(capability.get("exact_match")),
+                                                  cell(capability.get("perplexity"), 2)]) + " |")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise WildInputError(f"{source}: field 'sequence.curve' is not a sequence's curve ({type(exc).__name__})") from None
     return out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from . import markdown
 from .cases import WildInputError
 from .judge.grading import grade, grade_unavailable, judge_section, judged_modes, unjudged_behind
 from .judge.grading import summary_lines as judge_lines
@@ -51,7 +52,7 @@ def finish_run(run) -> Outcome:
             lines += ["", f"{_cases(len(results.not_evaluable))} not evaluable (too long for the model window), left out."]
         lines += ["", timing_line(timing)]
         if judged:
-            lines += ["", *(f"{line}  " for line in judge_lines(judged))]
+            lines += ["", *(f"{markdown.text(line)}  " for line in judge_lines(judged))]  # quotes the model's answers
         if points:
             lines += ["", "```text", *curve_lines(points, o.primary_mode), "```"]
         if gates:
