@@ -63,13 +63,21 @@ def _merge_reports(args: argparse.Namespace) -> int:
     from .merge import merge_reports
     from .report import write_json_atomic
 
+    output = Path(args.output)
     try:
+        if output.is_dir():
+            raise WildInputError(f"-o {output}: is a directory; name the merged report's file")
+        if any(parent.exists() and not parent.is_dir() for parent in output.parents):
+            raise WildInputError(f"-o {output}: cannot be written (Not a directory)")
         merged = merge_reports([Path(p) for p in args.reports], allow_partial=args.allow_partial)
+        try:
+            write_json_atomic(output, merged)
+        except OSError as exc:  # read-only, a full disk, a file where a directory should be: nothing there is replaced
+            raise WildInputError(f"-o {output}: cannot be written ({exc.strerror or type(exc).__name__})") from None
     except WildInputError as exc:
         for line in str(exc).splitlines():  # one per malformed report, missing shard list or partial report
             print(f"pytest-wild merge-reports: {line}", file=sys.stderr)
         return 2
-    write_json_atomic(Path(args.output), merged)
     partial = "" if merged["complete"] else " (partial: marked \"complete\": false)"
     print(f"merged {len(args.reports)} reports, {len(merged['samples'])} cases, into {args.output}{partial}")
     return 0

@@ -39,10 +39,17 @@ def finish_run(run) -> Outcome:
             if gate["unjudged"] and not o.judge.allow_unjudged:
                 gate["passed"] = False
         gates.append(gate)
-    written = {}
+    written: dict[str, Path] = {}
+    unwritten: list[str] = []
+
+    def put(what: str, path: Path, write) -> None:
+        found = _write(path, results.complete, write, what, unwritten)
+        if found is not None:
+            written[what] = found
+
     if o.report is not None and results.suite_info is not None:
         data = report_data(run, aggregates, gates, points, by_case, timing) | ({"judge": judged} if judged else {})
-        written["report"] = _write(o.report, results.complete, lambda path: write_json_atomic(path, data))
+        put("report", o.report, lambda path: write_json_atomic(path, data))
     if o.markdown is not None:
         title = f"WILD results: {o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"
         if not results.complete:
@@ -58,14 +65,13 @@ def finish_run(run) -> Outcome:
         if gates:
             lines += ["", *markdown_gates(gates)]
         text = "\n".join(lines) + "\n"
-        written["markdown table"] = _write(o.markdown, results.complete, lambda path: write_text_atomic(path, text))
+        put("markdown table", o.markdown, lambda path: write_text_atomic(path, text))
     if o.plot is not None and points:
         from .plot import plot_curve
 
-        written["plot"] = _write(o.plot, results.complete,
-                                 lambda path: plot_curve(points, curves_by_order(results.rows), list(o.mode_labels), path,
-                                                         f"{o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"))
-    return Outcome(aggregates, gates, written, points, timing, judged)
+        put("plot", o.plot, lambda path: plot_curve(points, curves_by_order(results.rows), list(o.mode_labels), path,
+                                                    f"{o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"))
+    return Outcome(aggregates, gates, written, points, timing, judged, unwritten)
 
 
 def judge_run(run) -> dict:
@@ -103,16 +109,22 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
-def _write(path: Path, complete: bool, write) -> Path:
+def _write(path: Path, complete: bool, write, what: str, unwritten: list[str]) -> Path | None:
     """A complete run writes `path` and then removes a stale partial file beside it (so a
     glob over the reports cannot pick it up); an incomplete one writes only the partial file,
-    leaving an earlier complete report as it was."""
-    if not complete:
-        write(partial_path(path))
-        return partial_path(path)
-    write(path)
-    partial_path(path).unlink(missing_ok=True)
-    return path
+    leaving an earlier complete report as it was. A file that cannot be written (a full disk,
+    a read-only directory) is said in `unwritten`, and the earlier one is left whole (each
+    is written to a temporary file and renamed)."""
+    target = path if complete else partial_path(path)
+    try:
+        write(target)
+        if complete:
+            partial_path(path).unlink(missing_ok=True)
+    except OSError as exc:
+        unwritten.append(f"the {what} could not be written to {target} ({exc.strerror or type(exc).__name__}); "
+                         "an earlier file there is left as it was")
+        return None
+    return target
 
 
 def _cases(n: int) -> str:
@@ -220,6 +232,7 @@ def summary_lines(run) -> list[str]:
         lines.append(f"partial run: {_progress(results)}; results go to *.partial files, earlier complete reports are left as they were")
     for what, path in (outcome.written if outcome else {}).items():
         lines.append(f"{what} written to {path}")
+    lines += [f"ERROR: {line}" for line in (outcome.unwritten if outcome else [])]
     return lines
 
 
@@ -262,7 +275,7 @@ class EndOfRun:
             return
         reporter.write_sep("=", "WILD results")
         for line in summary_lines(self.run):
-            reporter.write_line(line, red=line.startswith("gate ") and "FAILED" in line)
+            reporter.write_line(line, red=(line.startswith("gate ") and "FAILED" in line) or line.startswith("ERROR: "))
         gates = results.outcome.gates if results.outcome else []
         failed = any(not gate["passed"] for gate in gates)
         reporter.write_sep("=", gates_verdict(gates), red=failed, green=bool(gates) and not failed)

@@ -81,6 +81,8 @@ def options_from_config(config: pytest.Config) -> Options:
         given = config.getoption(option)
         return given if given not in (None, []) else (config.getini(ini) if ini else None) or None
 
+    for dest in TEXT_OPTIONS:
+        refuse_undecodable(config.getoption(dest), "--" + dest.replace("_", "-"))
     editor = value("editor", "wild_editor")
     if not editor:
         raise WildInputError("--editor: name an editing method (see `pytest-wild editors`), or set wild_editor in the ini file")
@@ -172,6 +174,24 @@ def check_judge_rules(metric: str, gates: list[Rule], thresholds: list[Rule]) ->
         if metric == "judge" and rule.metric in ("reliability", "generalization") and rule.mode != "synthetic":
             raise WildInputError(f"--wild-threshold: {rule.text!r}: each case's test runs before the judge grades "
                                  "(at the end of the run); gate on its verdicts with --wild-gate")
+
+
+# Options naming files, directories or models: written into the report and the summary as text.
+TEXT_OPTIONS = ("wild_suite", "wild_model", "wild_hparams", "wild_report", "wild_markdown", "wild_plot", "wild_run_dir",
+                "wild_resume", "wild_data", "wild_judge", "wild_judge_prompt", "wild_judge_model", "editor")
+
+
+def refuse_undecodable(value, option: str) -> None:
+    """A command-line value holding bytes that are not UTF-8 (Python keeps them as lone
+    surrogates) is refused in one line: the report, JSON in UTF-8, could not hold it."""
+    if not isinstance(value, str):
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(value[exc.start]) - 0xDC00 if "\udc80" <= value[exc.start] <= "\udcff" else None
+        where = f"byte 0x{byte:02x}" if byte is not None else f"character {exc.start}"
+        raise WildInputError(f"{option}: {value!r} is not UTF-8 text ({where}); rename it") from None
 
 
 MAX_ORDERS = 100  # every order is a test per case, collected up front: 100,000 orders hung collection

@@ -325,7 +325,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if session.shouldfail and results.stop_reason is None:
         results.stop(str(session.shouldfail))  # -x, --maxfail: serially no interrupt, exit status 1
     results.conclude(finish_run(run))
-    if results.outcome.gate_failed and session.exitstatus == pytest.ExitCode.OK:
+    if results.outcome.failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if results.terminated() and session.exitstatus == pytest.ExitCode.OK:  # SIGTERM while judging, after the last case
         session.exitstatus = pytest.ExitCode.INTERRUPTED

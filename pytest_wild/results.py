@@ -29,10 +29,16 @@ class Outcome:
     curve: list[dict] = field(default_factory=list)  # a sequence's curve (pytest_wild.sequential.curve)
     timing: dict = field(default_factory=dict)  # seconds per edit and per question (report.timing_summary)
     judge: dict | None = None  # the judge's verdicts in numbers (judge.grading.judge_section)
+    unwritten: list[str] = field(default_factory=list)  # outputs that could not be written, and why
 
     @property
     def gate_failed(self) -> bool:
         return any(not gate["passed"] for gate in self.gates)
+
+    @property
+    def failed(self) -> bool:
+        """A gate failed, or an output could not be written: the run fails."""
+        return self.gate_failed or bool(self.unwritten)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import pytest
 
 from pytest_wild.model import TINYWORLD_DIR
 
-from . import import_what_runs_import
+from . import full_disk, import_what_runs_import, read_only
 
 USAGE, CASES, LOADING = 4, 1, 2  # LOADING: found where the model is loaded, before any case runs
 RECORDS = [json.loads(line) for line in (TINYWORLD_DIR / "suite.jsonl").read_text().splitlines()[:4]]
@@ -255,6 +255,10 @@ BAD = [
         files={"data.jsonl": json.dumps(RECORDS[0]) + "\n" + DEEP_JSON}),
     Bad("jsonl-bad-line", ("--wild-suite=data.jsonl",), "data.jsonl:2: invalid JSON", USAGE,
         files={"data.jsonl": json.dumps(RECORDS[0]) + "\n{oops\n"}),
+    Bad("suite-path-not-utf8", ("--wild-suite=d\udcff.json",), "--wild-suite: 'd\\udcff.json' is not UTF-8 text (byte 0xff); "
+        "rename it", USAGE, files={"d\udcff.json": json.dumps(RECORDS)}),
+    Bad("report-path-not-utf8", ("--wild-report=r\udcfe.json",), "--wild-report: 'r\\udcfe.json' is not UTF-8 text (byte "
+        "0xfe); rename it", USAGE),
     # suite files
     Bad("suite-not-utf8", (S,), "s.yaml: suite is not UTF-8 text", USAGE, files={"s.yaml": b"name: x\n\xff"}),
     Bad("suite-bad-yaml", (S,), "s.yaml", USAGE, files=suite_yaml("data: [unclosed\n")),
@@ -293,6 +297,13 @@ BAD = [
         files={"hp.yaml": "learning_rate: 0.1\n"}),
     Bad("hparams-layer-range", (H,), "hp.yaml: layers: layer 7 is not in the model", USAGE,
         files={"hp.yaml": "layers: [7]\n"}),
+    Bad("hparams-no-layers", (H,), "hp.yaml: layers: name at least one layer to edit", USAGE, files={"hp.yaml": "layers: []\n"}),
+    Bad("hparams-template-unknown-field", (H,), "hp.yaml: rewrite_module_tmp: 'transformer.h.{x}.mlp' must be a module name "
+        "with one {} where the layer number goes", USAGE, files={"hp.yaml": "rewrite_module_tmp: 'transformer.h.{x}.mlp'\n"}),
+    Bad("hparams-template-attribute", (H,), "hp.yaml: rewrite_module_tmp: '{0.__class__}' must be a module name", USAGE,
+        files={"hp.yaml": "rewrite_module_tmp: '{0.__class__}'\n"}),
+    Bad("hparams-template-stray-brace", (H,), "hp.yaml: rewrite_module_tmp: 'transformer.h.{}.mlp}' must be a module name",
+        USAGE, files={"hp.yaml": "rewrite_module_tmp: 'transformer.h.{}.mlp}'\n"}),
     Bad("hparams-lr-negative", (H,), "hp.yaml: lr: expected a number > 0.0, got -0.1", USAGE, files={"hp.yaml": "lr: -0.1\n"}),
     Bad("hparams-kl-negative", ("--editor=rome", H), "hp.yaml: kl_factor: expected a number >= 0.0, got -1.0", USAGE,
         files={"hp.yaml": "kl_factor: -1\n"}),
@@ -411,6 +422,8 @@ BAD = [
         "--wild-system-prompt: only with --wild-context chat (this run's context is question)", USAGE),
     Bad("chat-without-a-template", ("--wild-context=chat",), "--wild-context chat: the model's tokenizer has no chat template",
         LOADING),
+    Bad("golden-dir-a-file", ("--snapshot-update", "-o", "wild_golden_dir=afile"), "wild_golden_dir: afile is not a directory",
+        USAGE, files={"afile": "mine\n"}),
     Bad("golden-dir-link-out", ("--snapshot-update",), "golden/tinyworld/ft-m/data is a symbolic link", USAGE, files={"golden-link": golden_dir_link}),
     Bad("golden-link-to-environ", (), "golden/tinyworld/ft-m/data/tw-0000.json is a symbolic link", CASES,
         files={"golden-link": link("/proc/self/environ")}, runs_cases=True),
@@ -547,6 +560,41 @@ def test_a_read_only_cache_is_read_and_the_header_says_what_is_not_saved(workspa
     assert f"wild cache: {cache} cannot be written: statistics are read from it" in output
     assert result.ret in (0, 1) and "Traceback" not in output  # 1: the golden of the case differs, if any
     assert snapshot(cache) == before
+
+
+def test_an_unused_golden_in_a_read_only_directory_is_kept_and_named_in_one_line(workspace, pytester):
+    """--snapshot-update removes goldens whose case left the suite; in a read-only checkout it
+    cannot: the golden is kept, one line names it, and the run fails (no INTERNALERROR)."""
+    data = workspace / GOLDEN.rsplit("/", 1)[0]
+    (data / "tw-9999.json").write_text('{"case": {"id": "tw-9999"}}\n')
+    before = snapshot(workspace)
+    with read_only(data):
+        result = pytester.runpytest_inprocess(*arguments(Bad("ro", ("--snapshot-update",), "", CASES)))
+    output = result.stdout.str() + result.stderr.str()
+    why = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+    assert result.ret == CASES, output[-3000:]
+    assert (f"wild goldens: an unused golden could not be removed, kept: {GOLDEN.rsplit('/', 1)[0]}/tw-9999.json ({why})"
+            in output), output[-3000:]
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    after = snapshot(workspace)
+    assert {k: v for k, v in after.items() if not k.endswith(("report.json", "table.md"))} == \
+        {k: v for k, v in before.items() if not k.endswith(("report.json", "table.md"))}
+
+
+def test_a_full_disk_fails_the_run_in_one_line_per_output_and_keeps_the_earlier_ones(workspace, pytester):
+    earlier = {"report.json": b'{"complete": true, "earlier": "report"}\n', "table.md": b"### earlier table\n"}
+    with full_disk(workspace / "full", earlier):
+        result = pytester.runpytest_inprocess("--wild", "-p", "no:cacheprovider", "--editor=ft-m", "--wild-suite=data.json",
+                                              "--wild-limit=1", "--wild-report=full/report.json",
+                                              "--wild-markdown=full/table.md", "-p", "no:syrupy")
+        output = result.stdout.str() + result.stderr.str()
+        assert result.ret == CASES, output[-3000:]
+        for what, name in (("report", "report.json"), ("markdown table", "table.md")):
+            assert (f"ERROR: the {what} could not be written to full/{name} (No space left on device); an earlier file "
+                    "there is left as it was") in output, output[-3000:]
+            assert (workspace / "full" / name).read_bytes() == earlier[name]
+        assert sorted(p.name for p in (workspace / "full").iterdir()) == ["filler", "report.json", "table.md"]  # no temporary
+    assert "Traceback" not in output and "INTERNALERROR" not in output
 
 
 def test_code_in_a_model_directory_is_never_run_without_the_flag(workspace, pytester, tmp_path):
