@@ -78,6 +78,9 @@ def api_key() -> str | None:
         if key:
             if not key.isprintable() or any(ch.isspace() for ch in key):
                 raise WildInputError(f"{variable}: the API key holds whitespace or control characters")
+            if not key.isascii():  # an HTTP header carries ASCII (httpx2 encodes it so)
+                raise WildInputError(f"{variable}: the API key holds characters that are not ASCII, which a header "
+                                     "cannot carry")
             return key
     return None
 

@@ -9,6 +9,7 @@ same."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -136,6 +137,17 @@ def golden_dir_link(root: Path) -> None:
     (root / "golden/tinyworld/ft-m/data").symlink_to(outside)
 
 
+def other_sqlite(root: Path) -> None:
+    """A SQLite database of another program where the judge's cache goes."""
+    import sqlite3
+
+    path = root / "cache/judge/verdicts.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE verdicts (question TEXT, answer TEXT)")
+        db.commit()
+
+
 def suite_yaml(text: str) -> dict:
     return {"s.yaml": text}
 
@@ -251,6 +263,9 @@ BAD = [
         files={"data.json": records(set_field("subject", "Nobody Anywhere"))}),
     Bad("record-id-repeats", (W,), "field 'id' repeats 'tw-0000'", USAGE,
         files={"data.json": records(set_field("id", "tw-0000"))}),
+    Bad("data-empty-list", (W,), "data.json: no case to run: its data holds none", USAGE, files={"data.json": "[]"}),
+    Bad("jsonl-empty", ("--wild-suite=data.jsonl",), "data.jsonl: no case to run: its data holds none", USAGE,
+        files={"data.jsonl": ""}),
     Bad("jsonl-deep", ("--wild-suite=data.jsonl",), "data.jsonl:2: JSON nested too deeply", USAGE,
         files={"data.jsonl": json.dumps(RECORDS[0]) + "\n" + DEEP_JSON}),
     Bad("jsonl-bad-line", ("--wild-suite=data.jsonl",), "data.jsonl:2: invalid JSON", USAGE,
@@ -283,6 +298,8 @@ BAD = [
         files=suite_yaml("data: data.json\nthresholds: {reliability: 2}\n")),
     Bad("suite-limit-negative", (S,), "s.yaml: field 'limit' must be a non-negative integer", USAGE,
         files=suite_yaml("data: data.json\nlimit: -1\n")),
+    Bad("suite-limit-zero", (S,), "s.yaml: no case to run: its field 'limit' is 0", USAGE,
+        files=suite_yaml("data: data.json\nlimit: 0\n"), omit=("--wild-limit",)),
     Bad("suite-context", (S,), "s.yaml: field 'context' must be one of", USAGE,
         files=suite_yaml("data: data.json\ncontext: banner\n")),
     Bad("suite-hparams-bad-value", (S,), "s.yaml: hparams.ft-m: lr: expected a number > 0.0, got -1.0", USAGE,
@@ -396,6 +413,8 @@ BAD = [
         USAGE),
     Bad("judge-key-with-a-newline", J, "WILD_JUDGE_API_KEY: the API key holds whitespace or control characters", USAGE,
         env={"WILD_JUDGE_API_KEY": "sk\nsecret"}),
+    Bad("judge-key-not-ascii", J, "WILD_JUDGE_API_KEY: the API key holds characters that are not ASCII, which a header "
+        "cannot carry", USAGE, env={"WILD_JUDGE_API_KEY": "sk-ключ"}),
     Bad("judge-prompt-missing-a-field", (*J, "--wild-judge-prompt=p.txt"),
         "--wild-judge-prompt p.txt: the grader prompt must contain {prediction}", USAGE,
         files={"p.txt": "Question: {question}\nReference answer: {gold}\n"}),
@@ -414,6 +433,8 @@ BAD = [
         files={"j": copy_of(TINYWORLD_DIR, "j", link_out("tokenizer.json"), "mend*")}),
     Bad("judge-cache-not-a-database", J, "verdicts.sqlite3: not a judge cache (DatabaseError); remove it to start afresh",
         USAGE, files={"cache/judge/verdicts.sqlite3": b"not a database, " * 512}),
+    Bad("judge-cache-another-schema", J, "verdicts.sqlite3: not a judge cache (it holds tables verdicts: question, "
+        "answer); remove it to start afresh", USAGE, files={"cache/judge/verdicts.sqlite3": other_sqlite}),
     Bad("judge-threshold-on-its-verdicts", (*J, "--wild-threshold=reliability>=1"),
         "--wild-threshold: 'reliability>=1': each case's test runs before the judge grades", USAGE),
     Bad("gate-beside-the-judge-without-it", ("--wild-gate=reliability_em>=0.5",),

@@ -152,6 +152,24 @@ def test_an_editor_declaring_no_batch_and_no_sequence_is_checked_without_them_an
         assert refused.ret == 4 and line in refused.stderr.str()
 
 
+def test_editors_into_a_closed_pipe_ends_quietly():
+    """`pytest-wild editors | head -1`: the reader is gone before the list is written (here it
+    closes the pipe at once, so the write surely meets a closed pipe): no BrokenPipeError."""
+    reader = subprocess.Popen([sys.executable, "-m", "pytest_wild.cli", "editors"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    reader.stdout.close()
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 1 and stderr == "", stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_editors_onto_a_full_disk_is_one_line():
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "editors"], stdout=full, stderr=subprocess.PIPE,
+                              text=True)
+    assert done.returncode == 1 and done.stderr == "pytest-wild: No space left on device\n", done.stderr
+
+
 def test_editors_lists_each_package_and_why_a_plugin_is_not_used(broken_plugins, capsys):
     assert main(["editors"]) == 0
     lines = capsys.readouterr().out.splitlines()
