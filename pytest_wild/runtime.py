@@ -6,7 +6,7 @@ per-case test's verdict. On an xdist worker, everything here is the worker's own
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 
 from .cases import Case, WildInputError
@@ -77,8 +77,18 @@ class Runtime:
             if self.options.hparams_file is not None:
                 layers.append((str(self.options.hparams_file), read_yaml(self.options.hparams_file, "hyperparameters")))
             editor = self.editor
-            self._hparams = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers, shape,
-                                          ignored=editor.ignored)
+            try:
+                defaults = editor.defaults(config, profile)
+            except Exception as exc:  # a plugin's code: its fault, said in one line naming it
+                from .editors import fault
+
+                raise fault(self.options.editor, "its defaults()", exc) from None
+            if not isinstance(defaults, Mapping):
+                from .editors import fault
+
+                raise fault(self.options.editor, f"returned {type(defaults).__name__} from its defaults(), not a "
+                                                 "mapping of hyperparameters")
+            self._hparams = build_hparams(editor.hparams_type, defaults, layers, shape, ignored=editor.ignored)
             self.hparams_notes = ignored_keys(layers, editor.ignored)
         return self._hparams
 

@@ -30,6 +30,7 @@ PLUGINS = {
         "ft-m": "broken_editors:LEAKY", "unimportable": "not_a_module_xyz:EDITOR", "twice": "broken_editors:LEAKY",
         "not-an-editor": "broken_editors:_broken", "misnamed": "broken_editors:INEXACT",
         "exits": "exiting_editor:EDITOR", "../escape": "broken_editors:LEAKY",
+        "bad-defaults": "broken_editors:BAD_DEFAULTS", "no-defaults": "broken_editors:NO_DEFAULTS",
     },
     "other-editors 2.0": {"twice": "broken_editors:INEXACT"},
 }
@@ -197,6 +198,10 @@ def test_editors_lists_each_package_and_why_a_plugin_is_not_used(broken_plugins,
               "none is used"),
     ("not-an-editor", "--editor not-an-editor: broken_editors:_broken (broken-editors 0.1) is not a pytest_wild.api.Editor"),
     ("exits", "--editor exits: exiting_editor:EDITOR (broken-editors 0.1) cannot be imported: SystemExit: 3"),
+    ("bad-defaults", "--editor bad-defaults: broken_editors:BAD_DEFAULTS (broken-editors 0.1) raised KeyError in its "
+                     "defaults(): 'no_such_key'"),
+    ("no-defaults", "--editor no-defaults: broken_editors:NO_DEFAULTS (broken-editors 0.1) returned NoneType from its "
+                    "defaults(), not a mapping of hyperparameters"),
 ])
 def test_a_plugin_that_cannot_be_used_is_refused_in_one_line(pytester, broken_plugins, editor, line):
     result = pytester.runpytest_inprocess("--wild", "--editor", editor, "-p", "no:cacheprovider")
