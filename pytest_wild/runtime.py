@@ -176,15 +176,28 @@ class Runtime:
             directory.sequence(_sequence_name(order)).latest()
 
     def _check_resumed_model(self) -> None:
-        """A resumed sequence's snapshots were made on this model's weights."""
+        """A resumed sequence's snapshots were made on this model's weights, and each tensor
+        they hold is one of its parameters with its shape and dtype (a forged one would be
+        broadcast into the weight, or fail the first case with a traceback)."""
         if not self.options.resume:
             return
         directory, model = self.run_directory, self.editor_cache.identity
+        parameters = dict(self.loaded.model.named_parameters())
         for order in self._orders():
-            found = directory.sequence(_sequence_name(order)).progress()
+            store = directory.sequence(_sequence_name(order))
+            found = store.progress()
             if found is not None and found[1].get("model") != model:
                 raise WildInputError(f"--wild-resume {directory.path}: the run there edited other model weights "
                                      f"(fingerprint {str(found[1].get('model'))[:16]}, this model's {model[:16]})")
+            latest = store.latest() if found is not None else None
+            for name, tensor in (latest[1] if latest else {}).items():
+                where = f"--wild-resume {directory.path}: {found[0].relative_to(directory.path)}/weights.safetensors"
+                if name not in parameters:
+                    raise WildInputError(f"{where}: {name!r} is not a parameter of this model")
+                wanted = parameters[name]
+                if tuple(tensor.shape) != tuple(wanted.shape) or tensor.dtype != wanted.dtype:
+                    raise WildInputError(f"{where}: {name} is {list(tensor.shape)} {str(tensor.dtype)[6:]} there, "
+                                         f"{list(wanted.shape)} {str(wanted.dtype)[6:]} in this model")
 
     def _orders(self) -> list[int | None]:
         return list(range(1, self.options.orders + 1)) if self.options.orders else [None]

@@ -618,6 +618,36 @@ def test_a_full_disk_fails_the_run_in_one_line_per_output_and_keeps_the_earlier_
     assert "Traceback" not in output and "INTERNALERROR" not in output
 
 
+@pytest.mark.parametrize("forge", ["shape", "dtype", "name"])
+def test_a_run_directory_holding_a_forged_tensor_is_one_line_before_any_edit(workspace, pytester, forge):
+    """A run directory arrives from elsewhere (a CI cache, a colleague): a snapshot's tensor of
+    another shape would be broadcast into the weight, one of another dtype cast silently."""
+    import safetensors.torch
+    import torch
+
+    sequence = ("--wild", "-p", "no:cacheprovider", "--editor=ft-m", "--wild-suite=data.json", "--wild-sequential=2",
+                "-p", "no:syrupy")
+    first = pytester.runpytest_inprocess(*sequence, "--wild-run-dir=rd", "--wild-save-every=1")
+    assert first.ret == 0, first.stdout.str()[-3000:]
+    weights = workspace / "rd/sequence/snapshot-000002/weights.safetensors"
+    tensors = safetensors.torch.load_file(weights)
+    name = "transformer.h.2.mlp.c_proj.bias"
+    tensors[name] = {"shape": torch.zeros(1, 128), "dtype": tensors[name].double(), "name": tensors[name]}[forge]
+    if forge == "name":
+        tensors["transformer.h.9.mlp.c_proj.bias"] = tensors.pop(name)
+    safetensors.torch.save_file(tensors, weights)
+    before = snapshot(workspace)
+    result = pytester.runpytest_inprocess(*sequence, "--wild-resume=rd")
+    output = result.stdout.str() + result.stderr.str()
+    where = "--wild-resume rd: sequence/snapshot-000002/weights.safetensors: "
+    expected = {"shape": f"{name} is [1, 128] float32 there, [128] float32 in this model",
+                "dtype": f"{name} is [128] float64 there, [128] float32 in this model",
+                "name": "'transformer.h.9.mlp.c_proj.bias' is not a parameter of this model"}[forge]
+    assert result.ret == LOADING and where + expected in output, output[-3000:]
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    assert snapshot(workspace) == before
+
+
 def test_code_in_a_model_directory_is_never_run_without_the_flag(workspace, pytester, tmp_path):
     """A config and tokenizer config that name the directory's own Python code (`auto_map`):
     without --wild-trust-remote-code it is neither imported nor run."""
