@@ -10,7 +10,7 @@ import pytest
 from .cases import Case, WildInputError, item_name
 from .metrics import EDIT_METRICS
 from .results import ROW_PROPERTY, STOPPED_PROPERTY
-from .sequential import SequenceStopped
+from .sequential import SequenceNotRun, SequenceStopped
 
 RUN_KEY = pytest.StashKey["WildRun"]()  # the run, in the config's stash
 
@@ -146,11 +146,18 @@ def _case_test(case: Case, order: int | None, goldens: bool):
     def test_edit(wild_run, request) -> None:
         snapshot = request.getfixturevalue("snapshot") if goldens else None
         runtime = wild_run.runtime
+        unwritable = None
         try:
             row = runtime.evaluate(case, order)
         except SequenceStopped as exc:  # the session stops after this test: it ran no case
-            request.node.user_properties.append((STOPPED_PROPERTY, str(exc)))
+            if not isinstance(exc, SequenceNotRun):  # said once, by the test where it stopped
+                request.node.user_properties.append((STOPPED_PROPERTY, str(exc)))
             pytest.skip(str(exc))
+        except OSError as exc:  # a snapshot or a cache on a full or read-only disk: what was written before stays whole
+            unwritable = f"{case.id}: cannot write{f' {exc.filename}' if exc.filename else ''} " \
+                         f"({exc.strerror or type(exc).__name__})"
+        if unwritable:
+            pytest.fail(unwritable, pytrace=False)  # out of the except block: one line, no chained traceback
         request.node.user_properties.append((ROW_PROPERTY, row))
         if row.get("not_evaluable"):
             pytest.skip(f"{case.id} not evaluable: {row['not_evaluable']}")

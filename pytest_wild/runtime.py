@@ -240,17 +240,21 @@ class Runtime:
         whole batch once and keeps the other rows for their own tests; in a sequential run
         the first case of a sequence (an order) to run runs the whole sequence, and each
         case's row is its score on the sequence's final model."""
-        from .sequential import SequenceStopped
+        from .sequential import SequenceNotRun, SequenceStopped
 
         key = case.id if order is None else f"{case.id}@order-{order}"
         if order in self._sequences_stopped:
-            raise SequenceStopped(self._sequences_stopped[order])
+            raise SequenceNotRun(self._sequences_stopped[order])
         if self.options.sequential and order not in self._sequences_ran:
             self._sequences_ran.add(order)
             try:
                 self._pending |= {row["id"]: row for row in self._run_sequence(order)}
             except SequenceStopped as exc:
                 self._sequences_stopped[order] = str(exc)
+                raise
+            except Exception:  # its other cases are not edited one by one instead, as if part of it
+                which = "" if order is None else f" of order {order}"
+                self._sequences_stopped[order] = f"the sequence{which} failed in the test of {key} (see there)"
                 raise
         if key not in self._pending:
             batch = self.batches[self.batch_of[case.id]] if self.batches else [case]

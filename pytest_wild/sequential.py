@@ -31,6 +31,10 @@ class SequenceStopped(Exception):
     its snapshot saved where there is a run directory, and none of its cases gets a row."""
 
 
+class SequenceNotRun(SequenceStopped):
+    """A case of a sequence that stopped or failed in another case's test: it has no row."""
+
+
 def checkpoints_for(edits: int, asked: tuple[int, ...]) -> list[int]:
     """The asked checkpoints a sequence of `edits` edits reaches, and always its last edit."""
     return sorted({c for c in asked if c <= edits} | {edits})

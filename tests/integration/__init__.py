@@ -51,9 +51,9 @@ def read_only(directory: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def full_disk(directory: Path, keep: dict[str, bytes]) -> Iterator[None]:
-    """`directory` a tiny file system holding the files `keep`, filled up, while the block
-    runs (root only: a tmpfs is mounted there; skipped elsewhere)."""
+def full_disk(directory: Path, keep: dict[str, bytes], fill: bool = True) -> Iterator[None]:
+    """`directory` a tiny file system (64 KiB) holding the files `keep`, filled up unless not
+    `fill`, while the block runs (root only: a tmpfs is mounted there; skipped elsewhere)."""
     if os.geteuid() != 0:
         pytest.skip("a full disk is made by mounting a tmpfs, which needs root")
     directory.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ def full_disk(directory: Path, keep: dict[str, bytes]) -> Iterator[None]:
         for name, content in keep.items():
             (directory / name).write_bytes(content)
         with contextlib.suppress(OSError), (directory / "filler").open("wb") as filler:
-            while True:
+            while fill:
                 filler.write(b"\0" * 4096)
                 filler.flush()
         yield

@@ -618,6 +618,24 @@ def test_a_full_disk_fails_the_run_in_one_line_per_output_and_keeps_the_earlier_
     assert "Traceback" not in output and "INTERNALERROR" not in output
 
 
+def test_a_snapshot_that_fills_the_disk_fails_its_sequence_in_one_line_and_no_case_runs_alone(workspace, pytester):
+    """64 KiB hold the run directory's run.json, not a snapshot of the edited weights: the
+    sequence's test fails in one line, the snapshot's temporary files are removed, and the
+    sequence's other cases are not edited one by one instead (they are skipped, naming why)."""
+    with full_disk(workspace / "full", {}, fill=False):
+        result = pytester.runpytest_inprocess("--wild", "-p", "no:cacheprovider", "--editor=ft-m", "--wild-suite=data.json",
+                                              "--wild-sequential=4", "--wild-run-dir=full/rd", "--wild-save-every=1",
+                                              "-p", "no:syrupy", "-rs")
+        output = result.stdout.str() + result.stderr.str()
+        assert sorted(str(p.relative_to(workspace)) for p in (workspace / "full").rglob("*")) == \
+            ["full/filler", "full/rd", "full/rd/run.json", "full/rd/sequence"]
+    assert result.ret == CASES, output[-3000:]
+    assert ("tw-0000: cannot write full/rd/sequence (the snapshot after 1 edits was not saved: No space left on device "
+            "(os error 28))") in output, output[-3000:]
+    assert "the sequence failed in the test of tw-0000 (see there)" in output and "3 skipped" in output
+    assert "Traceback" not in output and "During handling" not in output
+
+
 @pytest.mark.parametrize("forge", ["shape", "dtype", "name"])
 def test_a_run_directory_holding_a_forged_tensor_is_one_line_before_any_edit(workspace, pytester, forge):
     """A run directory arrives from elsewhere (a CI cache, a colleague): a snapshot's tensor of
