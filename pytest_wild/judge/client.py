@@ -101,7 +101,7 @@ class JudgeClient:
             stopped = self.stop()
             if stopped:
                 return Verdict(None, f"run stopped ({stopped})")
-            wait = self.backoff * 2 ** attempt
+            wait = min(self.backoff * 2 ** attempt, RETRY_AFTER_CAP)  # 20 retries doubling from 1 s would wait 12 days
             with self._count:
                 self.requests += 1
             try:

@@ -407,8 +407,14 @@ BAD = [
     Bad("judge-model-not-named", J[:2], "--wild-judge-model: name the model the server at http://127.0.0.1:9/v1", USAGE),
     Bad("judge-concurrency-zero", (*J, "--wild-judge-concurrency=0"),
         "--wild-judge-concurrency: expected a positive number of requests, got 0", USAGE),
-    Bad("judge-retries-negative", (*J, "--wild-judge-retries=-1"), "--wild-judge-retries: expected zero or more retries, got -1",
+    Bad("judge-retries-negative", (*J, "--wild-judge-retries=-1"), "--wild-judge-retries: expected 0 to 20 retries, got -1",
         USAGE),
+    Bad("judge-timeout-infinite", (*J, "--wild-judge-timeout=inf"), "--wild-judge-timeout: expected a positive number of "
+        "seconds, got inf", USAGE),
+    Bad("judge-retries-too-many", (*J, "--wild-judge-retries=1000"), "--wild-judge-retries: expected 0 to 20 retries, got 1000",
+        USAGE),
+    Bad("judge-concurrency-too-many", (*J, "--wild-judge-concurrency=1000000"), "--wild-judge-concurrency: at most 256 "
+        "requests at once, got 1000000", USAGE),
     Bad("judge-timeout-zero", (*J, "--wild-judge-timeout=0"), "--wild-judge-timeout: expected a positive number of seconds",
         USAGE),
     Bad("judge-key-with-a-newline", J, "WILD_JUDGE_API_KEY: the API key holds whitespace or control characters", USAGE,
