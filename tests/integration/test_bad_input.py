@@ -454,6 +454,8 @@ BAD = [
     Bad("golden-dir-link-out", ("--snapshot-update",), "golden/tinyworld/ft-m/data is a symbolic link", USAGE, files={"golden-link": golden_dir_link}),
     Bad("golden-link-to-environ", (), "golden/tinyworld/ft-m/data/tw-0000.json is a symbolic link", CASES,
         files={"golden-link": link("/proc/self/environ")}, runs_cases=True),
+    Bad("golden-deep", (), "golden golden/tinyworld/ft-m/data/tw-0000.json differs (- golden, + this run)", CASES,
+        files={GOLDEN: DEEP_JSON}, runs_cases=True),
     Bad("golden-not-utf8", (), "tw-0000.json is not valid UTF-8: run with --snapshot-update to replace it", CASES,
         files={GOLDEN: b"\xff\xfe{}"}, runs_cases=True),
 ]
