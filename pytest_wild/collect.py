@@ -30,12 +30,12 @@ def load_inputs(config: pytest.Config, run) -> None:
     if o.system_prompt is not None and run.context != "chat":
         raise WildInputError(f"--wild-system-prompt: only with --wild-context chat (this run's context is {run.context})")
     run.runtime.resolved_hparams()  # built now, so a value the model cannot take fails here
-    if o.run_dir is not None and not hasattr(config, "workerinput"):
-        run.runtime.open_run_directory(_selection(config, o.case_ids))
     goldens = goldens_on(config) and not o.conformance
     if goldens:
         check_golden_directory()
     _check_outputs(run, goldens)
+    if o.run_dir is not None and not hasattr(config, "workerinput"):  # written only once every output is known good
+        run.runtime.open_run_directory(_selection(config, o.case_ids))
     if o.judge is not None and not hasattr(config, "workerinput"):
         _check_judge(o)
 
@@ -72,7 +72,9 @@ def _check_outputs(run, goldens: bool) -> None:
               if path is not None and path.is_file()]
     root = WildGoldenExtension.settings.root if goldens and WildGoldenExtension.settings else None
     o = run.options
-    check_outputs({"--wild-report": o.report, "--wild-markdown": o.markdown, "--wild-plot": o.plot}, inputs, root)
+    run_dir = ("--wild-resume" if o.resume else "--wild-run-dir", o.run_dir) if o.run_dir is not None else None
+    check_outputs({"--wild-report": o.report, "--wild-markdown": o.markdown, "--wild-plot": o.plot}, inputs, root,
+                  run_dir)
 
 
 class InputErrorsInOneLine:

@@ -393,6 +393,10 @@ BAD = [
     Bad("report-is-a-directory", ("--wild-report=outdir",), "--wild-report: outdir is a directory", USAGE,
         files={"outdir/keep": ""}),
     Bad("markdown-is-hparams", (H, "--wild-markdown=hp.yaml"), "--wild-markdown: hp.yaml is an input of this run", USAGE),
+    Bad("report-in-the-run-dir", ("--wild-sequential=1", "--wild-run-dir=rd", "--wild-report=rd/run.json"),
+        "--wild-report: rd/run.json lies inside the run directory rd (--wild-run-dir)", USAGE),
+    Bad("run-dir-in-goldens", ("--wild-sequential=1", "--wild-run-dir=golden/rd"), "--wild-run-dir: golden/rd lies inside "
+        "the golden directory", USAGE),
     Bad("report-unwritable", ("--wild-report=/proc/wild-report.json",), "--wild-report: /proc/wild-report.json cannot be written", USAGE),
     Bad("report-under-a-file", ("--wild-report=data.json/r.json",), "data.json is not a directory", USAGE),
     # goldens
