@@ -4,6 +4,8 @@ one table, rebuild the bundled tiny model."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -94,13 +96,21 @@ def _merge_reports(args: argparse.Namespace) -> int:
     from .merge import merge_reports
     from .report import write_json_atomic
 
+    output = Path(args.output)
     try:
+        if output.is_dir():
+            raise WildInputError(f"-o {output}: is a directory; name the merged report's file")
+        if any(parent.exists() and not parent.is_dir() for parent in output.parents):
+            raise WildInputError(f"-o {output}: cannot be written (Not a directory)")
         merged = merge_reports([Path(p) for p in args.reports], allow_partial=args.allow_partial)
+        try:
+            write_json_atomic(output, merged)
+        except OSError as exc:  # read-only, a full disk, a file where a directory should be: nothing there is replaced
+            raise WildInputError(f"-o {output}: cannot be written ({exc.strerror or type(exc).__name__})") from None
     except WildInputError as exc:
         for line in str(exc).splitlines():  # one per malformed report, missing shard list or partial report
             print(f"pytest-wild merge-reports: {line}", file=sys.stderr)
         return 2
-    write_json_atomic(Path(args.output), merged)
     partial = "" if merged["complete"] else " (partial: marked \"complete\": false)"
     print(f"merged {len(args.reports)} reports, {len(merged['samples'])} cases, into {args.output}{partial}")
     return 0
@@ -165,8 +175,19 @@ def _train_mend(args: argparse.Namespace) -> int:
         return 2
 
 
+def _check_writable(out: Path) -> None:
+    """--out, or the nearest directory above it that exists, can be written: found before the
+    model is loaded and trained, not at the first checkpoint."""
+    from .cases import WildInputError
+
+    existing = next(path for path in (out, *out.parents) if path.exists())
+    if not existing.is_dir():
+        raise WildInputError(f"--out: {out}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):  # a read-only file system too, for root as well
+        raise WildInputError(f"--out: {out} cannot be written ({existing} is read-only)")
+
+
 def _train_mend_checked(args: argparse.Namespace) -> int:
-    import os
     import shlex
     from dataclasses import fields
 
@@ -196,6 +217,7 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
         checked.append(name)
     print(f"train-mend: {len(training)} training and {len(validation)} validation cases from {args.data}, "
           f"disjoint from {', '.join(checked) or 'no suite'} (by id, prompt and rephrase)", file=sys.stderr)
+    _check_writable(out)
     from .editors.meta.trainer import TrainingDiverged, train  # torch: imported once the input is known good
     from .model import choose_cpu_threads, load_model, resolve_model_spec
     from .runtime import versions
@@ -330,7 +352,20 @@ def _train_mend_parser(commands) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
-    return args.func(args)
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would print an error past this handler
+        return status
+    except BrokenPipeError:  # `pytest-wild editors | head -1`: the reader has what it wanted
+        closed = os.open(os.devnull, os.O_WRONLY)  # Python's documented way: no second error when stdout is flushed at exit
+        os.dup2(closed, sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # what no command foresaw (its output on a full disk, say): one line, not a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"pytest-wild: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # what is left in its buffer goes nowhere
+        return 1
 
 
 if __name__ == "__main__":

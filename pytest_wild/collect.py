@@ -9,7 +9,8 @@ import pytest
 
 from .cases import Case, WildInputError, item_name
 from .metrics import EDIT_METRICS
-from .results import ROW_PROPERTY
+from .results import ROW_PROPERTY, STOPPED_PROPERTY
+from .sequential import SequenceNotRun, SequenceStopped
 
 RUN_KEY = pytest.StashKey["WildRun"]()  # the run, in the config's stash
 
@@ -29,12 +30,12 @@ def load_inputs(config: pytest.Config, run) -> None:
     if o.system_prompt is not None and run.context != "chat":
         raise WildInputError(f"--wild-system-prompt: only with --wild-context chat (this run's context is {run.context})")
     run.runtime.resolved_hparams()  # built now, so a value the model cannot take fails here
-    if o.run_dir is not None and not hasattr(config, "workerinput"):
-        run.runtime.open_run_directory(_selection(config, o.case_ids))
     goldens = goldens_on(config) and not o.conformance
     if goldens:
         check_golden_directory()
     _check_outputs(run, goldens)
+    if o.run_dir is not None and not hasattr(config, "workerinput"):  # written only once every output is known good
+        run.runtime.open_run_directory(_selection(config, o.case_ids))
     if o.judge is not None and not hasattr(config, "workerinput"):
         _check_judge(o)
 
@@ -71,7 +72,9 @@ def _check_outputs(run, goldens: bool) -> None:
               if path is not None and path.is_file()]
     root = WildGoldenExtension.settings.root if goldens and WildGoldenExtension.settings else None
     o = run.options
-    check_outputs({"--wild-report": o.report, "--wild-markdown": o.markdown, "--wild-plot": o.plot}, inputs, root)
+    run_dir = ("--wild-resume" if o.resume else "--wild-run-dir", o.run_dir) if o.run_dir is not None else None
+    check_outputs({"--wild-report": o.report, "--wild-markdown": o.markdown, "--wild-plot": o.plot}, inputs, root,
+                  run_dir)
 
 
 class InputErrorsInOneLine:
@@ -145,7 +148,18 @@ def _case_test(case: Case, order: int | None, goldens: bool):
     def test_edit(wild_run, request) -> None:
         snapshot = request.getfixturevalue("snapshot") if goldens else None
         runtime = wild_run.runtime
-        row = runtime.evaluate(case, order)
+        unwritable = None
+        try:
+            row = runtime.evaluate(case, order)
+        except SequenceStopped as exc:  # the session stops after this test: it ran no case
+            if not isinstance(exc, SequenceNotRun):  # said once, by the test where it stopped
+                request.node.user_properties.append((STOPPED_PROPERTY, str(exc)))
+            pytest.skip(str(exc))
+        except OSError as exc:  # a snapshot or a cache on a full or read-only disk: what was written before stays whole
+            unwritable = f"{case.id}: cannot write{f' {exc.filename}' if exc.filename else ''} " \
+                         f"({exc.strerror or type(exc).__name__})"
+        if unwritable:
+            pytest.fail(unwritable, pytrace=False)  # out of the except block: one line, no chained traceback
         request.node.user_properties.append((ROW_PROPERTY, row))
         if row.get("not_evaluable"):
             pytest.skip(f"{case.id} not evaluable: {row['not_evaluable']}")

@@ -243,13 +243,16 @@ def sequence_markdown(sources: list[Path], mode: str, teacher_forced: str = "syn
             raise WildInputError(f"{source}: not the report of a sequential run (no sequence curve)")
         editor = report["config"].get("editor", {})
         name = editor.get("name") if isinstance(editor, dict) else source.stem
-        for point in points:
-            for convention in ("final", "immediate"):
-                means = point[convention].get(mode, {})
-                forced = point[convention].get(teacher_forced, {}).get("reliability")
-                capability = point["capability"] if convention == "final" else {}
-                out.append("| " + " | ".join([code(name), str(point["edits"]), convention,
-                                              *[cell(means.get(m)) for m in TABLE_METRICS], cell(forced),
-                                              cell(capability.get("exact_match")),
-                                              cell(capability.get("perplexity"), 2)]) + " |")
+        try:
+            for point in points:
+                for convention in ("final", "immediate"):
+                    means = point[convention].get(mode, {})
+                    forced = point[convention].get(teacher_forced, {}).get("reliability")
+                    capability = point["capability"] if convention == "final" else {}
+                    out.append("| " + " | ".join([code(name), text(point["edits"]), convention,
+                                                  *[cell(means.get(m)) for m in TABLE_METRICS], cell(forced),
+                                                  cell(capability.get("exact_match")),
+                                                  cell(capability.get("perplexity"), 2)]) + " |")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise WildInputError(f"{source}: field 'sequence.curve' is not a sequence's curve ({type(exc).__name__})") from None
     return out

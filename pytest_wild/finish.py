@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from . import markdown
 from .cases import WildInputError
 from .judge.grading import grade, grade_unavailable, judge_section, judged_modes, unjudged_behind
 from .judge.grading import summary_lines as judge_lines
@@ -38,10 +39,17 @@ def finish_run(run) -> Outcome:
             if gate["unjudged"] and not o.judge.allow_unjudged:
                 gate["passed"] = False
         gates.append(gate)
-    written = {}
+    written: dict[str, Path] = {}
+    unwritten: list[str] = []
+
+    def put(what: str, path: Path, write) -> None:
+        found = _write(path, results.complete, write, what, unwritten)
+        if found is not None:
+            written[what] = found
+
     if o.report is not None and results.suite_info is not None:
         data = report_data(run, aggregates, gates, points, by_case, timing) | ({"judge": judged} if judged else {})
-        written["report"] = _write(o.report, results.complete, lambda path: write_json_atomic(path, data))
+        put("report", o.report, lambda path: write_json_atomic(path, data))
     if o.markdown is not None:
         title = f"WILD results: {o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"
         if not results.complete:
@@ -51,20 +59,19 @@ def finish_run(run) -> Outcome:
             lines += ["", f"{_cases(len(results.not_evaluable))} not evaluable (too long for the model window), left out."]
         lines += ["", timing_line(timing)]
         if judged:
-            lines += ["", *(f"{line}  " for line in judge_lines(judged))]
+            lines += ["", *(f"{markdown.text(line)}  " for line in judge_lines(judged))]  # quotes the model's answers
         if points:
             lines += ["", "```text", *curve_lines(points, o.primary_mode), "```"]
         if gates:
             lines += ["", *markdown_gates(gates)]
         text = "\n".join(lines) + "\n"
-        written["markdown table"] = _write(o.markdown, results.complete, lambda path: write_text_atomic(path, text))
+        put("markdown table", o.markdown, lambda path: write_text_atomic(path, text))
     if o.plot is not None and points:
         from .plot import plot_curve
 
-        written["plot"] = _write(o.plot, results.complete,
-                                 lambda path: plot_curve(points, curves_by_order(results.rows), list(o.mode_labels), path,
-                                                         f"{o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"))
-    return Outcome(aggregates, gates, written, points, timing, judged)
+        put("plot", o.plot, lambda path: plot_curve(points, curves_by_order(results.rows), list(o.mode_labels), path,
+                                                    f"{o.editor} on {results.model_info.get('spec', o.model or 'tinyworld')}"))
+    return Outcome(aggregates, gates, written, points, timing, judged, unwritten)
 
 
 def judge_run(run) -> dict:
@@ -75,18 +82,23 @@ def judge_run(run) -> dict:
 
     o, rows = run.options, run.results.rows
     what = f"judging the answers with {o.judge.name}"
-    try:
-        with run.progress.step(f"{what}: loading the judge" if o.judge.local else f"{what}: opening its cache"):
-            judge = o.judge.open(o.device, o.dtype, o.trust_remote_code)
-    except (WildInputError, OSError, sqlite3.Error) as exc:
-        asked = grade_unavailable(rows, f"the judge could not be opened: {exc}")
+    stopped = run.results.terminated()
+    if stopped:  # a CI that cancelled the run kills it seconds later: the results go out now
+        asked = grade_unavailable(rows, f"run stopped ({stopped})")
     else:
         try:
-            with run.progress.step(what):
-                asked = grade(rows, judge)
-        finally:
-            judge.close()
-            judge.cache.close()
+            with run.progress.step(f"{what}: loading the judge" if o.judge.local else f"{what}: opening its cache"):
+                judge = o.judge.open(o.device, o.dtype, o.trust_remote_code)
+        except (WildInputError, OSError, sqlite3.Error) as exc:
+            asked = grade_unavailable(rows, f"the judge could not be opened: {exc}")
+        else:
+            judge.stop = run.results.terminated  # SIGTERM while judging: what is judged is kept, the rest unjudged
+            try:
+                with run.progress.step(what):
+                    asked = grade(rows, judge)
+            finally:
+                judge.close()
+                judge.cache.close()
     recount_lost(rows, o.primary_mode)
     return judge_section(rows, asked, o.judge.described())
 
@@ -97,16 +109,22 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
-def _write(path: Path, complete: bool, write) -> Path:
+def _write(path: Path, complete: bool, write, what: str, unwritten: list[str]) -> Path | None:
     """A complete run writes `path` and then removes a stale partial file beside it (so a
     glob over the reports cannot pick it up); an incomplete one writes only the partial file,
-    leaving an earlier complete report as it was."""
-    if not complete:
-        write(partial_path(path))
-        return partial_path(path)
-    write(path)
-    partial_path(path).unlink(missing_ok=True)
-    return path
+    leaving an earlier complete report as it was. A file that cannot be written (a full disk,
+    a read-only directory) is said in `unwritten`, and the earlier one is left whole (each
+    is written to a temporary file and renamed)."""
+    target = path if complete else partial_path(path)
+    try:
+        write(target)
+        if complete:
+            partial_path(path).unlink(missing_ok=True)
+    except OSError as exc:
+        unwritten.append(f"the {what} could not be written to {target} ({exc.strerror or type(exc).__name__}); "
+                         "an earlier file there is left as it was")
+        return None
+    return target
 
 
 def _cases(n: int) -> str:
@@ -125,7 +143,8 @@ def report_data(run, aggregates: dict, gates: list[dict], points: list[dict], by
     o, results = run.options, run.results
     rows = sorted(results.rows, key=lambda row: row["id"])
     sequence = ({"sequence": {"edits": o.sequential, "batch_size": o.batch_size, "checkpoints": list(o.checkpoints),
-                              "orders": o.orders, "curve": points}} if o.sequential else {})
+                              "orders": o.orders, "curve": points, "stopped": results.sequences_stopped}}
+                if o.sequential else {})
     if o.orders:
         sequence["sequence"]["curves_by_order"] = curves_by_order(rows)
     return sequence | {
@@ -214,10 +233,12 @@ def summary_lines(run) -> list[str]:
                 if unjudged else "")
         lines.append(f"gate {gate['rule']} ({gate['mode']}): {'passed' if gate['passed'] else 'FAILED'} "
                      f"(observed {observed}{note})")
+    lines += [f"sequence stopped: {where}" for where in results.sequences_stopped]
     if not results.complete:
         lines.append(f"partial run: {_progress(results)}; results go to *.partial files, earlier complete reports are left as they were")
     for what, path in (outcome.written if outcome else {}).items():
         lines.append(f"{what} written to {path}")
+    lines += [f"ERROR: {line}" for line in (outcome.unwritten if outcome else [])]
     return lines
 
 
@@ -260,7 +281,7 @@ class EndOfRun:
             return
         reporter.write_sep("=", "WILD results")
         for line in summary_lines(self.run):
-            reporter.write_line(line, red=line.startswith("gate ") and "FAILED" in line)
+            reporter.write_line(line, red=(line.startswith("gate ") and "FAILED" in line) or line.startswith("ERROR: "))
         gates = results.outcome.gates if results.outcome else []
         failed = any(not gate["passed"] for gate in gates)
         reporter.write_sep("=", gates_verdict(gates), red=failed, green=bool(gates) and not failed)

@@ -138,11 +138,13 @@ def checked_golden_path(path: Path | str, root: Path, *, directory: bool = False
     step = root
     for depth, name in enumerate(steps, 1):
         step = step / name
+        shown = step.relative_to(root.parent)
         try:
             mode = os.lstat(step).st_mode
         except FileNotFoundError:
             return path
-        shown = step.relative_to(root.parent)
+        except NotADirectoryError:  # a step above is a file (the golden root itself, say)
+            raise GoldenRefused(f"{shown.parent} is not a directory; {rule}") from None
         if stat.S_ISLNK(mode):
             raise GoldenRefused(f"{shown} is a symbolic link; {rule}")
         wanted = stat.S_ISREG if depth == len(steps) and not directory else stat.S_ISDIR
@@ -206,6 +208,7 @@ class GoldenSettings:
     _present: bool | None = None
     compared: int = 0
     crashed: list[str] = field(default_factory=list)
+    not_removed: list[str] = field(default_factory=list)  # unused goldens --snapshot-update could not remove, and why
 
     def directory(self) -> Path:
         """The configuration's golden directory; `GoldenRefused` when the golden root is a
@@ -347,7 +350,13 @@ class WildGoldenExtension(SingleFileSnapshotExtension):
             return NOT_UTF8
 
     def delete_snapshots(self, *, snapshot_location: str, snapshot_names: set[str]) -> None:
-        checked_golden_path(snapshot_location, self._settings().root).unlink(missing_ok=True)
+        """Remove an unused golden; one that cannot be (a read-only checkout) is kept and
+        named at the end of the run, which then fails."""
+        settings = self._settings()
+        try:
+            checked_golden_path(snapshot_location, settings.root).unlink(missing_ok=True)
+        except OSError as exc:
+            settings.not_removed.append(f"{settings.relative(snapshot_location)} ({exc.strerror or type(exc).__name__})")
 
     @classmethod
     def write_snapshot_collection(cls, *, snapshot_collection, name_order=None) -> None:
@@ -390,7 +399,7 @@ def _describe(old_text: str, new_text: str, snapshot) -> list[str]:
     diff when the golden is not JSON or differs only in formatting."""
     try:
         old, new = _flatten(json.loads(old_text)), _flatten(json.loads(new_text))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser follows (a hostile golden)
         old = new = None
     if old is not None and old != new:
         out = []
@@ -458,10 +467,13 @@ class GoldenReporter:
             directory = None
         return {"directory": directory, "compared": s.compared, "absent": s._present is False}
 
+    @pytest.hookimpl(trylast=True)  # after syrupy's, which removes the unused goldens
     def pytest_sessionfinish(self, session) -> None:
         config = session.config
         if hasattr(config, "workeroutput"):
             config.workeroutput[GOLDEN_OUTPUT_KEY] = self._state()
+        if self.settings.not_removed and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config) -> None:
@@ -473,6 +485,8 @@ class GoldenReporter:
             terminalreporter.write_line(
                 "wild goldens: xdist worker(s) " + ", ".join(self.settings.crashed) + " crashed: "
                 "unused goldens were kept (nothing deleted); rerun to find unused goldens")
+        for kept in self.settings.not_removed:
+            terminalreporter.write_line(f"wild goldens: an unused golden could not be removed, kept: {kept}", red=True)
         if directory is None:
             return
         absent = any(s["absent"] for s in states)
@@ -548,6 +562,8 @@ def configure_goldens(config: pytest.Config, run: WildRun) -> None:
     root = Path(configured or DEFAULT_ROOT).expanduser()
     if not root.is_absolute():
         root = config.rootpath / root
+    if root.exists() and not root.is_dir():
+        raise pytest.UsageError(f"{INI_NAME}: {configured or DEFAULT_ROOT} is not a directory")
     settings = GoldenSettings(config=config, run=run, root=root)
     WildGoldenExtension.settings = settings
     config.option.default_extension = f"{WildGoldenExtension.__module__}.{WildGoldenExtension.__qualname__}"

@@ -7,6 +7,7 @@ import dataclasses
 import types
 import typing
 import math
+import string
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,8 @@ def _check_fit(hparams: object, origin_of: dict[str, str], shape: ModelShape) ->
     values = dataclasses.asdict(hparams)
     model = f"the model ({shape.model_type}, {shape.num_layers} layers)"
     layers = values.get("layers", [])
+    if "layers" in values and not layers:
+        raise WildInputError(f"{origin_of.get('layers', DEFAULTS_ORIGIN)}: layers: name at least one layer to edit")
     for key in ("layers", "v_loss_layer"):
         for layer in (values[key] if isinstance(values.get(key), list) else [values.get(key)]):
             if layer is not None and not 0 <= layer < shape.num_layers:
@@ -132,11 +135,25 @@ def _check_fit(hparams: object, origin_of: dict[str, str], shape: ModelShape) ->
     for key, template in values.items():
         if not (key.endswith("_tmp") and isinstance(template, str)):
             continue
+        if not _one_index_field(template):
+            raise WildInputError(f"{origin_of.get(key, DEFAULTS_ORIGIN)}: {key}: {template!r} must be a module name "
+                                 "with one {} where the layer number goes")
         for layer in layers or [0]:
             name = template.format(layer)
             if name not in shape.module_names and name not in shape.parameters:
                 raise WildInputError(f"{origin_of.get(key, DEFAULTS_ORIGIN)}: {key}: {template!r} names "
                                      f"{name!r}, which is not a module of {model}")
+
+
+def _one_index_field(template: str) -> bool:
+    """The template has exactly one plain `{}` (or `{0}`) field: no other field, attribute,
+    index, conversion or format spec for `str.format` to follow, and no stray brace."""
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:
+        return False
+    return len(fields) == 1 and fields[0] in (("", "", None), ("0", "", None))
 
 
 def _coerce(value, hint, where: str):

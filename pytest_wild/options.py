@@ -83,6 +83,8 @@ def options_from_config(config: pytest.Config) -> Options:
         given = config.getoption(option)
         return given if given not in (None, []) else (config.getini(ini) if ini else None) or None
 
+    for dest in TEXT_OPTIONS:
+        refuse_undecodable(config.getoption(dest), "--" + dest.replace("_", "-"))
     editor = value("editor", "wild_editor")
     if not editor:
         raise WildInputError("--editor: name an editing method (see `pytest-wild editors`), or set wild_editor in the ini file")
@@ -188,6 +190,27 @@ def check_judge_rules(metric: str, gates: list[Rule], thresholds: list[Rule]) ->
                                  "(at the end of the run); gate on its verdicts with --wild-gate")
 
 
+# Options naming files, directories or models: written into the report and the summary as text.
+TEXT_OPTIONS = ("wild_suite", "wild_model", "wild_hparams", "wild_report", "wild_markdown", "wild_plot", "wild_run_dir",
+                "wild_resume", "wild_data", "wild_judge", "wild_judge_prompt", "wild_judge_model", "editor")
+
+
+def refuse_undecodable(value, option: str) -> None:
+    """A command-line value holding bytes that are not UTF-8 (Python keeps them as lone
+    surrogates) is refused in one line: the report, JSON in UTF-8, could not hold it."""
+    if not isinstance(value, str):
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(value[exc.start]) - 0xDC00 if "\udc80" <= value[exc.start] <= "\udcff" else None
+        where = f"byte 0x{byte:02x}" if byte is not None else f"character {exc.start}"
+        raise WildInputError(f"{option}: {value!r} is not UTF-8 text ({where}); rename it") from None
+
+
+MAX_ORDERS = 100  # every order is a test per case, collected up front: 100,000 orders hung collection
+
+
 def sequence_options(config: pytest.Config, sequential: int | None):
     """--wild-orders, --wild-plot, --wild-run-dir, --wild-resume and --wild-save-every, which
     only a sequence takes."""
@@ -195,14 +218,17 @@ def sequence_options(config: pytest.Config, sequential: int | None):
     run_dir, resume_dir = _path(config.getoption("wild_run_dir")), _path(config.getoption("wild_resume"))
     save_every = config.getoption("wild_save_every")
     given = {"--wild-orders": orders, "--wild-plot": plot, "--wild-run-dir": run_dir, "--wild-resume": resume_dir,
-             "--wild-save-every": save_every}
+             "--wild-save-every": save_every, "--wild-checkpoints": config.getoption("wild_checkpoints")}
     for option, value in given.items():
         if value is not None and sequential is None:
             raise WildInputError(f"{option}: only with --wild-sequential N (a sequence of edits)")
-    if orders is not None and orders < 1:
-        raise WildInputError(f"--wild-orders: expected a positive number of orders, got {orders}")
+    if orders is not None and not 1 <= orders <= MAX_ORDERS:
+        raise WildInputError(f"--wild-orders: expected a number of orders from 1 to {MAX_ORDERS} (each is a whole "
+                             f"sequence of edits), got {orders}")
     if save_every is not None and save_every < 1:
         raise WildInputError(f"--wild-save-every: expected a positive number of edits, got {save_every}")
+    if save_every is not None and run_dir is None and resume_dir is None:
+        raise WildInputError("--wild-save-every: only with --wild-run-dir DIR or --wild-resume DIR (where snapshots are saved)")
     if plot is not None:
         if plot.suffix.lower() not in PLOT_SUFFIXES:
             raise WildInputError(f"--wild-plot {plot}: the file name must end in {', '.join(PLOT_SUFFIXES)}")

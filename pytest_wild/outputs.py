@@ -33,12 +33,17 @@ def check_cache_root() -> str | None:
     return None
 
 
-def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[Path], golden_root: Path | None) -> None:
+def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[Path], golden_root: Path | None,
+                  run_dir: tuple[str, Path] | None = None) -> None:
     """`outputs` maps an option to its path. Each must differ from the others and from every
-    input file, lie outside the golden root, and be writable (probed with a temporary file in
-    its nearest existing directory, which is removed again)."""
+    input file, lie outside the golden root and the run directory (`run_dir`: its option and
+    path; a report there would replace its run.json), and be writable (probed with a temporary
+    file in its nearest existing directory, which is removed again). The run directory lies
+    outside the golden root too."""
     seen: dict[Path, str] = {}
     taken = {_key(path): path for path in inputs}
+    if run_dir is not None and golden_root is not None and _key(run_dir[1]).is_relative_to(_key(golden_root)):
+        raise WildInputError(f"{run_dir[0]}: {run_dir[1]} lies inside the golden directory {golden_root}")
     for option, path in outputs.items():
         if path is None:
             continue
@@ -49,6 +54,8 @@ def check_outputs(outputs: dict[str, Path | None], inputs: Iterable[Path], golde
             raise WildInputError(f"{option}: {path} is an input of this run ({taken[key]}); it would be overwritten")
         if golden_root is not None and key.is_relative_to(_key(golden_root)):
             raise WildInputError(f"{option}: {path} lies inside the golden directory {golden_root}")
+        if run_dir is not None and key.is_relative_to(_key(run_dir[1])):
+            raise WildInputError(f"{option}: {path} lies inside the run directory {run_dir[1]} ({run_dir[0]})")
         seen[key] = option
         _check_writable(option, path)
 

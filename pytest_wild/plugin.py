@@ -38,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wild-judge-prompt", metavar="published|FILE", help="the paper's grader prompt (published), or one of your own with {question}, {gold} and {prediction}, instead of ours")
     group.addoption("--wild-judge-concurrency", type=int, metavar="N", help="requests to the judge server at once (default: 32)")
     group.addoption("--wild-judge-retries", type=int, metavar="N", help="retries of a judge request after a timeout, a connection error, 429 (after its Retry-After) or 5xx, with exponential backoff (default: 4)")
-    group.addoption("--wild-judge-timeout", type=float, metavar="SECONDS", help="how long one judge request may take (default: 60)")
+    group.addoption("--wild-judge-timeout", type=float, metavar="SECONDS", help="how long one judge request may take, its reply read in full (default: 60)")
     group.addoption("--wild-judge-allow-unjudged", action="store_true", help="let gates on the judge's verdicts pass or fail on the answers it judged, when some could not be judged")
     group.addoption("--wild-system-prompt", metavar="TEXT", help="the system turn of --wild-context chat (default: the paper's one sentence; '' for none)")
     group.addoption("--wild-stop", choices=("published", "sentence"), help="stop rule: the paper's (default) or sentence ends; reported under its own name")
@@ -96,7 +96,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from .golden import configure_goldens
 
         configure_goldens(config, run)
-    if not worker:
+    if worker:
+        from .sigterm import stop_on_sigterm
+
+        stop_on_sigterm(config, run.results)
+    else:
         _start_controller(config, run)
     config.args = [str(config.rootpath)]
 
@@ -370,7 +374,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         run.results.publish(config.workeroutput)
         return
     results = run.results
-    if not results.rows and not results.lost:
+    if not results.rows and not results.lost and not results.sequences_stopped:
         return  # nothing ran (the model failed to load, or the run was stopped first): nothing to replace
     from .finish import finish_run
 
@@ -383,5 +387,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         from .missed import remember
 
         remember(config.cache, run.options, results.rows)
-    if results.outcome.gate_failed and session.exitstatus == pytest.ExitCode.OK:
+    if results.outcome.failed and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if results.terminated() and session.exitstatus == pytest.ExitCode.OK:  # SIGTERM while judging, after the last case
+        session.exitstatus = pytest.ExitCode.INTERRUPTED

@@ -11,6 +11,7 @@ import statistics
 import uuid
 from pathlib import Path
 
+from . import markdown
 from .metrics import BESIDE_JUDGE, REPORTED_METRICS, TABLE_METRICS
 
 
@@ -120,7 +121,7 @@ def table(results: dict, order: list[str]) -> list[str]:
 
 def markdown_table(results: dict, order: list[str], title: str) -> list[str]:
     """The same table in Markdown, for a CI job summary."""
-    lines = [f"### {title}", "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|---|---|" + "---:|" * 4]
+    lines = [f"### {markdown.text(title)}", "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|---|---|" + "---:|" * 4]
     lines += ["| " + " | ".join((mode, "↳ " + metric.strip() if metric.startswith(" ") else metric, *rest)) + " |"
               for mode, metric, *rest in table_rows(results, order)]
     return lines
@@ -141,7 +142,7 @@ def markdown_gates(gates: list[dict]) -> list[str]:
     lines = ["| gate | mode | observed | verdict |", "|---|---|---:|---|"]
     for gate in gates:
         observed = "n/a" if gate["observed"] is None else f"{gate['observed']:.3f}"
-        lines.append(f"| `{gate['rule']}` | {gate['mode']} | {observed} | {'passed' if gate['passed'] else '**FAILED**'} |")
+        lines.append(f"| {markdown.code(gate['rule'])} | {gate['mode']} | {observed} | {'passed' if gate['passed'] else '**FAILED**'} |")
     return lines + ["", f"**{gates_verdict(gates)}**"]
 
 

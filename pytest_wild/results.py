@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from .report import unevaluable
+from .sigterm import SIGTERM_REASON
 
 ROW_PROPERTY = "pytest_wild_row"  # the user_properties key a case's row rides under
+STOPPED_PROPERTY = "pytest_wild_sequence_stopped"  # ... and where a sequence stopped before its end (SIGTERM)
 WORKER_OUTPUT_KEY = "pytest_wild"  # the key of what a worker hands back in `workeroutput`
 
 
@@ -27,10 +29,16 @@ class Outcome:
     curve: list[dict] = field(default_factory=list)  # a sequence's curve (pytest_wild.sequential.curve)
     timing: dict = field(default_factory=dict)  # seconds per edit and per question (report.timing_summary)
     judge: dict | None = None  # the judge's verdicts in numbers (judge.grading.judge_section)
+    unwritten: list[str] = field(default_factory=list)  # outputs that could not be written, and why
 
     @property
     def gate_failed(self) -> bool:
         return any(not gate["passed"] for gate in self.gates)
+
+    @property
+    def failed(self) -> bool:
+        """A gate failed, or an output could not be written: the run fails."""
+        return self.gate_failed or bool(self.unwritten)
 
 
 @dataclass
@@ -39,6 +47,7 @@ class Results:
 
     rows: list[dict] = field(default_factory=list)  # one per case that finished with a result
     lost: list[str] = field(default_factory=list)  # node ids of cases that failed without one
+    sequences_stopped: list[str] = field(default_factory=list)  # where each sequence stopped short, and why
     selected: int | None = None  # cases this run (this shard) selected
     selected_before_sharding: int | None = None  # the whole run's, for merge-reports
     dropped: int | None = None  # cases --wild-only-failed dropped
@@ -84,6 +93,11 @@ class Results:
         """The session stops early (SIGTERM, Ctrl-C, -x): the report must not look complete."""
         self.stop_reason = reason
 
+    def terminated(self) -> str | None:
+        """Why the run is asked to stop at once (SIGTERM), or None: what is left to do (a
+        sequence's next edit, the judging) is not begun."""
+        return self.stop_reason if self.stop_reason == SIGTERM_REASON else None
+
     def fail(self, reason: str) -> None:
         """The model could not be loaded: no case runs."""
         self.fatal = reason
@@ -95,7 +109,8 @@ class Results:
         """Take a case's row out of its report (before junitxml sees it; the flat metric
         properties stay for `--junitxml`), or note the case lost when it failed without one."""
         rows = [value for key, value in report.user_properties if key == ROW_PROPERTY]
-        report.user_properties[:] = [(k, v) for k, v in report.user_properties if k != ROW_PROPERTY]
+        self.sequences_stopped += [value for key, value in report.user_properties if key == STOPPED_PROPERTY]
+        report.user_properties[:] = [(k, v) for k, v in report.user_properties if k not in (ROW_PROPERTY, STOPPED_PROPERTY)]
         if rows and report.when == "call":
             self.rows.extend(rows)
         elif report.failed and not rows and report.nodeid not in self.lost:

@@ -28,6 +28,7 @@ class WildRun:
 
         self.found, self.suite = found, suite
         self.runtime = Runtime(self.options, suite, self.progress)
+        self.runtime.stop = self.results.terminated
         self.results.describe_suite(suite)
 
     @property

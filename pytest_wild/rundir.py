@@ -18,6 +18,7 @@ tensors are read with safetensors (no pickle)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -154,13 +155,18 @@ class SequenceStore:
         temporary = self.path / f".{name}.{os.getpid()}.tmp"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
-        safetensors.torch.save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()},
-                                    temporary / "weights.safetensors")
-        safetensors.torch.save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()},
-                                    temporary / "state.safetensors")
-        write_bytes_atomic(temporary / "progress.json", (json.dumps(progress, sort_keys=True) + "\n").encode())
-        for file in temporary.iterdir():
-            _fsync(file)
+        try:
+            safetensors.torch.save_file({k: v.detach().to("cpu").contiguous() for k, v in weights.items()},
+                                        temporary / "weights.safetensors")
+            safetensors.torch.save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()},
+                                        temporary / "state.safetensors")
+            write_bytes_atomic(temporary / "progress.json", (json.dumps(progress, sort_keys=True) + "\n").encode())
+            for file in temporary.iterdir():
+                _fsync(file)
+        except (OSError, safetensors.SafetensorError) as exc:  # a full disk: the last whole snapshot stays the latest
+            shutil.rmtree(temporary, ignore_errors=True)
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).rpartition(": ")[2]
+            raise OSError(errno.EIO, f"the snapshot after {done} edits was not saved: {why}", str(self.path)) from None
         final = self.path / name
         shutil.rmtree(final, ignore_errors=True)  # left by a run killed before it named it in latest.json
         os.rename(temporary, final)

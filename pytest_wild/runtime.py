@@ -6,6 +6,7 @@ per-case test's verdict. On an xdist worker, everything here is the worker's own
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 
 from .cases import Case, WildInputError
@@ -31,6 +32,8 @@ class Runtime:
         self._pending: dict[str, dict] = {}
         self.sequences: dict[int | None, list[Case]] = {}  # order (None: the suite's) -> its cases, as edited
         self._sequences_ran: set[int | None] = set()
+        self._sequences_stopped: dict[int | None, str] = {}  # order -> why it stopped before its end
+        self.stop: Callable[[], str | None] = lambda: None  # why to stop between two edits of a sequence (SIGTERM)
 
     @property
     def context(self) -> str:
@@ -78,8 +81,18 @@ class Runtime:
             if self.options.hparams_file is not None:
                 layers.append((str(self.options.hparams_file), read_yaml(self.options.hparams_file, "hyperparameters")))
             editor = self.editor
-            built = build_hparams(editor.hparams_type, editor.defaults(config, profile), layers, shape,
-                                  ignored=editor.ignored)
+            try:
+                defaults = editor.defaults(config, profile)
+            except Exception as exc:  # a plugin's code: its fault, said in one line naming it
+                from .editors import fault
+
+                raise fault(self.options.editor, "its defaults()", exc) from None
+            if not isinstance(defaults, Mapping):
+                from .editors import fault
+
+                raise fault(self.options.editor, f"returned {type(defaults).__name__} from its defaults(), not a "
+                                                 "mapping of hyperparameters")
+            built = build_hparams(editor.hparams_type, defaults, layers, shape, ignored=editor.ignored)
             self._hparams, fallback = published_corpus_or_fallback(built)
             self.hparams_notes = ignored_keys(layers, editor.ignored) + ([fallback] if fallback else [])
         return self._hparams
@@ -169,15 +182,28 @@ class Runtime:
             directory.sequence(_sequence_name(order)).latest()
 
     def _check_resumed_model(self) -> None:
-        """A resumed sequence's snapshots were made on this model's weights."""
+        """A resumed sequence's snapshots were made on this model's weights, and each tensor
+        they hold is one of its parameters with its shape and dtype (a forged one would be
+        broadcast into the weight, or fail the first case with a traceback)."""
         if not self.options.resume:
             return
         directory, model = self.run_directory, self.editor_cache.identity
+        parameters = dict(self.loaded.model.named_parameters())
         for order in self._orders():
-            found = directory.sequence(_sequence_name(order)).progress()
+            store = directory.sequence(_sequence_name(order))
+            found = store.progress()
             if found is not None and found[1].get("model") != model:
                 raise WildInputError(f"--wild-resume {directory.path}: the run there edited other model weights "
                                      f"(fingerprint {str(found[1].get('model'))[:16]}, this model's {model[:16]})")
+            latest = store.latest() if found is not None else None
+            for name, tensor in (latest[1] if latest else {}).items():
+                where = f"--wild-resume {directory.path}: {found[0].relative_to(directory.path)}/weights.safetensors"
+                if name not in parameters:
+                    raise WildInputError(f"{where}: {name!r} is not a parameter of this model")
+                wanted = parameters[name]
+                if tuple(tensor.shape) != tuple(wanted.shape) or tensor.dtype != wanted.dtype:
+                    raise WildInputError(f"{where}: {name} is {list(tensor.shape)} {str(tensor.dtype)[6:]} there, "
+                                         f"{list(wanted.shape)} {str(wanted.dtype)[6:]} in this model")
 
     def _orders(self) -> list[int | None]:
         return list(range(1, self.options.orders + 1)) if self.options.orders else [None]
@@ -220,10 +246,22 @@ class Runtime:
         whole batch once and keeps the other rows for their own tests; in a sequential run
         the first case of a sequence (an order) to run runs the whole sequence, and each
         case's row is its score on the sequence's final model."""
+        from .sequential import SequenceNotRun, SequenceStopped
+
         key = case.id if order is None else f"{case.id}@order-{order}"
+        if order in self._sequences_stopped:
+            raise SequenceNotRun(self._sequences_stopped[order])
         if self.options.sequential and order not in self._sequences_ran:
             self._sequences_ran.add(order)
-            self._pending |= {row["id"]: row for row in self._run_sequence(order)}
+            try:
+                self._pending |= {row["id"]: row for row in self._run_sequence(order)}
+            except SequenceStopped as exc:
+                self._sequences_stopped[order] = str(exc)
+                raise
+            except Exception:  # its other cases are not edited one by one instead, as if part of it
+                which = "" if order is None else f" of order {order}"
+                self._sequences_stopped[order] = f"the sequence{which} failed in the test of {key} (see there)"
+                raise
         if key not in self._pending:
             batch = self.batches[self.batch_of[case.id]] if self.batches else [case]
             for row in self.evaluator.evaluate(batch, self.apply_edit):
@@ -238,7 +276,7 @@ class Runtime:
         return run_sequence(self.sequences[order], self.evaluator, self.apply_edit, self.editor_state, o.batch_size,
                             o.checkpoints, self.suite.perplexity_text, self.progress, store=store,
                             model=self.editor_cache.identity, save_every=o.save_every, order=order,
-                            resume=self._resume_state if self.editor.resume else None)
+                            resume=self._resume_state if self.editor.resume else None, stop=self.stop)
 
     def _resume_state(self) -> None:
         self.editor.resume(self.loaded.model, self.hparams, self.editor_state)

@@ -26,6 +26,15 @@ from .metrics import TABLE_METRICS
 from .scores import SCORES
 
 
+class SequenceStopped(Exception):
+    """A stop was asked for (SIGTERM) between two edits of a sequence: the sequence ends there,
+    its snapshot saved where there is a run directory, and none of its cases gets a row."""
+
+
+class SequenceNotRun(SequenceStopped):
+    """A case of a sequence that stopped or failed in another case's test: it has no row."""
+
+
 def checkpoints_for(edits: int, asked: tuple[int, ...]) -> list[int]:
     """The asked checkpoints a sequence of `edits` edits reaches, and always its last edit."""
     return sorted({c for c in asked if c <= edits} | {edits})
@@ -90,12 +99,16 @@ class Log:
 
 def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batch_size: int, asked: tuple[int, ...],
                  perplexity_text: list[str] | None, progress, *, store=None, model: str = "", save_every: int = 100,
-                 order: int | None = None, resume: Callable[[], None] | None = None) -> list[dict]:
+                 order: int | None = None, resume: Callable[[], None] | None = None,
+                 stop: Callable[[], str | None] = lambda: None) -> list[dict]:
     """Edit `cases` in order into the model, score them at the checkpoints; every case's row
     on the final model, with its `sequence` entry. With a `store` (a run directory), a
     snapshot every `save_every` edits and at each checkpoint, and a sequence that has one
-    continues from it (`resume` then puts the loaded state back on the model). The model and
-    the editor's `state` are restored at the end."""
+    continues from it (`resume` then puts the loaded state back on the model). Before each
+    edit `stop()` is asked whether to go on: a reason ends the sequence there with
+    `SequenceStopped`, after a snapshot in the store (a CI cancels with SIGTERM and kills
+    seconds later; a sequence can take hours). The model and the editor's `state` are restored
+    at the end."""
     unfit = evaluator.rows_now([case for case in cases if evaluator.not_evaluable(case)])
     cases = [case for case in cases if not evaluator.not_evaluable(case)]  # never edited into the model
     if not cases:
@@ -118,7 +131,15 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
                 resume()
             progress.note(f"{label}resumed after {done} of {len(cases)} edits")
         paced = None  # (time, edits done) after this process's first update, which pays the one-time costs
+        saved_at = done
         for start in range(done, len(cases), batch_size):
+            reason = stop()
+            if reason:
+                if store is not None and done > saved_at:
+                    store.save(done, log.as_json(done, model), kept.current(), state.state_dict())
+                which = "" if order is None else f" of order {order}"
+                kept_in = "; its snapshot is in the run directory (--wild-resume continues it)" if store and done else ""
+                raise SequenceStopped(f"{reason}: the sequence{which} stopped after {done} of {len(cases)} edits{kept_in}")
             batch = cases[start : start + batch_size]
             before_edit = time.perf_counter()
             kept.keep(apply_edit(batch))  # kept on the model: a sequence never restores between edits
@@ -142,6 +163,7 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
                 progress.note(f"{label}{done} of {len(cases)} edits: " + _curve_text(rows, primary))
             if store is not None and (reached or done // save_every > (done - len(batch)) // save_every):
                 store.save(done, log.as_json(done, model), kept.current(), state.state_dict())
+                saved_at = done
             now = time.perf_counter()
             if paced is None:
                 paced = (now, done)

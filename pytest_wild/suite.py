@@ -84,8 +84,22 @@ def load_suite(found: str | Path, limit: int | None = None, sampling: str | None
         suite.limit = limit
     if sampling is not None:
         suite.sampling = sampling
+    if not suite.cases:  # else pytest's bare "no tests ran", naming nothing
+        raise WildInputError(f"{_shown(found)}: no case to run: its data holds none")
+    if suite.limit == 0:
+        raise WildInputError(f"{_shown(found)}: no case to run: its field 'limit' is 0")
     suite.cases = sample(suite.cases, suite.limit, suite.seed, suite.sampling)
     return suite
+
+
+def _shown(found: str | Path) -> str:
+    """A suite as a line names it: a hub id, or its file relative to here when it is below."""
+    if isinstance(found, str):
+        return found
+    try:
+        return str(found.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(found)
 
 
 def sample(cases: list[Case], limit: int | None, seed: int, sampling: str = "seeded") -> list[Case]:

@@ -6,7 +6,11 @@ line, or the paper's prompt's "Predicted answer:"), by its first word:
 - `busy ...`: 429 with `Retry-After: <retry_after>` the first time this answer is asked, then CORRECT;
 - `broken ...`: 500, always; `flaky ...`: 500 the first time, then CORRECT;
 - `hang ...`: answers CORRECT after `hang` seconds (past the client's timeout);
-- `malformed ...`: a 200 whose body is not JSON; `chatty ...`: "Correct, I think." (no verdict).
+- `malformed ...`: a 200 whose body is not JSON; `chatty ...`: "Correct, I think." (no verdict);
+- hostile replies: `spaces ...` replies 20,000 spaces; `padded ...` "CORRECT", 5 MB of spaces
+  and "x"; `huge ...` a 200 MB body, streamed (never held in memory); `nested ...` JSON nested
+  100,000 deep, `nested-small ...` 30,000 deep (under 64 KiB); `trickle ...` a chat completion
+  one byte every 50 ms (each read is quick, the whole reply is not).
 
 `every=` gives one of those behaviours to every answer, whatever its first word, and two more:
 `every="reference"` replies CORRECT when each word of the reference answer is among the answer's
@@ -31,6 +35,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -124,21 +129,54 @@ class JudgeServer:
             time.sleep(self.hang)
         if kind == "malformed":
             return 200, b"<html>not json", {}
+        if kind in HOSTILE:
+            return HOSTILE[kind]()
         reply = {"wrong": "INCORRECT", "chatty": "Correct, I think.", "echo": authorization}.get(kind, "CORRECT")
-        completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}
-        return 200, json.dumps(completion).encode(), {}
+        return 200, completion(reply), {}
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict) -> None:
+    def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes | Iterator[bytes], headers: dict) -> None:
+        """Send the reply; a body given as chunks is written (and made) one chunk at a time,
+        with the Content-Length its headers give."""
         try:
             handler.send_response(status)
-            for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)),
-                               **headers}.items():
+            length = {"Content-Length": str(len(body))} if isinstance(body, bytes) else {}
+            for key, value in {"Content-Type": "application/json", **length, **headers}.items():
                 handler.send_header(key, value)
             handler.end_headers()
-            handler.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):  # a client that timed out has gone
+            for chunk in [body] if isinstance(body, bytes) else body:
+                handler.wfile.write(chunk)
+        except (BrokenPipeError, ConnectionResetError):  # a client that timed out (or stopped reading) has gone
             pass
+
+
+def completion(reply: str) -> bytes:
+    return json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}).encode()
+
+
+def streamed(total: int, chunk: bytes = b" " * 65536) -> tuple[int, Iterator[bytes], dict]:
+    """A 200 of `total` bytes (spaces before a completion's JSON), made as it is sent."""
+    return 200, (chunk for _ in range(total // len(chunk))), {"Content-Length": str(total // len(chunk) * len(chunk))}
+
+
+def trickled(body: bytes, every: float = 0.05) -> Iterator[bytes]:
+    for i in range(len(body)):
+        time.sleep(every)
+        yield body[i:i + 1]
+
+
+def nested(depth: int) -> tuple[int, bytes, dict]:
+    return 200, b'{"choices": ' + b"[" * depth + b"]" * depth + b"}", {}
+
+
+HOSTILE = {
+    "spaces": lambda: (200, completion(" " * 20_000), {}),
+    "padded": lambda: (200, completion("CORRECT" + " " * 5_000_000 + "x"), {}),
+    "huge": lambda: streamed(200 * 1024 * 1024),
+    "nested": lambda: nested(100_000),
+    "nested-small": lambda: nested(30_000),
+    "trickle": lambda: (200, trickled(completion("CORRECT")), {"Content-Length": str(len(completion("CORRECT")))}),
+}
 
 
 def words(text: str) -> list[str]:

@@ -112,6 +112,13 @@ class Unusable(WildInputError):
         self.reason = reason
 
 
+def fault(name: str, what: str, exc: BaseException | None = None) -> Unusable:
+    """One line naming the editor `name`, its package and target, for what its own code did
+    wrong (`what`; with `exc`, the exception it raised there): a plugin's bug is said as the
+    plugin's."""
+    return Unusable(find(name), what if exc is None else f"raised {type(exc).__name__} in {what}: {_first_line(exc)}")
+
+
 def load(entry: Entry) -> Editor:
     """Import an entry's `Editor`; any failure, the editor's own import errors included, is one
     line naming the editor, its package and its target."""
@@ -131,6 +138,6 @@ def load(entry: Entry) -> Editor:
     return found
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else "(no message)"

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..cases import WildInputError
 from .grader import Answer, Verdict
 
+COLUMNS = ["key", "verdict", "created"]
 SCHEMA = "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict TEXT NOT NULL, created REAL NOT NULL)"
 
 
@@ -37,6 +38,14 @@ class VerdictCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            names = [name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            tables = {name: [row[0] for row in self._db.execute("SELECT name FROM pragma_table_info(?)", (name,))]
+                      for name in names}
+            if tables and tables != {"verdicts": COLUMNS}:  # another program's database: read, never changed
+                self._db.close()
+                found = "; ".join(f"{name}: {', '.join(columns)}" for name, columns in sorted(tables.items()))[:200]
+                found = "".join(ch if ch.isprintable() else "?" for ch in found)  # names from an untrusted file
+                raise WildInputError(f"{path}: not a judge cache (it holds tables {found}); remove it to start afresh")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(SCHEMA)
         except OSError as exc:

@@ -11,7 +11,9 @@ never reuses verdicts given to another.
 
 Our prompt's reply is read strictly: its first non-blank line, with surrounding whitespace,
 Markdown emphasis (`*`, `_`, backticks) and one final period removed, must be exactly one of
-its two words (CORRECT or INCORRECT, or a prompt file's), in any letter case. Anything else
+its two words (CORRECT or INCORRECT, or a prompt file's), in any letter case. It is read by a
+hand-written scan, linear in the reply's length: a reply is untrusted, and a regular expression
+anchored at the end of a line of spaces backtracks quadratically (20,000 spaces took 49 s). Anything else
 ("Correct, because...", "The answer is CORRECT", an empty reply) is no verdict: the answer is
 reported unjudged, never guessed.
 
@@ -87,7 +89,7 @@ Just return the letters "A" or "B", with no text around it."""
 VERDICTS = ("CORRECT", "INCORRECT")
 REPLY_TOKENS = 8  # what a judge may write: one word (or letter) and a stop
 UNJUDGED = "unjudged"  # an answer's verdict in a report when the judge gave none
-_DECORATION = re.compile(r"^[\s*_`]+|[\s*_`]+$")
+_DECORATION = "*_`"  # Markdown emphasis around a verdict
 _FIELD = re.compile(r"\{question\}|\{gold\}|\{prediction\}")
 
 
@@ -157,12 +159,22 @@ def grader_from_text(text: str, origin: str) -> Grader:
 
 
 def parse_verdict(reply: str, words: tuple[str, ...] = VERDICTS) -> str | None:
-    """The one of `words` the reply's first line is, or None (module docstring)."""
+    """The one of `words` the reply's first non-blank line is, or None (module docstring)."""
     for line in reply.splitlines():
-        if line.strip():
-            word = _DECORATION.sub("", line)
-            word = word[:-1] if word.endswith(".") else word
-            word = _DECORATION.sub("", word).upper()
+        if line and not line.isspace():
+            start, end = _undecorated(line, 0, len(line))
+            if start < end and line[end - 1] == ".":
+                start, end = _undecorated(line, start, end - 1)
+            word = line[start:end].upper()
             return word if word in words else None
     return None
 
+
+def _undecorated(line: str, start: int, end: int) -> tuple[int, int]:
+    """`line[start:end]` without whitespace and emphasis at either end, as (start, end): each
+    character is looked at once."""
+    while start < end and (line[start].isspace() or line[start] in _DECORATION):
+        start += 1
+    while end > start and (line[end - 1].isspace() or line[end - 1] in _DECORATION):
+        end -= 1
+    return start, end

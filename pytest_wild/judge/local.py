@@ -12,6 +12,8 @@ fingerprint, so another checkpoint under the same name never reuses them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..contexts import without_second_bos
 from ..generation import Engine
 from ..model import fingerprint, load_model
@@ -28,16 +30,26 @@ class LocalJudge:
         self.model = f"hf:{spec}@{fingerprint(loaded.model)}"
         self.grader, self.cache = grader, cache
         self.requests = 0  # prompts generated for
+        self.batch_size = batch_size
+        self.stop: Callable[[], str | None] = lambda: None  # why to generate no more (SIGTERM), or None
 
     def judge(self, answers: list[Answer]) -> list[Verdict]:
         """A verdict per answer, in order: from the cache, else generated in batches."""
         return through_cache(self.cache, answers, self.model, self.grader.version, self._ask_all)
 
     def _ask_all(self, answers: list[Answer]) -> list[Verdict]:
-        self.requests += len(answers)
-        prompts = [self._prompt(a) for a in answers]
-        replies = self.engine.generate_until_eos(prompts) if self.grader.exact else self.engine.generate(prompts)
-        return [self.grader.verdict(reply.text) for reply in replies]
+        """Batch after batch; when `stop()` gives a reason, the rest unjudged with it."""
+        verdicts: list[Verdict] = []
+        for start in range(0, len(answers), self.batch_size):
+            reason = self.stop()
+            if reason:
+                return verdicts + [Verdict(None, f"run stopped ({reason})")] * (len(answers) - start)
+            batch = answers[start : start + self.batch_size]
+            self.requests += len(batch)
+            prompts = [self._prompt(a) for a in batch]
+            replies = self.engine.generate_until_eos(prompts) if self.grader.exact else self.engine.generate(prompts)
+            verdicts += [self.grader.verdict(reply.text) for reply in replies]
+        return verdicts
 
     def _prompt(self, answer: Answer) -> str:
         """The grader's turns through the judge's chat template, or its prompt as plain text

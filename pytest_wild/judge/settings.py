@@ -8,6 +8,7 @@ reported without its query string."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from .grader import PUBLISHED, Grader, grader_from_text
 
 KEY_VARIABLES = ("WILD_JUDGE_API_KEY", "OPENAI_API_KEY")
 LOCAL = "hf:"
+MAX_CONCURRENCY = 256  # requests at once, a thread each
+MAX_RETRIES = 20  # retries of one request; the waits between them are capped (judge.client)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ def api_key() -> str | None:
         if key:
             if not key.isprintable() or any(ch.isspace() for ch in key):
                 raise WildInputError(f"{variable}: the API key holds whitespace or control characters")
+            if not key.isascii():  # an HTTP header carries ASCII (httpx2 encodes it so)
+                raise WildInputError(f"{variable}: the API key holds characters that are not ASCII, which a header "
+                                     "cannot carry")
             return key
     return None
 
@@ -117,9 +123,11 @@ def judge_settings(metric: str, cache: Path, target: str | None = None, model: s
         api_key()  # a key a header cannot carry is refused now, not after the run
     if concurrency is not None and concurrency < 1:
         raise WildInputError(f"--wild-judge-concurrency: expected a positive number of requests, got {concurrency}")
-    if retries is not None and retries < 0:
-        raise WildInputError(f"--wild-judge-retries: expected zero or more retries, got {retries}")
-    if timeout is not None and not timeout > 0:
+    if concurrency is not None and concurrency > MAX_CONCURRENCY:  # a thread each
+        raise WildInputError(f"--wild-judge-concurrency: at most {MAX_CONCURRENCY} requests at once, got {concurrency}")
+    if retries is not None and not 0 <= retries <= MAX_RETRIES:
+        raise WildInputError(f"--wild-judge-retries: expected 0 to {MAX_RETRIES} retries, got {retries}")
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise WildInputError(f"--wild-judge-timeout: expected a positive number of seconds, got {timeout}")
     grader = Grader()
     if prompt_file == "published":

@@ -47,3 +47,14 @@ INEXACT = _broken("inexact", late_save_apply)
 NONDETERMINISTIC = _broken("nondeterministic", unseeded_apply)
 SINGLE = Editor("single", "the example method, declared to edit one case per update and never in a sequence",
                 rank_one.RankOneHparams, rank_one.defaults, rank_one.apply, batches=False, sequences=False)
+
+
+def failing_defaults(config, profile):
+    """Reads a key the model's config does not have."""
+    return {"layer": config.to_dict()["no_such_key"]}
+
+
+BAD_DEFAULTS = Editor("bad-defaults", "broken on purpose: its defaults() raise", rank_one.RankOneHparams, failing_defaults,
+                      rank_one.apply)
+NO_DEFAULTS = Editor("no-defaults", "broken on purpose: its defaults() return nothing", rank_one.RankOneHparams,
+                     lambda config, profile: None, rank_one.apply)

@@ -9,6 +9,7 @@ same."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ import pytest
 from pytest_wild.model import TINYWORLD_DIR
 
 from ..made_wheels import make_wheel
-from . import import_what_runs_import
+from . import full_disk, import_what_runs_import, read_only
 
 USAGE, CASES, LOADING = 4, 1, 2  # LOADING: found where the model is loaded, before any case runs
 RECORDS = [json.loads(line) for line in (TINYWORLD_DIR / "suite.jsonl").read_text().splitlines()[:4]]
@@ -144,6 +145,17 @@ def golden_dir_link(root: Path) -> None:
     (root / "golden/tinyworld/ft-m/data").symlink_to(outside)
 
 
+def other_sqlite(root: Path) -> None:
+    """A SQLite database of another program where the judge's cache goes."""
+    import sqlite3
+
+    path = root / "cache/judge/verdicts.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE verdicts (question TEXT, answer TEXT)")
+        db.commit()
+
+
 def suite_yaml(text: str) -> dict:
     return {"s.yaml": text}
 
@@ -187,8 +199,14 @@ BAD = [
         "--wild-checkpoints: '1,ten': write positive numbers of edits separated by commas", USAGE),
     Bad("checkpoints-zero", ("--wild-sequential=1", "--wild-checkpoints=0,5"),
         "--wild-checkpoints: '0,5': write positive numbers of edits separated by commas", USAGE),
-    Bad("orders-zero", ("--wild-sequential=1", "--wild-orders=0"), "--wild-orders: expected a positive number of orders, got 0",
+    Bad("orders-zero", ("--wild-sequential=1", "--wild-orders=0"), "--wild-orders: expected a number of orders from 1 to 100 "
+        "(each is a whole sequence of edits), got 0", USAGE),
+    Bad("orders-too-many", ("--wild-sequential=1", "--wild-orders=100000"), "--wild-orders: expected a number of orders "
+        "from 1 to 100 (each is a whole sequence of edits), got 100000", USAGE),
+    Bad("checkpoints-without-a-sequence", ("--wild-checkpoints=1,5",), "--wild-checkpoints: only with --wild-sequential N",
         USAGE),
+    Bad("save-every-without-a-run-dir", ("--wild-sequential=1", "--wild-save-every=5"),
+        "--wild-save-every: only with --wild-run-dir DIR or --wild-resume DIR (where snapshots are saved)", USAGE),
     Bad("orders-without-a-sequence", ("--wild-orders=2",), "--wild-orders: only with --wild-sequential N", USAGE),
     Bad("conformance-with-a-sequence", ("--wild-conformance", "--wild-sequential=5"),
         "--wild-sequential: not with --wild-conformance", USAGE),
@@ -267,10 +285,17 @@ BAD = [
         files={"data.json": records(set_field("subject", "Nobody Anywhere"))}),
     Bad("record-id-repeats", (W,), "field 'id' repeats 'tw-0000'", USAGE,
         files={"data.json": records(set_field("id", "tw-0000"))}),
+    Bad("data-empty-list", (W,), "data.json: no case to run: its data holds none", USAGE, files={"data.json": "[]"}),
+    Bad("jsonl-empty", ("--wild-suite=data.jsonl",), "data.jsonl: no case to run: its data holds none", USAGE,
+        files={"data.jsonl": ""}),
     Bad("jsonl-deep", ("--wild-suite=data.jsonl",), "data.jsonl:2: JSON nested too deeply", USAGE,
         files={"data.jsonl": json.dumps(RECORDS[0]) + "\n" + DEEP_JSON}),
     Bad("jsonl-bad-line", ("--wild-suite=data.jsonl",), "data.jsonl:2: invalid JSON", USAGE,
         files={"data.jsonl": json.dumps(RECORDS[0]) + "\n{oops\n"}),
+    Bad("suite-path-not-utf8", ("--wild-suite=d\udcff.json",), "--wild-suite: 'd\\udcff.json' is not UTF-8 text (byte 0xff); "
+        "rename it", USAGE, files={"d\udcff.json": json.dumps(RECORDS)}),
+    Bad("report-path-not-utf8", ("--wild-report=r\udcfe.json",), "--wild-report: 'r\\udcfe.json' is not UTF-8 text (byte "
+        "0xfe); rename it", USAGE),
     # suite files
     Bad("suite-not-utf8", (S,), "s.yaml: suite is not UTF-8 text", USAGE, files={"s.yaml": b"name: x\n\xff"}),
     Bad("suite-bad-yaml", (S,), "s.yaml", USAGE, files=suite_yaml("data: [unclosed\n")),
@@ -295,6 +320,8 @@ BAD = [
         files=suite_yaml("data: data.json\nthresholds: {reliability: 2}\n")),
     Bad("suite-limit-negative", (S,), "s.yaml: field 'limit' must be a non-negative integer", USAGE,
         files=suite_yaml("data: data.json\nlimit: -1\n")),
+    Bad("suite-limit-zero", (S,), "s.yaml: no case to run: its field 'limit' is 0", USAGE,
+        files=suite_yaml("data: data.json\nlimit: 0\n"), omit=("--wild-limit",)),
     Bad("suite-context", (S,), "s.yaml: field 'context' must be one of", USAGE,
         files=suite_yaml("data: data.json\ncontext: banner\n")),
     Bad("suite-hparams-bad-value", (S,), "s.yaml: hparams.ft-m: lr: expected a number > 0.0, got -1.0", USAGE,
@@ -309,6 +336,13 @@ BAD = [
         files={"hp.yaml": "learning_rate: 0.1\n"}),
     Bad("hparams-layer-range", (H,), "hp.yaml: layers: layer 7 is not in the model", USAGE,
         files={"hp.yaml": "layers: [7]\n"}),
+    Bad("hparams-no-layers", (H,), "hp.yaml: layers: name at least one layer to edit", USAGE, files={"hp.yaml": "layers: []\n"}),
+    Bad("hparams-template-unknown-field", (H,), "hp.yaml: rewrite_module_tmp: 'transformer.h.{x}.mlp' must be a module name "
+        "with one {} where the layer number goes", USAGE, files={"hp.yaml": "rewrite_module_tmp: 'transformer.h.{x}.mlp'\n"}),
+    Bad("hparams-template-attribute", (H,), "hp.yaml: rewrite_module_tmp: '{0.__class__}' must be a module name", USAGE,
+        files={"hp.yaml": "rewrite_module_tmp: '{0.__class__}'\n"}),
+    Bad("hparams-template-stray-brace", (H,), "hp.yaml: rewrite_module_tmp: 'transformer.h.{}.mlp}' must be a module name",
+        USAGE, files={"hp.yaml": "rewrite_module_tmp: 'transformer.h.{}.mlp}'\n"}),
     Bad("hparams-lr-negative", (H,), "hp.yaml: lr: expected a number > 0.0, got -0.1", USAGE, files={"hp.yaml": "lr: -0.1\n"}),
     Bad("hparams-kl-negative", ("--editor=rome", H), "hp.yaml: kl_factor: expected a number >= 0.0, got -1.0", USAGE,
         files={"hp.yaml": "kl_factor: -1\n"}),
@@ -392,6 +426,10 @@ BAD = [
     Bad("report-is-a-directory", ("--wild-report=outdir",), "--wild-report: outdir is a directory", USAGE,
         files={"outdir/keep": ""}),
     Bad("markdown-is-hparams", (H, "--wild-markdown=hp.yaml"), "--wild-markdown: hp.yaml is an input of this run", USAGE),
+    Bad("report-in-the-run-dir", ("--wild-sequential=1", "--wild-run-dir=rd", "--wild-report=rd/run.json"),
+        "--wild-report: rd/run.json lies inside the run directory rd (--wild-run-dir)", USAGE),
+    Bad("run-dir-in-goldens", ("--wild-sequential=1", "--wild-run-dir=golden/rd"), "--wild-run-dir: golden/rd lies inside "
+        "the golden directory", USAGE),
     Bad("report-unwritable", ("--wild-report=/proc/wild-report.json",), "--wild-report: /proc/wild-report.json cannot be written", USAGE),
     Bad("report-under-a-file", ("--wild-report=data.json/r.json",), "data.json is not a directory", USAGE),
     # goldens
@@ -406,12 +444,20 @@ BAD = [
     Bad("judge-model-not-named", J[:2], "--wild-judge-model: name the model the server at http://127.0.0.1:9/v1", USAGE),
     Bad("judge-concurrency-zero", (*J, "--wild-judge-concurrency=0"),
         "--wild-judge-concurrency: expected a positive number of requests, got 0", USAGE),
-    Bad("judge-retries-negative", (*J, "--wild-judge-retries=-1"), "--wild-judge-retries: expected zero or more retries, got -1",
+    Bad("judge-retries-negative", (*J, "--wild-judge-retries=-1"), "--wild-judge-retries: expected 0 to 20 retries, got -1",
         USAGE),
+    Bad("judge-timeout-infinite", (*J, "--wild-judge-timeout=inf"), "--wild-judge-timeout: expected a positive number of "
+        "seconds, got inf", USAGE),
+    Bad("judge-retries-too-many", (*J, "--wild-judge-retries=1000"), "--wild-judge-retries: expected 0 to 20 retries, got 1000",
+        USAGE),
+    Bad("judge-concurrency-too-many", (*J, "--wild-judge-concurrency=1000000"), "--wild-judge-concurrency: at most 256 "
+        "requests at once, got 1000000", USAGE),
     Bad("judge-timeout-zero", (*J, "--wild-judge-timeout=0"), "--wild-judge-timeout: expected a positive number of seconds",
         USAGE),
     Bad("judge-key-with-a-newline", J, "WILD_JUDGE_API_KEY: the API key holds whitespace or control characters", USAGE,
         env={"WILD_JUDGE_API_KEY": "sk\nsecret"}),
+    Bad("judge-key-not-ascii", J, "WILD_JUDGE_API_KEY: the API key holds characters that are not ASCII, which a header "
+        "cannot carry", USAGE, env={"WILD_JUDGE_API_KEY": "sk-ключ"}),
     Bad("judge-prompt-missing-a-field", (*J, "--wild-judge-prompt=p.txt"),
         "--wild-judge-prompt p.txt: the grader prompt must contain {prediction}", USAGE,
         files={"p.txt": "Question: {question}\nReference answer: {gold}\n"}),
@@ -430,6 +476,8 @@ BAD = [
         files={"j": copy_of(TINYWORLD_DIR, "j", link_out("tokenizer.json"), "mend*")}),
     Bad("judge-cache-not-a-database", J, "verdicts.sqlite3: not a judge cache (DatabaseError); remove it to start afresh",
         USAGE, files={"cache/judge/verdicts.sqlite3": b"not a database, " * 512}),
+    Bad("judge-cache-another-schema", J, "verdicts.sqlite3: not a judge cache (it holds tables verdicts: question, "
+        "answer); remove it to start afresh", USAGE, files={"cache/judge/verdicts.sqlite3": other_sqlite}),
     Bad("judge-threshold-on-its-verdicts", (*J, "--wild-threshold=reliability>=1"),
         "--wild-threshold: 'reliability>=1': each case's test runs before the judge grades", USAGE),
     Bad("gate-beside-the-judge-without-it", ("--wild-gate=reliability_em>=0.5",),
@@ -438,9 +486,13 @@ BAD = [
         "--wild-system-prompt: only with --wild-context chat (this run's context is question)", USAGE),
     Bad("chat-without-a-template", ("--wild-context=chat",), "--wild-context chat: the model's tokenizer has no chat template",
         LOADING),
+    Bad("golden-dir-a-file", ("--snapshot-update", "-o", "wild_golden_dir=afile"), "wild_golden_dir: afile is not a directory",
+        USAGE, files={"afile": "mine\n"}),
     Bad("golden-dir-link-out", ("--snapshot-update",), "golden/tinyworld/ft-m/data is a symbolic link", USAGE, files={"golden-link": golden_dir_link}),
     Bad("golden-link-to-environ", (), "golden/tinyworld/ft-m/data/tw-0000.json is a symbolic link", CASES,
         files={"golden-link": link("/proc/self/environ")}, runs_cases=True),
+    Bad("golden-deep", (), "golden golden/tinyworld/ft-m/data/tw-0000.json differs (- golden, + this run)", CASES,
+        files={GOLDEN: DEEP_JSON}, runs_cases=True),
     Bad("golden-not-utf8", (), "tw-0000.json is not valid UTF-8: run with --snapshot-update to replace it", CASES,
         files={GOLDEN: b"\xff\xfe{}"}, runs_cases=True),
 ]
@@ -577,6 +629,89 @@ def test_a_read_only_cache_is_read_and_the_header_says_what_is_not_saved(workspa
     assert f"wild cache: {cache} cannot be written: statistics are read from it" in output
     assert result.ret in (0, 1) and "Traceback" not in output  # 1: the golden of the case differs, if any
     assert snapshot(cache) == before
+
+
+def test_an_unused_golden_in_a_read_only_directory_is_kept_and_named_in_one_line(workspace, pytester):
+    """--snapshot-update removes goldens whose case left the suite; in a read-only checkout it
+    cannot: the golden is kept, one line names it, and the run fails (no INTERNALERROR)."""
+    data = workspace / GOLDEN.rsplit("/", 1)[0]
+    (data / "tw-9999.json").write_text('{"case": {"id": "tw-9999"}}\n')
+    before = snapshot(workspace)
+    with read_only(data):
+        result = pytester.runpytest_inprocess(*arguments(Bad("ro", ("--snapshot-update",), "", CASES)))
+    output = result.stdout.str() + result.stderr.str()
+    why = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+    assert result.ret == CASES, output[-3000:]
+    assert (f"wild goldens: an unused golden could not be removed, kept: {GOLDEN.rsplit('/', 1)[0]}/tw-9999.json ({why})"
+            in output), output[-3000:]
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    after = snapshot(workspace)
+    assert {k: v for k, v in after.items() if not k.endswith(("report.json", "table.md"))} == \
+        {k: v for k, v in before.items() if not k.endswith(("report.json", "table.md"))}
+
+
+def test_a_full_disk_fails_the_run_in_one_line_per_output_and_keeps_the_earlier_ones(workspace, pytester):
+    earlier = {"report.json": b'{"complete": true, "earlier": "report"}\n', "table.md": b"### earlier table\n"}
+    with full_disk(workspace / "full", earlier):
+        result = pytester.runpytest_inprocess("--wild", "-p", "no:cacheprovider", "--editor=ft-m", "--wild-suite=data.json",
+                                              "--wild-limit=1", "--wild-report=full/report.json",
+                                              "--wild-markdown=full/table.md", "-p", "no:syrupy")
+        output = result.stdout.str() + result.stderr.str()
+        assert result.ret == CASES, output[-3000:]
+        for what, name in (("report", "report.json"), ("markdown table", "table.md")):
+            assert (f"ERROR: the {what} could not be written to full/{name} (No space left on device); an earlier file "
+                    "there is left as it was") in output, output[-3000:]
+            assert (workspace / "full" / name).read_bytes() == earlier[name]
+        assert sorted(p.name for p in (workspace / "full").iterdir()) == ["filler", "report.json", "table.md"]  # no temporary
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+
+
+def test_a_snapshot_that_fills_the_disk_fails_its_sequence_in_one_line_and_no_case_runs_alone(workspace, pytester):
+    """64 KiB hold the run directory's run.json, not a snapshot of the edited weights: the
+    sequence's test fails in one line, the snapshot's temporary files are removed, and the
+    sequence's other cases are not edited one by one instead (they are skipped, naming why)."""
+    with full_disk(workspace / "full", {}, fill=False):
+        result = pytester.runpytest_inprocess("--wild", "-p", "no:cacheprovider", "--editor=ft-m", "--wild-suite=data.json",
+                                              "--wild-sequential=4", "--wild-run-dir=full/rd", "--wild-save-every=1",
+                                              "-p", "no:syrupy", "-rs")
+        output = result.stdout.str() + result.stderr.str()
+        assert sorted(str(p.relative_to(workspace)) for p in (workspace / "full").rglob("*")) == \
+            ["full/filler", "full/rd", "full/rd/run.json", "full/rd/sequence"]
+    assert result.ret == CASES, output[-3000:]
+    assert ("tw-0000: cannot write full/rd/sequence (the snapshot after 1 edits was not saved: No space left on device "
+            "(os error 28))") in output, output[-3000:]
+    assert "the sequence failed in the test of tw-0000 (see there)" in output and "3 skipped" in output
+    assert "Traceback" not in output and "During handling" not in output
+
+
+@pytest.mark.parametrize("forge", ["shape", "dtype", "name"])
+def test_a_run_directory_holding_a_forged_tensor_is_one_line_before_any_edit(workspace, pytester, forge):
+    """A run directory arrives from elsewhere (a CI cache, a colleague): a snapshot's tensor of
+    another shape would be broadcast into the weight, one of another dtype cast silently."""
+    import safetensors.torch
+    import torch
+
+    sequence = ("--wild", "-p", "no:cacheprovider", "--editor=ft-m", "--wild-suite=data.json", "--wild-sequential=2",
+                "-p", "no:syrupy")
+    first = pytester.runpytest_inprocess(*sequence, "--wild-run-dir=rd", "--wild-save-every=1")
+    assert first.ret == 0, first.stdout.str()[-3000:]
+    weights = workspace / "rd/sequence/snapshot-000002/weights.safetensors"
+    tensors = safetensors.torch.load_file(weights)
+    name = "transformer.h.2.mlp.c_proj.bias"
+    tensors[name] = {"shape": torch.zeros(1, 128), "dtype": tensors[name].double(), "name": tensors[name]}[forge]
+    if forge == "name":
+        tensors["transformer.h.9.mlp.c_proj.bias"] = tensors.pop(name)
+    safetensors.torch.save_file(tensors, weights)
+    before = snapshot(workspace)
+    result = pytester.runpytest_inprocess(*sequence, "--wild-resume=rd")
+    output = result.stdout.str() + result.stderr.str()
+    where = "--wild-resume rd: sequence/snapshot-000002/weights.safetensors: "
+    expected = {"shape": f"{name} is [1, 128] float32 there, [128] float32 in this model",
+                "dtype": f"{name} is [128] float64 there, [128] float32 in this model",
+                "name": "'transformer.h.9.mlp.c_proj.bias' is not a parameter of this model"}[forge]
+    assert result.ret == LOADING and where + expected in output, output[-3000:]
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    assert snapshot(workspace) == before
 
 
 def test_code_in_a_model_directory_is_never_run_without_the_flag(workspace, pytester, tmp_path):

@@ -30,6 +30,7 @@ PLUGINS = {
         "ft-m": "broken_editors:LEAKY", "unimportable": "not_a_module_xyz:EDITOR", "twice": "broken_editors:LEAKY",
         "not-an-editor": "broken_editors:_broken", "misnamed": "broken_editors:INEXACT",
         "exits": "exiting_editor:EDITOR", "../escape": "broken_editors:LEAKY",
+        "bad-defaults": "broken_editors:BAD_DEFAULTS", "no-defaults": "broken_editors:NO_DEFAULTS",
     },
     "other-editors 2.0": {"twice": "broken_editors:INEXACT"},
 }
@@ -152,6 +153,24 @@ def test_an_editor_declaring_no_batch_and_no_sequence_is_checked_without_them_an
         assert refused.ret == 4 and line in refused.stderr.str()
 
 
+def test_editors_into_a_closed_pipe_ends_quietly():
+    """`pytest-wild editors | head -1`: the reader is gone before the list is written (here it
+    closes the pipe at once, so the write surely meets a closed pipe): no BrokenPipeError."""
+    reader = subprocess.Popen([sys.executable, "-m", "pytest_wild.cli", "editors"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    reader.stdout.close()
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 1 and stderr == "", stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_editors_onto_a_full_disk_is_one_line():
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "editors"], stdout=full, stderr=subprocess.PIPE,
+                              text=True)
+    assert done.returncode == 1 and done.stderr == "pytest-wild: No space left on device\n", done.stderr
+
+
 def test_editors_lists_each_package_and_why_a_plugin_is_not_used(broken_plugins, capsys):
     assert main(["editors"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -179,6 +198,10 @@ def test_editors_lists_each_package_and_why_a_plugin_is_not_used(broken_plugins,
               "none is used"),
     ("not-an-editor", "--editor not-an-editor: broken_editors:_broken (broken-editors 0.1) is not a pytest_wild.api.Editor"),
     ("exits", "--editor exits: exiting_editor:EDITOR (broken-editors 0.1) cannot be imported: SystemExit: 3"),
+    ("bad-defaults", "--editor bad-defaults: broken_editors:BAD_DEFAULTS (broken-editors 0.1) raised KeyError in its "
+                     "defaults(): 'no_such_key'"),
+    ("no-defaults", "--editor no-defaults: broken_editors:NO_DEFAULTS (broken-editors 0.1) returned NoneType from its "
+                    "defaults(), not a mapping of hyperparameters"),
 ])
 def test_a_plugin_that_cannot_be_used_is_refused_in_one_line(pytester, broken_plugins, editor, line):
     result = pytester.runpytest_inprocess("--wild", "--editor", editor, "-p", "no:cacheprovider")

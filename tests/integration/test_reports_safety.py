@@ -3,6 +3,7 @@ replaces a complete report with a partial one that looks complete, and `merge-re
 refuses a set of shard reports that is not the whole run, or a malformed report, in one line
 each."""
 
+import contextlib
 import json
 import os
 import queue
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from . import outer_xdist_removed
+from . import outer_xdist_removed, read_only
 
 MERGE = [sys.executable, "-m", "pytest_wild.cli", "merge-reports"]
 
@@ -166,6 +167,25 @@ def test_a_partial_shard_is_refused_unless_allowed_and_then_the_merge_says_incom
     assert (merged["complete"], merged["interrupted"]) == (False, True)
     assert merged["cases"] == {"selected": 3, "run": 1, "selected_before_sharding": 3, "not_evaluable": 0}
     assert merged["config"]["missing_shards"] == ["3/3"]
+
+
+@pytest.mark.parametrize("where", ["a-directory", "under-a-file", "read-only"])
+def test_a_merged_report_that_cannot_be_written_is_one_line_and_replaces_nothing(shards, tmp_path, where):
+    reports = {f"s{k}.json": shards[k] for k in (1, 2, 3)}
+    for name, report in reports.items():
+        (tmp_path / name).write_text(json.dumps(report))
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "merged.json").write_text("earlier\n")
+    out, expected = {"a-directory": ("ro", "-o ro: is a directory; name the merged report's file"),
+                     "under-a-file": ("s1.json/merged.json", "-o s1.json/merged.json: cannot be written (Not a directory)"),
+                     "read-only": ("ro/merged.json", "-o ro/merged.json: cannot be written (Read-only file system)")}[where]
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    with read_only(tmp_path / "ro") if where == "read-only" else contextlib.nullcontext():
+        done = subprocess.run([*MERGE, *reports, "-o", out], cwd=tmp_path, capture_output=True, text=True)
+    if where == "read-only" and os.geteuid() != 0:
+        expected = expected.replace("Read-only file system", "Permission denied")
+    assert done.returncode == 2 and done.stderr.splitlines() == [f"pytest-wild merge-reports: {expected}"], done.stderr
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
 
 
 def test_shards_of_runs_that_selected_different_cases_are_refused(shards, tmp_path):

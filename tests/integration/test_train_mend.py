@@ -16,7 +16,7 @@ import pytest
 from pytest_wild.model import TINYWORLD_DIR
 
 from ..tiny_models import tiny_model
-from . import outer_xdist_removed
+from . import outer_xdist_removed, read_only
 
 DATA = TINYWORLD_DIR / "mend.jsonl"
 SHORT = ["--rank", "8", "--lr", "1e-3", "--lr-lr", "1e-3", "--edit-lr", "1e-2", "--accumulate", "2",
@@ -163,6 +163,9 @@ def test_a_network_trained_on_a_case_of_the_run_warns_for_that_case(tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--steps", "15"], "--steps: 15 is not a multiple of --accumulate 10 (checkpoints fall between optimiser steps)"),
     (["--lr", "-1"], "--lr: -1.0 must be positive"),
+    (["--lr", "nan"], "--lr: nan must be a finite number"),
+    (["--edit-lr", "inf"], "--edit-lr: inf must be a finite number"),
+    (["--lr-lr", "1e400"], "--lr-lr: inf must be a finite number"),  # past float: infinity
     (["--data", "missing.jsonl"], "--data"),
     (["--model", "llama"], "--eval-suite: name the suites this MEND will be evaluated on (repeatable), so the training "
                            "data can be checked against them"),
@@ -178,6 +181,21 @@ def test_bad_training_input_is_one_line_and_writes_nothing(tmp_path, args, messa
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"pytest-wild train-mend: {message}"), done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and (tmp_path / "afile").read_text() == "keep\n"
+
+
+def test_an_out_directory_that_cannot_be_written_is_refused_before_the_model_is_loaded(tmp_path):
+    """The refusal comes after the data's checks and before anything is loaded (the probe says
+    whether torch was imported): not at the first checkpoint, minutes in."""
+    (tmp_path / "ro").mkdir()
+    probe = ("import sys\nfrom pytest_wild.cli import main\n"
+             f"status = main(['train-mend', '--data', {str(DATA)!r}, '--out', 'ro/out', '--quiet'])\n"
+             "print(status, 'torch' in sys.modules)")
+    with read_only(tmp_path / "ro"):
+        done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                              env=outer_xdist_removed())
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "pytest-wild train-mend: --out: ro/out cannot be written (ro is read-only)"
+    assert list((tmp_path / "ro").iterdir()) == []
 
 
 def test_training_input_is_refused_before_torch_is_imported(tmp_path):

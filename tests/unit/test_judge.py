@@ -69,6 +69,16 @@ def test_a_prompt_file_must_hold_every_field_and_is_versioned_by_its_text():
     assert mine.prompt("a {gold}", "b", "c") == "a {gold}|b|c"  # braces in an answer are text
 
 
+@pytest.mark.parametrize("reply", [" " * 20_000, "CORRECT" + " " * 5_000_000 + "x", "*_` " * 1_000_000 + "x",
+                                   "x" + " *" * 1_000_000 + ".", "\n" * 1_000_000])
+def test_reading_a_reply_is_linear_in_its_length(reply):
+    """A decoration regex took 49 s on 20,000 spaces and never ended on the second reply; a
+    linear scan reads each in well under a second (the bound is generous for a busy CI box)."""
+    started = time.monotonic()
+    assert parse_verdict(reply) is None
+    assert time.monotonic() - started < 5.0
+
+
 def ask(server: JudgeServer, predictions: list[str], **options):
     client = JudgeClient(server.url, "judge-model", KEY, backoff=0.01, **options)
     try:
@@ -91,6 +101,51 @@ def test_verdicts_and_every_failure_is_unjudged_with_why():
     assert client.requests == server.requests == 12
     assert set(server.authorizations) == {f"Bearer {KEY}"}  # the key is sent, and only in the header
     assert not any(KEY in v.reason for v in verdicts)
+
+
+HOSTILE_REASONS = {
+    "spaces": "no verdict in the reply (not CORRECT or INCORRECT)",
+    "padded": "reply too large (over 64 KiB)",
+    "huge": "reply too large (over 64 KiB)",
+    "nested": "reply too large (over 64 KiB)",
+    "nested-small": "malformed response (nested too deeply)",
+    "trickle": "timed out after 1 attempt",
+}
+
+
+def test_a_hostile_reply_is_unjudged_with_why_within_the_timeout():
+    """20,000 spaces, 5 MB around a verdict, 200 MB (streamed by the server, abandoned at 64 KiB by
+    the client), JSON nested 100,000 and 30,000 deep, and a reply trickled a byte at a time (each
+    read quick, the whole past the timeout): each is unjudged with its reason, and the whole
+    judging ends near the 2 s timeout, not when the server is done."""
+    with JudgeServer() as server:
+        started = time.monotonic()
+        verdicts, _ = ask(server, [*HOSTILE_REASONS, "right"], retries=0, timeout=2.0)
+        took = time.monotonic() - started
+    assert [v.reason for v in verdicts] == [*HOSTILE_REASONS.values(), ""]
+    assert verdicts[-1].verdict == "CORRECT"  # the other answers are graded beside them
+    assert took < 20.0  # the trickle alone would take about 10 s; the 200 MB far longer on a busy box
+
+
+def test_a_stop_keeps_the_verdicts_given_and_leaves_the_rest_unjudged_at_once():
+    """SIGTERM while judging (`stop` gives its reason once two requests hang on the server):
+    a verdict already given is kept, the hanging answers and the one never asked are unjudged
+    at once, without waiting for the server's 5 s or the 60 s timeout."""
+    hanging = ["hang 1", "hang 2", "hang 3"]
+    with JudgeServer(hang=5.0) as server:
+        client = JudgeClient(server.url, "judge-model", KEY, concurrency=2, timeout=60.0, retries=0)
+        client.stop = lambda: "received SIGTERM" if sum(h in server.seen for h in hanging) >= 2 else None
+        started = time.monotonic()
+        try:
+            verdicts = client.judge([Answer("Q: Who?", "Malia Obama", p) for p in ["right", *hanging]])
+        finally:
+            client.close()
+        took = time.monotonic() - started
+    stopped = "run stopped (received SIGTERM)"
+    assert verdicts[0].verdict == "CORRECT" or verdicts[0].reason == stopped  # asked first or never, by the cache's order
+    assert [v.reason for v in verdicts[1:]] == [stopped] * 3
+    assert sum(h in server.seen for h in hanging) == 2  # the third never asked
+    assert took < 4.0
 
 
 def test_the_papers_prompt_goes_to_the_server_after_an_empty_system_turn_and_its_letters_are_verdicts():

@@ -3,6 +3,7 @@ without importing torch)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from ...cases import WildInputError
@@ -32,6 +33,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
+            if not math.isfinite(value):  # argparse's float() takes "nan" and "inf": training would fail steps later
+                raise WildInputError(f"{option(item.name)}: {value} must be a finite number")
             if value < 0 or (value == 0 and item.name not in ("seed", "c_edit", "c_loc")):
                 raise WildInputError(f"{option(item.name)}: {value} must be positive")
         for name in ("steps", "val_every"):
