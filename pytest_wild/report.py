@@ -99,7 +99,8 @@ def table_rows(results: dict, order: list[str]) -> list[tuple[str, ...]]:
             rows.append((mode, metric, *_cells(cell)))
             for beside in (m for m in BESIDE_JUDGE if m.startswith(metric + "_")):  # a judge run's, indented
                 if results.get(mode, {}).get(beside) is not None:
-                    rows.append((mode, "  " + beside[len(metric) + 1:], *_cells(results[mode][beside])))
+                    label = "LLM judge" if beside == "locality_judge" else beside[len(metric) + 1:]
+                    rows.append((mode, "  " + label, *_cells(results[mode][beside])))
     return rows
 
 

@@ -26,6 +26,7 @@ import json
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from .cache import VerdictCache, through_cache
@@ -49,7 +50,9 @@ class JudgeClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx2.Client(headers=headers, timeout=timeout, follow_redirects=False,  # the key stays with the URL named
                                    limits=httpx2.Limits(max_connections=concurrency))
-        self.requests = 0  # sent, retries included
+        self.requests = 0  # attempts sent, retries included
+        self.asked = 0  # answers asked at least once (not from the cache)
+        self.failed_attempts: Counter[str] = Counter()  # reason -> attempts that got no usable reply
         self._count = threading.Lock()
         self.stop: Callable[[], str | None] = lambda: None  # why to ask no more (SIGTERM), or None
 
@@ -105,16 +108,17 @@ class JudgeClient:
             wait = min(self.backoff * 2 ** attempt, RETRY_AFTER_CAP)  # 20 retries doubling from 1 s would wait 12 days
             with self._count:
                 self.requests += 1
+                self.asked += attempt == 0
             try:
                 status, headers, content = self._post(body, time.monotonic() + self.timeout)
             except httpx2.TimeoutException:
-                reason = "timed out"
+                reason = self._failed("timed out")
                 continue
             except httpx2.TransportError as exc:
-                reason = f"connection failed ({type(exc).__name__})"
+                reason = self._failed(f"connection failed ({type(exc).__name__})")
                 continue
             if status == 429 or status >= 500:
-                reason = f"HTTP {status}"
+                reason = self._failed(f"HTTP {status}")
                 if status == 429:
                     wait = retry_after(headers.get("Retry-After"), wait)
                 continue
@@ -125,6 +129,17 @@ class JudgeClient:
             return self._verdict(content)
         attempts = self.retries + 1
         return Verdict(None, f"{reason} after {attempts} attempt{'s' if attempts > 1 else ''}")
+
+    def _failed(self, reason: str) -> str:
+        """Count an attempt that got no usable reply (a connection that failed never reached
+        the server, so a server counts fewer requests than were attempted)."""
+        with self._count:
+            self.failed_attempts[reason] += 1
+        return reason
+
+    @property
+    def retries_sent(self) -> int:
+        return self.requests - self.asked
 
     def _verdict(self, content: bytes) -> Verdict:
         """The verdict of a chat completion's body: unjudged, with why, when it is none."""

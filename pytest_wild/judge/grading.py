@@ -50,18 +50,22 @@ def graded_items(rows: list[dict]) -> list[tuple[dict, str, dict, Answer]]:
 
 def grade(rows: list[dict], judge) -> dict:
     """Ask `judge` for every answer's verdict, write the verdicts into the rows and their
-    metrics, and return what was asked: answers, how many from the cache, requests sent."""
+    metrics, and return what was asked: answers, how many from the cache, how many asked, the
+    requests sent for them (attempts, retries included), the retries, and the attempts that got
+    no usable reply by reason (those that never connected never reached the server)."""
     found = graded_items(rows)
     verdicts = judge.judge([answer for *_, answer in found])
     _apply(found, verdicts)
-    return {"answers": len(found), "from_cache": sum(v.cached for v in verdicts), "requests": judge.requests}
+    return {"answers": len(found), "from_cache": sum(v.cached for v in verdicts), "asked": judge.asked,
+            "requests": judge.requests, "retries": judge.retries_sent,
+            "failed_attempts": dict(sorted(judge.failed_attempts.items()))}
 
 
 def grade_unavailable(rows: list[dict], reason: str) -> dict:
     """Every answer unjudged with `reason` (the judge could not be opened)."""
     found = graded_items(rows)
     _apply(found, [Verdict(None, reason)] * len(found))
-    return {"answers": len(found), "from_cache": 0, "requests": 0}
+    return {"answers": len(found), "from_cache": 0, "asked": 0, "requests": 0, "retries": 0, "failed_attempts": {}}
 
 
 def _apply(found: list[tuple[dict, str, dict, Answer]], verdicts: list[Verdict]) -> None:
@@ -142,12 +146,21 @@ def judge_section(rows: list[dict], asked: dict | None, described: dict) -> dict
     }
 
 
+def asked_text(section: dict) -> str:
+    """'150 answers: 0 from the cache, 150 asked in 153 requests (3 retries; failed attempts:
+    2 HTTP 500, 1 connection failed (ConnectError))': every request counted by what it was."""
+    text = (f"{section['answers']} answers: {section['from_cache']} from the cache, {section['asked']} asked in "
+            f"{section['requests']} requests")
+    failed = section.get("failed_attempts") or {}
+    notes = ([f"{section['retries']} retries"] if section.get("retries") else []) + (
+        ["failed attempts: " + ", ".join(f"{count} {reason}" for reason, count in failed.items())] if failed else [])
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def summary_lines(section: dict) -> list[str]:
     """The judge's lines in the terminal summary."""
     name = section["judge"] if section["judge"].startswith("hf:") else f"{section['model']} at {section['judge']}"
-    lines = [f"judge {name} (prompt {section['prompt_version']})"
-             + (f": {section['answers']} answers, {section['from_cache']} from the cache, "
-                f"{section['requests']} requests" if "answers" in section else "")]
+    lines = [f"judge {name} (prompt {section['prompt_version']})" + (f": {asked_text(section)}" if "answers" in section else "")]
     differ = section["disagreements"]
     if differ["count"]:
         shown = "; ".join(f"{d['id']} {d['answer']}: {d['generated']!r} for {d['target']!r} judged {d['judge']}, "

@@ -30,6 +30,9 @@ class LocalJudge:
         self.model = f"hf:{spec}@{fingerprint(loaded.model)}"
         self.grader, self.cache = grader, cache
         self.requests = 0  # prompts generated for
+        self.asked = 0  # answers asked (not from the cache): one prompt each, never retried
+        self.failed_attempts: dict[str, int] = {}
+        self.retries_sent = 0
         self.batch_size = batch_size
         self.stop: Callable[[], str | None] = lambda: None  # why to generate no more (SIGTERM), or None
 
@@ -46,6 +49,7 @@ class LocalJudge:
                 return verdicts + [Verdict(None, f"run stopped ({reason})")] * (len(answers) - start)
             batch = answers[start : start + self.batch_size]
             self.requests += len(batch)
+            self.asked += len(batch)
             prompts = [self._prompt(a) for a in batch]
             replies = self.engine.generate_until_eos(prompts) if self.grader.exact else self.engine.generate(prompts)
             verdicts += [self.grader.verdict(reply.text) for reply in replies]

@@ -93,13 +93,14 @@ def test_every_answer_is_graded_with_exact_match_and_f1_beside_by_our_prompt_or_
     assert differ["count"] == differ["judge_correct_em_wrong"] == len(missed) and differ["of_edit_answers"] == 2 * CASES
     assert [d["generated"] for d in differ["answers"]] == [a["after"] for a in missed]
     assert report["gates"][0]["passed"] and not report["gates"][1]["passed"] and first.ret == 1
-    first.stdout.fnmatch_lines(["wild *reliability *1.000 *", "wild *  em *", "wild *  f1 *", "wild *  judge *",
-                                f"judge grader-1 at {server.url} (prompt wild-grader-1): {ANSWERS} answers, "
-                                f"0 from the cache, {ANSWERS} requests",
+    first.stdout.fnmatch_lines(["wild *reliability *1.000 *", "wild *  em *", "wild *  f1 *", "wild *locality *",
+                                "wild *  LLM judge *",
+                                f"judge grader-1 at {server.url} (prompt wild-grader-1): {ANSWERS} answers: "
+                                f"0 from the cache, {ANSWERS} asked in {ANSWERS} requests",
                                 f"judge and exact match disagree on {len(missed)} of {2 * CASES} edit answers "
                                 f"({len(missed)} judged CORRECT with em 0, 0 INCORRECT with em 1): *"])
-    again.stdout.fnmatch_lines([f"judge grader-1 at {server.url} (prompt published-llm-judge-1): {ANSWERS} answers, "
-                                f"0 from the cache, {ANSWERS} requests"])
+    again.stdout.fnmatch_lines([f"judge grader-1 at {server.url} (prompt published-llm-judge-1): {ANSWERS} answers: "
+                                f"0 from the cache, {ANSWERS} asked in {ANSWERS} requests"])
     assert published["results"] == report["results"]  # "A" is CORRECT: the same verdicts, under xdist
     assert published["judge"]["disagreements"] == differ
     assert "| wild | ↳ em |" in (project.path / "report.md").read_text()
@@ -123,6 +124,8 @@ def test_unjudged_answers_count_neither_way_the_run_goes_on_and_a_gate_on_them_f
     (strict, report), (allowed, allowed_report) = runs[False], runs[True]
     section = report["judge"]
     assert section["unjudged"] == 15 and section["unjudged_reasons"] == {"HTTP 500 after 1 attempt": 15}
+    assert (section["asked"], section["requests"], section["retries"]) == (section["answers"], section["answers"], 0)
+    assert section["failed_attempts"] == {"HTTP 500": 15}
     unjudged = [a for s in report["samples"] for a in [*edit_answers({"samples": [s]}), *s["modes"]["wild"]["answers"]["locality"]]
                 if a["judge"] == "unjudged"]
     assert len(unjudged) == len(section["unjudged_answers"]) == 15
@@ -158,7 +161,7 @@ def test_a_local_model_judges_in_batches_its_verdicts_are_cached_and_a_prompt_fi
     section = report["judge"]
     assert section["judge"] == f"hf:{judge}" and (section["answers"], section["requests"]) == (10, 10)
     assert section["disagreements"]["judge_incorrect_em_right"] == sum(a["em"] == 1.0 for a in answers)
-    first.stdout.fnmatch_lines([f"judge hf:{judge} (prompt wild-grader-1): 10 answers, 0 from the cache, 10 requests"])
+    first.stdout.fnmatch_lines([f"judge hf:{judge} (prompt wild-grader-1): 10 answers: 0 from the cache, 10 asked in 10 requests"])
     assert (rerun["judge"]["from_cache"], rerun["judge"]["requests"]) == (10, 0)
     assert rerun["results"] == report["results"]
     assert (own["judge"]["from_cache"], own["judge"]["requests"]) == (0, 10)  # the other prompt's verdicts are its own
@@ -185,7 +188,7 @@ def test_shards_judged_at_once_share_the_cache_and_merge(project):
         whole, report = judged(project, server_args(server), "--wild-limit=6", "--wild-sampling=seeded", "-n", "2",
                                name="whole")
         assert server.requests == ANSWERS  # the rerun, whole and under xdist, asked nothing
-    whole.stdout.fnmatch_lines([f"*{ANSWERS} answers, {ANSWERS} from the cache, 0 requests"])
+    whole.stdout.fnmatch_lines([f"*{ANSWERS} answers: {ANSWERS} from the cache, 0 asked in 0 requests"])
     merged = json.loads((project.path / "merged.json").read_text())
     assert merged["results"] == report["results"]
     assert merged["judge"]["disagreements"] == report["judge"]["disagreements"]

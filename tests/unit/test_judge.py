@@ -99,6 +99,8 @@ def test_verdicts_and_every_failure_is_unjudged_with_why():
     assert by["chatty"].reason == "no verdict in the reply (not CORRECT or INCORRECT)" and by["chatty"].unjudged
     assert server.seen == {"right": 1, "wrong": 1, "broken": 3, "malformed": 1, "chatty": 1, "hang": 3, "flaky": 2}
     assert client.requests == server.requests == 12
+    assert (client.asked, client.retries_sent) == (7, 5)
+    assert dict(client.failed_attempts) == {"HTTP 500": 4, "timed out": 3}  # broken 3, flaky 1; hang 3
     assert set(server.authorizations) == {f"Bearer {KEY}"}  # the key is sent, and only in the header
     assert not any(KEY in v.reason for v in verdicts)
 
@@ -335,3 +337,27 @@ def test_a_local_judge_given_the_papers_prompt_is_read_exactly_as_a_server_reply
     judge = LocalJudge(str(write_judge(tmp_path / "judge", reply)), grader=PUBLISHED, device="cpu")
     found = judge.judge([Answer("Q?", "gold", "prediction")])
     assert [v.verdict for v in found] == [verdict]
+
+
+def test_attempts_that_never_reach_a_server_are_counted_by_name():
+    """A refused connection is a request attempted that no server counts: the summary names
+    every request by what it was, so its numbers add up against the server's."""
+    import socket
+
+    from pytest_wild.judge.grading import asked_text
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the block ends: nothing listens there
+    client = JudgeClient(f"http://127.0.0.1:{port}/v1", "judge-model", KEY, backoff=0.01, retries=2)
+    try:
+        verdicts = client.judge([Answer("Q: Who?", "Malia Obama", "right")])
+    finally:
+        client.close()
+    assert verdicts[0].reason == "connection failed (ConnectError) after 3 attempts"
+    assert (client.asked, client.requests, client.retries_sent) == (1, 3, 2)
+    assert dict(client.failed_attempts) == {"connection failed (ConnectError)": 3}
+    section = {"answers": 150, "from_cache": 0, "asked": 150, "requests": 153, "retries": 3,
+               "failed_attempts": {"HTTP 500": 2, "connection failed (ConnectError)": 1}}
+    assert asked_text(section) == ("150 answers: 0 from the cache, 150 asked in 153 requests (3 retries; failed "
+                                   "attempts: 2 HTTP 500, 1 connection failed (ConnectError))")
