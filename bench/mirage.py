@@ -112,10 +112,15 @@ def main() -> None:
     parser.add_argument("--editors", default=",".join(EDITORS))
     parser.add_argument("--contexts", default="chat,question")
     parser.add_argument("--out", default="bench-mirage", help="where each run's directory and report go")
+    parser.add_argument("--table-only", action="store_true", help="only the table of the runs already in --out")
     args = parser.parse_args()
     out = Path(args.out)
-    reports = {(editor, context): run(editor, context, args, out)
-               for editor in args.editors.split(",") for context in args.contexts.split(",")}
+    pairs = [(editor, context) for editor in args.editors.split(",") for context in args.contexts.split(",")]
+    if args.table_only:
+        reports = {pair: (out / f"{pair[0]}-{pair[1]}" / "report.json").resolve() for pair in pairs}
+        reports = {pair: path for pair, path in reports.items() if path.parent.is_dir()}
+    else:
+        reports = {pair: run(*pair, args, out) for pair in pairs}
     lines, mirages = table(reports)
     print("\n".join(lines))
     first = next((path for path in reports.values() if path.is_file()), None)
