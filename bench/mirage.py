@@ -11,8 +11,10 @@ Each (editor, context) is one ordinary `pytest --wild` run, in a directory of it
 continues where it stopped and a larger --out can be filled in over several sessions. The
 table is read from the reports: EM is the run's own score; F1 is SQuAD token F1 of the same
 answers (pytest_wild.scores.f1), against the target for reliability and generalization and,
-for locality, of the answer after the edit against the answer before it (the published
-locality is their token identity). Synthetic (teacher-forced) scores have no answers, so no F1.
+for locality, of the answer after the edit against the answer before it, 1 when the two are
+the same answer (SQuAD's F1 of two empty answers is 0, and an instruct model asked the bare
+question often says nothing); the published locality is their token identity. Synthetic
+(teacher-forced) scores have no answers, so no F1.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def run(editor: str, context: str, args, out: Path) -> Path:
 
 
 def f1_scores(samples: list[dict], mode: str) -> dict[str, float | None]:
-    from pytest_wild.scores import f1
+    from pytest_wild.scores import f1, normalize_answer
 
     found = {metric: [] for metric in METRICS}
     for sample in samples:
@@ -64,7 +66,8 @@ def f1_scores(samples: list[dict], mode: str) -> dict[str, float | None]:
             found["generalization"].append(f1(answers["rephrase"]["after"], sample["target"]))
         if answers.get("locality"):
             first = answers["locality"][0]
-            found["locality"].append(f1(first["after"], first["before"]))
+            same = normalize_answer(first["after"]) == normalize_answer(first["before"])
+            found["locality"].append(1.0 if same else f1(first["after"], first["before"]))
     return {metric: statistics.fmean(values) if values else None for metric, values in found.items()}
 
 
