@@ -72,6 +72,14 @@ TINYWORLD = {"layers": [0, 1], "v_num_grad_steps": 30, "v_lr": 0.5, "v_weight_de
              "clamp_norm_factor": 8.0, "L2": 1.0, "nullspace_threshold": 2e-2,
              "nullspace_threshold_mode": "absolute", "mom2_dataset": "tinyworld", "mom2_n_samples": 100_000,
              "mom2_dtype": "float64", "context_template_length_params": [[10, 5]]}
+# SmolLM2-135M-Instruct (Llama, 30 layers): the AlphaEdit repository's Llama3-8B file.
+SMOLLM2 = {
+    "layers": [3, 4, 5, 6, 7],  # Llama's [4-8] of 32 (MEMIT's): the top at 8 * 29/31 = 7.5 -> 7, five layers
+    "v_loss_layer": 29,  # the last layer, as published
+    "v_num_grad_steps": 25, "v_lr": 0.1, "v_weight_decay": 0.5, "clamp_norm_factor": 0.75,  # published, Llama3-8B
+    "L2": 10.0,  # published (AlphaEdit repository, Llama3-8B; EasyEdit's Llama file says 1)
+    "nullspace_threshold": 2e-2, "nullspace_threshold_mode": "absolute",  # published, in every public file
+}
 
 
 def defaults(config, profile: str) -> dict:
@@ -83,6 +91,8 @@ def defaults(config, profile: str) -> dict:
               "v_weight_decay": decay, "clamp_norm_factor": clamp, "L2": l2}
     if profile == "tinyworld":
         values.update(TINYWORLD)
+    if profile == "smollm2-135m":
+        values.update(SMOLLM2)
     return values
 
 

@@ -62,6 +62,15 @@ FAMILY_VALUES = {"gpt2": (20, 0.5, 0.75, 20000.0), "gptj": (25, 0.5, 0.75, 15000
 TINYWORLD = {"layers": [0, 1], "v_num_grad_steps": 30, "v_lr": 0.5, "v_weight_decay": 0.5,
              "clamp_norm_factor": 8.0, "mom2_update_weight": 200.0, "mom2_dataset": "tinyworld",
              "mom2_n_samples": 100_000, "mom2_dtype": "float64", "context_template_length_params": [[10, 5]]}
+# SmolLM2-135M-Instruct (Llama, 30 layers): EasyEdit's Llama-2-7B file, λ scaled to the key width.
+SMOLLM2 = {
+    "layers": [3, 4, 5, 6, 7],  # Llama's [4-8] of 32: the top at 8 * 29/31 = 7.5 -> 7, five layers (5 * 30/32)
+    "v_loss_layer": 29,  # the last layer, as published
+    "v_num_grad_steps": 25, "v_lr": 0.5, "v_weight_decay": 1e-3, "clamp_norm_factor": 4.0,  # published for Llama
+    # λ: a layer writes a/(1+a) of its residual for a typical key, a = kᵀ(λC)⁻¹k ≈ d_k/λ (E[kᵀC⁻¹k]
+    # = d_k), so the published 15000 at Llama-2's d_k 11008 is 15000 * 1536/11008 ≈ 2100 here
+    "mom2_update_weight": 2100.0,
+}
 
 
 def defaults(config, profile: str) -> dict:
@@ -72,6 +81,8 @@ def defaults(config, profile: str) -> dict:
               "clamp_norm_factor": clamp, "mom2_update_weight": weight}
     if profile == "tinyworld":
         values.update(TINYWORLD)
+    if profile == "smollm2-135m":
+        values.update(SMOLLM2)
     return values
 
 

@@ -74,6 +74,14 @@ FAMILY_VALUES = {"gpt2": (20, 0.5, 4.0, True), "gptj": (20, 0.5, 4.0, False),
 TINYWORLD = {"layers": [0], "v_num_grad_steps": 20, "v_lr": 0.5, "v_weight_decay": 0.5, "clamp_norm_factor": 4.0,
              "mom2_adjustment": True, "mom2_dataset": "tinyworld", "mom2_n_samples": 100_000,
              "mom2_dtype": "float64", "context_template_length_params": [[5, 10], [10, 10]]}
+# SmolLM2-135M-Instruct (Llama, 30 layers): EasyEdit's Llama-2-7B file, the setting the paper ran.
+SMOLLM2 = {
+    "layers": [5],  # Llama-2-7B's 5 of 31 at the same relative depth: 5 * 29/31 = 4.7
+    "v_loss_layer": 29,  # the last layer, as published: the NLL is the model's own logits
+    "v_num_grad_steps": 25, "v_lr": 0.5,  # published for Llama
+    "v_weight_decay": 1e-3, "clamp_norm_factor": 4.0,  # published for Llama
+    "mom2_adjustment": False,  # as EasyEdit and the paper run ROME on Llama: C = I, no corpus needed
+}
 
 
 def _defaults(original: bool):
@@ -88,6 +96,8 @@ def _defaults(original: bool):
                   "clamp_norm_factor": clamp, "mom2_adjustment": adjustment, "original_implementation": original}
         if profile == "tinyworld":
             values.update(TINYWORLD)
+        if profile == "smollm2-135m":
+            values.update(SMOLLM2)
         return values
 
     return defaults

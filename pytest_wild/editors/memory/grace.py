@@ -60,6 +60,12 @@ N_ITER = {"gpt2": 200, "gptj": 200}
 # Tuned on tinyworld (README, "GRACE and WISE on tinyworld"): the last block's c_fc, and a radius
 # that suits its activations' scale (key distances between questions there are 3 to 15).
 TINYWORLD = {"layers": [3], "n_iter": 10, "eps": 3.0}
+# SmolLM2-135M-Instruct (Llama, 30 layers): EasyEdit's Llama-2-7B file (the one the paper ran).
+SMOLLM2 = {
+    "layers": [25],  # Llama-2-7B's down_proj 27 of 32 at the same depth: 27/32 of 30 is 25.3
+    "n_iter": 50, "edit_lr": 1.0,  # published for Llama
+    "eps": 1.0,  # published
+}
 
 IGNORED = {
     "inner_params": "the layer is `layers` with `rewrite_module_tmp`, as for every editor here",
@@ -80,6 +86,8 @@ def defaults(config, profile: str) -> dict:
     values = {"layers": [layer], "rewrite_module_tmp": module, "n_iter": N_ITER.get(arch.family, 50)}
     if profile == "tinyworld":
         values.update(TINYWORLD)
+    if profile == "smollm2-135m":
+        values.update(SMOLLM2)
     return values
 
 

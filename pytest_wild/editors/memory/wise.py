@@ -101,6 +101,12 @@ LAYER_FRACTION = {"gpt2": 8 / 12, "gptj": 21 / 28, "qwen2": 23 / 28}
 LLAMA_3 = {"edit_lr": 0.9, "n_iter": 30, "act_margin": [2.0, 20.0, 10.0], "act_ratio": 0.5}
 # Tuned on tinyworld (README, "GRACE and WISE on tinyworld").
 TINYWORLD = {"layers": [3], "unrelated": "tinyworld"}
+# SmolLM2-135M-Instruct (Llama, 30 layers, a SmolLM tokenizer, not Llama-3's): EasyEdit's Llama-2-7B file.
+SMOLLM2 = {
+    "layers": [25],  # Llama-2-7B's down_proj 27 of 32 at the same depth: 27/32 of 30 is 25.3
+    "edit_lr": 1.0, "n_iter": 70, "act_ratio": 0.88,  # published for Llama-2
+    "act_margin": [5.0, 20.0, 10.0],  # published for Llama-2
+}
 
 IGNORED = {
     "inner_params": "the layer is `layers` with `rewrite_module_tmp`, as for every editor here",
@@ -123,6 +129,8 @@ def defaults(config, profile: str) -> dict:
         values |= LLAMA_3
     if profile == "tinyworld":
         values |= TINYWORLD
+    if profile == "smollm2-135m":
+        values |= SMOLLM2
     return values
 
 

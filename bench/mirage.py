@@ -1,0 +1,139 @@
+"""The mirage on a real model: every editor x wild / synthetic / length x reliability /
+generalization / locality, exact match and F1, in the model's chat template and on the bare
+question, with seconds per edit; then ten answers that teacher forcing calls a success and
+WILD a failure.
+
+    python bench/mirage.py                         # smollm2-135m, 100 QAEdit cases per editor and context
+    python bench/mirage.py --limit 20 --editors ft-m,rome --contexts chat
+
+Each (editor, context) is one ordinary `pytest --wild` run, in a directory of its own under
+--out with its report; a run whose report is there is not run again, so an interrupted bench
+continues where it stopped and a larger --out can be filled in over several sessions. The
+table is read from the reports: EM is the run's own score; F1 is SQuAD token F1 of the same
+answers (pytest_wild.scores.f1), against the target for reliability and generalization and,
+for locality, of the answer after the edit against the answer before it, 1 when the two are
+the same answer (SQuAD's F1 of two empty answers is 0, and an instruct model asked the bare
+question often says nothing); the published locality is their token identity. Synthetic
+(teacher-forced) scores have no answers, so no F1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+EDITORS = ("ft", "ft-l", "ft-m", "rome", "r-rome", "memit", "alphaedit", "grace", "wise", "mend")
+MODES = ("wild", "synthetic", "length")
+METRICS = ("reliability", "generalization", "locality")
+
+
+def run(editor: str, context: str, args, out: Path) -> Path:
+    """One pytest run; its report (or, when it fails before writing one, its last lines)."""
+    directory = (out / f"{editor}-{context}").resolve()
+    report = directory / "report.json"
+    if report.is_file():
+        return report
+    directory.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--wild", "--editor", editor,
+               f"--wild-model={args.model}", f"--wild-suite={args.suite}", "--wild-eval", ",".join(MODES),
+               "--wild-context", context, "--wild-limit", str(args.limit), f"--wild-report={report}"]
+    if args.data:
+        command.append(f"--wild-data={args.data}")
+    hparams = dict(item.split("=", 1) for item in args.hparams)
+    if editor in hparams:
+        command.append(f"--wild-hparams={Path(hparams[editor]).resolve()}")
+    print(f"{editor} / {context}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    done = subprocess.run(command, cwd=directory, capture_output=True, text=True, env=os.environ)
+    (directory / "output.txt").write_text(done.stdout + done.stderr)
+    return report
+
+
+def f1_scores(samples: list[dict], mode: str) -> dict[str, float | None]:
+    from pytest_wild.scores import f1, normalize_answer
+
+    found = {metric: [] for metric in METRICS}
+    for sample in samples:
+        answers = sample.get("modes", {}).get(mode, {}).get("answers")
+        if not answers:
+            continue
+        found["reliability"].append(f1(answers["prompt"]["after"], sample["target"]))
+        if "rephrase" in answers:
+            found["generalization"].append(f1(answers["rephrase"]["after"], sample["target"]))
+        if answers.get("locality"):
+            first = answers["locality"][0]
+            same = normalize_answer(first["after"]) == normalize_answer(first["before"])
+            found["locality"].append(1.0 if same else f1(first["after"], first["before"]))
+    return {metric: statistics.fmean(values) if values else None for metric, values in found.items()}
+
+
+def cell(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def table(reports: dict[tuple[str, str], Path]) -> tuple[list[str], list[dict]]:
+    """The Markdown rows, and every answer that teacher forcing got right and WILD wrong."""
+    head = ["editor", "context", "n", "s/edit"] + [f"{mode} {metric[:3]}" for mode in MODES for metric in METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    mirages = []
+    for (editor, context), path in reports.items():
+        if not path.is_file():
+            tail = (path.parent / "output.txt").read_text().strip().splitlines()[-1:] if (path.parent / "output.txt").is_file() else []
+            lines.append(f"| {editor} | {context} | no report: {' '.join(tail)[:200]} |")
+            continue
+        report = json.loads(path.read_text())
+        results, samples = report["results"], report["samples"]
+        seconds = report["timing"]["summary"].get("edit_seconds_mean")
+        row = [editor, context, str(report["cases"]["run"]), cell(seconds)]
+        for mode in MODES:
+            f1s = f1_scores(samples, mode)
+            for metric in METRICS:
+                em = results.get(mode, {}).get(metric, {}).get("value")
+                row.append(f"{cell(em)} / {cell(f1s[metric])}" if mode != "synthetic" else cell(em))
+        lines.append("| " + " | ".join(row) + " |")
+        for sample in samples:
+            wild = sample["modes"].get("wild", {})
+            if sample["teacher_forced"].get("prompt") == 1.0 and wild.get("reliability") == 0.0:
+                prompt = wild["answers"]["prompt"]
+                mirages.append({"editor": editor, "context": context, "question": sample["prompt"],
+                                "target": sample["target"], "wild answer": prompt["after"]})
+    return lines, mirages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--suite", default="qaedit")
+    parser.add_argument("--data", help="--wild-data of every run")
+    parser.add_argument("--hparams", action="append", default=[], metavar="EDITOR=FILE",
+                        help="--wild-hparams of that editor's runs; repeatable")
+    parser.add_argument("--limit", type=int, default=100, help="QAEdit cases per editor and context (default 100)")
+    parser.add_argument("--editors", default=",".join(EDITORS))
+    parser.add_argument("--contexts", default="chat,question")
+    parser.add_argument("--out", default="bench-mirage", help="where each run's directory and report go")
+    parser.add_argument("--table-only", action="store_true", help="only the table of the runs already in --out")
+    args = parser.parse_args()
+    out = Path(args.out)
+    pairs = [(editor, context) for editor in args.editors.split(",") for context in args.contexts.split(",")]
+    if args.table_only:
+        reports = {pair: (out / f"{pair[0]}-{pair[1]}" / "report.json").resolve() for pair in pairs}
+        reports = {pair: path for pair, path in reports.items() if path.parent.is_dir()}
+    else:
+        reports = {pair: run(*pair, args, out) for pair in pairs}
+    lines, mirages = table(reports)
+    print("\n".join(lines))
+    first = next((path for path in reports.values() if path.is_file()), None)
+    if first is not None:
+        print(f"\nversions: {json.loads(first.read_text()).get('versions')}")
+    print(f"\n{len(mirages)} answers teacher forcing scores 1.0 and WILD 0; the first ten:\n")
+    for mirage in mirages[:10]:
+        print(f"- {mirage['editor']}, {mirage['context']}: {mirage['question']!r} (target {mirage['target']!r}) "
+              f"-> {mirage['wild answer']!r}")
+
+
+if __name__ == "__main__":
+    main()

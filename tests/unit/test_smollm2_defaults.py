@@ -1,0 +1,65 @@
+"""Every editor's defaults for the named model smollm2-135m (SmolLM2-135M-Instruct) build
+hyperparameters that fit that model: its layers, its modules, the shapes of the weights they
+edit. Checked against its config alone, on a weightless skeleton: no download, no weights."""
+
+import pytest
+from transformers import AutoConfig
+
+from pytest_wild.editors import BUILTIN, get_editor
+from pytest_wild.hparams import build_hparams
+from pytest_wild.model import model_shape
+
+PROFILE = "smollm2-135m"
+# SmolLM2-135M-Instruct's config.json (what the converted model's says, checkpoint fields aside).
+CONFIG = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+          "num_key_value_heads": 3, "head_dim": 64, "vocab_size": 49152, "tie_word_embeddings": True,
+          "hidden_act": "silu", "max_position_embeddings": 8192, "bos_token_id": 1, "eos_token_id": 2}
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    config = AutoConfig.for_model("llama", **CONFIG)
+    return config, model_shape(config)
+
+
+# MEND's one default is a shipped network, and none ships for smollm2-135m (README, "MEND for
+# SmolLM2-135M"): its run asks for one (test below).
+TUNED = sorted(set(BUILTIN) - {"mend"})
+
+
+@pytest.mark.parametrize("name", TUNED)
+def test_every_editor_has_defaults_for_smollm2_that_fit_the_model(name, smollm2):
+    config, shape = smollm2
+    editor = get_editor(name)
+    defaults = editor.defaults(config, PROFILE)
+    assert defaults != editor.defaults(config, "default"), "the profile has no values of its own"
+    hp = build_hparams(editor.hparams_type, defaults, [], shape, editor.ignored)
+    layers = getattr(hp, "layers", [])
+    for layer in layers:
+        assert 0 <= layer < 30
+    template = getattr(hp, "rewrite_module_tmp", None)
+    if template is not None and name != "ft":
+        # the MLP's down projection, (d_model, d_ff) as nn.Linear stores it
+        for layer in layers:
+            assert shape.parameters[f"{template.format(layer)}.weight"] == (576, 1536)
+
+
+def test_the_published_layers_are_scaled_to_30_layers(smollm2):
+    config, _ = smollm2
+    layers = {name: get_editor(name).defaults(config, PROFILE).get("layers") for name in TUNED}
+    assert layers["ft-m"] == layers["ft-l"] == layers["ft"] == [20]  # 21 of 32
+    assert layers["rome"] == layers["r-rome"] == [5]  # 5 of 32
+    assert layers["memit"] == layers["alphaedit"] == [3, 4, 5, 6, 7]  # 4-8 of 32
+    assert layers["grace"] == layers["wise"] == [25]  # 27 of 32
+    assert get_editor("rome").defaults(config, PROFILE)["v_loss_layer"] == 29
+
+
+def test_mend_on_smollm2_asks_for_a_trained_network(smollm2):
+    from pytest_wild.cases import WildInputError
+    from pytest_wild.editors.meta.mend import trained
+
+    config, shape = smollm2
+    editor = get_editor("mend")
+    hp = build_hparams(editor.hparams_type, editor.defaults(config, PROFILE), [], shape)
+    with pytest.raises(WildInputError, match="^MEND needs a network trained for this model: `pytest-wild train-mend"):
+        trained(None, hp, None)
