@@ -5,10 +5,10 @@ what identifies the run (editor, model, suite, context, answer metric, where it 
 from); each metric is its mean ± standard error, WILD beside teacher-forced (`synthetic`)
 beside `length` wherever a source evaluated them, with the mirage (teacher-forced minus WILD)
 beside reliability and generalization. A source that lacks a mode the others have shows "-"
-there, and a note under the table says which and why. The README's table of the bundled suite
+there, and a note under the table says which and why. The table of the bundled suite in docs/measured.md
 is this command's output over the committed goldens, and a test holds the two equal. With
 `--sequence`, the curves of sequential runs' reports instead: one line per run, checkpoint and
-convention (the README's 1,000-edit table).
+convention (the 1,000-edit table of docs/sequential.md).
 
 A golden keeps each case's scores rounded to 2 decimals; a score that is a share of the
 case's locality questions (`locality_all`, `locality_em`) is read back exactly from that

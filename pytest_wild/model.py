@@ -66,7 +66,7 @@ def choose_cpu_threads(model, device: str) -> int | None:
     (OMP_NUM_THREADS or MKL_NUM_THREADS). Each process gets its share of the cores it may run
     on (xdist workers split them), and no more than one thread per 25M parameters: on a small
     model more threads only add synchronisation, which a busy machine turns into many-fold
-    slowdowns (README, "Threads"). Returns the count set, or None when left alone."""
+    slowdowns (docs/wild.md, "Threads"). Returns the count set, or None when left alone."""
     import torch
 
     if device.split(":")[0] != "cpu" or any(os.environ.get(name) for name in THREAD_SETTINGS):

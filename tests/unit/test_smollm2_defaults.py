@@ -22,7 +22,7 @@ def smollm2():
     return config, model_shape(config)
 
 
-# MEND's one default is a shipped network, and none ships for smollm2-135m (README, "MEND for
+# MEND's one default is a shipped network, and none ships for smollm2-135m (docs/measured.md, "MEND for
 # SmolLM2-135M"): its run asks for one (test below).
 TUNED = sorted(set(BUILTIN) - {"mend"})
 

@@ -51,7 +51,7 @@ TINYWORLD = {"layers": [2], "lr": 5e-3, "num_steps": 25}
 # SmolLM2-135M-Instruct (Llama, 30 layers): the published Llama recipe as it stands.
 SMOLLM2 = {
     "layers": [20],  # Llama-2/3's 21 of 32 at the same depth: 21/32 of 30 is 19.7
-    "lr": 5e-4,  # published (every EasyEdit FT file); the edits land with it (README, "SmolLM2-135M")
+    "lr": 5e-4,  # published (every EasyEdit FT file); the edits land with it (docs/measured.md, "SmolLM2-135M")
     "num_steps": 25,  # published: the loss is under the early stop well before it
 }
 # Keys of EasyEdit's FT files that its FT code does not read either.

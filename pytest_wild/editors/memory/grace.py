@@ -57,7 +57,7 @@ class GraceHparams:
 # GPT-2 XL 35 of 48 (c_fc: GRACE's original GPT-2 module, the MLP's input projection).
 LAYER_FRACTION = {"gpt2": 35 / 48, "gptj": 25 / 28, "qwen2": 18 / 28}
 N_ITER = {"gpt2": 200, "gptj": 200}
-# Tuned on tinyworld (README, "GRACE and WISE on tinyworld"): the last block's c_fc, and a radius
+# Tuned on tinyworld (docs/measured.md, "GRACE and WISE on tinyworld"): the last block's c_fc, and a radius
 # that suits its activations' scale (key distances between questions there are 3 to 15).
 TINYWORLD = {"layers": [3], "n_iter": 10, "eps": 3.0}
 # SmolLM2-135M-Instruct (Llama, 30 layers): EasyEdit's Llama-2-7B file (the one the paper ran).

@@ -99,7 +99,7 @@ class WiseHparams:
 # 28; GPT-J 21 of 28 (fc_out, margins [15, 40, 20]); GPT-2 8 of 12 (c_fc, 40 steps, ratio 0.8).
 LAYER_FRACTION = {"gpt2": 8 / 12, "gptj": 21 / 28, "qwen2": 23 / 28}
 LLAMA_3 = {"edit_lr": 0.9, "n_iter": 30, "act_margin": [2.0, 20.0, 10.0], "act_ratio": 0.5}
-# Tuned on tinyworld (README, "GRACE and WISE on tinyworld").
+# Tuned on tinyworld (docs/measured.md, "GRACE and WISE on tinyworld").
 TINYWORLD = {"layers": [3], "unrelated": "tinyworld"}
 # SmolLM2-135M-Instruct (Llama, 30 layers, a SmolLM tokenizer, not Llama-3's): EasyEdit's Llama-2-7B file.
 SMOLLM2 = {
