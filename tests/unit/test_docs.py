@@ -53,3 +53,28 @@ def test_the_readme_is_a_front_door_that_reaches_every_page():
     assert len(readme.splitlines()) <= 400
     reached = {Path(target.partition("#")[0]).name for target in links(ROOT / "README.md")}
     assert {page.name for page in PAGES[1:]} <= reached
+
+
+def test_every_block_that_shows_output_is_checked_or_marked_as_an_illustration():
+    """Command blocks (sh, yaml, ...) show what to type; a block of plain output either is the
+    README's example run, which tests/unit/test_readme.py holds to the goldens, or says it is an
+    illustration in the lines before it."""
+    unmarked = []
+    for page in PAGES:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        inside = False
+        for number, line in enumerate(lines):
+            if not line.strip().startswith("```"):
+                continue
+            if inside:
+                inside = False
+                continue
+            inside = True
+            if line.strip() not in ("```", "```text"):
+                continue
+            body = lines[number + 1] if number + 1 < len(lines) else ""
+            before = " ".join(lines[max(0, number - 3):number])
+            checked = page.name == "README.md" and " WILD results " in "\n".join(lines[number:number + 3])
+            if not checked and "illustration" not in before and not body.lstrip().startswith(("pytest ", "pip ")):
+                unmarked.append(f"{page.name}:{number + 1}: {body[:60]}")
+    assert not unmarked, unmarked
