@@ -245,21 +245,22 @@ class Engine:
         return self._stop_tokens
 
     def _finish(self, tokens: list[int], stop: str) -> Generation:
-        """The answer's text. Under the stop rule and at a fixed length: its tokens up to the
-        first end-of-sequence id, decoded without special tokens. A chat model's turn ends
-        with one (`<|im_end|>`), and what it writes after it, when a fixed length makes it go
-        on, is the template's next turn, not its answer (the published length reading,
-        `generate` with max_new_tokens, stops there too). Under a stop rule nothing follows
-        EOS, so the published answer (decoded, then the EOS string stripped) is unchanged.
-        Read until EOS (a judge's completion, the free-generation reading): everything
-        generated, special tokens left out, as a chat server returns it. The token ids are
-        kept whole: locality compares them."""
-        if stop == EOS:
+        """The answer's text, read as each published reading reads it. Under the stop rule: the
+        tokens decoded as they are, then the EOS string stripped (the published loop's
+        `finish_text(decode(tokens))`; generation ends at an end-of-sequence id, so nothing of a
+        chat template's next turn follows). At a fixed length: the tokens up to the first
+        end-of-sequence id, decoded without special tokens; a chat model's turn ends with one
+        (`<|im_end|>`), and what it writes after it, when a fixed length makes it go on, is the
+        template's next turn, not its answer (the published length reading, `generate` with
+        max_new_tokens, stops there too). Read until EOS (a judge's completion, the
+        free-generation reading): everything generated, special tokens left out, as a chat
+        server returns it. The token ids are kept whole: locality compares them."""
+        if stop == RULE:
+            text = finish_text(self.tokenizer.decode(tokens), self.stop_rule, self.tokenizer.eos_token)
+        elif stop == EOS:
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         else:
             end = next((i for i, token in enumerate(tokens) if token in self.eos_ids), len(tokens))
             text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
-        if stop == RULE:
-            text = finish_text(text, self.stop_rule, self.tokenizer.eos_token)
         return Generation(text=text, token_ids=tuple(tokens))
 

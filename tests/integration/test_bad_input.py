@@ -631,9 +631,13 @@ def test_a_read_only_cache_is_read_and_the_header_says_what_is_not_saved(workspa
     assert snapshot(cache) == before
 
 
-def test_an_unused_golden_in_a_read_only_directory_is_kept_and_named_in_one_line(workspace, pytester):
+def test_an_unused_golden_in_a_read_only_directory_is_kept_and_named_in_one_line(workspace, pytester, monkeypatch):
     """--snapshot-update removes goldens whose case left the suite; in a read-only checkout it
-    cannot: the golden is kept, one line names it, and the run fails (no INTERNALERROR)."""
+    cannot: the golden is kept, one line names it, and the run fails (no INTERNALERROR). The
+    outer run's xdist variables are removed first: with them the in-process run's syrupy
+    believes it is an xdist worker and looks for no unused golden."""
+    for name in [name for name in os.environ if name.startswith("PYTEST_XDIST")]:
+        monkeypatch.delenv(name)
     data = workspace / GOLDEN.rsplit("/", 1)[0]
     (data / "tw-9999.json").write_text('{"case": {"id": "tw-9999"}}\n')
     before = snapshot(workspace)

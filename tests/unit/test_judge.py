@@ -293,7 +293,7 @@ def test_grading_writes_each_verdict_beside_exact_match_and_counts_where_they_di
         client = JudgeClient(server.url, "grader", KEY)
         asked = grade(rows, client)
         client.close()
-    assert asked == {"answers": 8, "from_cache": 0, "requests": 8}
+    assert asked == {"answers": 8, "from_cache": 0, "asked": 8, "requests": 8, "retries": 0, "failed_attempts": {}}
     scores = [row["modes"]["wild"] for row in rows]
     assert [s["reliability"] for s in scores] == [1.0, 1.0, 0.0, 0.0]
     assert [s["reliability_em"] for s in scores] == [1.0, 0.0, 0.0, 0.0]
@@ -309,7 +309,7 @@ def test_grading_writes_each_verdict_beside_exact_match_and_counts_where_they_di
 def test_an_unjudged_answer_counts_neither_way_and_is_named_with_why():
     rows = rows_for([("Malia Obama", "Malia Obama", "Paris"), ("Paris", "Paris", "Paris")])
     asked = grade_unavailable(rows, "the judge could not be opened: no route")
-    assert asked == {"answers": 4, "from_cache": 0, "requests": 0}
+    assert asked == {"answers": 4, "from_cache": 0, "asked": 0, "requests": 0, "retries": 0, "failed_attempts": {}}
     assert all(row["modes"]["wild"]["reliability"] is None and row["modes"]["wild"]["locality_judge"] is None
                for row in rows)
     assert [row["modes"]["wild"]["reliability_em"] for row in rows] == [1.0, 1.0]  # exact match stays beside
