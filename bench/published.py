@@ -1,5 +1,5 @@
-"""ROME, MEMIT and AlphaEdit written plainly, step for step as the papers and the structure of
-their original code have them: the reference that pytest-wild's editors are timed against
+"""ROME, MEMIT, AlphaEdit and UltraEdit written plainly, step for step as the papers and the
+structure of their original code have them: the reference that pytest-wild's editors are timed against
 (bench/editors.py) and compared with (tests/test_published_reference.py).
 
 Nothing here comes from pytest_wild.editors except the edit's input: the prepared requests
@@ -263,3 +263,98 @@ def alphaedit_edit(model, requests, hp, arch, projections: dict[str, torch.Tenso
         keys = group_keys(model, name, requests, pad)
         cache_c[name] = cache_c[name] + keys @ keys.T
     return updates
+
+
+# ------------------------------------------------------------------------------ UltraEdit
+
+
+class RunningMeanStd:
+    """The published lifelong normaliser (EasyEdit's malmen `RunningMeanStd`), buffers
+    updated in place as there."""
+
+    def __init__(self, size: int, device) -> None:
+        self.n = torch.zeros(1, device=device)
+        self.mean = torch.zeros(size, device=device)
+        self.var = torch.zeros(size, device=device)
+        self.std = torch.zeros(size, device=device)
+
+    def update(self, x: torch.Tensor) -> None:
+        n = self.n + x.shape[0]
+        delta = x.mean(0) - self.mean
+        self.mean += x.shape[0] * delta / n
+        self.var += x.shape[0] * x.var(0) + self.n * x.shape[0] * delta.pow(2) / n
+        self.std = (self.var / (n - 1 + torch.finfo(x.dtype).eps)).sqrt()
+        self.n = n
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / (self.std + torch.finfo(x.dtype).eps)
+
+
+def ultraedit_shape(model, module: str) -> tuple[int, int]:
+    """(d_in, d_out), the published `get_shape`."""
+    shape = tuple(model.get_submodule(module).weight.shape)
+    return shape if _transposed(model, module) else shape[::-1]
+
+
+def ultraedit_edit(model, batches, modules: Sequence[str], lr: float, normalizers: dict,
+                   editor_batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """UltraEdit as EasyEdit's `ULTRAEDIT.cache` + `predict_param_shifts` run it, for one turn:
+    `batches` are the turn's passes, each (inputs, labels, read): the model's keyword inputs (the
+    edit's input, tokenised as the editor has it), labels -100 off the target and `read` the
+    tokens traced. Per pass: the target's cross-entropy,
+    backward through the edited weights (made trainable for it, as published), a forward hook
+    and a full backward hook on every module; each module's [keys, gradients] update the
+    normaliser of its shape (`normalizers`, kept by the caller across a sequence). Then per
+    module: normalise in chunks of `editor_batch_size` rows padded with zeros, v = −lr ‖k̂‖² ĝ,
+    ΔW = solve(KᵀK + I, KᵀV) in float32, written at once. Returns ΔW in the math layout."""
+    traced: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {m: [] for m in modules}
+    weights = [model.get_submodule(m).weight for m in modules]
+    for weight in weights:
+        weight.requires_grad_(True)
+    try:
+        for inputs, labels, read in batches:
+            seen: dict[str, dict[str, torch.Tensor]] = {m: {} for m in modules}
+            hooks = []
+            for m in modules:
+                def forward_hook(_, args, output, m=m):
+                    seen[m]["keys"] = args[0][read].detach()
+
+                def backward_hook(_, grad_in, grad_out, m=m):
+                    seen[m]["grads"] = grad_out[0][read].detach()
+                module = model.get_submodule(m)
+                hooks += [module.register_forward_hook(forward_hook), module.register_full_backward_hook(backward_hook)]
+            try:
+                logits = model(**inputs).logits[:, :-1]
+                targets = labels[:, 1:]
+                where = torch.where(targets != -100)
+                torch.nn.functional.cross_entropy(logits[where].float(), targets[where]).backward()
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            for m in modules:
+                keys, grads = seen[m]["keys"].float(), seen[m]["grads"].float()
+                shape = ultraedit_shape(model, m)
+                normalizers.setdefault(shape, RunningMeanStd(sum(shape), keys.device)).update(torch.cat((keys, grads), -1))
+                traced[m].append((keys, grads))
+    finally:
+        for weight in weights:
+            weight.requires_grad_(False)
+            weight.grad = None
+    shifts = {}
+    with torch.no_grad():
+        for m in modules:
+            shape = ultraedit_shape(model, m)
+            keys = torch.cat([k for k, _ in traced[m]])
+            grads = torch.cat([g for _, g in traced[m]])
+            values = []
+            for start in range(0, len(keys), editor_batch_size):
+                chunk = torch.cat((keys[start:start + editor_batch_size], grads[start:start + editor_batch_size]), -1)
+                padded = torch.cat((chunk, chunk.new_zeros(editor_batch_size - len(chunk), chunk.shape[1])))
+                k_hat, g_hat = normalizers[shape](padded).split([shape[0], shape[1]], -1)
+                values.append(-lr * (k_hat * k_hat).sum(-1).unsqueeze(-1) * g_hat)
+            values = torch.cat(values)[: len(keys)]
+            mat = keys.T @ keys + torch.eye(shape[0], device=keys.device)
+            shifts[m] = torch.linalg.solve(mat, keys.T @ values).T
+        for m, delta in shifts.items():
+            add_to_weight(model, m, delta)
+    return shifts

@@ -37,6 +37,7 @@ BOUNDS = {
     "mom2_update_weight": (0.0, False), "mom2_n_samples": (1, False), "L2": (0.0, False),
     "nullspace_threshold": (0.0, False),
     "eps": (0.0, True), "edit_lr": (0.0, True), "n_iter": (1, False),  # GRACE's radius, WISE's steps
+    "batch_size_once": (1, False),  # UltraEdit's cases per pass
 }
 DEFAULTS_ORIGIN = "the editor's defaults"
 
@@ -132,6 +133,8 @@ def _check_fit(hparams: object, origin_of: dict[str, str], shape: ModelShape) ->
             if layer is not None and not 0 <= layer < shape.num_layers:
                 raise WildInputError(f"{origin_of.get(key, DEFAULTS_ORIGIN)}: {key}: layer {layer} is not in "
                                      f"{model}: use 0 to {shape.num_layers - 1}")
+    if "inner_params" in values:
+        _check_inner_params(values["inner_params"], origin_of.get("inner_params", DEFAULTS_ORIGIN), shape, model)
     for key, template in values.items():
         if not (key.endswith("_tmp") and isinstance(template, str)):
             continue
@@ -143,6 +146,17 @@ def _check_fit(hparams: object, origin_of: dict[str, str], shape: ModelShape) ->
             if name not in shape.module_names and name not in shape.parameters:
                 raise WildInputError(f"{origin_of.get(key, DEFAULTS_ORIGIN)}: {key}: {template!r} names "
                                      f"{name!r}, which is not a module of {model}")
+
+
+def _check_inner_params(names, origin: str, shape: ModelShape, model: str) -> None:
+    """Modules named one by one (UltraEdit's published files): each a linear layer of the model."""
+    if not names:
+        raise WildInputError(f"{origin}: inner_params: name at least one module to edit")
+    for name in names:
+        weight = f"{name.removesuffix('.weight')}.weight"
+        if len(shape.parameters.get(weight, ())) != 2:
+            raise WildInputError(f"{origin}: inner_params: {name!r} is not a linear layer of {model} "
+                                 "(a module with a 2-D weight)")
 
 
 def _one_index_field(template: str) -> bool:

@@ -369,6 +369,17 @@ BAD = [
         files={"hp.yaml": "directory: md\n", "md": mend_dir(edit_json("mend.json", modules={"transformer.h.1.mlp.c_fc": [1024, 256]}))}),
     Bad("hparams-mend-weights-linked-out", ("--editor=mend", H), "md/mend.safetensors: a link, refused", LOADING,
         files={"hp.yaml": "directory: md\n", "md": mend_dir(link_out("mend.safetensors"))}),
+    Bad("hparams-ultraedit-not-linear", ("--editor=ultraedit", H), "hp.yaml: inner_params: 'transformer.h.0.ln_1' is "
+        "not a linear layer of the model (gpt2, 4 layers) (a module with a 2-D weight)", USAGE,
+        files={"hp.yaml": "inner_params: [transformer.h.0.ln_1]\n"}),
+    Bad("hparams-ultraedit-no-module", ("--editor=ultraedit", H), "hp.yaml: inner_params: 'model.layers.3.mlp.up_proj' "
+        "is not a linear layer of the model", USAGE, files={"hp.yaml": "inner_params: [model.layers.3.mlp.up_proj]\n"}),
+    Bad("hparams-ultraedit-none", ("--editor=ultraedit", H), "hp.yaml: inner_params: name at least one module to edit",
+        USAGE, files={"hp.yaml": "inner_params: []\n"}),
+    Bad("hparams-ultraedit-token", ("--editor=ultraedit", H), "hp.yaml: token: 'all' is not one of ['mask', 'ans']",
+        USAGE, files={"hp.yaml": "token: all\n"}),
+    Bad("hparams-ultraedit-pass-size", ("--editor=ultraedit", H), "hp.yaml: batch_size_once: expected a number >= 1, "
+        "got 0", USAGE, files={"hp.yaml": "batch_size_once: 0\n"}),
     Bad("hparams-tilde-missing", ("--wild-hparams=~/nope.yaml",), "/nope.yaml does not exist", USAGE),
     Bad("hparams-lr-nan", (H,), "hp.yaml: lr: expected a finite number, got nan", USAGE, files={"hp.yaml": "lr: .nan\n"}),
     Bad("hparams-steps-negative", (H,), "hp.yaml: num_steps: expected a number >= 0, got -3", USAGE,

@@ -63,3 +63,13 @@ def test_mend_on_smollm2_asks_for_a_trained_network(smollm2):
     hp = build_hparams(editor.hparams_type, editor.defaults(config, PROFILE), [], shape)
     with pytest.raises(WildInputError, match="^MEND needs a network trained for this model: `pytest-wild train-mend"):
         trained(None, hp, None)
+
+
+def test_ultraedit_places_the_llama3_files_modules_on_30_layers(smollm2):
+    config, shape = smollm2
+    modules = get_editor("ultraedit").defaults(config, PROFILE)["inner_params"]
+    # gate_proj 11-15 and up_proj 18-24 of 32: each group's top at the same depth, as many layers in proportion
+    assert modules == ([f"model.layers.{i}.mlp.gate_proj" for i in range(10, 15)]
+                       + [f"model.layers.{i}.mlp.up_proj" for i in range(16, 23)])
+    assert modules == get_editor("ultraedit").defaults(config, "default")["inner_params"]  # only lr is tuned
+    assert all(shape.parameters[f"{name}.weight"] == (1536, 576) for name in modules)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...cases import WildInputError
+from ..depths import scaled_layers
 
 # MEMIT's published layers per (family, depth), which AlphaEdit keeps; other depths scale
 # from the family's reference model.
@@ -14,18 +15,6 @@ SPREAD_LAYERS = {("gpt2", 48): [13, 14, 15, 16, 17], ("gptj", 28): [3, 4, 5, 6, 
 # NeoX has no published MEMIT setting: GPT-J's (the other parallel-residual model) is scaled (GUESS).
 SPREAD_REFERENCE = {"gpt2": (48, [13, 14, 15, 16, 17]), "gptj": (28, [3, 4, 5, 6, 7, 8]),
                     "gpt_neox": (28, [3, 4, 5, 6, 7, 8]), "llama": (32, [4, 5, 6, 7, 8])}
-
-
-def scaled_layers(layers: Sequence[int], reference_depth: int, depth: int) -> list[int]:
-    """Published consecutive layers of a `reference_depth`-layer model mapped onto a `depth`-layer
-    one: the top layer at the same relative depth, the number of layers in proportion (at least
-    two when the published setting has several, so updates stay spread)."""
-    if depth == reference_depth:
-        return list(layers)
-    top = min(depth - 1, round(max(layers) * (depth - 1) / (reference_depth - 1)))
-    count = max(min(2, len(layers)), round(len(layers) * depth / reference_depth))
-    first = max(0, top - count + 1)
-    return list(range(first, min(depth, first + count)))
 
 
 def published_layers(config, published: dict, reference: dict) -> list[int]:
