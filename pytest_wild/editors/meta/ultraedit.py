@@ -120,6 +120,10 @@ class Moments:
     var: torch.Tensor
     std: torch.Tensor
 
+    def to(self, device: torch.device) -> Moments:
+        """On the rows' device (a state loaded from a run directory arrives on the CPU)."""
+        return Moments(self.n.to(device), self.mean.to(device), self.var.to(device), self.std.to(device))
+
 
 @dataclass
 class LifelongNormalizer:
@@ -139,6 +143,7 @@ class LifelongNormalizer:
         if m is None:
             zeros = rows.new_zeros(rows.shape[1])
             m = Moments(rows.new_zeros(1), zeros, zeros, zeros)
+        m = m.to(rows.device)
         count = rows.shape[0]
         n = m.n + count
         delta = rows.mean(0) - m.mean
@@ -148,7 +153,7 @@ class LifelongNormalizer:
         self.moments[shape] = Moments(n, m.mean + count * delta / n, var, std)  # new tensors: a saved copy stays
 
     def normalise(self, shape: tuple[int, int], rows: torch.Tensor) -> torch.Tensor:
-        m = self.moments[shape]
+        m = self.moments[shape].to(rows.device)
         return (rows - m.mean) / (m.std + torch.finfo(rows.dtype).eps)
 
     def remember(self, handle: EditHandle) -> None:
