@@ -66,14 +66,16 @@ class Killed(Exception):
     pass
 
 
-def test_a_sequence_stopped_midway_resumes_to_the_same_rows_with_its_editor_state(tmp_path):
-    """AlphaEdit carries its preserved keys from edit to edit: a sequence stopped after its
-    third edit (the snapshot at checkpoint 3) and resumed from the run directory ends with
-    the rows of an uninterrupted one, and the state it saved is what the editor had."""
-    whole = make_runtime("alphaedit", 5, perplexity=False)
+@pytest.mark.parametrize("editor", ["alphaedit", "ultraedit"])
+def test_a_sequence_stopped_midway_resumes_to_the_same_rows_with_its_editor_state(tmp_path, editor):
+    """AlphaEdit carries its preserved keys from edit to edit, UltraEdit its running
+    statistics: a sequence stopped after its third edit (the snapshot at checkpoint 3) and
+    resumed from the run directory ends with the rows of an uninterrupted one, and the state
+    it saved is what the editor had."""
+    whole = make_runtime(editor, 5, perplexity=False)
     expected = [whole.evaluate(case) for case in whole.suite.cases]
 
-    stopped = make_runtime("alphaedit", 5, tmp_path, perplexity=False, save_every=100)
+    stopped = make_runtime(editor, 5, tmp_path, perplexity=False, save_every=100)
     stopped.open_run_directory({})
     apply_edit, edits = stopped.apply_edit, []
 
@@ -87,9 +89,9 @@ def test_a_sequence_stopped_midway_resumes_to_the_same_rows_with_its_editor_stat
     with pytest.raises(Killed):
         stopped.evaluate(stopped.suite.cases[0])
     saved, _, state = stopped.run_directory.sequence("sequence").latest()
-    assert saved["done"] == 3 and state and all(key.startswith("alphaedit/") for key in state)
+    assert saved["done"] == 3 and state and all(key.startswith(f"{editor}/") for key in state)
 
-    resumed = make_runtime("alphaedit", 5, tmp_path, perplexity=False, save_every=100, resume=True)
+    resumed = make_runtime(editor, 5, tmp_path, perplexity=False, save_every=100, resume=True)
     rows = [resumed.evaluate(case) for case in resumed.suite.cases]
     for row in expected + rows:
         row.pop("timing")
