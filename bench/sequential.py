@@ -1,6 +1,6 @@
 """Sequential-editing benchmark: long sequences of kept edits on the bundled tinyworld model.
 
-    python bench/sequential.py [--edits 1000] [--methods ft-m,memit,alphaedit] [--published-edits 50]
+    python bench/sequential.py [--edits 1000] [--methods ft-m,memit,alphaedit,ultraedit] [--published-edits 50]
 
 For each method, in its own process (so peak memory is its own): the first N cases of the
 bundled `tinyworld-sequential` suite edited one after another into one model, scored at the
@@ -8,10 +8,11 @@ default checkpoints (1, 10, 100, 1000 and the last edit) exactly as `--wild-sequ
 (the same `run_sequence`). Printed: seconds per edit (the edit alone, and with its immediate
 scoring), seconds per checkpoint, and at each checkpoint the resident memory, its peak so far
 and the bytes of the editor's own state (AlphaEdit's preserved keys), which is all that may
-grow. Then, for MEMIT and AlphaEdit, the same first K cases edited in sequence by pytest-wild
-and by the published algorithm of bench/published.py (AlphaEdit's C_prev carried from edit to
-edit as its driver does), timed on both sides in one run, with the ratio and the largest
-relative gap between the two final weight updates.
+grow. Then, for MEMIT, AlphaEdit and UltraEdit, the same first K cases edited in sequence by
+pytest-wild and by the published algorithm of bench/published.py (AlphaEdit's C_prev and
+UltraEdit's running statistics carried from edit to edit as their drivers do), timed on both
+sides in one run, with the ratio and the largest relative gap between the two final weight
+updates.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import time
 
 import torch
+import ultraedit
 from editors import peak_mib, published_reference, rss_mib
 
 METHODS = ("ft-m", "memit", "alphaedit")
@@ -82,7 +84,7 @@ def run_method(name: str, edits: int, published_edits: int) -> dict:
     with_scoring_s = sum(row["timing"]["edit_seconds"] + row["timing"]["evaluate_seconds"] for row in rows) / len(rows)
     result = {"method": name, "edits": len(rows), "total_s": total, "edit_s": edit_s, "with_scoring_s": with_scoring_s,
               "checkpoints": recorder.rows}
-    if name in ("memit", "alphaedit") and published_edits:
+    if name in ("memit", "alphaedit", "ultraedit") and published_edits:
         result |= compare_sequences(name, loaded, cases[:published_edits], runtime.hparams, runtime.editor_cache)
     return result
 
@@ -96,7 +98,8 @@ def compare_sequences(name: str, loaded, cases, hp, cache) -> dict:
     from pytest_wild.editors.api import EditorState, edit
 
     model, tok = loaded.model, loaded.tokenizer
-    modules, reference = published_reference(name, loaded, hp, cache)
+    modules, reference = (ultraedit.published_reference(loaded, hp) if name == "ultraedit"
+                          else published_reference(name, loaded, hp, cache))
     saved = published.save_weights(model, modules)
     editor, state = get_editor(name), EditorState()
     edit(editor, model, tok, cases[:1], hp, cache=cache, state=EditorState()).restore()  # first shapes

@@ -28,6 +28,24 @@ def passes(model, tok, cases, hp) -> list:
     return found
 
 
+def published_reference(loaded, hp):
+    """(modules, reference): `reference(case, normalizers=None)` is one edit by the published
+    form, its statistics carried in `normalizers` (a dict the caller keeps across a sequence),
+    else fresh; the signature of `editors.published_reference`'s."""
+    import published
+
+    from pytest_wild.editors.meta.ultraedit import module_names
+
+    model, tok = loaded.model, loaded.tokenizer
+    modules = module_names(hp)
+
+    def reference(case, normalizers=None):
+        return published.ultraedit_edit(model, passes(model, tok, [case], hp), modules, hp.lr,
+                                        {} if normalizers is None else normalizers)
+
+    return modules, reference
+
+
 def run_ultraedit(n_cases: int, naive_cases: int, peak_mib, reset_peak, rss_mib) -> dict:
     import warnings
 
@@ -35,7 +53,6 @@ def run_ultraedit(n_cases: int, naive_cases: int, peak_mib, reset_peak, rss_mib)
 
     from pytest_wild.editors import get_editor
     from pytest_wild.editors.api import EditorCache, EditorState, edit
-    from pytest_wild.editors.meta.ultraedit import module_names
     from pytest_wild.generation import Engine
     from pytest_wild.hparams import build_hparams
     from pytest_wild.loaders import load_file
@@ -48,7 +65,7 @@ def run_ultraedit(n_cases: int, naive_cases: int, peak_mib, reset_peak, rss_mib)
     cases = load_file(TINYWORLD_DIR / "suite.jsonl")[:n_cases]
     editor = get_editor("ultraedit")
     hp = build_hparams(editor.hparams_type, editor.defaults(model.config, loaded.profile), [])
-    modules = module_names(hp)
+    modules, reference = published_reference(loaded, hp)
     baseline = rss_mib()
     reset_peak()
     cache = EditorCache(model)
@@ -77,7 +94,7 @@ def run_ultraedit(n_cases: int, naive_cases: int, peak_mib, reset_peak, rss_mib)
         ours = {m: published.weight_update(model, m, saved[m]) for m in modules}
         handle.restore()
         start = time.perf_counter()
-        theirs = published.ultraedit_edit(model, passes(model, tok, [case], hp), modules, hp.lr, {})
+        theirs = reference(case)
         published_s += time.perf_counter() - start
         published.put_back(model, saved)
         worst = max(worst, *(float((ours[m] - theirs[m].double()).norm() / theirs[m].norm()) for m in modules))
@@ -92,7 +109,7 @@ def run_ultraedit(n_cases: int, naive_cases: int, peak_mib, reset_peak, rss_mib)
         handle.restore()
     normalizers, sequence_gap = {}, 0.0
     for case, ours in zip(compared, ours_seq):
-        theirs = published.ultraedit_edit(model, passes(model, tok, [case], hp), modules, hp.lr, normalizers)
+        theirs = reference(case, normalizers)
         sequence_gap = max(sequence_gap, *(float((ours[m] - theirs[m].double()).norm() / theirs[m].norm())
                                           for m in modules))
     published.put_back(model, saved)
