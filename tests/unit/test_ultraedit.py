@@ -123,3 +123,21 @@ def test_every_default_fits_its_tiny_model():
         model, _ = tiny_model(model_type)
         _, hp = setup(model)
         assert hp.inner_params and hp.token == "mask" and hp.batch_size_once == 10
+
+
+def test_statistics_not_carried_make_each_update_as_if_it_were_the_first():
+    """`carry_statistics: false` (EasyEdit's executor, which builds a new editor per call): the
+    second edit of a sequence is the edit it would be with fresh statistics on the same weights."""
+    model, tok = tiny_model("gpt2")
+    editor, hp = setup(model, lr=0.05, carry_statistics=False)
+    state = EditorState()
+    first = edit(editor, model, tok, [CASE], hp, state=state)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    second = edit(editor, model, tok, [OTHER], hp, state=state)
+    in_sequence = {k: v - before[k] for k, v in model.state_dict().items()}
+    second.restore()
+    alone = edit(editor, model, tok, [OTHER], hp)
+    assert all(torch.equal(v - before[k], in_sequence[k]) for k, v in model.state_dict().items())
+    assert state.parts() == {}
+    alone.restore()
+    first.restore()

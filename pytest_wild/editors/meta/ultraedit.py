@@ -15,7 +15,10 @@ one update is three steps:
 Nothing is trained and no edit is remembered but through the statistics, so an update costs a
 pass, a backward pass and a d_in × d_in solve per layer. Read from EasyEdit's `ultraedit`
 (14cea82) and the authors' repository (XiaojieGu/UltraEdit 0beb222); see `LifelongNormalizer`
-for the one place this differs from them.
+for the one place this differs from them. The statistics carry from update to update, as the
+authors' driver keeps one editor for the whole sequence; EasyEdit's executor builds a new editor,
+so new statistics, at every call (its `is_init` is never set): `carry_statistics: false` runs
+that way.
 
 Which tokens are read (`token`): `mask`, EasyEdit's published files, every real token of
 prompt + target (EasyEdit feeds the whole target, so its last token is read too, with a zero
@@ -52,6 +55,7 @@ class UltraEditHparams:
     lr: float = 1e-6
     token: Literal["mask", "ans"] = "mask"
     batch_size_once: int = 10
+    carry_statistics: bool = True  # ours: False restarts the statistics at every update, as EasyEdit's executor
 
 
 IGNORED = {
@@ -229,7 +233,7 @@ def apply(model, tokenizer, cases: list[Case], hp: UltraEditHparams, *, handle: 
           state: EditorState) -> None:
     """One update for all the cases: every layer's change is computed on the model as it is,
     then all are written."""
-    normalizer = state.part("ultraedit", LifelongNormalizer)
+    normalizer = state.part("ultraedit", LifelongNormalizer) if hp.carry_statistics else LifelongNormalizer()
     normalizer.remember(handle)
     read = keys_and_gradients(model, tokenizer, cases, hp, normalizer)
     updates = {}
