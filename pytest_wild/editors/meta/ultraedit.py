@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 
 from ...architectures import architecture_of
-from ...cases import Case
+from ...cases import Case, WildInputError
 from ...weights import add_update, is_transposed
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from ..depths import scaled_layers
@@ -229,6 +229,18 @@ def ridge_update(keys: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(gram, keys.T @ wanted).T
 
 
+def prepare(model, tokenizer, hp: UltraEditHparams, cache: EditorCache) -> None:
+    """Before the first case: every named module is a linear layer (its 2-D weight was checked
+    with the hyperparameters; an embedding has one too, and is refused here)."""
+    from transformers.pytorch_utils import Conv1D
+
+    for name in module_names(hp):
+        module = model.get_submodule(name)
+        if not isinstance(module, (torch.nn.Linear, Conv1D)):
+            raise WildInputError(f"inner_params: {name!r} is not a linear layer (nn.Linear or GPT-2's Conv1D) "
+                                 f"but {type(module).__name__}")
+
+
 def apply(model, tokenizer, cases: list[Case], hp: UltraEditHparams, *, handle: EditHandle, cache: EditorCache,
           state: EditorState) -> None:
     """One update for all the cases: every layer's change is computed on the model as it is,
@@ -248,4 +260,4 @@ def apply(model, tokenizer, cases: list[Case], hp: UltraEditHparams, *, handle: 
 
 
 ULTRAEDIT = Editor("ultraedit", "UltraEdit: ridge updates from normalised per-token gradients, lifelong "
-                   "statistics (Gu et al. 2025)", UltraEditHparams, defaults, apply, ignored=IGNORED)
+                   "statistics (Gu et al. 2025)", UltraEditHparams, defaults, apply, prepare=prepare, ignored=IGNORED)
