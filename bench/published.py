@@ -263,3 +263,75 @@ def alphaedit_edit(model, requests, hp, arch, projections: dict[str, torch.Tenso
         keys = group_keys(model, name, requests, pad)
         cache_c[name] = cache_c[name] + keys @ keys.T
     return updates
+
+
+# ------------------------------------------------------------------------------ LoRA and IKE
+# EasyEdit's `execute_lora` (lora_type "lora") and IKE's `icl_lm_eval`, by hand: no peft, no
+# pytest-wild evaluation code.
+
+
+def lora_edit(model, tok, requests, hp, modules: Sequence[str]) -> dict[str, torch.Tensor]:
+    """A plain LoRA adapter on each module, trained as EasyEdit trains it: A (r × d_in) and B
+    (d_out × r) made as `nn.Linear`s are (consuming the generator as peft does), then A drawn
+    again Kaiming-uniform and B zeroed; the module's output gains (α/r)·dropout(x) Aᵀ Bᵀ, the
+    dropout active (peft's new dropout modules are in training mode in a model loaded in
+    evaluation mode, in EasyEdit as here; the model's own dropouts are not). Adam on A and B
+    for `num_steps` passes over the requests, one at a time; loss: the model's causal-LM loss on
+    f"{prompt} {target}" with the prompt's tokens masked. Returns ΔW = (α/r)·B A per module
+    (math layout), the model left unchanged."""
+    import math
+
+    scale = hp.lora_alpha / hp.rank
+    found = dict(model.named_modules())
+    adapters, hooks = {}, []
+    for name in modules:
+        module = found[name]
+        d_in, d_out = (module.weight.shape if _transposed(model, name) else module.weight.shape[::-1])
+        a, b = torch.empty(hp.rank, d_in), torch.empty(d_out, hp.rank)
+        torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        torch.nn.init.kaiming_uniform_(b, a=math.sqrt(5))
+        torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        b.zero_()
+        a, b = a.to(_device(model)).requires_grad_(), b.to(_device(model)).requires_grad_()
+        adapters[name] = (a, b)
+        hooks.append(module.register_forward_hook(
+            lambda mod, args, out, a=a, b=b: out + scale * (dropout(args[0], hp.lora_dropout) @ a.T) @ b.T))
+    optimizer = torch.optim.Adam([t for pair in adapters.values() for t in pair], lr=hp.lr,
+                                 weight_decay=hp.weight_decay)
+    try:
+        for _ in range(hp.num_steps):
+            for request in requests:
+                prompt_len = len(tok(request["prompt"])["input_ids"])
+                ids = tok(f"{request['prompt']} {request['target_new']}", return_tensors="pt")["input_ids"]
+                ids = ids.to(_device(model))
+                labels = ids.clone()
+                labels[:, :prompt_len] = -100
+                optimizer.zero_grad()
+                model(input_ids=ids, labels=labels).loss.backward()
+                optimizer.step()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: (scale * b @ a).detach() for name, (a, b) in adapters.items()}
+
+
+def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.nn.functional.dropout(x, p, training=True)
+
+
+def ike_prompt(demonstrations: Sequence[str], prompt: str, target: str, question: str) -> str:
+    """The text EasyEdit asks the model after an IKE edit: the demonstrations joined, then the new
+    fact and the question (`''.join(icl_examples) + f'New Fact: {prompt} {target}\\nPrompt: {x}'`)."""
+    return "".join(demonstrations) + f"New Fact: {prompt} {target}\nPrompt: {question}"
+
+
+@torch.no_grad()
+def icl_accuracy(model, tok, asked: str, target: str) -> float:
+    """EasyEdit's `icl_lm_eval` for a model that is neither T5 nor Llama: the target encoded as
+    ' ' + target + '\\n', one pass over f'{asked} {target}', the argmax at the positions before
+    each target token compared with it (the newline left out)."""
+    target_ids = tok(" " + target + "\n")["input_ids"]
+    ids = tok(f"{asked} {target}", return_tensors="pt")["input_ids"].to(_device(model))
+    predicted = model(input_ids=ids).logits.argmax(-1)[0, -len(target_ids) : -1]
+    expected = torch.tensor(target_ids[:-1], device=predicted.device)
+    return (predicted == expected).float().mean().item()

@@ -7,8 +7,9 @@ causal-LM loss of the target tokens after the prompt, with no early stop. With A
 is peft's, so it carries AdaLoRA's orthogonal regularisation (weight 0.5) as EasyEdit's does;
 EasyEdit never calls `update_and_allocate`, so no rank is ever pruned, and peft's AdaLoRA starts
 from its own `init_r` (12): `rank` is not read by it, in EasyEdit as here. `lora_dropout` acts
-only in training mode; EasyEdit trains the model in the evaluation mode it was loaded in, as
-pytest-wild loads it, so the published 0.1 is inert in both.
+on the adapter's input while it trains: peft's new dropout modules are in training mode in a
+model loaded in evaluation mode, in EasyEdit as here (the model's own dropouts stay off); its
+draws come from torch's seeded generator.
 
 Undo: merge, then restore the originals. The adapter is trained, merged into the base weights
 (`merge_and_unload`, which also puts back every wrapped module), and the base weights it
