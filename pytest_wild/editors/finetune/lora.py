@@ -73,7 +73,7 @@ IGNORED = {
 
 def defaults(config, profile: str) -> dict:
     """The published file of the model's family. tinyworld (a GPT-2) and smollm2-135m (a Llama)
-    take their family's file unchanged: the edits land with it (docs/editors.md)."""
+    take their family's file unchanged, untuned (what it gives on each: docs/editors.md)."""
     from ...architectures import architecture_of
 
     architecture_of(config)  # an unsupported architecture is refused with its one line
