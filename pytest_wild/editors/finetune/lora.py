@@ -169,5 +169,5 @@ def _loss(peft_model, tokenizer, cases: list[Case]) -> torch.Tensor:
     return peft_model(input_ids=ids, attention_mask=mask, position_ids=positions, labels=labels).loss
 
 
-LORA = Editor("lora", "fine-tune a low-rank adapter (peft) on the target tokens, merged into the weights", LoRAHparams,
-              defaults, apply, prepare=prepare, ignored=IGNORED)
+LORA = Editor("lora", "LoRA: a low-rank adapter (peft) trained on the target tokens, merged into the weights",
+              LoRAHparams, defaults, apply, prepare=prepare, ignored=IGNORED)

@@ -79,5 +79,6 @@ def apply(model, tokenizer, cases: list[Case], hp: IKEHparams, *, handle: EditHa
     handle.info.append({"demonstrations": chosen})
 
 
-IKE = Editor("ike", "in-context editing: the new fact and k demonstrations (BM25-retrieved, a variant) in the prompt",
+IKE = Editor("ike", "IKE: the new fact and k demonstrations in the prompt, no weight changed (Zheng et al. 2023; "
+             "demonstrations retrieved by BM25, a variant)",
              IKEHparams, defaults, apply, ignored=IGNORED, batches=False, sequences=False, check_cases=check_cases)
