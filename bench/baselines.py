@@ -1,10 +1,10 @@
 """LoRA and IKE against their plain published forms (bench/published.py) on the bundled model.
 Run through `python bench/editors.py --methods lora,ike [--naive-cases K]`.
 
-LoRA: K single edits of suite cases at the tinyworld defaults with `lora_type: lora` (the plain
-adapter; the published form of AdaLoRA is not written here), by pytest-wild (peft, merged into
-the weights) and by `published.lora_edit` (hooks, no peft), each seeded alike before the edit:
-seconds per edit on both sides and the largest ‖ΔW − ΔW_published‖/‖ΔW_published‖.
+LoRA: K single edits of suite cases at the tinyworld defaults (AdaLoRA, as EasyEdit's GPT-2 file)
+and again with `lora_type: lora`, by pytest-wild (peft, merged into the weights) and by
+`published.lora_edit` (hooks, no peft), each seeded alike before the edit: seconds per edit on
+both sides and the largest ‖ΔW − ΔW_published‖/‖ΔW_published‖.
 
 IKE: K edits; the text pytest-wild asks after each (the handle's prefix + the question) beside
 `published.ike_prompt` built from the same demonstrations (identical or not), and the
@@ -20,7 +20,7 @@ import time
 import published
 import torch
 
-METHODS = ("lora", "ike")
+METHODS = ("lora", "lora-plain", "ike")
 
 
 def run_baseline_method(name: str, naive_cases: int) -> dict:
@@ -34,11 +34,11 @@ def run_baseline_method(name: str, naive_cases: int) -> dict:
     loaded = load_model(None, "cpu")
     model, tok = loaded.model, loaded.tokenizer
     cases = load_file(TINYWORLD_DIR / "suite.jsonl")[:naive_cases]
-    editor = get_editor(name)
-    overrides = {"lora_type": "lora"} if name == "lora" else {}
+    editor = get_editor(name.removesuffix("-plain"))
+    overrides = {"lora_type": "lora"} if name == "lora-plain" else {}
     hp = build_hparams(editor.hparams_type, editor.defaults(model.config, loaded.profile), [("bench", overrides)])
     cache, row = EditorCache(model), {"method": name, "cases": len(cases)}
-    if name == "lora":
+    if name.startswith("lora"):
         ours_s, theirs_s, gaps = [], [], []
         for case in cases:
             torch.manual_seed(0)
@@ -72,8 +72,9 @@ def run_baseline_method(name: str, naive_cases: int) -> dict:
 
 def print_baseline_table(rows: list[dict]) -> None:
     for row in rows:
-        if row["method"] == "lora":
-            print(f"lora ({row['cases']} edits, lora_type lora): {row['edit_s']:.3f} s/edit here, "
+        if row["method"].startswith("lora"):
+            kind = "lora" if row["method"] == "lora-plain" else "adalora, the tinyworld default"
+            print(f"lora ({row['cases']} edits, lora_type {kind}): {row['edit_s']:.3f} s/edit here, "
                   f"{row['published_s']:.3f} s/edit published form; largest ΔW gap {row['gap']:.1e}")
         else:
             print(f"ike ({row['cases']} edits): {row['edit_s'] * 1000:.1f} ms/edit (retrieval); prompts identical to "

@@ -3,7 +3,7 @@ bundled tinyworld model.
 
     python bench/editors.py [--cases N] [--naive-cases K] [--methods rome,memit] [--threads T]
     python bench/editors.py --methods grace,wise [--cases N]
-    python bench/editors.py --methods lora,ike [--naive-cases K]   (see baselines.py)
+    python bench/editors.py --methods lora,lora-plain,ike [--naive-cases K]   (see baselines.py)
     python bench/editors.py --random-model llama --hidden 2048 --layers 16 --device cuda
 
 For each method, in its own process (so peak memory is its own): seconds per single edit
