@@ -3,6 +3,7 @@ bundled tinyworld model.
 
     python bench/editors.py [--cases N] [--naive-cases K] [--methods rome,memit] [--threads T]
     python bench/editors.py --methods grace,wise [--cases N]
+    python bench/editors.py --methods lora,lora-plain,ike [--naive-cases K]   (see baselines.py)
     python bench/editors.py --random-model llama --hidden 2048 --layers 16 --device cuda
 
 For each method, in its own process (so peak memory is its own): seconds per single edit
@@ -28,6 +29,7 @@ import tempfile
 import time
 import types
 
+import baselines
 import memory
 import published
 import torch
@@ -357,6 +359,8 @@ def main() -> None:
     if args.child:
         if args.child in memory.PEER_S_PER_EDIT:
             print(json.dumps(memory.run_memory_method(args.child, args.cases)))
+        elif args.child in baselines.METHODS:
+            print(json.dumps(baselines.run_baseline_method(args.child, args.naive_cases)))
         else:
             print(json.dumps(run_method(args.child, args.cases, args.naive_cases)))
         return
@@ -365,7 +369,8 @@ def main() -> None:
         os.environ["PYTEST_WILD_CACHE"] = cache
         print(f"model: tinyworld  threads: {args.threads}  cases: {args.cases}  "
               f"compared with the published algorithm: {args.naive_cases} cases")
-        if any(name not in memory.PEER_S_PER_EDIT for name in args.methods.split(",")):  # they read statistics
+        plain = set(memory.PEER_S_PER_EDIT) | set(baselines.METHODS)
+        if any(name not in plain for name in args.methods.split(",")):  # they read statistics
             cold, warm, tokens, modules = statistics_timing()
             print(f"statistics: {len(modules)} modules ({', '.join(modules)}), {tokens} tokens, one pass: "
                   f"{cold:.2f} s cold, {warm * 1000:.0f} ms loaded from the cache")
@@ -379,9 +384,12 @@ def main() -> None:
                 raise SystemExit(f"{name}: benchmark failed")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     memory_rows = [row for row in rows if row["method"] in memory.PEER_S_PER_EDIT]
-    rows = [row for row in rows if row["method"] not in memory.PEER_S_PER_EDIT]
+    baseline_rows = [row for row in rows if row["method"] in baselines.METHODS]
+    rows = [row for row in rows if row["method"] not in memory.PEER_S_PER_EDIT and row["method"] not in baselines.METHODS]
     if memory_rows:
         memory.print_memory_table(memory_rows)
+    if baseline_rows:
+        baselines.print_baseline_table(baseline_rows)
     if not rows:
         return
     header = (f"| {'method':<9} | {'layers':<7} | {'s/edit':>6} | {'published s/edit':>16} | {'speed-up':>8} | "
