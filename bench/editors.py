@@ -3,6 +3,7 @@ UltraEdit, see ultraedit.py) on the bundled tinyworld model.
 
     python bench/editors.py [--cases N] [--naive-cases K] [--methods rome,memit] [--threads T]
     python bench/editors.py --methods grace,wise [--cases N]
+    python bench/editors.py --methods lora,lora-plain,ike [--naive-cases K]   (see baselines.py)
     python bench/editors.py --methods ultraedit [--cases N] [--naive-cases K]
     python bench/editors.py --random-model llama --hidden 2048 --layers 16 --device cuda
 
@@ -29,6 +30,7 @@ import tempfile
 import time
 import types
 
+import baselines
 import memory
 import published
 import torch
@@ -361,6 +363,8 @@ def main() -> None:
             print(json.dumps(memory.run_memory_method(args.child, args.cases)))
         elif args.child == "ultraedit":
             print(json.dumps(ultraedit.run_ultraedit(args.cases, args.naive_cases, peak_mib, reset_peak, rss_mib)))
+        elif args.child in baselines.METHODS:
+            print(json.dumps(baselines.run_baseline_method(args.child, args.naive_cases)))
         else:
             print(json.dumps(run_method(args.child, args.cases, args.naive_cases)))
         return
@@ -369,7 +373,8 @@ def main() -> None:
         os.environ["PYTEST_WILD_CACHE"] = cache
         print(f"model: tinyworld  threads: {args.threads}  cases: {args.cases}  "
               f"compared with the published algorithm: {args.naive_cases} cases")
-        if any(name in METHODS for name in args.methods.split(",")):  # they read statistics
+        plain = set(memory.PEER_S_PER_EDIT) | set(baselines.METHODS) | {"ultraedit"}
+        if any(name not in plain for name in args.methods.split(",")):  # they read statistics
             cold, warm, tokens, modules = statistics_timing()
             print(f"statistics: {len(modules)} modules ({', '.join(modules)}), {tokens} tokens, one pass: "
                   f"{cold:.2f} s cold, {warm * 1000:.0f} ms loaded from the cache")
@@ -384,11 +389,14 @@ def main() -> None:
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     memory_rows = [row for row in rows if row["method"] in memory.PEER_S_PER_EDIT]
     gradient_rows = [row for row in rows if row["method"] == "ultraedit"]
+    baseline_rows = [row for row in rows if row["method"] in baselines.METHODS]
     rows = [row for row in rows if row["method"] in METHODS]
     if memory_rows:
         memory.print_memory_table(memory_rows)
     if gradient_rows:
         ultraedit.print_table(gradient_rows)
+    if baseline_rows:
+        baselines.print_baseline_table(baseline_rows)
     if not rows:
         return
     header = (f"| {'method':<9} | {'layers':<7} | {'s/edit':>6} | {'published s/edit':>16} | {'speed-up':>8} | "

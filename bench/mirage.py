@@ -5,14 +5,21 @@ WILD a failure.
 
     python bench/mirage.py                         # smollm2-135m, 100 QAEdit cases per editor and context
     python bench/mirage.py --limit 20 --editors ft-m,rome --contexts chat
+    python bench/mirage.py --out DIR --table-only  # the table of what DIR holds so far
 
-Each (editor, context) is one ordinary `pytest --wild` run, in a directory of its own under
---out with its report; a run whose report is there is not run again, so an interrupted bench
-continues where it stopped and a larger --out can be filled in over several sessions. The
-table is read from the reports: EM is the run's own score; F1 is SQuAD token F1 of the same
-answers (pytest_wild.scores.f1), against the target for reliability and generalization and,
-for locality, of the answer after the edit against the answer before it, 1 when the two are
-the same answer (SQuAD's F1 of two empty answers is 0, and an instruct model asked the bare
+The --limit cases of each (editor, context) are run as --shards ordinary `pytest --wild
+--wild-shard K/N` runs (each in a directory of its own under --out, with its report), shard 1
+of every row first, then shard 2 of every row, and so on: a bench stopped at any point leaves
+every row with about the same number of cases, each shard a spread sample of the --limit
+(pytest-wild shards by case index modulo N), and a run whose report is there is not run again,
+so a later session continues where one stopped. Each row's table line is the merge of the
+shards it has (`pytest-wild merge-reports --allow-partial`) and says its n.
+
+EM is the run's own score, with the standard error its report gives (sample standard deviation
+over sqrt(n), as lm-evaluation-harness reports it); F1 is SQuAD token F1 of the same answers
+(pytest_wild.scores.f1), against the target for reliability and generalization and, for
+locality, of the answer after the edit against the answer before it, 1 when the two are the
+same answer (SQuAD's F1 of two empty answers is 0, and an instruct model asked the bare
 question often says nothing); the published locality is their token identity. Synthetic
 (teacher-forced) scores have no answers, so no F1.
 """
@@ -32,9 +39,10 @@ MODES = ("wild", "synthetic", "length")
 METRICS = ("reliability", "generalization", "locality")
 
 
-def run(editor: str, context: str, args, out: Path) -> Path:
-    """One pytest run; its report (or, when it fails before writing one, its last lines)."""
-    directory = (out / f"{editor}-{context}").resolve()
+def run(editor: str, context: str, shard: int, args, out: Path) -> Path:
+    """One shard of one row: a pytest run and its report (or, when it fails before writing
+    one, its output beside where the report would be)."""
+    directory = (out / f"{editor}-{context}" / f"shard-{shard}-of-{args.shards}").resolve()
     report = directory / "report.json"
     if report.is_file():
         return report
@@ -42,15 +50,32 @@ def run(editor: str, context: str, args, out: Path) -> Path:
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--wild", "--editor", editor,
                f"--wild-model={args.model}", f"--wild-suite={args.suite}", "--wild-eval", ",".join(MODES),
                "--wild-context", context, "--wild-limit", str(args.limit), f"--wild-report={report}"]
+    if args.shards > 1:
+        command.append(f"--wild-shard={shard}/{args.shards}")
     if args.data:
         command.append(f"--wild-data={args.data}")
     hparams = dict(item.split("=", 1) for item in args.hparams)
     if editor in hparams:
         command.append(f"--wild-hparams={Path(hparams[editor]).resolve()}")
-    print(f"{editor} / {context}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    print(f"{editor} / {context} / shard {shard} of {args.shards}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     done = subprocess.run(command, cwd=directory, capture_output=True, text=True, env=os.environ)
     (directory / "output.txt").write_text(done.stdout + done.stderr)
     return report
+
+
+def merged(row: Path) -> Path | None:
+    """The row's shards merged into one report (rewritten from whatever shards are there), or
+    None when no shard has a report yet."""
+    shards = sorted(row.glob("shard-*/report.json"))
+    if not shards:
+        return None
+    target = row / "merged.json"
+    command = [sys.executable, "-m", "pytest_wild.cli", "merge-reports", *map(str, shards), "-o", str(target),
+               "--allow-partial"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{row}: {done.stderr.strip()}")
+    return target
 
 
 def f1_scores(samples: list[dict], mode: str) -> dict[str, float | None]:
@@ -75,15 +100,22 @@ def cell(value) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def table(reports: dict[tuple[str, str], Path]) -> tuple[list[str], list[dict]]:
+def em_cell(found: dict | None) -> str:
+    """Mean ± standard error of one aggregate of a report, as the report states them."""
+    if not found or found.get("value") is None:
+        return "—"
+    stderr = found.get("stderr")
+    return f"{found['value']:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
+
+
+def table(reports: dict[tuple[str, str], Path | None]) -> tuple[list[str], list[dict]]:
     """The Markdown rows, and every answer that teacher forcing got right and WILD wrong."""
     head = ["editor", "context", "n", "s/edit"] + [f"{mode} {metric[:3]}" for mode in MODES for metric in METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     mirages = []
     for (editor, context), path in reports.items():
-        if not path.is_file():
-            tail = (path.parent / "output.txt").read_text().strip().splitlines()[-1:] if (path.parent / "output.txt").is_file() else []
-            lines.append(f"| {editor} | {context} | no report: {' '.join(tail)[:200]} |")
+        if path is None:
+            lines.append(f"| {editor} | {context} | no shard has a report yet |")
             continue
         report = json.loads(path.read_text())
         results, samples = report["results"], report["samples"]
@@ -92,8 +124,8 @@ def table(reports: dict[tuple[str, str], Path]) -> tuple[list[str], list[dict]]:
         for mode in MODES:
             f1s = f1_scores(samples, mode)
             for metric in METRICS:
-                em = results.get(mode, {}).get(metric, {}).get("value")
-                row.append(f"{cell(em)} / {cell(f1s[metric])}" if mode != "synthetic" else cell(em))
+                em = em_cell(results.get(mode, {}).get(metric))
+                row.append(f"{em} / {cell(f1s[metric])}" if mode != "synthetic" else em)
         lines.append("| " + " | ".join(row) + " |")
         for sample in samples:
             wild = sample["modes"].get("wild", {})
@@ -112,6 +144,7 @@ def main() -> None:
     parser.add_argument("--hparams", action="append", default=[], metavar="EDITOR=FILE",
                         help="--wild-hparams of that editor's runs; repeatable")
     parser.add_argument("--limit", type=int, default=100, help="QAEdit cases per editor and context (default 100)")
+    parser.add_argument("--shards", type=int, default=10, help="runs each row's --limit cases are split into (default 10)")
     parser.add_argument("--editors", default=",".join(EDITORS))
     parser.add_argument("--contexts", default="chat,question")
     parser.add_argument("--out", default="bench-mirage", help="where each run's directory and report go")
@@ -119,14 +152,14 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     pairs = [(editor, context) for editor in args.editors.split(",") for context in args.contexts.split(",")]
-    if args.table_only:
-        reports = {pair: (out / f"{pair[0]}-{pair[1]}" / "report.json").resolve() for pair in pairs}
-        reports = {pair: path for pair, path in reports.items() if path.parent.is_dir()}
-    else:
-        reports = {pair: run(*pair, args, out) for pair in pairs}
+    if not args.table_only:
+        for shard in range(1, args.shards + 1):
+            for pair in pairs:
+                run(*pair, shard, args, out)
+    reports = {pair: merged(out / f"{pair[0]}-{pair[1]}") for pair in pairs}
     lines, mirages = table(reports)
     print("\n".join(lines))
-    first = next((path for path in reports.values() if path.is_file()), None)
+    first = next((path for path in reports.values() if path is not None), None)
     if first is not None:
         print(f"\nversions: {json.loads(first.read_text()).get('versions')}")
     print(f"\n{len(mirages)} answers teacher forcing scores 1.0 and WILD 0; the first ten:\n")

@@ -1,6 +1,7 @@
-"""ROME, MEMIT, AlphaEdit and UltraEdit written plainly, step for step as the papers and the
-structure of their original code have them: the reference that pytest-wild's editors are timed against
-(bench/editors.py) and compared with (tests/test_published_reference.py).
+"""ROME, MEMIT, AlphaEdit and UltraEdit (and LoRA and IKE, below) written plainly, step for step
+as the papers and the structure of their original code have them: the reference that
+pytest-wild's editors are timed against (bench/editors.py) and compared with
+(tests/test_published_reference.py).
 
 Nothing here comes from pytest_wild.editors except the edit's input: the prepared requests
 (tokenised prompts behind the context templates, fact-token positions, target ids). The second
@@ -358,3 +359,98 @@ def ultraedit_edit(model, batches, modules: Sequence[str], lr: float, normalizer
         for m, delta in shifts.items():
             add_to_weight(model, m, delta)
     return shifts
+
+
+# ------------------------------------------------------------------------------ LoRA and IKE
+# EasyEdit's `execute_lora` (lora_type "lora") and IKE's `icl_lm_eval`, by hand: no peft, no
+# pytest-wild evaluation code.
+
+
+def lora_edit(model, tok, requests, hp, modules: Sequence[str]) -> dict[str, torch.Tensor]:
+    """A LoRA adapter on each module, trained as EasyEdit trains it. Plain LoRA (`lora_type:
+    lora`): A (r × d_in) and B (d_out × r) made as `nn.Linear`s are (consuming the generator as
+    peft does), then A drawn again Kaiming-uniform and B zeroed; the module's output gains
+    (α/r)·dropout(x) Aᵀ Bᵀ. AdaLoRA (`adalora`, as EasyEdit runs it: never reallocated, so the SVD
+    form at peft's initial rank 12): A, E (r × 1) and B drawn as peft draws them, then E zeroed and
+    A, B normal with std 0.02; the output gains α/(r + 1e-5)·dropout(x) (A ⊙ E)ᵀ Bᵀ, and the loss
+    half the mean ‖A Aᵀ − I‖_F, ‖Bᵀ B − I‖_F over the adapters. The dropout is active (peft's new
+    dropout modules are in training mode in a model loaded in evaluation mode, in EasyEdit as
+    here; the model's own dropouts are not). Adam on the adapters for `num_steps` passes over the
+    requests, one at a time; loss: the model's causal-LM loss on f"{prompt} {target}" with the
+    prompt's tokens masked. Returns ΔW per module (math layout), the model left unchanged."""
+    import math
+
+    ada = hp.lora_type == "adalora"
+    rank = 12 if ada else hp.rank
+    scale = hp.lora_alpha / (rank + 1e-5) if ada else hp.lora_alpha / hp.rank
+    found = dict(model.named_modules())
+    adapters, hooks = {}, []
+    for name in [n for n in found if n in set(modules)]:  # peft's order: the model's
+        module = found[name]
+        d_in, d_out = (module.weight.shape if _transposed(model, name) else module.weight.shape[::-1])
+        if ada:
+            a, e, b = torch.randn(rank, d_in), torch.randn(rank, 1), torch.randn(d_out, rank)
+            torch.randn(1)  # peft's ranknum, drawn and then filled
+            e.zero_(), a.normal_(0.0, 0.02), b.normal_(0.0, 0.02)
+        else:
+            a, b, e = torch.empty(rank, d_in), torch.empty(d_out, rank), torch.ones(rank, 1)
+            torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            torch.nn.init.kaiming_uniform_(b, a=math.sqrt(5))
+            torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            b.zero_()
+        a, e, b = (t.to(_device(model)).requires_grad_() for t in (a, e, b))
+        e.requires_grad_(ada)
+        adapters[name] = (a, e, b)
+        hooks.append(module.register_forward_hook(
+            lambda mod, args, out, a=a, e=e, b=b: out + scale * (dropout(args[0], hp.lora_dropout) @ (a * e).T) @ b.T))
+    trained = [t for triple in adapters.values() for t in triple if t.requires_grad]
+    optimizer = torch.optim.Adam(trained, lr=hp.lr, weight_decay=hp.weight_decay)
+    try:
+        for _ in range(hp.num_steps):
+            for request in requests:
+                prompt_len = len(tok(request["prompt"])["input_ids"])
+                ids = tok(f"{request['prompt']} {request['target_new']}", return_tensors="pt")["input_ids"]
+                ids = ids.to(_device(model))
+                labels = ids.clone()
+                labels[:, :prompt_len] = -100
+                optimizer.zero_grad()
+                loss = model(input_ids=ids, labels=labels).loss
+                if ada:
+                    loss = loss + 0.5 * _orthogonality(adapters)
+                loss.backward()
+                optimizer.step()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: (scale * b @ (a * e)).detach() for name, (a, e, b) in adapters.items()}
+
+
+def _orthogonality(adapters: dict) -> torch.Tensor:
+    """AdaLoRA's regulariser: the mean Frobenius distance of A Aᵀ and Bᵀ B from the identity."""
+    terms = []
+    for a, _, b in adapters.values():
+        terms += [(a @ a.T - torch.eye(a.shape[0], device=a.device)).norm(),
+                  (b.T @ b - torch.eye(b.shape[1], device=b.device)).norm()]
+    return torch.stack(terms).mean()
+
+
+def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.nn.functional.dropout(x, p, training=True)
+
+
+def ike_prompt(demonstrations: Sequence[str], prompt: str, target: str, question: str) -> str:
+    """The text EasyEdit asks the model after an IKE edit: the demonstrations joined, then the new
+    fact and the question (`''.join(icl_examples) + f'New Fact: {prompt} {target}\\nPrompt: {x}'`)."""
+    return "".join(demonstrations) + f"New Fact: {prompt} {target}\nPrompt: {question}"
+
+
+@torch.no_grad()
+def icl_accuracy(model, tok, asked: str, target: str) -> float:
+    """EasyEdit's `icl_lm_eval` for a model that is neither T5 nor Llama: the target encoded as
+    ' ' + target + '\\n', one pass over f'{asked} {target}', the argmax at the positions before
+    each target token compared with it (the newline left out)."""
+    target_ids = tok(" " + target + "\n")["input_ids"]
+    ids = tok(f"{asked} {target}", return_tensors="pt")["input_ids"].to(_device(model))
+    predicted = model(input_ids=ids).logits.argmax(-1)[0, -len(target_ids) : -1]
+    expected = torch.tensor(target_ids[:-1], device=predicted.device)
+    return (predicted == expected).float().mean().item()

@@ -41,13 +41,15 @@ class Failed(Exception):
 class Probe:
     """What one or more edits did, by one copy of the editor: the digests of every tensor
     after the last edit and after its restore, the names its handles saved, the last edited
-    case's answers, and the error if an edit raised."""
+    case's answers (asked after the handle's `prompt_prefix`, as a run asks them), that prefix,
+    and the error if an edit raised."""
 
     after: dict[str, str] = field(default_factory=dict)
     restored: dict[str, str] = field(default_factory=dict)
     saved: list[str] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)
     target_log_probs: list[float] = field(default_factory=list)
+    prefix: str = ""
     error: str | None = None
 
 
@@ -91,7 +93,7 @@ def raised(exc: BaseException) -> str:
 
 def alike(first: Probe, second: Probe) -> bool:
     """Whether two probes' edits left the same weights and the same answers."""
-    return not differing(first.after, second.after) and first.answers == second.answers
+    return not differing(first.after, second.after) and first.answers == second.answers and first.prefix == second.prefix
 
 
 def no_effect(answer_before: str, answer_after: str, likely_before: float, likely_after: float) -> bool:
@@ -117,13 +119,16 @@ class Conformance:
         if self.editor.prepare is not None:
             self.editor.prepare(self.model, self.tokenizer, self.hparams, self.cache)
 
-    def answers(self, cases: list[Case]) -> list[str]:
-        """The WILD answers to the cases' prompts on the model as it is now."""
+    def answers(self, cases: list[Case], prefix: str = "") -> list[str]:
+        """The WILD answers to the cases' prompts on the model as it is now (after an in-context
+        editor's `prefix`)."""
         evaluator = self.runtime.evaluator
-        return [generation.text for generation in evaluator.engine.generate([evaluator.context(c.prompt) for c in cases])]
+        contexts = [evaluator.context(prefix + c.prompt) for c in cases]
+        return [generation.text for generation in evaluator.engine.generate(contexts)]
 
-    def target_log_probs(self, cases: list[Case]) -> list[float]:
-        """Each case's target, mean log-probability per token after its question (teacher forced)."""
+    def target_log_probs(self, cases: list[Case], prefix: str = "") -> list[float]:
+        """Each case's target, mean log-probability per token after its question (teacher
+        forced; after an in-context editor's `prefix`)."""
         import torch
 
         from .reading import reading
@@ -132,7 +137,7 @@ class Conformance:
         evaluator, found = self.runtime.evaluator, []
         with torch.no_grad():
             for case in cases:
-                context = evaluator.context(case.prompt)
+                context = evaluator.context(prefix + case.prompt)
                 prompt, target = self.tokenizer(context)["input_ids"], target_ids(self.tokenizer, context, case.target)
                 ids = torch.tensor([prompt + target], device=self.model.device)
                 with reading(self.model, torch.tensor([len(prompt) - 1])):  # a memory reads the prompt's end
@@ -195,8 +200,10 @@ class Conformance:
             except Exception as exc:
                 probe.error = f"editing {case.id} raised {raised(exc)}"
                 return probe
-            probe.after, probe.saved, probe.answers = digests(self.model), handle.names, self.answers([case])
-            probe.target_log_probs = self.target_log_probs([case])
+            probe.prefix = handle.prompt_prefix
+            probe.after, probe.saved = digests(self.model), handle.names
+            probe.answers = self.answers([case], probe.prefix)
+            probe.target_log_probs = self.target_log_probs([case], probe.prefix)
             handle.restore()
             probe.restored = digests(self.model)
             self.put_back()  # a leak is looked for beyond what restores_the_weights_exactly reports
@@ -309,7 +316,7 @@ def edits_a_batch(c: Conformance) -> None:
     except Exception as exc:
         raise Failed(f"editing {ids} in one update raised {raised(exc)}; an editor that cannot edit batches "
                      "declares Editor(batches=False)") from None
-    after, likely_after = c.answers(cases), c.target_log_probs(cases)
+    after, likely_after = c.answers(cases, handle.prompt_prefix), c.target_log_probs(cases, handle.prompt_prefix)
     handle.restore()
     changed = c.unrestored()
     if changed:

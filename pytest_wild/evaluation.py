@@ -20,6 +20,14 @@ success"). A case too long for the model window is never fed to the model: its r
 why it is not evaluable and has no scores. A locality question after the first that is too
 long is left out of its case (window.py): the row lists it under `locality_not_evaluable`,
 and the metrics over every locality question are not evaluable for that case.
+
+An in-context editor (IKE) changes no weight: its handle's `prompt_prefix` (the new fact and
+the retrieved demonstrations, ending in "Prompt: ") goes before every question asked of the
+edited model, under every mode: the WILD and length answers (inside the run's context), the
+teacher-forced reading (on the bare question, so on prefix + question) and the locality
+questions, whose answers are compared with the unedited model's on the bare question, as
+EasyEdit scores IKE. The row keeps the prefix once (`in_context`). A case whose questions do
+not fit the window with the prefix, the locality questions included, is not evaluable.
 """
 
 from __future__ import annotations
@@ -114,7 +122,12 @@ class Evaluator:
             handle = apply_edit(fit)
             edited = time.perf_counter()
             try:
-                rows |= {case.id: self._row(case) for case in fit}
+                prefix = getattr(handle, "prompt_prefix", "")  # a stand-in handle of a test may have none
+                for case in fit if prefix else []:
+                    why = self._unfit_in_context(case, prefix)
+                    if why:
+                        rows[case.id] = self._unevaluable_row(case, why)
+                rows |= {case.id: self._row(case, prefix=prefix) for case in fit if case.id not in rows}
             finally:
                 handle.restore()
             done = time.perf_counter()
@@ -143,22 +156,31 @@ class Evaluator:
                 "subject": case.subject, "rephrase": case.rephrase,
                 "flags": target_flags(case.target, self.settings.stop_rule), "modes": {}, "teacher_forced": {}}
 
-    def _unevaluable_row(self, case: Case) -> dict:
-        return self._base_row(case) | {"not_evaluable": self.not_evaluable(case)}
+    def _unevaluable_row(self, case: Case, why: str | None = None) -> dict:
+        return self._base_row(case) | {"not_evaluable": why or self.not_evaluable(case)}
 
-    def _row(self, case: Case, after: dict[str, Generation] | None = None) -> dict:
-        """`after`: WILD answers already generated on the current model, by context."""
-        row = self._base_row(case)
+    def _unfit_in_context(self, case: Case, prefix: str) -> str | None:
+        """Why the case's questions, each after the editor's in-context prefix, do not fit."""
+        return why_not_evaluable(case, self.tokenizer, self.window, lambda q: self.context(prefix + q),
+                                 every_locality=True, note="with the editor's in-context prompt")
+
+    def _row(self, case: Case, after: dict[str, Generation] | None = None, prefix: str = "") -> dict:
+        """`after`: WILD answers already generated on the current model, by context; `prefix`:
+        the edit's in-context text, put before every question asked of the edited model."""
+        row = self._base_row(case) | ({"in_context": prefix} if prefix else {})
         synthetic = "synthetic" in self.settings.modes
-        forced = self._forced_accuracy(case, ("prompt", "rephrase")) if synthetic else {}
+        forced = self._forced_accuracy(case, ("prompt", "rephrase"), prefix) if synthetic else {}
         for mode in self.settings.modes:
             if mode == "synthetic" and self.settings.synthetic == "generated":
-                row["modes"]["synthetic"] = self._synthetic_generated(case)
-                row["modes"][TEACHER_FORCED] = self._synthetic(case, forced)
+                row["modes"]["synthetic"] = self._synthetic_generated(case, prefix)
+                row["modes"][TEACHER_FORCED] = self._synthetic(case, forced, prefix)
                 continue
-            scores = self._wild(case, forced, after) if mode == "wild" else getattr(self, f"_{mode}")(case, forced)
+            if mode == "wild":
+                scores = self._wild(case, forced, after, prefix)
+            else:
+                scores = getattr(self, f"_{mode}")(case, forced, prefix)
             row["modes"][mode_label(mode, self.settings.stop_rule)] = scores
-        row["teacher_forced"] = forced if synthetic else self._forced_accuracy(case, _missed(row))
+        row["teacher_forced"] = forced if synthetic else self._forced_accuracy(case, _missed(row), prefix)
         left = self.left_out(case)
         if left:
             row["locality_not_evaluable"] = [left[i] for i in sorted(left)]
@@ -167,10 +189,10 @@ class Evaluator:
                 scores["locality_left_out"] = len(left)
         return row
 
-    def _wild(self, case: Case, forced: dict, generated: dict[str, Generation] | None = None) -> dict:
+    def _wild(self, case: Case, forced: dict, generated: dict[str, Generation] | None = None, prefix: str = "") -> dict:
         questions = _questions(case)
         before = self.answers_before(questions)
-        contexts = [self.context(q) for q in questions]
+        contexts = [self.context(prefix + q) for q in questions]
         after = [generated[c] for c in contexts] if generated else self.engine.generate(contexts)
         result = {"prompt": self._answer(case.prompt, case.target, before[0], after[0])}
         if case.rephrase is not None:
@@ -197,16 +219,16 @@ class Evaluator:
         beside = {"em": exact_match(answer, target), "f1": f1(answer, target)} if self.settings.metric == "judge" else {}
         return {"after": answer, "score": self.score(answer, target)} | beside
 
-    def _length(self, case: Case, forced: dict) -> dict:
+    def _length(self, case: Case, forced: dict, prefix: str = "") -> dict:
         asked = [(case.prompt, case.target)] + ([(case.rephrase, case.target)] if case.rephrase else [])
-        lengths = [len(target_ids(self.tokenizer, self.context(q), t)) for q, t in asked]
-        after = self.engine.generate_fixed([self.context(q) for q, _ in asked], lengths)
+        lengths = [len(target_ids(self.tokenizer, self.context(prefix + q), t)) for q, t in asked]
+        after = self.engine.generate_fixed([self.context(prefix + q) for q, _ in asked], lengths)
         result = {"prompt": self._asked(case.prompt) | self._scored(after[0].text, case.target)}
         if case.rephrase is not None:
             result["rephrase"] = self._asked(case.rephrase) | self._scored(after[1].text, case.target)
         pairs = [(loc.question, loc.answer) for loc in case.locality]
         before = self._fixed_before(pairs)
-        loc_after = self._fixed(pairs)
+        loc_after = self._fixed(pairs, prefix)
         result["locality"] = [
             self._asked(q) | {"answer": a, "before": b.text, "after": n.text, "same": b.token_ids == n.token_ids,
                               "em_after": self.score(n.text, a)}
@@ -214,13 +236,13 @@ class Evaluator:
         ]
         return _metrics(result)
 
-    def _synthetic(self, case: Case, forced: dict) -> dict:
+    def _synthetic(self, case: Case, forced: dict, prefix: str = "") -> dict:
         """The published teacher-forced reading: token accuracy of the target on the bare edit
         question and rephrase; locality as the share of argmax tokens on `loc + " " + loc_ans`
         that agree before and after the edit."""
         pairs = [(loc.question, loc.answer) for loc in case.locality]
         before = self._forced_before(pairs)
-        after = [pred for _, pred in self.engine.teacher_forced([q for q, _ in pairs], [a for _, a in pairs])]
+        after = [pred for _, pred in self.engine.teacher_forced([prefix + q for q, _ in pairs], [a for _, a in pairs])]
         agreement = [_agreement(b, a) for b, a in zip(before, after)]
         return {
             "reliability": forced["prompt"],
@@ -229,16 +251,16 @@ class Evaluator:
             "locality_all": sum(agreement) / len(agreement) if agreement else None,
         }
 
-    def _synthetic_generated(self, case: Case) -> dict:
+    def _synthetic_generated(self, case: Case, prefix: str = "") -> dict:
         """The published synthetic reading of GRACE: on the bare edit question and rephrase,
         the share of the target's tokens (encoded alone) that the last tokens of a free greedy
         generation of that many tokens match; locality as the share of such tokens generated
         for `loc_ans`'s count on `loc` that agree before and after the edit."""
-        asked = [case.prompt] + ([case.rephrase] if case.rephrase is not None else [])
+        asked = [prefix + case.prompt] + ([prefix + case.rephrase] if case.rephrase is not None else [])
         accuracy = self.engine.generated_accuracy(asked, [case.target] * len(asked))
         pairs = [(loc.question, loc.answer) for loc in case.locality]
         before = self._generated_before(pairs)
-        after = [found for _, found in self.engine.generated_tokens([q for q, _ in pairs], [a for _, a in pairs])]
+        after = [found for _, found in self.engine.generated_tokens([prefix + q for q, _ in pairs], [a for _, a in pairs])]
         agreement = [_agreement(b, a) for b, a in zip(before, after)]
         return {
             "reliability": accuracy[0],
@@ -247,7 +269,7 @@ class Evaluator:
             "locality_all": sum(agreement) / len(agreement) if agreement else None,
         }
 
-    def _forced_accuracy(self, case: Case, which: tuple[str, ...]) -> dict:
+    def _forced_accuracy(self, case: Case, which: tuple[str, ...], prefix: str = "") -> dict:
         """The published teacher-forced token accuracy of the target (for the edit prompt and
         the rephrase, as `which` asks), always on the bare question whatever the context (as
         the paper's code computes it)."""
@@ -255,11 +277,11 @@ class Evaluator:
         asked = {key: questions[key] for key in which if questions[key]}
         if not asked:
             return {}
-        accuracy = self.engine.teacher_forced_accuracy(list(asked.values()), [case.target] * len(asked))
+        accuracy = self.engine.teacher_forced_accuracy([prefix + q for q in asked.values()], [case.target] * len(asked))
         return dict(zip(asked, accuracy))
 
-    def _fixed(self, pairs: list[tuple[str, str]]) -> list[Generation]:
-        contexts = [self.context(q) for q, _ in pairs]
+    def _fixed(self, pairs: list[tuple[str, str]], prefix: str = "") -> list[Generation]:
+        contexts = [self.context(prefix + q) for q, _ in pairs]
         lengths = [len(target_ids(self.tokenizer, c, a)) for c, (_, a) in zip(contexts, pairs)]
         return self.engine.generate_fixed(contexts, lengths)
 

@@ -37,8 +37,12 @@ BOUNDS = {
     "mom2_update_weight": (0.0, False), "mom2_n_samples": (1, False), "L2": (0.0, False),
     "nullspace_threshold": (0.0, False),
     "eps": (0.0, True), "edit_lr": (0.0, True), "n_iter": (1, False),  # GRACE's radius, WISE's steps
+    "rank": (1, False), "lora_alpha": (0.0, True), "lora_dropout": (0.0, False),  # LoRA's adapter
+    "k": (0, False),  # IKE's demonstrations
     "batch_size_once": (1, False),  # UltraEdit's cases per pass
 }
+# Upper bounds, the same way: (highest value, whether it is excluded).
+UPPER = {"lora_dropout": (1.0, True)}
 DEFAULTS_ORIGIN = "the editor's defaults"
 
 
@@ -119,6 +123,9 @@ def _check_bounds(key: str, value, origin: str) -> None:
     lowest, excluded = BOUNDS[key]
     if value < lowest or (excluded and value == lowest):
         raise WildInputError(f"{origin}: {key}: expected a number {'>' if excluded else '>='} {lowest}, got {value!r}")
+    highest, excluded = UPPER.get(key, (math.inf, False))
+    if value > highest or (excluded and value == highest):
+        raise WildInputError(f"{origin}: {key}: expected a number {'<' if excluded else '<='} {highest}, got {value!r}")
 
 
 def _check_fit(hparams: object, origin_of: dict[str, str], shape: ModelShape) -> None:
@@ -126,7 +133,7 @@ def _check_fit(hparams: object, origin_of: dict[str, str], shape: ModelShape) ->
     values = dataclasses.asdict(hparams)
     model = f"the model ({shape.model_type}, {shape.num_layers} layers)"
     layers = values.get("layers", [])
-    if "layers" in values and not layers:
+    if "layers" in values and not layers and not getattr(hparams, "layers_may_be_empty", False):
         raise WildInputError(f"{origin_of.get('layers', DEFAULTS_ORIGIN)}: layers: name at least one layer to edit")
     for key in ("layers", "v_loss_layer"):
         for layer in (values[key] if isinstance(values.get(key), list) else [values.get(key)]):
@@ -135,6 +142,15 @@ def _check_fit(hparams: object, origin_of: dict[str, str], shape: ModelShape) ->
                                      f"{model}: use 0 to {shape.num_layers - 1}")
     if "inner_params" in values:
         _check_inner_params(values["inner_params"], origin_of.get("inner_params", DEFAULTS_ORIGIN), shape, model)
+    if isinstance(values.get("target_modules"), list):  # peft's names: the last part of a module's path
+        present = {name.rpartition(".")[2] for name in shape.module_names}
+        if not values["target_modules"]:
+            raise WildInputError(f"{origin_of.get('target_modules', DEFAULTS_ORIGIN)}: target_modules: name at least "
+                                 "one module to adapt")
+        for name in values["target_modules"]:
+            if name not in present:
+                raise WildInputError(f"{origin_of.get('target_modules', DEFAULTS_ORIGIN)}: target_modules: {name!r} "
+                                     f"names no module of {model}")
     for key, template in values.items():
         if not (key.endswith("_tmp") and isinstance(template, str)):
             continue

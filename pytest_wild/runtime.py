@@ -93,6 +93,8 @@ class Runtime:
                 raise fault(self.options.editor, f"returned {type(defaults).__name__} from its defaults(), not a "
                                                  "mapping of hyperparameters")
             built = build_hparams(editor.hparams_type, defaults, layers, shape, ignored=editor.ignored)
+            if editor.check_cases is not None:
+                editor.check_cases(built, self.suite.cases)
             self._hparams, fallback = published_corpus_or_fallback(built)
             self.hparams_notes = ignored_keys(layers, editor.ignored) + ([fallback] if fallback else [])
         return self._hparams

@@ -34,14 +34,18 @@ def model_window(config) -> int | None:
 
 
 def why_not_evaluable(case: Case, tokenizer, window: int | None, context: Callable[[str], str],
-                      edit_prefix: int = 0) -> str | None:
+                      edit_prefix: int = 0, every_locality: bool = False, note: str = "") -> str | None:
     """None when every question the published estimators ask fits with its answer; else one
-    line with the counts, e.g. "prompt of 137 tokens (141 with its answer), model window 128"."""
+    line with the counts, e.g. "prompt of 137 tokens (141 with its answer), model window 128".
+    `every_locality`: every locality question must fit, not only the first (an in-context
+    editor's prefix goes before each, and none may overflow); `note` says how they were asked."""
     asked = [("prompt", case.prompt, case.target, edit_prefix)]
     if case.rephrase is not None:
         asked.append(("rephrase", case.rephrase, case.target, 0))
-    asked += [("locality question 1", loc.question, loc.answer, 0) for loc in case.locality[:1]]
-    return next((why for why in (_unfit(tokenizer, window, context, *item) for item in asked) if why), None)
+    locality = case.locality if every_locality else case.locality[:1]
+    asked += [(f"locality question {i + 1}", loc.question, loc.answer, 0) for i, loc in enumerate(locality)]
+    why = next((why for why in (_unfit(tokenizer, window, context, *item) for item in asked) if why), None)
+    return f"{why} ({note})" if why and note else why
 
 
 def locality_left_out(case: Case, tokenizer, window: int | None, context: Callable[[str], str]) -> dict[int, str]:

@@ -1,8 +1,8 @@
 """The editor registry. Each editor is a small module exposing an `Editor` record (see
 `api.py` for the protocol); the registry names them by import target, so nothing heavy is
 imported until one is asked for. Editors are grouped by family: `locate/` (ROME, R-ROME,
-MEMIT, AlphaEdit), `finetune/` (FT, FT-L, FT-M), `memory/` (GRACE, WISE), `meta/` (MEND, and
-UltraEdit, which reads MEND's per-token gradients without a trained network).
+MEMIT, AlphaEdit), `finetune/` (FT, FT-L, FT-M, LoRA), `memory/` (GRACE, WISE), `meta/` (MEND, and
+UltraEdit, which reads MEND's per-token gradients without a trained network), `incontext/` (IKE).
 
 Other packages add editors through the `pytest_wild.editors` entry-point group, whose
 values point at an `Editor` object ("package.module:ATTR"; docs/editor-api.md). A plugin
@@ -32,6 +32,7 @@ BUILTIN = {
     "ft": "pytest_wild.editors.finetune.ft:FT",
     "ft-l": "pytest_wild.editors.finetune.ft:FT_L",
     "ft-m": "pytest_wild.editors.finetune.ft:FT_M",
+    "lora": "pytest_wild.editors.finetune.lora:LORA",
     "rome": "pytest_wild.editors.locate.rome:ROME",
     "r-rome": "pytest_wild.editors.locate.rome:R_ROME",
     "memit": "pytest_wild.editors.locate.memit:MEMIT",
@@ -40,6 +41,7 @@ BUILTIN = {
     "wise": "pytest_wild.editors.memory.wise:WISE",
     "mend": "pytest_wild.editors.meta.mend:MEND",
     "ultraedit": "pytest_wild.editors.meta.ultraedit:ULTRAEDIT",
+    "ike": "pytest_wild.editors.incontext.ike:IKE",
 }
 
 

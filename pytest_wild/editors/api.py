@@ -6,7 +6,9 @@ before it changes anything, how to undo it:
 
 - `EditHandle` (one per update, owned by the caller): a copy of every parameter the edit
   touches (only those, never the whole model) and callbacks for anything else the edit
-  changed (a sequence state that grew, a wrapped module). `restore()` undoes all of it.
+  changed (a sequence state that grew, a wrapped module). `restore()` undoes all of it. An
+  in-context editor (IKE) changes no weight: it sets the handle's `prompt_prefix`, the text
+  put before every question asked of the edited model, under every mode.
 - `EditorCache` (one per model): what is computed once per model and reused by every edit
   (context templates, second moments, their Cholesky factors, AlphaEdit's projections),
   bounded in bytes, least recently used first out, `clear()` empties it.
@@ -45,7 +47,10 @@ class Editor:
     update and whether its edits may follow one another unrestored; a method that cannot
     declares False, and such runs are refused with one line. `resume` is for a method whose
     state acts on the model (a memory read by a forward hook): a sequence resumed from a run
-    directory calls it after loading the state, before anything is evaluated."""
+    directory calls it after loading the state, before anything is evaluated. `check_cases`
+    refuses, with one line, a suite the method must not be evaluated on with these
+    hyperparameters (IKE's demonstrations must come from cases the suite does not hold); it is
+    called with every case of the suite once the hyperparameters are resolved."""
 
     name: str
     description: str
@@ -58,18 +63,21 @@ class Editor:
     batches: bool = True  # several cases in one update (--wild-batch-size)
     sequences: bool = True  # edits one after another, never restored in between (--wild-sequential)
     resume: Callable | None = None  # (model, hparams, state) -> None: put a loaded state back on the model
+    check_cases: Callable | None = None  # (hparams, suite cases) -> None: WildInputError for a suite it must refuse
 
 
 class EditHandle:
     """The undo of one update. Editors call `save` before writing a parameter and `on_undo`
     for any other change; `info` holds what the editor computed (one dict per rank update or
-    layer), for tests and benchmarks."""
+    layer), for tests and benchmarks. `prompt_prefix` is what an in-context editor puts
+    before every question asked of the edited model (empty: nothing); restore empties it."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self._params = dict(model.named_parameters())
         self._saved: dict[str, torch.Tensor] = {}
         self._undo: list[Callable[[], None]] = []
         self.info: list[dict] = []
+        self.prompt_prefix = ""
 
     def save(self, names: list[str]) -> None:
         """Keep a copy of each named parameter as it is now (a name saved twice keeps the first)."""
@@ -95,6 +103,7 @@ class EditHandle:
             self._params[name].copy_(saved)
             self._params[name].requires_grad_(False)
         self._saved.clear()
+        self.prompt_prefix = ""
         while self._undo:
             self._undo.pop()()
 

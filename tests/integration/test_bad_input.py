@@ -383,6 +383,27 @@ BAD = [
     Bad("hparams-ultraedit-pass-size", ("--editor=ultraedit", H), "hp.yaml: batch_size_once: expected a number >= 1, "
         "got 0", USAGE, files={"hp.yaml": "batch_size_once: 0\n"}),
     Bad("hparams-tilde-missing", ("--wild-hparams=~/nope.yaml",), "/nope.yaml does not exist", USAGE),
+    Bad("hparams-lora-module-unknown", ("--editor=lora", H), "hp.yaml: target_modules: 'q_proj' names no module of "
+        "the model (gpt2, 4 layers)", USAGE, files={"hp.yaml": "target_modules: [q_proj]\n"}),
+    Bad("hparams-lora-dropout-one", ("--editor=lora", H), "hp.yaml: lora_dropout: expected a number < 1.0, got 1.0",
+        USAGE, files={"hp.yaml": "lora_dropout: 1\n"}),
+    Bad("hparams-lora-type", ("--editor=lora", H), "hp.yaml: lora_type: 'qlora' is not one of ['lora', 'adalora']",
+        USAGE, files={"hp.yaml": "lora_type: qlora\n"}),
+    Bad("lora-without-peft", ("--editor=lora",), "--editor lora: needs the peft package (pip install "
+        "'pytest-wild[lora]')", LOADING, missing=("peft",)),
+    Bad("hparams-ike-demonstrations-in-the-suite", ("--editor=ike", H), "demonstrations: shared.jsonl: case tw-0000 "
+        "shares the id with a case of the evaluated suite", USAGE,
+        files={"hp.yaml": "demonstrations: shared.jsonl\n", "shared.jsonl": json.dumps(RECORDS[0]) + "\n"}),
+    Bad("hparams-ike-demonstrations-missing", ("--editor=ike", H), "demonstrations: nowhere.jsonl: not found", USAGE,
+        files={"hp.yaml": "demonstrations: nowhere.jsonl\n"}),
+    Bad("hparams-ike-demonstrations-linked-out", ("--editor=ike", H), "demonstrations: d.jsonl: a link, refused", USAGE,
+        files={"hp.yaml": "demonstrations: d.jsonl\n", "d.jsonl": lambda root: (root / "d.jsonl").symlink_to("/etc/passwd")}),
+    Bad("hparams-ike-k-negative", ("--editor=ike", H), "hp.yaml: k: expected a number >= 0, got -1", USAGE,
+        files={"hp.yaml": "k: -1\n"}),
+    Bad("ike-without-bm25s", ("--editor=ike",), "--editor ike: retrieving demonstrations needs the bm25s package "
+        "(pip install 'pytest-wild[ike]')", USAGE, missing=("bm25s",)),
+    Bad("ike-batch", ("--editor=ike", "--wild-batch-size=2"), "--wild-batch-size 2: the editor ike edits one case per "
+        "update (its Editor declares batches=False)", USAGE),
     Bad("hparams-lr-nan", (H,), "hp.yaml: lr: expected a finite number, got nan", USAGE, files={"hp.yaml": "lr: .nan\n"}),
     Bad("hparams-steps-negative", (H,), "hp.yaml: num_steps: expected a number >= 0, got -3", USAGE,
         files={"hp.yaml": "num_steps: -3\n"}),

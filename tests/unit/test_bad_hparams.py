@@ -23,6 +23,11 @@ def test_defaults_that_name_no_module_of_the_model_are_refused_naming_the_defaul
     ("memit", "v_lr", 0.0, "bad.yaml: v_lr: expected a number > 0.0, got 0.0"),
     ("alphaedit", "L2", float("inf"), "bad.yaml: L2: expected a finite number, got inf"),
     ("rome", "clamp_norm_factor", -4, "bad.yaml: clamp_norm_factor: expected a number > 0.0, got -4.0"),
+    ("lora", "rank", 0, "bad.yaml: rank: expected a number >= 1, got 0"),
+    ("lora", "lora_alpha", 0, "bad.yaml: lora_alpha: expected a number > 0.0, got 0.0"),
+    ("lora", "lora_dropout", 1.5, "bad.yaml: lora_dropout: expected a number < 1.0, got 1.5"),
+    ("lora", "lr", 0, "bad.yaml: lr: expected a number > 0.0, got 0.0"),
+    ("ike", "k", -1, "bad.yaml: k: expected a number >= 0, got -1"),
     ("ultraedit", "lr", 0, "bad.yaml: lr: expected a number > 0.0, got 0.0"),
     ("ultraedit", "batch_size_once", 0, "bad.yaml: batch_size_once: expected a number >= 1, got 0"),
 ])

@@ -21,9 +21,9 @@ PUBLIC = {
     "reading", "add_reader", "remove_reader",
 }
 EDITOR_FIELDS = ["name", "description", "hparams_type", "defaults", "apply", "prefix", "prepare", "ignored", "batches",
-                 "sequences", "resume"]
+                 "sequences", "resume", "check_cases"]
 METHODS = {
-    "EditHandle": {"save", "on_undo", "names", "original", "restore", "info"},
+    "EditHandle": {"save", "on_undo", "names", "original", "restore", "info", "prompt_prefix"},
     "EditorState": {"part", "state_dict", "load_state_dict", "clear"},
     "EditorCache": {"get", "lookup", "put", "keys", "clear", "identity", "bytes", "max_bytes", "belongs_to"},
 }
