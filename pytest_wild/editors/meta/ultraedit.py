@@ -70,11 +70,13 @@ IGNORED = {
 }
 
 # The published files (EasyEdit hparams/UltraEdit, the same modules as the authors' configs):
-# (projection, layers of the reference depth) per family, and that depth.
+# (projection, layers of the reference depth) per family, and that depth; another depth takes
+# each group's top layer at the same relative depth and as many layers in proportion.
 PUBLISHED = {
     # GPT-J-6B, 28 layers: fc_out 18-26 (its zsRE / UltraEditBench setting)
     "gptj": (28, [("fc_out", range(18, 27))]),
-    # Llama-3-8B-Instruct, 32 layers: gate_proj 11-15 and up_proj 18-24
+    # Llama-3-8B-Instruct, 32 layers: gate_proj 11-15 and up_proj 18-24 (the only Llama file:
+    # every Llama, Llama-2 included, takes it, placed on its depth)
     "llama": (32, [("gate_proj", range(11, 16)), ("up_proj", range(18, 25))]),
     # Mistral-7B-v0.3, 32 layers: down_proj 29-30
     "mistral": (32, [("down_proj", range(29, 31))]),
