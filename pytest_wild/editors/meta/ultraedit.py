@@ -15,10 +15,14 @@ one update is three steps:
 Nothing is trained and no edit is remembered but through the statistics, so an update costs a
 pass, a backward pass and a d_in × d_in solve per layer. Read from EasyEdit's `ultraedit`
 (14cea82) and the authors' repository (XiaojieGu/UltraEdit 0beb222); see `LifelongNormalizer`
-for the one place this differs from them. The statistics carry from update to update, as the
-authors' driver keeps one editor for the whole sequence; EasyEdit's executor builds a new editor,
-so new statistics, at every call (its `is_init` is never set): `carry_statistics: false` runs
-that way.
+for the one place this differs from both. Two slips of EasyEdit's are not reproduced, the
+authors' code being right in both: its loss takes the targets' padded ids as labels, so in a
+pass of several cases a shorter target's padding is scored as tokens to predict; and its
+`token: ans` reads the first positions of each row, as many as the target has tokens, not the
+target's (its files use `mask`, which it reads right). The statistics carry from update to
+update, as the authors' driver keeps one editor for the whole sequence; EasyEdit's executor
+builds a new editor, so new statistics, at every call (its `is_init` is never set):
+`carry_statistics: false` runs that way.
 
 Which tokens are read (`token`): `mask`, EasyEdit's published files, every real token of
 prompt + target (EasyEdit feeds the whole target, so its last token is read too, with a zero
