@@ -10,7 +10,7 @@ Each (editor, context) is one ordinary `pytest --wild` run, in a directory of it
 --out with its report; a run whose report is there is not run again, so an interrupted bench
 continues where it stopped and a larger --out can be filled in over several sessions. The
 table is read from the reports: EM is the run's own score; F1 is SQuAD token F1 of the same
-answers (pytest_wild.scores.f1), against the target for reliability and generalization and,
+answers (pytest_wild.scores.answers.f1), against the target for reliability and generalization and,
 for locality, of the answer after the edit against the answer before it, 1 when the two are
 the same answer (SQuAD's F1 of two empty answers is 0, and an instruct model asked the bare
 question often says nothing); the published locality is their token identity. Synthetic
@@ -54,7 +54,7 @@ def run(editor: str, context: str, args, out: Path) -> Path:
 
 
 def f1_scores(samples: list[dict], mode: str) -> dict[str, float | None]:
-    from pytest_wild.scores import f1, normalize_answer
+    from pytest_wild.scores.answers import f1, normalize_answer
 
     found = {metric: [] for metric in METRICS}
     for sample in samples:

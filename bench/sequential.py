@@ -61,10 +61,10 @@ class Recorder:
 
 
 def run_method(name: str, edits: int, published_edits: int) -> dict:
-    from pytest_wild.options import Options
-    from pytest_wild.runtime import Runtime
-    from pytest_wild.sequential import run_sequence
-    from pytest_wild.suite import BUNDLED_SUITES, load_suite
+    from pytest_wild.run.options import Options
+    from pytest_wild.run.runtime import Runtime
+    from pytest_wild.sequence.sequential import run_sequence
+    from pytest_wild.cases.suite import BUNDLED_SUITES, load_suite
 
     suite = load_suite(BUNDLED_SUITES / "tinyworld-sequential.yaml", limit=None)
     options = Options(editor=name, model=None, suite=None, limit=None, modes=("wild",), context=None, metric="em",

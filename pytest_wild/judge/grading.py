@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..scores import exact_match, f1
+from ..scores.answers import exact_match, f1
 from .grader import UNJUDGED, Answer, Verdict
 
 EDIT_ANSWERS = {"prompt": "reliability", "rephrase": "generalization"}

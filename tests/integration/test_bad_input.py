@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.model import TINYWORLD_DIR
+from pytest_wild.model.load import TINYWORLD_DIR
 
 from ..made_wheels import make_wheel
 from . import full_disk, import_what_runs_import, read_only

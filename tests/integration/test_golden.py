@@ -1,4 +1,4 @@
-"""Golden snapshots of generations (pytest_wild/golden.py), through pytester: recorded with
+"""Golden snapshots of generations (pytest_wild/results/golden.py), through pytester: recorded with
 --snapshot-update, byte-stable on rerun, identical serially and with -n 2, failing with a
 diff of the generations when they change, unused goldens reported and removed, goldens of
 unselected cases kept, and nothing lost when an xdist worker crashes."""
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_wild.cases import case_key
-from pytest_wild.golden import (
+from pytest_wild.cases.case import case_key
+from pytest_wild.results.golden import (
     GoldenGuard,
     GoldenSettings,
     WildGoldenExtension,
@@ -22,8 +22,8 @@ from pytest_wild.golden import (
     render,
     suite_key,
 )
-from pytest_wild.model import TINYWORLD_DIR
-from pytest_wild.options import Options
+from pytest_wild.model.load import TINYWORLD_DIR
+from pytest_wild.run.options import Options
 
 from . import outer_xdist_removed
 
@@ -281,7 +281,7 @@ def test_the_guard_turns_cleanup_off_when_a_worker_goes_down_with_an_error():
 def test_the_extension_is_importable_and_constructible_without_arguments():
     from syrupy.utils import import_module_member
 
-    cls = import_module_member("pytest_wild.golden.WildGoldenExtension")
+    cls = import_module_member("pytest_wild.results.golden.WildGoldenExtension")
     assert cls is WildGoldenExtension
     assert cls().file_extension == "json"
 
@@ -295,7 +295,7 @@ def test_a_case_claims_its_own_golden_and_never_one_whose_case_is_gone(tmp_path,
 
     from syrupy.location import PyTestLocation
 
-    from pytest_wild.cases import Case, item_name
+    from pytest_wild.cases.case import Case, item_name
 
     def test_edit():
         pass

@@ -6,16 +6,16 @@ import json
 import pytest
 import torch
 
-from pytest_wild.cases import Case, Locality
-from pytest_wild.contexts import PUBLISHED_CHAT, make_context
-from pytest_wild.evaluation import Evaluator, Settings
-from pytest_wild.generation import Engine
-from pytest_wild.model import load_model
-from pytest_wild.metrics import mode_labels
-from pytest_wild.reading import reading
-from pytest_wild.reference import reference_generated, reference_teacher_forced
-from pytest_wild.scores import target_flags
-from pytest_wild.suite import load_suite
+from pytest_wild.cases.case import Case, Locality
+from pytest_wild.cases.contexts import PUBLISHED_CHAT, make_context
+from pytest_wild.scores.evaluation import Evaluator, Settings
+from pytest_wild.generation.engine import Engine
+from pytest_wild.model.load import load_model
+from pytest_wild.scores.metrics import mode_labels
+from pytest_wild.model.reading import reading
+from pytest_wild.generation.reference import reference_generated, reference_teacher_forced
+from pytest_wild.scores.answers import target_flags
+from pytest_wild.cases.suite import load_suite
 from pytest_wild.editors.api import edit
 
 LLAMA2_TEMPLATE = (
@@ -67,7 +67,7 @@ def test_double_space_targets_are_flagged():
 
 def test_locality_is_the_first_question_and_locality_all_every_question(loaded):
     from pytest_wild.editors import get_editor
-    from pytest_wild.hparams import build_hparams
+    from pytest_wild.editors.hparams import build_hparams
 
     case = load_suite(_bundled(), limit=4).cases[0]
     # the second locality question is the edit question itself, whose answer a successful edit changes
@@ -125,7 +125,7 @@ def test_messages_and_reports_show_the_text_the_model_was_given(pytester):
 
 def _grace(loaded):
     from pytest_wild.editors import get_editor
-    from pytest_wild.hparams import build_hparams
+    from pytest_wild.editors.hparams import build_hparams
 
     editor = get_editor("grace")
     return editor, build_hparams(editor.hparams_type, editor.defaults(loaded.model.config, "tinyworld"), [])
@@ -214,7 +214,7 @@ class _NoEdit:
 
 
 def _bundled():
-    from pytest_wild.suite import BUNDLED_SUITES
+    from pytest_wild.cases.suite import BUNDLED_SUITES
 
     return BUNDLED_SUITES / "tinyworld.yaml"
 
@@ -223,9 +223,9 @@ def _bundled():
 def test_a_missed_answer_says_which_reading_teacher_forcing_is_under_the_editor(editor, named):
     """Under GRACE the published `synthetic` is free generation: the note that teacher forcing
     would have passed an answer names `synthetic_tf` there, never the published name."""
-    from pytest_wild.gates import parse_rule
-    from pytest_wild.options import Options
-    from pytest_wild.runtime import Runtime
+    from pytest_wild.results.gates import parse_rule
+    from pytest_wild.run.options import Options
+    from pytest_wild.run.runtime import Runtime
 
     options = Options(editor=editor, model=None, suite=None, limit=1, modes=("wild",), context=None, metric="em",
                       hparams_file=None, device="cpu", dtype="float32", stop_rule="published")

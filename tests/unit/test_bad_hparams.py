@@ -4,8 +4,8 @@ command line: tests/integration/test_bad_input.py)."""
 
 import pytest
 
-from pytest_wild.hparams import ModelShape, build_hparams
-from pytest_wild.cases import WildInputError
+from pytest_wild.editors.hparams import ModelShape, build_hparams
+from pytest_wild.cases.case import WildInputError
 from pytest_wild.editors import get_editor
 
 
@@ -25,7 +25,7 @@ def test_defaults_that_name_no_module_of_the_model_are_refused_naming_the_defaul
     ("rome", "clamp_norm_factor", -4, "bad.yaml: clamp_norm_factor: expected a number > 0.0, got -4.0"),
 ])
 def test_every_bounded_key_is_checked_with_its_origin(editor, key, value, message):
-    from pytest_wild.model import TINYWORLD_DIR, load_config
+    from pytest_wild.model.load import TINYWORLD_DIR, load_config
 
     config, _ = load_config(str(TINYWORLD_DIR))
     method = get_editor(editor)

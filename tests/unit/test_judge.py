@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from pytest_wild.cases import WildInputError
+from pytest_wild.cases.case import WildInputError
 from pytest_wild.judge.cache import VerdictCache, verdict_key
 from pytest_wild.judge.client import JudgeClient, retry_after
 from pytest_wild.judge.grader import PUBLISHED, REPLY_TOKENS, Answer, Grader, grader_from_text, parse_verdict
 from pytest_wild.judge.grading import grade, grade_unavailable, judge_section, summary_lines, unjudged_behind
 from pytest_wild.judge.local import LocalJudge
 from pytest_wild.judge.settings import api_key, judge_settings
-from pytest_wild.scores import exact_match, f1
+from pytest_wild.scores.answers import exact_match, f1
 
 from ..judge_server import JudgeServer
 from ..tiny_judge import write_judge

@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from pytest_wild.options import Options, parse_checkpoints
-from pytest_wild.cases import WildInputError
-from pytest_wild.runtime import Runtime
-from pytest_wild.sequential import checkpoints_for, curve, curve_lines, perplexity
-from pytest_wild.suite import BUNDLED_SUITES, load_suite
+from pytest_wild.run.options import Options, parse_checkpoints
+from pytest_wild.cases.case import WildInputError
+from pytest_wild.run.runtime import Runtime
+from pytest_wild.sequence.sequential import checkpoints_for, curve, curve_lines, perplexity
+from pytest_wild.cases.suite import BUNDLED_SUITES, load_suite
 
 
 def make_runtime(editor: str, cases: int, run_dir=None, perplexity: bool = True, **given) -> Runtime:
@@ -100,7 +100,7 @@ def test_a_memory_editor_resumed_after_its_last_edit_answers_from_its_loaded_mem
     """GRACE changes no weight: a sequence resumed from the snapshot of its last edit must put
     the saved codebook back on the model (`Editor.resume`) before it scores the edits, and take
     it off when the sequence ends."""
-    from pytest_wild.reading import readers
+    from pytest_wild.model.reading import readers
 
     whole = make_runtime("grace", 3, tmp_path, perplexity=False)
     whole.open_run_directory({})
@@ -171,7 +171,7 @@ def test_checkpoints_are_parsed_and_the_last_edit_is_always_one():
 
 
 def test_perplexity_is_exp_of_the_mean_token_loss():
-    from pytest_wild.model import load_model
+    from pytest_wild.model.load import load_model
 
     loaded = load_model(None, "cpu")
     lines = ["Q: Where was Kalo Venbri born? A: Dorwyn.", "Kalo Venbri was born in Dorwyn."]
@@ -185,8 +185,8 @@ def test_perplexity_is_exp_of_the_mean_token_loss():
 def test_the_live_line_says_how_far_and_how_fast_at_most_every_ten_seconds(capsys, monkeypatch):
     from types import SimpleNamespace
 
-    from pytest_wild import progress
-    from pytest_wild.sequential import _pace
+    from pytest_wild.run import progress
+    from pytest_wild.sequence.sequential import _pace
 
     assert _pace(10, 5.0, 990) == "2.00 edits/s, about 8 min left"
     assert _pace(3, 1.0, 30) == "3.00 edits/s, about 10 s left"
@@ -209,7 +209,7 @@ def test_the_pace_is_estimated_from_the_edits_after_the_first_which_pays_the_one
 
     lines = []
 
-    from pytest_wild.progress import Silent
+    from pytest_wild.run.progress import Silent
 
     class Lines(Silent):
         def live(self, text):

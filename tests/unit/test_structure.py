@@ -97,4 +97,4 @@ def test_editor_families_and_methods_do_not_import_each_other():
     methods = {f"pytest_wild.editors.locate.{m}" for m in ("rome", "memit", "alphaedit")}
     for method in methods:
         assert not edges[method] & methods, f"{method} imports another method"
-    assert not any(t.startswith("pytest_wild.editors") for t in edges["pytest_wild.stats"])
+    assert not any(t.startswith("pytest_wild.editors") for t in edges["pytest_wild.model.stats"])

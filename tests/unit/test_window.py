@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from pytest_wild.cases import Case, Locality
+from pytest_wild.cases.case import Case, Locality
 from pytest_wild.editors import get_editor
-from pytest_wild.evaluation import Evaluator, Settings
-from pytest_wild.hparams import build_hparams
-from pytest_wild.model import load_model
-from pytest_wild.window import locality_left_out, model_window, why_not_evaluable
+from pytest_wild.scores.evaluation import Evaluator, Settings
+from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.model.load import load_model
+from pytest_wild.cases.window import locality_left_out, model_window, why_not_evaluable
 
 QUESTION = "Which company does Draker Breldeirhin work for?"
 FILLER = " ".join(["Harrow"] * 125)  # 125 tokens of the bundled tokenizer: with a question, past 128

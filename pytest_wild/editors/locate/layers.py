@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...cases import WildInputError
+from ...cases.case import WildInputError
 
 # MEMIT's published layers per (family, depth), which AlphaEdit keeps; other depths scale
 # from the family's reference model.
@@ -31,7 +31,7 @@ def scaled_layers(layers: Sequence[int], reference_depth: int, depth: int) -> li
 def published_layers(config, published: dict, reference: dict) -> list[int]:
     """The published layers for the model's (family, depth), else the family's reference
     model's scaled to this depth."""
-    from ...architectures import architecture_of
+    from ...model.architectures import architecture_of
 
     family, depth = architecture_of(config).family, config.num_hidden_layers
     layers = published.get((family, depth))
