@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from pytest_wild.generation.engine import Engine
 from pytest_wild.cases.loaders import load_file
-from pytest_wild.model.load import TINYWORLD_DIR, load_model
+from pytest_wild.generation.engine import Engine
 from pytest_wild.generation.reference import reference_generate
+from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
 
 def questions_from_suite(limit: int) -> list[str]:

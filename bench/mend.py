@@ -26,11 +26,11 @@ OTHERS = ("ft-m", "rome", "grace", "wise")
 
 
 def training_rate(loaded, steps: int) -> tuple[float, dict]:
+    from pytest_wild.cases.loaders import load_file
     from pytest_wild.editors.meta.mend import SHIPPED
     from pytest_wild.editors.meta.settings import TrainSettings
     from pytest_wild.editors.meta.trainer import train
     from pytest_wild.editors.meta.training_data import split
-    from pytest_wild.cases.loaders import load_file
 
     shipped = json.loads((SHIPPED / "mend.json").read_text())["training"]
     settings = dict(shipped["settings"], val_cases=8)

@@ -4,9 +4,9 @@ command line: tests/integration/test_bad_input.py)."""
 
 import pytest
 
-from pytest_wild.editors.hparams import ModelShape, build_hparams
 from pytest_wild.cases.case import WildInputError
 from pytest_wild.editors import get_editor
+from pytest_wild.editors.hparams import ModelShape, build_hparams
 
 
 def test_defaults_that_name_no_module_of_the_model_are_refused_naming_the_defaults():

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from pytest_wild.model.architectures import architecture_of
 from pytest_wild.cases.case import Case, Locality, WildInputError
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import edit
 from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.model.architectures import architecture_of
 
 from ..tiny_models import SIZES, target_logprob, tiny_model, weights_hash
 

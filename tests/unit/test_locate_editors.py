@@ -3,18 +3,18 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from pytest_wild.model import stats
-from pytest_wild.model.architectures import architecture_of
 from pytest_wild.cases.case import Case, Locality, WildInputError
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditorCache, EditorState, edit
+from pytest_wild.editors.hparams import build_hparams
 from pytest_wild.editors.locate.alphaedit import PreservedKeys
 from pytest_wild.editors.locate.keys import request_keys
 from pytest_wild.editors.locate.requests import locate, pad_id, prepare
 from pytest_wild.editors.locate.solves import alphaedit_solve, memit_solve, memit_solve_dense, moments, projection
 from pytest_wild.editors.locate.templates import context_templates
 from pytest_wild.editors.locate.values import ValueProblem
-from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.model import stats
+from pytest_wild.model.architectures import architecture_of
 from pytest_wild.model.tracing import hidden_of, with_hidden
 from pytest_wild.model.weights import is_transposed
 

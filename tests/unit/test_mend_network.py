@@ -4,10 +4,10 @@ true gradient, and an untrained editor network is exactly one gradient-descent s
 import pytest
 import torch
 
-from pytest_wild.model.architectures import architecture_of
 from pytest_wild.editors.meta.gradients import as_weight_layout, pieces
 from pytest_wild.editors.meta.network import EditorNetwork, RunningNorm
 from pytest_wild.editors.meta.training import target_batch
+from pytest_wild.model.architectures import architecture_of
 from pytest_wild.model.weights import is_transposed
 
 from ..tiny_models import tiny_model

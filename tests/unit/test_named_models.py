@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from pytest_wild.results.golden import suite_key
 from pytest_wild.model.load import resolve_model_spec
 from pytest_wild.model.named import NAMED_MODELS, SMOLLM2_135M, default_context, describe_weights, named_model
+from pytest_wild.results.golden import suite_key
 from pytest_wild.run.options import Options
 
 
