@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ..run.sigterm import SIGTERM_REASON
+from ..scores.record import CaseResult
 from .report import unevaluable
 
 ROW_PROPERTY = "pytest_wild_row"  # the user_properties key a case's row rides under
@@ -45,7 +46,7 @@ class Outcome:
 class Results:
     """One per process; on the controller it gathers every case's row."""
 
-    rows: list[dict] = field(default_factory=list)  # one per case that finished with a result
+    rows: list[CaseResult] = field(default_factory=list)  # one per case that finished with a result
     lost: list[str] = field(default_factory=list)  # node ids of cases that failed without one
     sequences_stopped: list[str] = field(default_factory=list)  # where each sequence stopped short, and why
     selected: int | None = None  # cases this run (this shard) selected
@@ -108,7 +109,7 @@ class Results:
     def record(self, report: pytest.TestReport) -> None:
         """Take a case's row out of its report (before junitxml sees it; the flat metric
         properties stay for `--junitxml`), or note the case lost when it failed without one."""
-        rows = [value for key, value in report.user_properties if key == ROW_PROPERTY]
+        rows = [CaseResult.from_json(value) for key, value in report.user_properties if key == ROW_PROPERTY]
         self.sequences_stopped += [value for key, value in report.user_properties if key == STOPPED_PROPERTY]
         report.user_properties[:] = [(k, v) for k, v in report.user_properties if k not in (ROW_PROPERTY, STOPPED_PROPERTY)]
         if rows and report.when == "call":

@@ -54,6 +54,7 @@ from ..cases.case import WildInputError, case_key
 from ..model.devices import xdist_loaded
 from ..model.named import default_context
 from ..scores.metrics import EDIT_METRICS
+from ..scores.record import CaseResult
 from .report import write_text_atomic
 
 if TYPE_CHECKING:
@@ -158,17 +159,17 @@ def checked_golden_path(path: Path | str, root: Path, *, directory: bool = False
 
 # --- content -----------------------------------------------------------------------------
 
-def golden_record(row: dict, options: Options) -> dict:
+def golden_record(row: CaseResult, options: Options) -> dict:
     """What a golden holds for one evaluated case (see the module docstring)."""
     record: dict[str, Any] = {
-        "case": {"id": row["id"], "prompt": row["prompt"], "target": row["target"],
-                 "rephrase": row.get("rephrase")},
+        "case": {"id": row.id, "prompt": row.prompt, "target": row.target,
+                 "rephrase": row.rephrase},
         "scores": {mode: {name: _rounded(scores[name]) for name in EDIT_METRICS if name in scores}
-                   for mode, scores in row["modes"].items()},
+                   for mode, scores in row.modes.items()},
     }
-    mode = next((label for label in options.mode_labels if row["modes"].get(label, {}).get("answers")), None)
+    mode = next((label for label in options.mode_labels if row.modes.get(label, {}).get("answers")), None)
     if mode is not None:
-        answers = row["modes"][mode]["answers"]
+        answers = row.modes[mode]["answers"]
         generations: dict[str, Any] = {"mode": mode}
         for asked in ("prompt", "rephrase"):
             if asked in answers:
@@ -371,7 +372,7 @@ class WildGoldenExtension(SingleFileSnapshotExtension):
 
 # --- the per-case check ------------------------------------------------------------------
 
-def check_golden(snapshot, row: dict, run: WildRun) -> list[str]:
+def check_golden(snapshot, row: CaseResult, run: WildRun) -> list[str]:
     """Compare the case's golden (or record it under --snapshot-update); failure messages."""
     settings = WildGoldenExtension._settings()
     writing = bool(snapshot.update_snapshots or snapshot.update_new_snapshots_only)

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..cases.case import WildInputError
 from ..judge.grading import judge_section
 from ..run.finish import flagged
+from ..scores.record import CaseResult, NotACaseResult
 from .report import aggregate, aggregate_by_source, timing_summary, unevaluable
 
 # Configuration that must agree between shards for their union to be one run.
@@ -41,12 +42,13 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
                              f"{'are' if len(missing) > 1 else 'is'} missing; merge every shard's report, or pass --allow-partial")
     if incomplete and not allow_partial:
         raise WildInputError("\n".join(incomplete))
-    samples: dict[str, dict] = {}
+    samples: dict[str, CaseResult] = {}
     for path, report in zip(paths, reports):
-        for row in report["samples"]:
-            if row["id"] in samples:
-                raise WildInputError(f"{path}: case {row['id']!r} is also in an earlier report")
-            samples[row["id"]] = row
+        for index, sample in enumerate(report["samples"]):
+            row = _case_result(path, index, sample)
+            if row.id in samples:
+                raise WildInputError(f"{path}: case {row.id!r} is also in an earlier report")
+            samples[row.id] = row
     rows = [samples[key] for key in sorted(samples)]
     timing = {case: found for report in reports for case, found in report.get("timing", {}).get("cases", {}).items()}
     timing = {case: timing[case] for case in sorted(timing) if case in samples}
@@ -62,7 +64,7 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
         "not_evaluable": unevaluable(rows),
         "results": aggregate(rows),
         "results_by_source": aggregate_by_source(rows),
-        "samples": rows,
+        "samples": [row.to_json() for row in rows],
         "timing": {"summary": timing_summary(timing), "cases": timing},
         "gates": [],
         "flags": flagged(rows),
@@ -70,6 +72,13 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
         "config": config,
         "versions": reports[0].get("versions", {}),
     }
+
+
+def _case_result(path: Path, index: int, sample: dict) -> CaseResult:
+    try:
+        return CaseResult.from_json(sample)
+    except NotACaseResult as exc:
+        raise WildInputError(f"{path}: field 'samples[{index}].{exc.field}' {exc.problem}") from None
 
 
 def _missing_shards(paths: list[Path], reports: list[dict]) -> list[str]:

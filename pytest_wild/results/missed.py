@@ -18,13 +18,14 @@ the rest, so a rerun of the missed edits forgets those that now land.
 from __future__ import annotations
 
 from ..scores.metrics import TABLE_METRICS
+from ..scores.record import CaseResult
 
 CACHE_KEY = "pytest-wild/lastmissed"
 
 
-def missed_metrics(row: dict, mode: str) -> list[str]:
+def missed_metrics(row: CaseResult, mode: str) -> list[str]:
     """The table's metrics a case's row scored below 1 on in `mode`."""
-    scores = row["modes"].get(mode, {})
+    scores = row.modes.get(mode, {})
     return [metric for metric in TABLE_METRICS if scores.get(metric) is not None and scores[metric] < 1.0]
 
 
@@ -46,11 +47,11 @@ def recall(cache, options) -> list[str] | None:
     return entry
 
 
-def remember(cache, options, rows: list[dict]) -> None:
+def remember(cache, options, rows: list[CaseResult]) -> None:
     """Update this configuration's misses with the cases this run evaluated: the missed are
     added, the others (landed, or not evaluable) removed, cases not evaluated kept."""
-    evaluated = {row["id"] for row in rows}
-    missed = [row["id"] for row in rows if not row.get("not_evaluable") and missed_metrics(row, options.primary_mode)]
+    evaluated = {row.id for row in rows}
+    missed = [row.id for row in rows if not row.not_evaluable and missed_metrics(row, options.primary_mode)]
     earlier = recall(cache, options) or []
     kept = cache.get(CACHE_KEY, {})
     kept = dict(kept) if isinstance(kept, dict) else {}

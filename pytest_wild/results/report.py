@@ -12,10 +12,11 @@ import uuid
 from pathlib import Path
 
 from ..scores.metrics import BESIDE_JUDGE, REPORTED_METRICS, TABLE_METRICS
+from ..scores.record import CaseResult
 from . import markdown
 
 
-def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
+def aggregate(rows: list[CaseResult]) -> dict[str, dict[str, dict]]:
     """mode -> metric -> cell, over the cases that have the metric. A cell is the mean over
     cases of the case's score ("value"), its standard error ("stderr": the sample standard
     deviation over sqrt(n), as lm-evaluation-harness reports it; null for one case), the
@@ -24,7 +25,7 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
     the cells do not depend on the order cases finished in."""
     modes: dict[str, dict[str, list[float]]] = {}
     for row in rows:
-        for mode, scores in row["modes"].items():
+        for mode, scores in row.modes.items():
             for metric in REPORTED_METRICS:
                 value = scores.get(metric)
                 if value is not None:
@@ -33,12 +34,12 @@ def aggregate(rows: list[dict]) -> dict[str, dict[str, dict]]:
             for mode, metrics in modes.items()}
 
 
-def aggregate_by_source(rows: list[dict]) -> dict[str, dict[str, dict[str, dict]]]:
+def aggregate_by_source(rows: list[CaseResult]) -> dict[str, dict[str, dict[str, dict]]]:
     """source -> the aggregates of its cases (NQ / TriviaQA / SimpleQA in QAEdit; held-out
     and counterfactual facts in tinyworld)."""
     sources: dict[str, list[dict]] = {}
     for row in rows:
-        sources.setdefault(str(row.get("source") or "unknown"), []).append(row)
+        sources.setdefault(str(row.source or "unknown"), []).append(row)
     return {source: aggregate(found) for source, found in sorted(sources.items())}
 
 
@@ -49,11 +50,11 @@ def _cell(values: list[float]) -> dict:
     return {"value": mean, "stderr": stderr, "n": n, "successes": sum(1 for v in values if v >= 1.0)}
 
 
-def timing_by_case(rows: list[dict]) -> dict[str, dict]:
+def timing_by_case(rows: list[CaseResult]) -> dict[str, dict]:
     """Case id -> its `timing` (seconds of its edit, of answering on the edited model, and
     the questions answered). Kept out of the samples: it is the one part of a report that
     differs between two runs of the same cases."""
-    return {row["id"]: row["timing"] for row in sorted(rows, key=lambda row: row["id"]) if "timing" in row}
+    return {row.id: row.timing for row in sorted(rows, key=lambda row: row.id) if row.timing is not None}
 
 
 def timing_summary(by_case: dict[str, dict]) -> dict:
@@ -80,9 +81,9 @@ def timing_line(summary: dict) -> str:
                if per_question is not None else "no question answered"))
 
 
-def unevaluable(rows: list[dict]) -> dict[str, str]:
+def unevaluable(rows: list[CaseResult]) -> dict[str, str]:
     """Case id -> why the case does not fit the model window (its row has no scores)."""
-    return {row["id"]: row["not_evaluable"] for row in rows if row.get("not_evaluable")}
+    return {row.id: row.not_evaluable for row in rows if row.not_evaluable}
 
 
 TABLE_COLUMNS = ("mode", "metric", "mean", "± stderr", "cases", "cases passing")

@@ -160,10 +160,10 @@ def _case_test(case: Case, order: int | None, goldens: bool):
                          f"({exc.strerror or type(exc).__name__})"
         if unwritable:
             pytest.fail(unwritable, pytrace=False)  # out of the except block: one line, no chained traceback
-        request.node.user_properties.append((ROW_PROPERTY, row))
-        if row.get("not_evaluable"):
-            pytest.skip(f"{case.id} not evaluable: {row['not_evaluable']}")
-        for mode, scores in row["modes"].items():
+        request.node.user_properties.append((ROW_PROPERTY, row.to_json()))  # plain JSON: it may cross to the xdist controller
+        if row.not_evaluable:
+            pytest.skip(f"{case.id} not evaluable: {row.not_evaluable}")
+        for mode, scores in row.modes.items():
             for metric in EDIT_METRICS:
                 if scores.get(metric) is not None:
                     request.node.user_properties.append((f"wild.{mode}.{metric}", scores[metric]))

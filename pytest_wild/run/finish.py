@@ -15,6 +15,7 @@ from ..results.gathered import Outcome, Results
 from ..results.report import (aggregate, aggregate_by_source, gates_verdict, markdown_gates, markdown_table, table, timing_by_case,
                               timing_line, timing_summary, write_json_atomic, write_text_atomic)
 from ..scores.metrics import JUDGED_METRICS, TABLE_METRICS
+from ..scores.record import CaseResult
 from ..sequence.sequential import curve, curve_lines, curves_by_order, recount_lost
 
 
@@ -141,7 +142,7 @@ def report_data(run, aggregates: dict, gates: list[dict], points: list[dict], by
     from .runtime import versions
 
     o, results = run.options, run.results
-    rows = sorted(results.rows, key=lambda row: row["id"])
+    rows = sorted(results.rows, key=lambda row: row.id)
     sequence = ({"sequence": {"edits": o.sequential, "batch_size": o.batch_size, "checkpoints": list(o.checkpoints),
                               "orders": o.orders, "curve": points, "stopped": results.sequences_stopped}}
                 if o.sequential else {})
@@ -157,7 +158,7 @@ def report_data(run, aggregates: dict, gates: list[dict], points: list[dict], by
         "not_evaluable": results.not_evaluable,
         "results": aggregates,
         "results_by_source": aggregate_by_source(rows),
-        "samples": [{key: value for key, value in row.items() if key != "timing"} for row in rows],
+        "samples": [row.to_json(timing=False) for row in rows],
         "timing": {"summary": timing, "cases": by_case},
         "gates": gates,
         "flags": flagged(rows),
@@ -181,12 +182,12 @@ def report_data(run, aggregates: dict, gates: list[dict], points: list[dict], by
     }
 
 
-def flagged(rows: list[dict]) -> dict[str, list[str]]:
+def flagged(rows: list[CaseResult]) -> dict[str, list[str]]:
     """Case ids by flag name (the part of the flag before ':')."""
     found: dict[str, list[str]] = {}
     for row in rows:
-        for flag in row["flags"]:
-            found.setdefault(flag.split(":")[0], []).append(row["id"])
+        for flag in row.flags:
+            found.setdefault(flag.split(":")[0], []).append(row.id)
     return found
 
 
@@ -203,7 +204,7 @@ def summary_lines(run) -> list[str]:
         ids = sorted(unfit)
         lines.append(f"not evaluable (too long for the model window), left out of the results: {_cases(len(ids))} "
                      f"({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''}); first: {ids[0]}: {unfit[ids[0]]}")
-    partial = {row["id"]: row["locality_not_evaluable"] for row in results.rows if row.get("locality_not_evaluable")}
+    partial = {row.id: row.locality_not_evaluable for row in results.rows if row.locality_not_evaluable}
     if partial:
         ids = sorted(partial)
         lines.append(f"locality questions too long for the model window, left out (locality_all and locality_em "
@@ -242,7 +243,7 @@ def summary_lines(run) -> list[str]:
     return lines
 
 
-def source_lines(rows: list[dict], mode: str) -> list[str]:
+def source_lines(rows: list[CaseResult], mode: str) -> list[str]:
     """The primary mode's table metrics per source, when the suite has more than one."""
     by_source = aggregate_by_source(rows)
     if len(by_source) < 2:

@@ -14,6 +14,7 @@ from ..cases.suite import Suite
 from ..results.gates import Rule, parse_rule
 from ..results.missed import missed_metrics
 from ..scores.metrics import TEACHER_FORCED, synthetic_reading
+from ..scores.record import CaseResult
 from .options import Options
 from .progress import Silent
 
@@ -241,7 +242,7 @@ class Runtime:
             random.Random(f"pytest-wild order {order} seed {self.options.seed}").shuffle(shuffled)
             self.sequences[order] = shuffled
 
-    def evaluate(self, case: Case, order: int | None = None) -> dict:
+    def evaluate(self, case: Case, order: int | None = None) -> CaseResult:
         """The case's row. With batch editing, the first case of a batch to run edits the
         whole batch once and keeps the other rows for their own tests; in a sequential run
         the first case of a sequence (an order) to run runs the whole sequence, and each
@@ -254,7 +255,7 @@ class Runtime:
         if self.options.sequential and order not in self._sequences_ran:
             self._sequences_ran.add(order)
             try:
-                self._pending |= {row["id"]: row for row in self._run_sequence(order)}
+                self._pending |= {row.id: row for row in self._run_sequence(order)}
             except SequenceStopped as exc:
                 self._sequences_stopped[order] = str(exc)
                 raise
@@ -265,10 +266,10 @@ class Runtime:
         if key not in self._pending:
             batch = self.batches[self.batch_of[case.id]] if self.batches else [case]
             for row in self.evaluator.evaluate(batch, self.apply_edit):
-                self._pending[row["id"]] = row
+                self._pending[row.id] = row
         return self._pending.pop(key)
 
-    def _run_sequence(self, order: int | None) -> list[dict]:
+    def _run_sequence(self, order: int | None) -> list[CaseResult]:
         from ..sequence.sequential import run_sequence
 
         o = self.options
@@ -292,37 +293,37 @@ class Runtime:
                        for metric, value in self.suite.thresholds.items() if metric not in named]
         return suite_rules + self.options.thresholds
 
-    def failures(self, row: dict) -> list[str]:
+    def failures(self, row: CaseResult) -> list[str]:
         """Messages for each threshold the case misses, saying what was asked, expected
         and generated, and what teacher forcing would have reported."""
         messages = []
         for rule in self.thresholds():
             mode = rule.mode or self.options.primary_mode
-            scores = row["modes"].get(mode, {})
+            scores = row.modes.get(mode, {})
             observed = scores.get(rule.metric)
             if observed is None or rule.holds(observed):
                 continue
             messages.append(self._explain(rule, mode, observed, row))
-        if messages and "sequence" in row:
+        if messages and row.sequence is not None:
             messages.append(sequence_note(row, self.options.primary_mode))
         return messages
 
-    def misses(self, row: dict) -> list[str]:
+    def misses(self, row: CaseResult) -> list[str]:
         """Messages for each of the table's metrics (reliability, generalization, locality)
         where the case scored below 1 in the primary mode: what the edited model got wrong,
         in the words of a failed threshold, for a case that no threshold fails."""
         mode = self.options.primary_mode
-        scores = row["modes"].get(mode, {})
+        scores = row.modes.get(mode, {})
         missed = [self._explain(Rule(None, metric, ">=", 1.0, f"{metric}>=1"), mode, scores[metric], row)
                   for metric in missed_metrics(row, mode)]
-        return missed + [sequence_note(row, mode)] if missed and "sequence" in row else missed
+        return missed + [sequence_note(row, mode)] if missed and row.sequence is not None else missed
 
-    def _explain(self, rule: Rule, mode: str, observed: float, row: dict) -> str:
-        answers = row["modes"][mode].get("answers", {})
+    def _explain(self, rule: Rule, mode: str, observed: float, row: CaseResult) -> str:
+        answers = row.modes[mode].get("answers", {})
         head = f"{rule.metric}" + ("" if mode == self.options.primary_mode else f" [{mode}]")
         if rule.metric in ("reliability", "generalization") and answers:
             asked = answers["prompt" if rule.metric == "reliability" else "rephrase"]
-            forced = row["teacher_forced"].get("prompt" if rule.metric == "reliability" else "rephrase")
+            forced = row.teacher_forced.get("prompt" if rule.metric == "reliability" else "rephrase")
             if forced is None:  # the published cut left no target token to read
                 note = "(teacher-forced token accuracy n/a)"
             else:
@@ -330,7 +331,7 @@ class Runtime:
                 # under GRACE `synthetic` is the paper's free-generation reading, not this one
                 called = "synthetic" if synthetic_reading(self.options.editor) == "teacher-forced" else TEACHER_FORCED
                 note += f": the {called} metric would have called this a success)" if forced >= 1.0 else ")"
-            return (f"{head}: asked {_q(asked.get('context', asked['question']))} expected {_q(row['target'])} "
+            return (f"{head}: asked {_q(asked.get('context', asked['question']))} expected {_q(row.target)} "
                     f"generated {_q(asked['after'])}\n{note}")
         if rule.metric.startswith("locality") and answers:
             changed = [item for item in answers["locality"] if not item["same"]] or answers["locality"]
@@ -365,10 +366,10 @@ def _q(text: str | None) -> str:
     return '"' + (text or "").strip().replace('"', '\\"') + '"'
 
 
-def sequence_note(row: dict, mode: str) -> str:
+def sequence_note(row: CaseResult, mode: str) -> str:
     """Where a case of a sequence stands: its place, whether it held right after its own
     edit, and the checkpoint where it was first lost."""
-    sequence = row["sequence"]
+    sequence = row.sequence
     right_after = sequence["immediate"].get(mode, {}).get("reliability")
     held = "n/a" if right_after is None else ("answered" if right_after >= 1.0 else "missed")
     lost = sequence["lost_at"]

@@ -34,6 +34,7 @@ from ..generation.engine import Engine, Generation
 from ..generation.tokens import target_ids
 from .answers import SCORES, exact_match, f1, target_flags
 from .metrics import TEACHER_FORCED, mode_label
+from .record import CaseResult
 
 @dataclass
 class Settings:
@@ -102,7 +103,7 @@ class Evaluator:
             if self.settings.synthetic == "generated":
                 self._generated_before([(loc.question, loc.answer) for case in cases for loc in case.locality])
 
-    def evaluate(self, cases: list[Case], apply_edit) -> list[dict]:
+    def evaluate(self, cases: list[Case], apply_edit) -> list[CaseResult]:
         """Edit the cases in one update (a batch of one for single editing), answer every
         case's questions on the edited model, restore. `apply_edit(cases)` returns the
         restore handle."""
@@ -119,12 +120,12 @@ class Evaluator:
                 handle.restore()
             done = time.perf_counter()
             for case in fit:  # one update's cost shared by the cases it edited
-                rows[case.id]["timing"] = {"edit_seconds": (edited - started) / len(fit),
+                rows[case.id].timing = {"edit_seconds": (edited - started) / len(fit),
                                            "evaluate_seconds": (done - edited) / len(fit),
                                            "questions": len(_questions(case)) * len(self.settings.modes)}
         return [rows[case.id] for case in cases]
 
-    def rows_now(self, cases: list[Case]) -> list[dict]:
+    def rows_now(self, cases: list[Case]) -> list[CaseResult]:
         """Every case's row on the model as it is now, with no edit made or undone (a
         sequence's checkpoint): the WILD answers of all the cases in one batched pass through
         the engine, so the cost grows linearly with the number of cases."""
@@ -138,31 +139,32 @@ class Evaluator:
         rows |= {case.id: self._row(case, after) for case in fit}
         return [rows[case.id] for case in cases]
 
-    def _base_row(self, case: Case) -> dict:
-        return {"id": case.id, "source": case.source, "prompt": case.prompt, "target": case.target,
-                "subject": case.subject, "rephrase": case.rephrase,
-                "flags": target_flags(case.target, self.settings.stop_rule), "modes": {}, "teacher_forced": {}}
+    def _base_row(self, case: Case) -> CaseResult:
+        return CaseResult(id=case.id, source=case.source, prompt=case.prompt, target=case.target, subject=case.subject,
+                          rephrase=case.rephrase, flags=target_flags(case.target, self.settings.stop_rule))
 
-    def _unevaluable_row(self, case: Case) -> dict:
-        return self._base_row(case) | {"not_evaluable": self.not_evaluable(case)}
+    def _unevaluable_row(self, case: Case) -> CaseResult:
+        row = self._base_row(case)
+        row.not_evaluable = self.not_evaluable(case)
+        return row
 
-    def _row(self, case: Case, after: dict[str, Generation] | None = None) -> dict:
+    def _row(self, case: Case, after: dict[str, Generation] | None = None) -> CaseResult:
         """`after`: WILD answers already generated on the current model, by context."""
         row = self._base_row(case)
         synthetic = "synthetic" in self.settings.modes
         forced = self._forced_accuracy(case, ("prompt", "rephrase")) if synthetic else {}
         for mode in self.settings.modes:
             if mode == "synthetic" and self.settings.synthetic == "generated":
-                row["modes"]["synthetic"] = self._synthetic_generated(case)
-                row["modes"][TEACHER_FORCED] = self._synthetic(case, forced)
+                row.modes["synthetic"] = self._synthetic_generated(case)
+                row.modes[TEACHER_FORCED] = self._synthetic(case, forced)
                 continue
             scores = self._wild(case, forced, after) if mode == "wild" else getattr(self, f"_{mode}")(case, forced)
-            row["modes"][mode_label(mode, self.settings.stop_rule)] = scores
-        row["teacher_forced"] = forced if synthetic else self._forced_accuracy(case, _missed(row))
+            row.modes[mode_label(mode, self.settings.stop_rule)] = scores
+        row.teacher_forced = forced if synthetic else self._forced_accuracy(case, _missed(row))
         left = self.left_out(case)
         if left:
-            row["locality_not_evaluable"] = [left[i] for i in sorted(left)]
-            for scores in row["modes"].values():
+            row.locality_not_evaluable = [left[i] for i in sorted(left)]
+            for scores in row.modes.values():
                 scores |= {metric: None for metric in ("locality_all", "locality_em") if metric in scores}
                 scores["locality_left_out"] = len(left)
         return row
@@ -295,9 +297,9 @@ def _questions(case: Case) -> list[str]:
     return [case.prompt] + ([case.rephrase] if case.rephrase is not None else []) + [loc.question for loc in case.locality]
 
 
-def _missed(row: dict) -> tuple[str, ...]:
+def _missed(row: CaseResult) -> tuple[str, ...]:
     """The questions ("prompt", "rephrase") whose answer missed the target under some mode."""
-    missed = {key for scores in row["modes"].values() for key, item in scores.get("answers", {}).items()
+    missed = {key for scores in row.modes.values() for key, item in scores.get("answers", {}).items()
               if key in ("prompt", "rephrase") and item["score"] < 1.0}
     return tuple(key for key in ("prompt", "rephrase") if key in missed)
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from ..cases.case import Case
 from ..scores.answers import SCORES
 from ..scores.metrics import TABLE_METRICS
+from ..scores.record import CaseResult
 
 
 class SequenceStopped(Exception):
@@ -100,7 +101,7 @@ class Log:
 def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batch_size: int, asked: tuple[int, ...],
                  perplexity_text: list[str] | None, progress, *, store=None, model: str = "", save_every: int = 100,
                  order: int | None = None, resume: Callable[[], None] | None = None,
-                 stop: Callable[[], str | None] = lambda: None) -> list[dict]:
+                 stop: Callable[[], str | None] = lambda: None) -> list[CaseResult]:
     """Edit `cases` in order into the model, score them at the checkpoints; every case's row
     on the final model, with its `sequence` entry. With a `store` (a run directory), a
     snapshot every `save_every` edits and at each checkpoint, and a sequence that has one
@@ -146,7 +147,7 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
             edited = time.perf_counter()
             done += len(batch)
             for row in evaluator.rows_now(batch):
-                log.immediate[row["id"]] = _scores(row, judged)
+                log.immediate[row.id] = _scores(row, judged)
             answered = time.perf_counter()
             for case in batch:  # as a single-edit run's timing: one update's cost shared by its cases
                 log.timing[case.id] = {"edit_seconds": (edited - before_edit) / len(batch),
@@ -157,9 +158,9 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
             if reached:
                 rows = evaluator.rows_now(cases[:done])
                 for row in rows:
-                    log.at.setdefault(row["id"], {})[str(done)] = _scores(row, judged)
+                    log.at.setdefault(row.id, {})[str(done)] = _scores(row, judged)
                 log.capability[str(done)] = _capability(evaluator, probe, perplexity_text)
-                final = {row["id"]: row for row in rows} if done == len(cases) else None
+                final = {row.id: row for row in rows} if done == len(cases) else None
                 progress.note(f"{label}{done} of {len(cases)} edits: " + _curve_text(rows, primary))
             if store is not None and (reached or done // save_every > (done - len(batch)) // save_every):
                 store.save(done, log.as_json(done, model), kept.current(), state.state_dict())
@@ -173,20 +174,20 @@ def run_sequence(cases: list[Case], evaluator, apply_edit: Callable, state, batc
                 progress.live(f"{label}{done} of {len(cases)} edits, "
                               + _pace(done - paced[1], now - paced[0], len(cases) - done))
         if final is None:  # resumed from the snapshot of the last edit: the model is as it was then
-            final = {row["id"]: row for row in evaluator.rows_now(cases)}
+            final = {row.id: row for row in evaluator.rows_now(cases)}
     finally:
         kept.restore()
         state.clear()
     rows = []
     for position, case in enumerate(cases, 1):
         row = final[case.id]
-        row["timing"] = log.timing[case.id]
-        row["sequence"] = {"position": position, "immediate": log.immediate[case.id],
+        row.timing = log.timing[case.id]
+        row.sequence = {"position": position, "immediate": log.immediate[case.id],
                            "checkpoints": log.at[case.id], "lost_at": _lost_at(log.at[case.id], primary),
                            "capability": log.capability}
         if order is not None:
-            row["id"] = f"{case.id}@order-{order}"
-            row["sequence"]["order"] = order
+            row.id = f"{case.id}@order-{order}"
+            row.sequence["order"] = order
         rows.append(row)
     return rows + unfit
 
@@ -203,12 +204,12 @@ def _pace(done: int, seconds: float, left: int) -> str:
     return f"{rate:.2f} edits/s, about {when} left"
 
 
-def _scores(row: dict, keep_answers: bool) -> dict:
+def _scores(row: CaseResult, keep_answers: bool) -> dict:
     """mode -> the table's metrics, for one case at one moment; with `keep_answers` (a judge
     run) also the edit answers given then, which the judge grades at the end of the run
     (judge.grading)."""
     found = {}
-    for mode, scores in row.get("modes", {}).items():
+    for mode, scores in row.modes.items():
         found[mode] = {metric: scores.get(metric) for metric in TABLE_METRICS}
         answers = scores.get("answers") or {}
         kept = {which: {"after": answers[which]["after"]} for which in ("prompt", "rephrase") if which in answers}
@@ -217,11 +218,11 @@ def _scores(row: dict, keep_answers: bool) -> dict:
     return found
 
 
-def recount_lost(rows: list[dict], mode: str) -> None:
+def recount_lost(rows: list[CaseResult], mode: str) -> None:
     """Each sequence row's `lost_at` again, once the judge has graded its checkpoints."""
     for row in rows:
-        if "sequence" in row:
-            row["sequence"]["lost_at"] = _lost_at(row["sequence"]["checkpoints"], mode)
+        if row.sequence is not None:
+            row.sequence["lost_at"] = _lost_at(row.sequence["checkpoints"], mode)
 
 
 def _lost_at(at: dict[str, dict], mode: str) -> int | None:
@@ -233,8 +234,8 @@ def _lost_at(at: dict[str, dict], mode: str) -> int | None:
     return None
 
 
-def _curve_text(rows: list[dict], mode: str) -> str:
-    values = [row["modes"][mode]["reliability"] for row in rows if row.get("modes", {}).get(mode)]
+def _curve_text(rows: list[CaseResult], mode: str) -> str:
+    values = [row.modes[mode]["reliability"] for row in rows if row.modes.get(mode)]
     return f"reliability {sum(values) / len(values):.3f}" if values else "reliability n/a"
 
 
@@ -284,7 +285,7 @@ def perplexity(model, tokenizer, lines: list[str], batch_size: int = 32) -> floa
     return math.exp(total / count) if count else float("nan")
 
 
-def curve(rows: list[dict]) -> list[dict]:
+def curve(rows: list[CaseResult]) -> list[dict]:
     """Per checkpoint, over the edits made by then: the mean of each metric under `final`
     (scored on the model at the checkpoint) and `immediate` (scored right after each edit),
     for every mode, and the capability measured there. With --wild-orders, the mean over the
@@ -295,12 +296,12 @@ def curve(rows: list[dict]) -> list[dict]:
     return _combine(list(by_order.values()))
 
 
-def curves_by_order(rows: list[dict]) -> dict[str, list[dict]]:
+def curves_by_order(rows: list[CaseResult]) -> dict[str, list[dict]]:
     """Each sequence's own curve, by its order ("suite" for the suite's order)."""
     grouped: dict[str, list[dict]] = {}
     for row in rows:
-        if "sequence" in row:
-            grouped.setdefault(str(row["sequence"].get("order", "suite")), []).append(row)
+        if row.sequence is not None:
+            grouped.setdefault(str(row.sequence.get("order", "suite")), []).append(row)
     return {order: _curve(found) for order, found in sorted(grouped.items(), key=lambda item: _order_key(item[0]))}
 
 
@@ -308,15 +309,15 @@ def _order_key(order: str) -> tuple[int, str]:
     return (int(order), "") if order.isdigit() else (0, order)
 
 
-def _curve(rows: list[dict]) -> list[dict]:
-    checkpoints = sorted({int(c) for row in rows for c in row["sequence"]["checkpoints"]})
-    capability = next(iter(rows))["sequence"]["capability"]
+def _curve(rows: list[CaseResult]) -> list[dict]:
+    checkpoints = sorted({int(c) for row in rows for c in row.sequence["checkpoints"]})
+    capability = next(iter(rows)).sequence["capability"]
     points = []
     for checkpoint in checkpoints:
-        made = [row for row in rows if row["sequence"]["position"] <= checkpoint]
+        made = [row for row in rows if row.sequence["position"] <= checkpoint]
         points.append({"edits": checkpoint,
-                       "final": _means([row["sequence"]["checkpoints"][str(checkpoint)] for row in made]),
-                       "immediate": _means([row["sequence"]["immediate"] for row in made]),
+                       "final": _means([row.sequence["checkpoints"][str(checkpoint)] for row in made]),
+                       "immediate": _means([row.sequence["immediate"] for row in made]),
                        "capability": capability.get(str(checkpoint), {})})
     return points
 

@@ -13,17 +13,18 @@ from types import SimpleNamespace
 import pytest
 
 from pytest_wild.cases.case import case_key
-from pytest_wild.results.golden import (
-    GoldenGuard,
-    GoldenSettings,
-    WildGoldenExtension,
-    golden_record,
-    model_key,
-    render,
-    suite_key,
-)
 from pytest_wild.model.load import TINYWORLD_DIR
+from pytest_wild.results.golden import (
+                                        GoldenGuard,
+                                        GoldenSettings,
+                                        WildGoldenExtension,
+                                        golden_record,
+                                        model_key,
+                                        render,
+                                        suite_key,
+                                        )
 from pytest_wild.run.options import Options
+from pytest_wild.scores.record import CaseResult
 
 from . import outer_xdist_removed
 
@@ -246,13 +247,13 @@ def test_golden_paths_name_model_editor_suite_and_off_default_settings(tmp_path)
 
 def test_golden_record_rounds_scores_and_keeps_the_generations():
     answer = {"question": "Q?", "before": " a", "after": " b", "score": 0.0}
-    row = {"id": "c1", "prompt": "Q?", "target": "b", "rephrase": "R?", "subject": "s",
-           "modes": {"wild": {"reliability": 0.0, "generalization": None, "locality": 2 / 3,
-                              "locality_em": 0.123456,
-                              "answers": {"prompt": answer, "rephrase": {**answer, "question": "R?"},
-                                          "locality": [{"question": "L?", "answer": "x", "before": " x",
-                                                        "after": " y", "same": False, "em_after": 0.0}]}},
-                     "synthetic": {"reliability": 0.99999, "generalization": 1.0, "locality": -0.0}}}
+    row = CaseResult(id="c1", source=None, prompt="Q?", target="b", rephrase="R?", subject="s", flags=[],
+                     modes={"wild": {"reliability": 0.0, "generalization": None, "locality": 2 / 3,
+                                     "locality_em": 0.123456,
+                                     "answers": {"prompt": answer, "rephrase": {**answer, "question": "R?"},
+                                                 "locality": [{"question": "L?", "answer": "x", "before": " x",
+                                                               "after": " y", "same": False, "em_after": 0.0}]}},
+                            "synthetic": {"reliability": 0.99999, "generalization": 1.0, "locality": -0.0}})
     record = golden_record(row, options(modes=("wild", "synthetic")))
     assert record["scores"] == {"wild": {"reliability": 0.0, "generalization": None, "locality": 0.67,
                                          "locality_em": 0.12},
