@@ -11,7 +11,7 @@ from ..cases.case import WildInputError
 from ..judge.grading import judge_section
 from ..run.finish import flagged
 from ..scores.record import CaseResult, NotACaseResult
-from .report import aggregate, aggregate_by_source, timing_summary, unevaluable
+from .report import SCHEMA_VERSION, aggregate, aggregate_by_source, timing_summary, unevaluable
 
 # Configuration that must agree between shards for their union to be one run.
 MUST_AGREE = ("model", "editor", "suite", "evaluation", "only_failed", "batch_size", "seed", "dtype")
@@ -57,6 +57,7 @@ def merge_reports(paths: list[Path], allow_partial: bool = False) -> dict:
     judge = first.get("evaluation", {}).get("judge") if isinstance(first.get("evaluation"), dict) else None
     judged = {"judge": judge_section(rows, None, judge)} if isinstance(judge, dict) else {}
     return judged | {
+        "schema_version": SCHEMA_VERSION,
         "complete": not incomplete,
         "interrupted": any(report.get("interrupted") is True for report in reports),
         "cases": {"selected": whole, "run": len(rows) + len(lost), "selected_before_sharding": whole,

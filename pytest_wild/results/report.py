@@ -15,6 +15,10 @@ from ..scores.metrics import BESIDE_JUDGE, REPORTED_METRICS, TABLE_METRICS
 from ..scores.record import CaseResult
 from . import markdown
 
+# The report's shape, as schemas/report.schema.json describes it: raised when a key changes meaning
+# or goes away, so a reader can tell which shape it holds (reports before version 1 have no such key).
+SCHEMA_VERSION = 1
+
 
 def aggregate(rows: list[CaseResult]) -> dict[str, dict[str, dict]]:
     """mode -> metric -> cell, over the cases that have the metric. A cell is the mean over

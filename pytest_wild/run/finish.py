@@ -12,8 +12,8 @@ from ..judge.grading import grade, grade_unavailable, judge_section, judged_mode
 from ..judge.grading import summary_lines as judge_lines
 from ..results import markdown
 from ..results.gathered import Outcome, Results
-from ..results.report import (aggregate, aggregate_by_source, gates_verdict, markdown_gates, markdown_table, table, timing_by_case,
-                              timing_line, timing_summary, write_json_atomic, write_text_atomic)
+from ..results.report import (SCHEMA_VERSION, aggregate, aggregate_by_source, gates_verdict, markdown_gates, markdown_table, table,
+                              timing_by_case, timing_line, timing_summary, write_json_atomic, write_text_atomic)
 from ..scores.metrics import JUDGED_METRICS, TABLE_METRICS
 from ..scores.record import CaseResult
 from ..sequence.sequential import curve, curve_lines, curves_by_order, recount_lost
@@ -149,6 +149,7 @@ def report_data(run, aggregates: dict, gates: list[dict], points: list[dict], by
     if o.orders:
         sequence["sequence"]["curves_by_order"] = curves_by_order(rows)
     return sequence | {
+        "schema_version": SCHEMA_VERSION,
         "complete": results.complete,
         "interrupted": results.stop_reason is not None,
         "stop_reason": results.stop_reason,
