@@ -9,9 +9,8 @@ from pathlib import Path
 
 from ..cases.case import WildInputError
 from ..judge.grading import judge_section
-from ..run.finish import flagged
 from ..scores.record import CaseResult, NotACaseResult
-from .report import SCHEMA_VERSION, aggregate, aggregate_by_source, timing_summary, unevaluable
+from .report import SCHEMA_VERSION, aggregate, aggregate_by_source, flagged, timing_summary, unevaluable
 
 # Configuration that must agree between shards for their union to be one run.
 MUST_AGREE = ("model", "editor", "suite", "evaluation", "only_failed", "batch_size", "seed", "dtype")

@@ -54,6 +54,15 @@ def _cell(values: list[float]) -> dict:
     return {"value": mean, "stderr": stderr, "n": n, "successes": sum(1 for v in values if v >= 1.0)}
 
 
+def flagged(rows: list[CaseResult]) -> dict[str, list[str]]:
+    """Case ids by flag name (the part of the flag before ':')."""
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        for flag in row.flags:
+            found.setdefault(flag.split(":")[0], []).append(row.id)
+    return found
+
+
 def timing_by_case(rows: list[CaseResult]) -> dict[str, dict]:
     """Case id -> its `timing` (seconds of its edit, of answering on the edited model, and
     the questions answered). Kept out of the samples: it is the one part of a report that

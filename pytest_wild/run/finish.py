@@ -12,8 +12,8 @@ from ..judge.grading import grade, grade_unavailable, judge_section, judged_mode
 from ..judge.grading import summary_lines as judge_lines
 from ..results import markdown
 from ..results.gathered import Outcome, Results
-from ..results.report import (SCHEMA_VERSION, aggregate, aggregate_by_source, gates_verdict, markdown_gates, markdown_table, table,
-                              timing_by_case, timing_line, timing_summary, write_json_atomic, write_text_atomic)
+from ..results.report import (SCHEMA_VERSION, aggregate, aggregate_by_source, flagged, gates_verdict, markdown_gates, markdown_table,
+                              table, timing_by_case, timing_line, timing_summary, write_json_atomic, write_text_atomic)
 from ..scores.metrics import JUDGED_METRICS, TABLE_METRICS
 from ..scores.record import CaseResult
 from ..sequence.sequential import curve, curve_lines, curves_by_order, recount_lost
@@ -181,15 +181,6 @@ def report_data(run, aggregates: dict, gates: list[dict], points: list[dict], by
         },
         "versions": versions(),
     }
-
-
-def flagged(rows: list[CaseResult]) -> dict[str, list[str]]:
-    """Case ids by flag name (the part of the flag before ':')."""
-    found: dict[str, list[str]] = {}
-    for row in rows:
-        for flag in row.flags:
-            found.setdefault(flag.split(":")[0], []).append(row.id)
-    return found
 
 
 def summary_lines(run) -> list[str]:
