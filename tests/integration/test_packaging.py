@@ -98,8 +98,8 @@ def test_the_wheel_holds_every_stage_package_and_the_package_data(tmp_path):
     shutil.copytree(ROOT / "pytest_wild", source / "pytest_wild", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-                    str(source)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("pytest_wild-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     packages = {path.parent.relative_to(ROOT).as_posix() for path in (ROOT / "pytest_wild").rglob("__init__.py")}

@@ -25,7 +25,8 @@ CELL = {"value": 1.0, "stderr": None, "n": 1, "successes": 1}
 REPORT = {
     "schema_version": 1, "complete": True, "interrupted": False, "stop_reason": None,
     "cases": {"selected": 1, "run": 1, "selected_before_sharding": 1, "not_evaluable": 0}, "not_evaluable": {},
-    "results": {"wild": {"reliability": CELL}}, "results_by_source": {"tinyworld-counterfact": {"wild": {"reliability": dict(CELL)}}},
+    "results": {"wild": {"reliability": CELL}},
+    "results_by_source": {"tinyworld-counterfact": {"wild": {"reliability": dict(CELL)}}},
     "samples": [ROW.to_json(timing=False)],
     "timing": {"summary": {}, "cases": {"tw-0001": ROW.timing}}, "gates": [], "flags": {}, "lost": [],
     "config": {"model": {"spec": "tinyworld"}, "editor": {"name": "ft-m", "hparams": {}}, "suite": None,
