@@ -3,7 +3,10 @@ shared benchmark data that tests read when it is present, one CPU thread per tor
 (the tests run the tiny model in several processes at once, xdist workers and pytester
 subprocesses, where more threads than cores makes them many times slower), and the `slow`
 mark on every test that runs pytest or a subprocess (all of tests/integration/, and any
-test elsewhere that asks for pytester), so `-m "not slow"` is the quick loop."""
+test elsewhere that asks for pytester), so `-m "not slow"` is the quick loop; and after each
+test, every report and golden it wrote checked against the package's JSON Schemas
+(tests/schemas.py), unless the test writes malformed ones on purpose
+(`@pytest.mark.malformed_outputs`)."""
 
 import os
 from pathlib import Path
@@ -30,3 +33,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if integration in item.path.parents or "pytester" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _reports_and_goldens_match_their_schemas(request: pytest.FixtureRequest):
+    """After the test: the reports and goldens under its tmp_path and pytester directory."""
+    yield
+    if request.node.get_closest_marker("malformed_outputs"):
+        return
+    given = request.node.funcargs
+    directories = [given["tmp_path"]] if "tmp_path" in given else []
+    directories += [given["pytester"].path] if "pytester" in given else []
+    if directories:
+        from tests.schemas import written_problems
+
+        found = [line for directory in directories for line in written_problems(directory)]
+        if found:
+            pytest.fail("written outside the JSON Schema:\n" + "\n".join(found[:20]), pytrace=False)

@@ -70,17 +70,17 @@ def peak_mib() -> float:
 
 
 def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
-    from pytest_wild.architectures import architecture_of
+    from pytest_wild.cases.loaders import load_file
     from pytest_wild.editors import get_editor
     from pytest_wild.editors.api import EditorCache, edit
+    from pytest_wild.editors.hparams import build_hparams
     from pytest_wild.editors.locate import values as value_search
     from pytest_wild.editors.locate.requests import pad_id, prepare
     from pytest_wild.editors.locate.templates import context_templates
-    from pytest_wild.generation import Engine
-    from pytest_wild.hparams import build_hparams
-    from pytest_wild.loaders import load_file
-    from pytest_wild.model import TINYWORLD_DIR, load_model
-    from pytest_wild.scores import exact_match
+    from pytest_wild.generation.engine import Engine
+    from pytest_wild.model.architectures import architecture_of
+    from pytest_wild.model.load import TINYWORLD_DIR, load_model
+    from pytest_wild.scores.answers import exact_match
 
     loaded = load_model(None, "cpu")
     model, tok = loaded.model, loaded.tokenizer
@@ -144,10 +144,10 @@ def published_reference(name: str, loaded, hp, cache):
     one edit by the published algorithm in bench/published.py, with what the published code
     computes once and caches (templates, C, C⁻¹, the projection) ready. AlphaEdit's C_prev is
     `cache_c` (a dict the caller keeps across a sequence), else zero."""
-    from pytest_wild import stats
-    from pytest_wild.architectures import architecture_of
     from pytest_wild.editors.locate.requests import pad_id, prepare
     from pytest_wild.editors.locate.templates import context_templates
+    from pytest_wild.model import stats
+    from pytest_wild.model.architectures import architecture_of
 
     model, tok = loaded.model, loaded.tokenizer
     arch = architecture_of(model.config)
@@ -223,15 +223,15 @@ def scale_comparison(args) -> None:
     whole single edits of ROME, MEMIT and AlphaEdit against bench/published.py."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from pytest_wild.architectures import architecture_of
+    from pytest_wild.cases.loaders import load_file
     from pytest_wild.editors import get_editor
     from pytest_wild.editors.api import EditorCache
+    from pytest_wild.editors.hparams import build_hparams
     from pytest_wild.editors.locate import values as value_search
     from pytest_wild.editors.locate.requests import pad_id, prepare
     from pytest_wild.editors.locate.templates import context_templates
-    from pytest_wild.hparams import build_hparams
-    from pytest_wild.loaders import load_file
-    from pytest_wild.model import TINYWORLD_DIR, load_model
+    from pytest_wild.model.architectures import architecture_of
+    from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
     tok = load_model(None, "cpu").tokenizer
     hidden, layers = args.hidden, args.layers
@@ -310,9 +310,9 @@ def scale_comparison(args) -> None:
 
 def statistics_timing() -> tuple[float, float, int, list[str]]:
     """(cold seconds, warm seconds, tokens, modules): all layers used by the four methods in one pass."""
-    from pytest_wild import stats
     from pytest_wild.editors import get_editor
-    from pytest_wild.model import load_model
+    from pytest_wild.model import stats
+    from pytest_wild.model.load import load_model
 
     loaded = load_model(None, "cpu")
     config = loaded.model.config

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from pytest_wild.contexts import make_context
-from pytest_wild.generation import Engine
-from pytest_wild.loaders import load_file
-from pytest_wild.model import TINYWORLD_DIR, load_model
-from pytest_wild.reference import reference_generate
-from pytest_wild.suite import find_suite, load_suite
+from pytest_wild.cases.contexts import make_context
+from pytest_wild.cases.loaders import load_file
+from pytest_wild.cases.suite import find_suite, load_suite
+from pytest_wild.generation.engine import Engine
+from pytest_wild.generation.reference import reference_generate
+from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
 
 def questions_from_suite(limit: int, suite: str | None = None) -> list[str]:

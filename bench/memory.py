@@ -43,12 +43,12 @@ def engine_seconds(engine, questions: list[str], runs: int = 3) -> tuple[float, 
 
 
 def run_memory_method(name: str, n_cases: int) -> dict:
+    from pytest_wild.cases.loaders import load_file
     from pytest_wild.editors import get_editor
     from pytest_wild.editors.api import EditorCache, EditorState, edit
-    from pytest_wild.generation import Engine
-    from pytest_wild.hparams import build_hparams
-    from pytest_wild.loaders import load_file
-    from pytest_wild.model import TINYWORLD_DIR, load_model
+    from pytest_wild.editors.hparams import build_hparams
+    from pytest_wild.generation.engine import Engine
+    from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
     loaded = load_model(None, "cpu")
     model, tok = loaded.model, loaded.tokenizer

@@ -26,11 +26,11 @@ OTHERS = ("ft-m", "rome", "grace", "wise")
 
 
 def training_rate(loaded, steps: int) -> tuple[float, dict]:
+    from pytest_wild.cases.loaders import load_file
     from pytest_wild.editors.meta.mend import SHIPPED
     from pytest_wild.editors.meta.settings import TrainSettings
     from pytest_wild.editors.meta.trainer import train
     from pytest_wild.editors.meta.training_data import split
-    from pytest_wild.loaders import load_file
 
     shipped = json.loads((SHIPPED / "mend.json").read_text())["training"]
     settings = dict(shipped["settings"], val_cases=8)
@@ -47,7 +47,7 @@ def training_rate(loaded, steps: int) -> tuple[float, dict]:
 def edit_seconds(loaded, name: str, cases) -> float:
     from pytest_wild.editors import get_editor
     from pytest_wild.editors.api import EditorCache, edit
-    from pytest_wild.hparams import build_hparams
+    from pytest_wild.editors.hparams import build_hparams
 
     editor = get_editor(name)
     hp = build_hparams(editor.hparams_type, editor.defaults(loaded.model.config, loaded.profile), [])
@@ -71,9 +71,9 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=30, help="single edits timed per editor (default: 30)")
     args = parser.parse_args()
 
-    from pytest_wild.loaders import load_file
-    from pytest_wild.model import TINYWORLD_DIR, choose_cpu_threads, load_model
-    from pytest_wild.runtime import versions
+    from pytest_wild.cases.loaders import load_file
+    from pytest_wild.model.load import TINYWORLD_DIR, choose_cpu_threads, load_model
+    from pytest_wild.run.runtime import versions
 
     loaded = load_model(None, "cpu")
     threads = choose_cpu_threads(loaded.model, "cpu")

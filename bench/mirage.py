@@ -17,7 +17,7 @@ shards it has (`pytest-wild merge-reports --allow-partial`) and says its n.
 
 EM is the run's own score, with the standard error its report gives (sample standard deviation
 over sqrt(n), as lm-evaluation-harness reports it); F1 is SQuAD token F1 of the same answers
-(pytest_wild.scores.f1), against the target for reliability and generalization and, for
+(pytest_wild.scores.answers.f1), against the target for reliability and generalization and, for
 locality, of the answer after the edit against the answer before it, 1 when the two are the
 same answer (SQuAD's F1 of two empty answers is 0, and an instruct model asked the bare
 question often says nothing); the published locality is their token identity. Synthetic
@@ -79,7 +79,7 @@ def merged(row: Path) -> Path | None:
 
 
 def f1_scores(samples: list[dict], mode: str) -> dict[str, float | None]:
-    from pytest_wild.scores import f1, normalize_answer
+    from pytest_wild.scores.answers import f1, normalize_answer
 
     found = {metric: [] for metric in METRICS}
     for sample in samples:

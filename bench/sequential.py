@@ -63,10 +63,10 @@ class Recorder:
 
 
 def run_method(name: str, edits: int, published_edits: int) -> dict:
-    from pytest_wild.options import Options
-    from pytest_wild.runtime import Runtime
-    from pytest_wild.sequential import run_sequence
-    from pytest_wild.suite import BUNDLED_SUITES, load_suite
+    from pytest_wild.cases.suite import BUNDLED_SUITES, load_suite
+    from pytest_wild.run.options import Options
+    from pytest_wild.run.runtime import Runtime
+    from pytest_wild.sequence.sequential import run_sequence
 
     suite = load_suite(BUNDLED_SUITES / "tinyworld-sequential.yaml", limit=None)
     options = Options(editor=name, model=None, suite=None, limit=None, modes=("wild",), context=None, metric="em",
@@ -80,8 +80,8 @@ def run_method(name: str, edits: int, published_edits: int) -> dict:
     rows = run_sequence(cases, runtime.evaluator, runtime.apply_edit, runtime.editor_state, 1, CHECKPOINTS,
                         suite.perplexity_text, recorder)
     total = time.perf_counter() - recorder.started
-    edit_s = sum(row["timing"]["edit_seconds"] for row in rows) / len(rows)
-    with_scoring_s = sum(row["timing"]["edit_seconds"] + row["timing"]["evaluate_seconds"] for row in rows) / len(rows)
+    edit_s = sum(row.timing["edit_seconds"] for row in rows) / len(rows)
+    with_scoring_s = sum(row.timing["edit_seconds"] + row.timing["evaluate_seconds"] for row in rows) / len(rows)
     result = {"method": name, "edits": len(rows), "total_s": total, "edit_s": edit_s, "with_scoring_s": with_scoring_s,
               "checkpoints": recorder.rows}
     if name in ("memit", "alphaedit", "ultraedit") and published_edits:

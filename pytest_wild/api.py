@@ -8,15 +8,15 @@ Importing this module imports torch (the plugin itself never does without `--wil
 
 from __future__ import annotations
 
-from .architectures import Architecture, architecture_of
-from .batching import left_pad, positions_of, right_pad
-from .cases import Case, Locality, WildInputError
+from .cases.case import Case, Locality, WildInputError
 from .editors.api import EditHandle, Editor, EditorCache, EditorState, cached, edit
-from .hparams import ModelShape, build_hparams, read_yaml
-from .reading import add_reader, reading, remove_reader
-from .stats import SecondMoment, second_moments
-from .tokens import target_ids
-from .weights import add_update, is_transposed, parameters_under
+from .editors.hparams import ModelShape, build_hparams, read_yaml
+from .generation.batching import left_pad, positions_of, right_pad
+from .generation.tokens import target_ids
+from .model.architectures import Architecture, architecture_of
+from .model.reading import add_reader, reading, remove_reader
+from .model.stats import SecondMoment, second_moments
+from .model.weights import add_update, is_transposed, parameters_under
 
 __all__ = [
     # the protocol

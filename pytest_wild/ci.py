@@ -19,9 +19,9 @@ from importlib.resources import files
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .cases import WildInputError
-from .gates import parse_rule
-from .metrics import MODES
+from .cases.case import WildInputError
+from .results.gates import parse_rule
+from .scores.metrics import MODES
 
 DEFAULT_PATH = Path(".github/workflows/wild.yml")
 # What may go into the workflow unquoted: names, hub ids, runner labels, gate rules.
@@ -74,7 +74,7 @@ def render(workflow: Workflow) -> str:
 def check_gpu_suite(suite: str, repository: Path) -> None:
     """The GPU job's suite must exist on the runner: a bundled suite, a hub dataset id, or a
     suite of this repository (its suites/ or a file in it), as `--wild-suite` finds them."""
-    from .suite import BUNDLED_SUITES, find_suite
+    from .cases.suite import BUNDLED_SUITES, find_suite
 
     found = find_suite(suite, repository, repository, option="--gpu-suite")
     if isinstance(found, Path) and not (found.is_relative_to(repository.resolve()) or
@@ -151,8 +151,8 @@ def _credentials(text: str) -> bool:
 def write(workflow: Workflow, path: Path, force: bool = False) -> None:
     """Write the workflow; an existing file is replaced only with `force`, never through a link,
     and a path that cannot be written is refused as a run's outputs are (`outputs.check_outputs`)."""
-    from .outputs import check_outputs
-    from .report import write_text_atomic
+    from .results.outputs import check_outputs
+    from .results.report import write_text_atomic
 
     text = render(workflow)
     if path.is_symlink():

@@ -31,8 +31,8 @@ def _editors(args: argparse.Namespace) -> int:
 
 
 def _suites(args: argparse.Namespace) -> int:
-    from .cases import WildInputError
-    from .suite import BUNDLED_SUITES, available_suites, describe
+    from .cases.case import WildInputError
+    from .cases.suite import BUNDLED_SUITES, available_suites, describe
 
     for name, path in available_suites(Path.cwd()).items():
         origin = "bundled" if path.is_relative_to(BUNDLED_SUITES) else str(path.relative_to(Path.cwd()))
@@ -47,10 +47,10 @@ def _suites(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     """The bundled model and the named ones, each with whether it is ready and where; with
     --prepare, convert a named model now (the first run would do it otherwise)."""
-    from .cases import WildInputError
-    from .model import TINYWORLD_DIR
-    from .named_models import NAMED_MODELS, named_model
-    from .prepared_models import model_directory, prepare, problem
+    from .cases.case import WildInputError
+    from .model.load import TINYWORLD_DIR
+    from .model.named import NAMED_MODELS, named_model
+    from .model.prepared import model_directory, prepare, problem
 
     if args.prepare is not None:
         model = named_model(args.prepare)
@@ -92,9 +92,9 @@ def _build_tinyworld(args: argparse.Namespace) -> int:
 
 
 def _merge_reports(args: argparse.Namespace) -> int:
-    from .cases import WildInputError
-    from .merge import merge_reports
-    from .report import write_json_atomic
+    from .cases.case import WildInputError
+    from .results.merge import merge_reports
+    from .results.report import write_json_atomic
 
     output = Path(args.output)
     try:
@@ -117,8 +117,8 @@ def _merge_reports(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
-    from .cases import WildInputError
-    from .compare import markdown, run_line, sequence_markdown
+    from .cases.case import WildInputError
+    from .results.compare import markdown, run_line, sequence_markdown
 
     try:
         modes = [mode for mode in (args.mode or "").split(",") if mode]
@@ -143,7 +143,7 @@ def _constraints(args: argparse.Namespace) -> int:
 
 
 def _init_ci(args: argparse.Namespace) -> int:
-    from .cases import WildInputError
+    from .cases.case import WildInputError
     from .ci import DEFAULT_GATES, Workflow, check_gpu_suite, installed_requirement, write
 
     try:
@@ -166,7 +166,7 @@ def _init_ci(args: argparse.Namespace) -> int:
 
 def _train_mend(args: argparse.Namespace) -> int:
     """Train MEND for a model on edit cases kept apart from the suites it will be evaluated on."""
-    from .cases import WildInputError
+    from .cases.case import WildInputError
 
     try:
         return _train_mend_checked(args)
@@ -178,7 +178,7 @@ def _train_mend(args: argparse.Namespace) -> int:
 def _check_writable(out: Path) -> None:
     """--out, or the nearest directory above it that exists, can be written: found before the
     model is loaded and trained, not at the first checkpoint."""
-    from .cases import WildInputError
+    from .cases.case import WildInputError
 
     existing = next(path for path in (out, *out.parents) if path.exists())
     if not existing.is_dir():
@@ -191,11 +191,11 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
     import shlex
     from dataclasses import fields
 
-    from .cases import WildInputError
+    from .cases.case import WildInputError
+    from .cases.suite import find_suite, load_suite
     from .editors.meta import checkpoint, stored
     from .editors.meta.settings import TrainSettings
     from .editors.meta.training_data import check_disjoint, split
-    from .suite import find_suite, load_suite
 
     settings = TrainSettings(**{item.name: getattr(args, item.name) for item in fields(TrainSettings)})
     out = Path(args.out)
@@ -219,8 +219,8 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
           f"disjoint from {', '.join(checked) or 'no suite'} (by id, prompt and rephrase)", file=sys.stderr)
     _check_writable(out)
     from .editors.meta.trainer import TrainingDiverged, train  # torch: imported once the input is known good
-    from .model import choose_cpu_threads, load_model, resolve_model_spec
-    from .runtime import versions
+    from .model.load import choose_cpu_threads, load_model, resolve_model_spec
+    from .run.runtime import versions
 
     loaded = load_model(args.model, args.device, "float32", trust_remote_code=args.trust_remote_code)  # tested in float32 only
     choose_cpu_threads(loaded.model, loaded.device)  # as a run does: one thread per 25M parameters, at most the cores
@@ -244,9 +244,9 @@ def _train_mend_checked(args: argparse.Namespace) -> int:
 def _evaluated_suites(args: argparse.Namespace, cwd: Path, data_dir: Path | None):
     """(name, suite) of each suite the training data must not overlap: those named with
     --eval-suite; for the bundled model, its two suites by default."""
-    from .cases import WildInputError
-    from .model import resolve_model_spec
-    from .suite import find_suite, load_suite
+    from .cases.case import WildInputError
+    from .cases.suite import find_suite, load_suite
+    from .model.load import resolve_model_spec
 
     names = args.eval_suite
     if not names:

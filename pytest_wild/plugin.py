@@ -1,7 +1,8 @@
 """The pytest plugin's hooks, in the order a run meets them; each hands off to the module that
-owns the work: options (`options`), collection (`collect`), the per-process runtime
-(`runtime`), the results the controller gathers (`results`), the end of the run and its
-summary, printed after pytest's own (`finish`), goldens (`golden`), SIGTERM (`sigterm`).
+owns the work: options (`run.options`), collection (`run.collect`), the per-process runtime
+(`run.runtime`), the results the controller gathers (`results.gathered`), the end of the run and
+its summary, printed after pytest's own (`run.finish`), goldens (`results.golden`), SIGTERM
+(`run.sigterm`).
 
 Loaded in every pytest run of every project that installs pytest-wild, so without `--wild`
 it registers its options and does nothing else, and it never imports torch or transformers
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from .cases import WildInputError
-from .collect import RUN_KEY, WildItem, WildRoot
-from .contexts import CONTEXTS
-from .metrics import ANSWER_SCORES
-from .sigterm import SESSION_KEY
+from .cases.case import WildInputError
+from .cases.contexts import CONTEXTS
+from .run.collect import RUN_KEY, WildItem, WildRoot
+from .run.sigterm import SESSION_KEY
+from .scores.metrics import ANSWER_SCORES
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -93,11 +94,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[RUN_KEY] = run
     if not run.options.conformance:  # a conformance run has no generations to compare
-        from .golden import configure_goldens
+        from .results.golden import configure_goldens
 
         configure_goldens(config, run)
     if worker:
-        from .sigterm import stop_on_sigterm
+        from .run.sigterm import stop_on_sigterm
 
         stop_on_sigterm(config, run.results)
     else:
@@ -108,11 +109,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def _make_run(config: pytest.Config, worker: bool):
     from dataclasses import replace
 
-    from .devices import check_devices
-    from .options import options_from_config, refuse_paths_after_a_space
-    from .outputs import check_cache_root
-    from .progress import Progress
-    from .run import WildRun
+    from .model.devices import check_devices
+    from .results.outputs import check_cache_root
+    from .run.options import options_from_config, refuse_paths_after_a_space
+    from .run.progress import Progress
+    from .run.state import WildRun
 
     if worker:
         options = options_from_config(config)
@@ -126,11 +127,11 @@ def _make_run(config: pytest.Config, worker: bool):
 
 
 def _start_controller(config: pytest.Config, run) -> None:
-    from .collect import load_inputs
-    from .finish import EndOfRun
-    from .devices import xdist_loaded
-    from .results import ResultsListener, WorkerListener
-    from .sigterm import stop_on_sigterm
+    from .model.devices import xdist_loaded
+    from .results.gathered import ResultsListener, WorkerListener
+    from .run.collect import load_inputs
+    from .run.finish import EndOfRun
+    from .run.sigterm import stop_on_sigterm
 
     try:
         load_inputs(config, run)
@@ -209,7 +210,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     run = config.stash.get(RUN_KEY, None)
     if run is None or not run.options.sequential:
         return None
-    from .scheduling import SequenceScheduling
+    from .sequence.scheduling import SequenceScheduling
 
     return SequenceScheduling(config, log)
 
@@ -234,7 +235,7 @@ def _keep_last_missed(config: pytest.Config, items: list, options) -> None:
     """--wild-last-missed: the cases the last runs of this configuration missed, read from
     pytest's cache on every process that collects (each xdist worker selects the same);
     every case when none were recorded, as --lf does."""
-    from .missed import recall
+    from .results.missed import recall
 
     missed = set(recall(config.cache, options) or ())
     if not missed:
@@ -249,7 +250,7 @@ def _keep_last_missed(config: pytest.Config, items: list, options) -> None:
 def _answered_already(run) -> set[str]:
     """Ids of the suite's cases whose unedited WILD answer already matches the target
     (all of the suite, not only the selected cases, so batches do not depend on -k)."""
-    from .scores import SCORES
+    from .scores.answers import SCORES
 
     cases = run.suite.cases
     try:
@@ -267,8 +268,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     run = config.stash.get(RUN_KEY, None)
     if run is None:
         return None
-    from .devices import header_devices
     from .editors import shadowed
+    from .model.devices import header_devices
 
     o = run.options
     shard = f" shard={o.shard[0]}/{o.shard[1]}" if o.shard else ""
@@ -291,7 +292,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 
 def _last_missed_note(config: pytest.Config, options) -> str:
-    from .missed import configuration, recall
+    from .results.missed import configuration, recall
 
     missed = recall(config.cache, options)
     if missed:
@@ -302,7 +303,7 @@ def _last_missed_note(config: pytest.Config, options) -> str:
 
 def _weights_line(model: str | None, context: str) -> list[str]:
     """What a named model's weights are, and the context it is asked in."""
-    from .named_models import describe_weights
+    from .model.named import describe_weights
 
     about = describe_weights(model)
     if not about:
@@ -313,7 +314,7 @@ def _weights_line(model: str | None, context: str) -> list[str]:
 def _inner_stop_line(run) -> list[str]:
     """How many of the run's targets hold a "." where the published stop rule ends every
     answer: those cases cannot succeed under exact match, whatever the editor does."""
-    from .scores import inner_stops
+    from .scores.answers import inner_stops
 
     if run.suite is None or run.options.stop_rule != "published":
         return []
@@ -376,7 +377,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results = run.results
     if not results.rows and not results.lost and not results.sequences_stopped:
         return  # nothing ran (the model failed to load, or the run was stopped first): nothing to replace
-    from .finish import finish_run
+    from .run.finish import finish_run
 
     if run.runtime and run.runtime.model_info:
         results.describe_model(run.runtime.model_info)
@@ -384,7 +385,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         results.stop(str(session.shouldfail))  # -x, --maxfail: serially no interrupt, exit status 1
     results.conclude(finish_run(run))
     if getattr(config, "cache", None) is not None:
-        from .missed import remember
+        from .results.missed import remember
 
         remember(config.cache, run.options, results.rows)
     if results.outcome.failed and session.exitstatus == pytest.ExitCode.OK:

@@ -9,7 +9,7 @@ import zipfile
 from dataclasses import replace
 from pathlib import Path
 
-from pytest_wild.named_models import SMOLLM2_135M, NamedModel
+from pytest_wild.model.named import SMOLLM2_135M, NamedModel
 
 
 def make_wheel(directory: Path, member_bytes: bytes = b"GGUF not really", model: NamedModel = SMOLLM2_135M,

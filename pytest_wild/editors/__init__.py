@@ -19,7 +19,7 @@ from dataclasses import dataclass, is_dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from ..cases import WildInputError
+from ..cases.case import WildInputError
 
 if TYPE_CHECKING:  # the protocol's module imports torch; the registry must not
     from .api import Editor

@@ -151,7 +151,7 @@ class EditorCache:
         """The model's weights fingerprint as first asked for (the statistics of the model as it
         was before any edit keep serving the whole sequence)."""
         if self._identity is None:
-            from ..model import fingerprint
+            from ..model.load import fingerprint
 
             self._identity = fingerprint(self._model())
         return self._identity

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..cases import WildInputError
+from ..cases.case import WildInputError
 from .grader import Answer, Verdict
 
 COLUMNS = ["key", "verdict", "created"]

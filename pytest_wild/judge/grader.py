@@ -29,7 +29,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from ..cases import WildInputError
+from ..cases.case import WildInputError
 
 PROMPT_VERSION = "wild-grader-1"
 FIELDS = ("{question}", "{gold}", "{prediction}")

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..scores import exact_match, f1
+from ..scores.answers import exact_match, f1
+from ..scores.record import CaseResult
 from .grader import UNJUDGED, Answer, Verdict
 
 EDIT_ANSWERS = {"prompt": "reliability", "rephrase": "generalization"}
 SHOWN = 5  # disagreements and unjudged answers the summary lists
 
 
-def graded_items(rows: list[dict]) -> list[tuple[dict, str, dict, Answer]]:
+def graded_items(rows: list[CaseResult]) -> list[tuple[dict, str, dict, Answer]]:
     """(the mode's scores, which answer, its item, what the judge is asked) for every answer,
     a sequence's answers at each checkpoint and right after each edit included."""
     found = []
@@ -35,20 +36,20 @@ def graded_items(rows: list[dict]) -> list[tuple[dict, str, dict, Answer]]:
         for moment in _moments(row):
             for scores in moment.values():
                 for which, item in (scores.get("answers") or {}).items():
-                    question = row["prompt"] if which == "prompt" else row["rephrase"]
-                    found.append((scores, which, item, Answer(question, row["target"], item["after"])))
-        for scores in row["modes"].values():
+                    question = row.prompt if which == "prompt" else row.rephrase
+                    found.append((scores, which, item, Answer(question, row.target, item["after"])))
+        for scores in row.modes.values():
             answers = scores.get("answers") or {}
             for which in EDIT_ANSWERS:
                 if which in answers:
                     item = answers[which]
-                    found.append((scores, which, item, Answer(item["question"], row["target"], item["after"])))
+                    found.append((scores, which, item, Answer(item["question"], row.target, item["after"])))
             for item in answers.get("locality", []):
                 found.append((scores, "locality", item, Answer(item["question"], item["answer"], item["after"])))
     return found
 
 
-def grade(rows: list[dict], judge) -> dict:
+def grade(rows: list[CaseResult], judge) -> dict:
     """Ask `judge` for every answer's verdict, write the verdicts into the rows and their
     metrics, and return what was asked: answers, how many from the cache, how many asked, the
     requests sent for them (attempts, retries included), the retries, and the attempts that got
@@ -61,7 +62,7 @@ def grade(rows: list[dict], judge) -> dict:
             "failed_attempts": dict(sorted(judge.failed_attempts.items()))}
 
 
-def grade_unavailable(rows: list[dict], reason: str) -> dict:
+def grade_unavailable(rows: list[CaseResult], reason: str) -> dict:
     """Every answer unjudged with `reason` (the judge could not be opened)."""
     found = graded_items(rows)
     _apply(found, [Verdict(None, reason)] * len(found))
@@ -81,9 +82,9 @@ def _apply(found: list[tuple[dict, str, dict, Answer]], verdicts: list[Verdict])
         _metrics(scores)
 
 
-def _moments(row: dict) -> list[dict]:
+def _moments(row: CaseResult) -> list[dict]:
     """A sequence row's scores right after its edit and at each checkpoint (mode -> scores)."""
-    sequence = row.get("sequence") or {}
+    sequence = row.sequence or {}
     return [sequence["immediate"], *sequence["checkpoints"].values()] if sequence else []
 
 
@@ -100,35 +101,35 @@ def _metrics(scores: dict) -> None:
         scores["locality_judge"] = sum(judged) / len(judged) if judged and whole else None
 
 
-def unjudged_answers(rows: list[dict]) -> list[dict]:
+def unjudged_answers(rows: list[CaseResult]) -> list[dict]:
     """Every answer the judge gave no verdict, with why, in case order (a sequence's answers
     at its checkpoints too, their mode saying when)."""
-    return [{"id": row["id"], "mode": mode, "answer": which, "reason": item.get("judge_reason", "")}
-            for row in sorted(rows, key=lambda r: r["id"]) for mode, which, item in _judged(row, moments=True)
+    return [{"id": row.id, "mode": mode, "answer": which, "reason": item.get("judge_reason", "")}
+            for row in sorted(rows, key=lambda r: r.id) for mode, which, item in _judged(row, moments=True)
             if item["judge"] == UNJUDGED]
 
 
-def judged_modes(rows: list[dict]) -> set[str]:
+def judged_modes(rows: list[CaseResult]) -> set[str]:
     """The modes whose answers went to the judge."""
     return {mode for row in rows for mode, _, _ in _judged(row)}
 
 
-def unjudged_behind(rows: list[dict], mode: str, metric: str) -> int:
+def unjudged_behind(rows: list[CaseResult], mode: str, metric: str) -> int:
     """How many unjudged answers the metric of `mode` leaves out."""
     which = {"reliability": ("prompt",), "generalization": ("rephrase",), "locality_judge": ("locality",)}[metric]
     return sum(1 for row in rows for m, w, item in _judged(row) if m == mode and w in which and item["judge"] == UNJUDGED)
 
 
-def disagreements(rows: list[dict]) -> list[dict]:
+def disagreements(rows: list[CaseResult]) -> list[dict]:
     """Edit answers where the judge's verdict and exact match differ, in case order."""
-    return [{"id": row["id"], "mode": mode, "answer": which, "question": item["question"], "target": row["target"],
+    return [{"id": row.id, "mode": mode, "answer": which, "question": item["question"], "target": row.target,
              "generated": item["after"], "judge": item["judge"], "em": item["em"], "f1": item.get("f1")}
-            for row in sorted(rows, key=lambda r: r["id"]) for mode, which, item in _judged(row)
+            for row in sorted(rows, key=lambda r: r.id) for mode, which, item in _judged(row)
             if which in EDIT_ANSWERS and item["judge"] != UNJUDGED and item.get("em") is not None
             and (item["judge"] == "CORRECT") != (item["em"] >= 1.0)]
 
 
-def judge_section(rows: list[dict], asked: dict | None, described: dict) -> dict:
+def judge_section(rows: list[CaseResult], asked: dict | None, described: dict) -> dict:
     """The report's `judge`: the judge, what was asked, the unjudged answers and the
     disagreements with exact match (all of them; the summary shows a few)."""
     unjudged = unjudged_answers(rows)
@@ -179,11 +180,11 @@ def summary_lines(section: dict) -> list[str]:
     return lines
 
 
-def _judged(row: dict, moments: bool = False):
+def _judged(row: CaseResult, moments: bool = False):
     """(mode, which answer, item) for every answer of the row that went to the judge; with
     `moments`, a sequence's answers too ("wild after 10 edits", "wild right after its edit")."""
-    if moments and row.get("sequence"):
-        sequence = row["sequence"]
+    if moments and row.sequence:
+        sequence = row.sequence
         when = {"right after its edit": sequence["immediate"]} | {f"after {n} edits": at for n, at in
                                                                   sequence["checkpoints"].items()}
         for moment, found in when.items():
@@ -191,7 +192,7 @@ def _judged(row: dict, moments: bool = False):
                 for which, item in (scores.get("answers") or {}).items():
                     if "judge" in item:
                         yield f"{mode} {moment}", which, item
-    for mode, scores in row["modes"].items():
+    for mode, scores in row.modes.items():
         answers = scores.get("answers") or {}
         for which in EDIT_ANSWERS:
             if which in answers and "judge" in answers[which]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..contexts import without_second_bos
-from ..generation import Engine
-from ..model import fingerprint, load_model
+from ..cases.contexts import without_second_bos
+from ..generation.engine import Engine
+from ..model.load import fingerprint, load_model
 from .cache import VerdictCache, through_cache
 from .grader import REPLY_TOKENS, Answer, Grader, Verdict
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..cases import WildInputError
+from ..cases.case import WildInputError
 from .grader import PUBLISHED, Grader, grader_from_text
 
 KEY_VARIABLES = ("WILD_JUDGE_API_KEY", "OPENAI_API_KEY")

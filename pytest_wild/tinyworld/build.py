@@ -27,9 +27,9 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from pytest_wild.generation import Engine
-from pytest_wild.report import write_text_atomic
-from pytest_wild.scores import exact_match as answer_matches
+from pytest_wild.generation.engine import Engine
+from pytest_wild.results.report import write_text_atomic
+from pytest_wild.scores.answers import exact_match as answer_matches
 from pytest_wild.tinyworld.world import (DEFAULT_SEED, Fact, World, corpus_lines, generate_world, mend_records,
                                          perplexity_lines, sequential_records, suite_records)
 

@@ -18,10 +18,10 @@ def import_what_runs_import(*more: str) -> None:
     """What an in-process run imports (and the modules `more`), imported before the first
     one, with the bundled model loaded and checked once: pytester drops the modules a run
     imports when it ends, and torch's C extension cannot be imported twice."""
-    for name in ("pytest_wild.editors.finetune.ft", "pytest_wild.evaluation", "pytest_wild.golden", "pytest_wild.stats",
+    for name in ("pytest_wild.editors.finetune.ft", "pytest_wild.scores.evaluation", "pytest_wild.results.golden", "pytest_wild.model.stats",
                  *more):
         importlib.import_module(name)
-    from pytest_wild.model import check_model, load_model
+    from pytest_wild.model.load import check_model, load_model
 
     load_model(None, "cpu")
     check_model(None)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.compare import COLUMNS, from_goldens
+from pytest_wild.results.compare import COLUMNS, from_goldens
 
 from . import outer_xdist_removed
 

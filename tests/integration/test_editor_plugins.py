@@ -43,10 +43,10 @@ def imported_once():
     import importlib
 
     import pytest_wild.api  # noqa: F401
-    import pytest_wild.conformance  # noqa: F401
-    import pytest_wild.evaluation  # noqa: F401
-    import pytest_wild.golden  # noqa: F401
-    from pytest_wild.model import check_model, load_model
+    import pytest_wild.editors.conformance  # noqa: F401
+    import pytest_wild.scores.evaluation  # noqa: F401
+    import pytest_wild.results.golden  # noqa: F401
+    from pytest_wild.model.load import check_model, load_model
 
     for target in BUILTIN.values():
         importlib.import_module(target.partition(":")[0])
@@ -242,7 +242,7 @@ VARIANTS = {"cpu": [], "gpu": ["--gpu-model", "meta-llama/Llama-2-7b-hf", "--sha
 
 @pytest.mark.parametrize("gpu", [[], ["--gpu-model", "meta-llama/Llama-2-7b-hf", "--shards", "3"]], ids=["cpu", "gpu"])
 def test_init_ci_writes_valid_yaml_whose_commands_exist_with_those_options(pytester, tmp_path, gpu):
-    from pytest_wild.options import options_from_config
+    from pytest_wild.run.options import options_from_config
 
     out = tmp_path / "wild.yml"
     assert main(["init-ci", "--editor", "ft-m", "--out", str(out), "--gate", "reliability>=0.4",

@@ -4,9 +4,9 @@ refuses a config that asks for another search."""
 
 import pytest
 
-from pytest_wild.cases import WildInputError
-from pytest_wild.generation import Engine
-from pytest_wild.reference import reference_generate
+from pytest_wild.cases.case import WildInputError
+from pytest_wild.generation.engine import Engine
+from pytest_wild.generation.reference import reference_generate
 
 from ..tiny_models import tiny_model
 
@@ -72,7 +72,7 @@ def test_a_model_directory_asking_for_beams_fails_the_run_with_one_line(pytester
     import json
     import shutil
 
-    from pytest_wild.model import TINYWORLD_DIR
+    from pytest_wild.model.load import TINYWORLD_DIR
 
     model = pytester.path / "beams"
     shutil.copytree(TINYWORLD_DIR, model)

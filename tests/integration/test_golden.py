@@ -1,4 +1,4 @@
-"""Golden snapshots of generations (pytest_wild/golden.py), through pytester: recorded with
+"""Golden snapshots of generations (pytest_wild/results/golden.py), through pytester: recorded with
 --snapshot-update, byte-stable on rerun, identical serially and with -n 2, failing with a
 diff of the generations when they change, unused goldens reported and removed, goldens of
 unselected cases kept, and nothing lost when an xdist worker crashes."""
@@ -12,18 +12,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_wild.cases import case_key
-from pytest_wild.golden import (
-    GoldenGuard,
-    GoldenSettings,
-    WildGoldenExtension,
-    golden_record,
-    model_key,
-    render,
-    suite_key,
-)
-from pytest_wild.model import TINYWORLD_DIR
-from pytest_wild.options import Options
+from pytest_wild.cases.case import case_key
+from pytest_wild.model.load import TINYWORLD_DIR
+from pytest_wild.results.golden import (
+                                        GoldenGuard,
+                                        GoldenSettings,
+                                        WildGoldenExtension,
+                                        golden_record,
+                                        model_key,
+                                        render,
+                                        suite_key,
+                                        )
+from pytest_wild.run.options import Options
+from pytest_wild.scores.record import CaseResult
 
 from . import outer_xdist_removed
 
@@ -246,13 +247,13 @@ def test_golden_paths_name_model_editor_suite_and_off_default_settings(tmp_path)
 
 def test_golden_record_rounds_scores_and_keeps_the_generations():
     answer = {"question": "Q?", "before": " a", "after": " b", "score": 0.0}
-    row = {"id": "c1", "prompt": "Q?", "target": "b", "rephrase": "R?", "subject": "s",
-           "modes": {"wild": {"reliability": 0.0, "generalization": None, "locality": 2 / 3,
-                              "locality_em": 0.123456,
-                              "answers": {"prompt": answer, "rephrase": {**answer, "question": "R?"},
-                                          "locality": [{"question": "L?", "answer": "x", "before": " x",
-                                                        "after": " y", "same": False, "em_after": 0.0}]}},
-                     "synthetic": {"reliability": 0.99999, "generalization": 1.0, "locality": -0.0}}}
+    row = CaseResult(id="c1", source=None, prompt="Q?", target="b", rephrase="R?", subject="s", flags=[],
+                     modes={"wild": {"reliability": 0.0, "generalization": None, "locality": 2 / 3,
+                                     "locality_em": 0.123456,
+                                     "answers": {"prompt": answer, "rephrase": {**answer, "question": "R?"},
+                                                 "locality": [{"question": "L?", "answer": "x", "before": " x",
+                                                               "after": " y", "same": False, "em_after": 0.0}]}},
+                            "synthetic": {"reliability": 0.99999, "generalization": 1.0, "locality": -0.0}})
     record = golden_record(row, options(modes=("wild", "synthetic")))
     assert record["scores"] == {"wild": {"reliability": 0.0, "generalization": None, "locality": 0.67,
                                          "locality_em": 0.12},
@@ -281,7 +282,7 @@ def test_the_guard_turns_cleanup_off_when_a_worker_goes_down_with_an_error():
 def test_the_extension_is_importable_and_constructible_without_arguments():
     from syrupy.utils import import_module_member
 
-    cls = import_module_member("pytest_wild.golden.WildGoldenExtension")
+    cls = import_module_member("pytest_wild.results.golden.WildGoldenExtension")
     assert cls is WildGoldenExtension
     assert cls().file_extension == "json"
 
@@ -295,7 +296,7 @@ def test_a_case_claims_its_own_golden_and_never_one_whose_case_is_gone(tmp_path,
 
     from syrupy.location import PyTestLocation
 
-    from pytest_wild.cases import Case, item_name
+    from pytest_wild.cases.case import Case, item_name
 
     def test_edit():
         pass

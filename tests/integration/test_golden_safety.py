@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.golden import GoldenRefused, checked_golden_path
+from pytest_wild.results.golden import GoldenRefused, checked_golden_path
 from tests.integration.test_golden import GOLDEN, WILD, clean_env, recorded, with_goldens  # noqa: F401 (fixtures)
 
 SECRET = "CI_TOKEN=ghs_not-a-real-secret-4f2a"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.model import TINYWORLD_DIR
+from pytest_wild.model.load import TINYWORLD_DIR
 
 from ..judge_server import JudgeServer
 from ..tiny_judge import write_judge

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytest_wild.named_models import SMOLLM2_135M
+from pytest_wild.model.named import SMOLLM2_135M
 
 from ..made_wheels import make_wheel
 

@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 
-from pytest_wild.generation import Engine
 from pytest_wild.editors.api import edit
+from pytest_wild.generation.engine import Engine
 
 from ..unit.test_locate_editors import CASE, edit_model, hparams_for, statistics_cache  # noqa: F401
 from ..tiny_models import SIZES

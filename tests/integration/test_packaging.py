@@ -85,3 +85,29 @@ def test_versions_of_the_command_and_of_the_plugin_in_pytests_own_listing(tmp_pa
     header = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], cwd=tmp_path,
                             capture_output=True, text=True)
     assert re.search(rf"^plugins: .*\bwild-{re.escape(expected)}\b", header.stdout, re.M), header.stdout
+
+
+def test_the_wheel_holds_every_stage_package_and_the_package_data(tmp_path):
+    """Built from this tree as pip builds it: the sub-packages of each stage (found, not listed),
+    the bundled suites, the tinyworld model, the workflow templates, the lock file and the JSON
+    Schemas the reports and goldens follow."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "source"  # a copy: setuptools leaves build/ and *.egg-info/ where it builds
+    shutil.copytree(ROOT / "pytest_wild", source / "pytest_wild", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("pytest_wild-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = {path.parent.relative_to(ROOT).as_posix() for path in (ROOT / "pytest_wild").rglob("__init__.py")}
+    assert {f"{package}/__init__.py" for package in packages} <= names
+    for stage in ("cases", "model", "editors", "generation", "scores", "results", "sequence", "run", "judge"):
+        assert f"pytest_wild/{stage}/__init__.py" in names
+    data = [path.relative_to(ROOT).as_posix() for folder in ("suites", "templates", "schemas", "data/tinyworld")
+            for path in (ROOT / "pytest_wild" / folder).glob("*") if path.is_file()]
+    assert data and set(data) <= names
+    assert {"pytest_wild/schemas/report.schema.json", "pytest_wild/schemas/golden.schema.json",
+            "pytest_wild/constraints.txt"} <= names

@@ -5,7 +5,7 @@ its ini file. The `=` form keeps the project's rootdir; the space form is refuse
 
 import pytest
 
-from pytest_wild.model import TINYWORLD_DIR
+from pytest_wild.model.load import TINYWORLD_DIR
 
 SUITE = f"data: {TINYWORLD_DIR / 'suite.jsonl'}\nlimit: 2\nseed: 1\nthresholds: {{}}\n"
 REFUSED = "ERROR: {0} {1}: write {0}={1} (with '='): pytest reads a path after a space as a test path and moves the rootdir to it"

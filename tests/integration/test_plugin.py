@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.model import TINYWORLD_DIR
+from pytest_wild.model.load import TINYWORLD_DIR
 
 SUITE_DATA = TINYWORLD_DIR / "suite.jsonl"
 SEQUENTIAL_DATA = TINYWORLD_DIR / "sequential.jsonl"

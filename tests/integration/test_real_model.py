@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from pytest_wild.outputs import cache_root
+from pytest_wild.results.outputs import cache_root
 
 pytestmark = pytest.mark.skipif(not os.environ.get("WILD_REAL_MODEL"),
                                 reason="WILD_REAL_MODEL=1 (as .ci/run sets it) converts and edits smollm2-135m: "
@@ -26,7 +26,7 @@ CACHE = cache_root()  # read before pytester moves HOME
 @pytest.fixture(scope="module")
 def converted():
     """Converted (or verified) with the user's HOME, where their pip configuration is."""
-    from pytest_wild.model import prepare_named
+    from pytest_wild.model.load import prepare_named
 
     prepare_named("smollm2-135m")
 

@@ -226,6 +226,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.malformed_outputs
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
 def test_a_malformed_report_is_refused_in_one_line_naming_the_file_and_field(shards, tmp_path, kind):
     make, message = MALFORMED[kind]
@@ -235,6 +236,7 @@ def test_a_malformed_report_is_refused_in_one_line_naming_the_file_and_field(sha
     assert not out.exists()
 
 
+@pytest.mark.malformed_outputs
 def test_every_malformed_report_gets_its_own_line(shards, tmp_path):
     done, _ = merge(tmp_path, {"a.json": b"[]", "s2.json": shards[2], "b.json": b"\xfe"})
     assert done.returncode == 2

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-from pytest_wild.suite import BUNDLED_SUITES, load_suite
+from pytest_wild.cases.suite import BUNDLED_SUITES, load_suite
 
 LIMIT = ("--wild-limit", "25")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.model import TINYWORLD_DIR
+from pytest_wild.model.load import TINYWORLD_DIR
 
 from ..tiny_models import tiny_model
 from . import outer_xdist_removed, read_only

@@ -6,17 +6,18 @@ import json
 import pytest
 import torch
 
-from pytest_wild.cases import Case, Locality
-from pytest_wild.contexts import PUBLISHED_CHAT, make_context
-from pytest_wild.evaluation import Evaluator, Settings
-from pytest_wild.generation import Engine
-from pytest_wild.model import load_model
-from pytest_wild.metrics import mode_labels
-from pytest_wild.reading import reading
-from pytest_wild.reference import reference_generated, reference_teacher_forced
-from pytest_wild.scores import target_flags
-from pytest_wild.suite import load_suite
+from pytest_wild.cases.case import Case, Locality
+from pytest_wild.cases.contexts import PUBLISHED_CHAT, make_context
+from pytest_wild.cases.suite import load_suite
 from pytest_wild.editors.api import edit
+from pytest_wild.generation.engine import Engine
+from pytest_wild.generation.reference import reference_generated, reference_teacher_forced
+from pytest_wild.model.load import load_model
+from pytest_wild.model.reading import reading
+from pytest_wild.scores.answers import target_flags
+from pytest_wild.scores.evaluation import Evaluator, Settings
+from pytest_wild.scores.metrics import mode_labels
+from pytest_wild.scores.record import CaseResult
 
 LLAMA2_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}[INST] <<SYS>>\n{{ m['content'] }}\n"
@@ -56,7 +57,7 @@ def test_teacher_forced_reading_ignores_the_context_as_the_papers_code_does(load
     for context in ("question", "qa_inst"):
         evaluator = Evaluator(loaded.model, loaded.tokenizer, Settings(("wild", "synthetic"), context))
         row = evaluator.evaluate([case], lambda cases: _NoEdit())[0]
-        scores[context] = row["teacher_forced"]
+        scores[context] = row.teacher_forced
     assert scores["question"] == scores["qa_inst"]
 
 
@@ -67,7 +68,7 @@ def test_double_space_targets_are_flagged():
 
 def test_locality_is_the_first_question_and_locality_all_every_question(loaded):
     from pytest_wild.editors import get_editor
-    from pytest_wild.hparams import build_hparams
+    from pytest_wild.editors.hparams import build_hparams
 
     case = load_suite(_bundled(), limit=4).cases[0]
     # the second locality question is the edit question itself, whose answer a successful edit changes
@@ -77,11 +78,11 @@ def test_locality_is_the_first_question_and_locality_all_every_question(loaded):
     hparams = build_hparams(editor.hparams_type, editor.defaults(loaded.model.config, "tinyworld"), [])
     evaluator = Evaluator(loaded.model, loaded.tokenizer, Settings(("wild", "synthetic", "length")))
     row = evaluator.evaluate([edited], lambda cases: edit(editor, loaded.model, loaded.tokenizer, cases, hparams))[0]
-    wild = row["modes"]["wild"]
+    wild = row.modes["wild"]
     assert wild["reliability"] == 1.0
     assert wild["locality"] == 1.0 and wild["locality_all"] == 0.5
     for mode in ("synthetic", "length"):
-        assert row["modes"][mode]["locality"] > row["modes"][mode]["locality_all"]
+        assert row.modes[mode]["locality"] > row.modes[mode]["locality_all"]
 
 
 def test_chat_temp_is_the_papers_string_and_chat_the_models_template_with_the_bare_question(loaded):
@@ -125,7 +126,7 @@ def test_messages_and_reports_show_the_text_the_model_was_given(pytester):
 
 def _grace(loaded):
     from pytest_wild.editors import get_editor
-    from pytest_wild.hparams import build_hparams
+    from pytest_wild.editors.hparams import build_hparams
 
     editor = get_editor("grace")
     return editor, build_hparams(editor.hparams_type, editor.defaults(loaded.model.config, "tinyworld"), [])
@@ -191,9 +192,9 @@ def test_grace_synthetic_is_the_papers_free_generation_and_teacher_forcing_goes_
 
     for case in cases:
         row = evaluator.evaluate([case], edit_and_read)[0]
-        assert list(row["modes"]) == ["wild", "synthetic", "synthetic_tf"]
-        assert row["modes"]["synthetic"] == published[case.id]["synthetic"], case.id
-        tf = row["modes"]["synthetic_tf"]
+        assert list(row.modes) == ["wild", "synthetic", "synthetic_tf"]
+        assert row.modes["synthetic"] == published[case.id]["synthetic"], case.id
+        tf = row.modes["synthetic_tf"]
         assert [tf["reliability"], tf["generalization"]] == published[case.id]["teacher_forced"], case.id
     # GRACE's published reading compares the target encoded alone ("goose", no leading space)
     # with what the model generates (" goose"): it scores 0 where teacher forcing scores 1
@@ -214,7 +215,7 @@ class _NoEdit:
 
 
 def _bundled():
-    from pytest_wild.suite import BUNDLED_SUITES
+    from pytest_wild.cases.suite import BUNDLED_SUITES
 
     return BUNDLED_SUITES / "tinyworld.yaml"
 
@@ -223,14 +224,15 @@ def _bundled():
 def test_a_missed_answer_says_which_reading_teacher_forcing_is_under_the_editor(editor, named):
     """Under GRACE the published `synthetic` is free generation: the note that teacher forcing
     would have passed an answer names `synthetic_tf` there, never the published name."""
-    from pytest_wild.gates import parse_rule
-    from pytest_wild.options import Options
-    from pytest_wild.runtime import Runtime
+    from pytest_wild.results.gates import parse_rule
+    from pytest_wild.run.options import Options
+    from pytest_wild.run.runtime import Runtime
 
     options = Options(editor=editor, model=None, suite=None, limit=1, modes=("wild",), context=None, metric="em",
                       hparams_file=None, device="cpu", dtype="float32", stop_rule="published")
     runtime = Runtime(options, load_suite(_bundled(), limit=1))
-    row = {"target": "goose", "teacher_forced": {"prompt": 1.0},
-           "modes": {"wild": {"answers": {"prompt": {"question": "Q: Which pet? A:", "after": " donkey"}}}}}
+    row = CaseResult(id="c1", source=None, prompt="Q: Which pet? A:", target="goose", subject=None, rephrase=None,
+                     flags=[], teacher_forced={"prompt": 1.0},
+                     modes={"wild": {"answers": {"prompt": {"question": "Q: Which pet? A:", "after": " donkey"}}}})
     note = runtime._explain(parse_rule("reliability>=1", "--wild-threshold", ("wild",)), "wild", 0.0, row)
     assert note.endswith(f"(teacher-forced token accuracy 1.00: the {named} metric would have called this a success)")

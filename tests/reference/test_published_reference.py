@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from bench import published
-from pytest_wild import stats
-from pytest_wild.architectures import architecture_of
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditorCache, EditorState, edit
+from pytest_wild.editors.hparams import build_hparams
 from pytest_wild.editors.locate.alphaedit import PreservedKeys
 from pytest_wild.editors.locate.requests import pad_id, prepare
 from pytest_wild.editors.locate.templates import context_templates
-from pytest_wild.hparams import build_hparams
+from pytest_wild.model import stats
+from pytest_wild.model.architectures import architecture_of
 
 from ..tiny_models import weights_hash
 
@@ -26,8 +26,8 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def bundled(tmp_path_factory):
-    from pytest_wild.loaders import load_file
-    from pytest_wild.model import TINYWORLD_DIR, load_model
+    from pytest_wild.cases.loaders import load_file
+    from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTEST_WILD_CACHE", str(tmp_path_factory.mktemp("wild-cache")))

@@ -11,7 +11,7 @@ from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditorState, edit
 from pytest_wild.editors.meta.training import target_batch
 from pytest_wild.editors.meta.ultraedit import module_names, read_tokens
-from pytest_wild.hparams import build_hparams
+from pytest_wild.editors.hparams import build_hparams
 
 from ..tiny_models import weights_hash
 
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing")  
 
 @pytest.fixture(scope="module")
 def bundled():
-    from pytest_wild.loaders import load_file
-    from pytest_wild.model import TINYWORLD_DIR, load_model
+    from pytest_wild.cases.loaders import load_file
+    from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
     loaded = load_model(None, "cpu")
     cases = {case.id: case for case in load_file(TINYWORLD_DIR / "suite.jsonl")}

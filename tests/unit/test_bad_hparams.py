@@ -4,9 +4,9 @@ command line: tests/integration/test_bad_input.py)."""
 
 import pytest
 
-from pytest_wild.hparams import ModelShape, build_hparams
-from pytest_wild.cases import WildInputError
+from pytest_wild.cases.case import WildInputError
 from pytest_wild.editors import get_editor
+from pytest_wild.editors.hparams import ModelShape, build_hparams
 
 
 def test_defaults_that_name_no_module_of_the_model_are_refused_naming_the_defaults():
@@ -32,7 +32,7 @@ def test_defaults_that_name_no_module_of_the_model_are_refused_naming_the_defaul
     ("ultraedit", "batch_size_once", 0, "bad.yaml: batch_size_once: expected a number >= 1, got 0"),
 ])
 def test_every_bounded_key_is_checked_with_its_origin(editor, key, value, message):
-    from pytest_wild.model import TINYWORLD_DIR, load_config
+    from pytest_wild.model.load import TINYWORLD_DIR, load_config
 
     config, _ = load_config(str(TINYWORLD_DIR))
     method = get_editor(editor)
@@ -48,7 +48,7 @@ def test_every_bounded_key_is_checked_with_its_origin(editor, key, value, messag
     (["transformer.h.0.ln_1.weight"], "bad.yaml: inner_params: 'transformer.h.0.ln_1.weight' is not a linear layer"),
 ])
 def test_modules_named_one_by_one_must_be_linear_layers_of_the_model(modules, message):
-    from pytest_wild.model import TINYWORLD_DIR, load_config, model_shape
+    from pytest_wild.model.load import TINYWORLD_DIR, load_config, model_shape
 
     config, _ = load_config(str(TINYWORLD_DIR))
     method = get_editor("ultraedit")
@@ -59,7 +59,7 @@ def test_modules_named_one_by_one_must_be_linear_layers_of_the_model(modules, me
 
 
 def test_published_names_with_and_without_weight_are_accepted():
-    from pytest_wild.model import TINYWORLD_DIR, load_config, model_shape
+    from pytest_wild.model.load import TINYWORLD_DIR, load_config, model_shape
 
     config, _ = load_config(str(TINYWORLD_DIR))
     method = get_editor("ultraedit")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pytest_wild import ci
-from pytest_wild.cases import WildInputError
+from pytest_wild.cases.case import WildInputError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TOKEN = "ghp_s3cretT0ken"

@@ -3,8 +3,8 @@ state round trip fails for a part that cannot take back its own state_dict()."""
 
 import pytest
 import torch
-from pytest_wild.conformance import Failed, _check_state_round_trip, differing, digests
 from pytest_wild.editors.api import EditorState
+from pytest_wild.editors.conformance import Failed, _check_state_round_trip, differing, digests
 
 
 def test_digests_tell_one_ulp_and_a_dtype_apart():

@@ -3,8 +3,8 @@ template, with our system prompt, the user's, or none."""
 
 import pytest
 
-from pytest_wild.cases import WildInputError
-from pytest_wild.contexts import SYSTEM_PROMPT, make_context
+from pytest_wild.cases.case import WildInputError
+from pytest_wild.cases.contexts import SYSTEM_PROMPT, make_context
 
 from ..tiny_models import tokenizer
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from pytest_wild.contexts import make_context
-from pytest_wild.generation import Engine
+from pytest_wild.cases.contexts import make_context
+from pytest_wild.generation.engine import Engine
 
 from ..tiny_models import tokenizer
 

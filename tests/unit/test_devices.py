@@ -1,8 +1,8 @@
 import pytest
 
-from pytest_wild.cases import WildInputError
-from pytest_wild.devices import device_for_worker, parse_devices
-from pytest_wild.options import parse_shard
+from pytest_wild.cases.case import WildInputError
+from pytest_wild.model.devices import device_for_worker, parse_devices
+from pytest_wild.run.options import parse_shard
 
 
 class Options:
@@ -48,7 +48,7 @@ def test_cpu_threads_follow_model_size_and_the_cores_a_worker_may_use(monkeypatc
 
     import torch
 
-    from pytest_wild.model import choose_cpu_threads
+    from pytest_wild.model.load import choose_cpu_threads
 
     saved = torch.get_num_threads()
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTEST_XDIST_WORKER_COUNT"):

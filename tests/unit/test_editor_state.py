@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from pytest_wild.cases import Case
+from pytest_wild.cases.case import Case
 from pytest_wild.editors.api import EditHandle, EditorCache, EditorState, edit, tensor_bytes
 from pytest_wild.editors.locate.alphaedit import PreservedKeys
 

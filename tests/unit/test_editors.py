@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from pytest_wild.architectures import architecture_of
-from pytest_wild.cases import Case, Locality, WildInputError
+from pytest_wild.cases.case import Case, Locality, WildInputError
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import edit
-from pytest_wild.hparams import build_hparams
+from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.model.architectures import architecture_of
 
 from ..tiny_models import SIZES, target_logprob, tiny_model, weights_hash
 
@@ -132,8 +132,8 @@ EASYEDIT_FT = {"alg_name": "FT", "model_name": "./hugging_cache/llama-2-7b", "de
 
 @pytest.mark.parametrize("name", ["ft-l", "ft-m"])
 def test_a_stock_easyedit_ft_file_loads_and_trains_the_parameter_it_names(name):
-    from pytest_wild.hparams import ignored_keys
-    from pytest_wild.model import model_shape
+    from pytest_wild.editors.hparams import ignored_keys
+    from pytest_wild.model.load import model_shape
 
     model, tok = tiny_model("llama")
     editor = get_editor(name)

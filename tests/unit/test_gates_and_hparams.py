@@ -1,9 +1,9 @@
 import pytest
 
-from pytest_wild.cases import WildInputError
+from pytest_wild.cases.case import WildInputError
 from pytest_wild.editors.finetune.ft import FTHparams
-from pytest_wild.gates import parse_rule
-from pytest_wild.hparams import build_hparams
+from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.results.gates import parse_rule
 
 MODES = ("wild", "synthetic")
 

@@ -2,12 +2,12 @@
 
 import pytest
 
-from pytest_wild.contexts import make_context
-from pytest_wild.generation import Engine
-from pytest_wild.loaders import load_file
-from pytest_wild.model import TINYWORLD_DIR, load_model
-from pytest_wild.reference import reference_generate
-from pytest_wild.tokens import target_ids
+from pytest_wild.cases.contexts import make_context
+from pytest_wild.cases.loaders import load_file
+from pytest_wild.generation.engine import Engine
+from pytest_wild.generation.reference import reference_generate
+from pytest_wild.generation.tokens import target_ids
+from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,6 @@ def test_an_eos_string_spelled_over_several_tokens_stops_as_the_published_stop_s
     (["stop", "at"], False), (["st", "o"], False), (["s", "top", "s", " "], False),
 ])
 def test_a_stop_string_counts_when_the_newest_token_completes_it(pieces, stops):
-    from pytest_wild.stopping import ends_after
+    from pytest_wild.generation.stopping import ends_after
 
     assert ends_after("".join(pieces), len("".join(pieces[:-1])), "stop") is stops

@@ -4,14 +4,14 @@ bare question; demonstrations come from edits the suite does not evaluate."""
 
 import pytest
 
-from pytest_wild.cases import Case, Locality, WildInputError
+from pytest_wild.cases.case import Case, Locality, WildInputError
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import edit
 from pytest_wild.editors.incontext import demonstrations as demos
-from pytest_wild.evaluation import Evaluator, Settings
-from pytest_wild.hparams import build_hparams
-from pytest_wild.model import TINYWORLD_DIR, load_model
-from pytest_wild.suite import load_suite
+from pytest_wild.scores.evaluation import Evaluator, Settings
+from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.model.load import TINYWORLD_DIR, load_model
+from pytest_wild.cases.suite import load_suite
 
 from ..tiny_models import weights_hash
 
@@ -83,21 +83,21 @@ def test_every_mode_asks_the_edited_model_after_the_prefix_and_the_unedited_one_
     asked.clear()
     editor, hp = ike_hparams(loaded)
     row = evaluator.evaluate([CASE], lambda cases: edit(editor, loaded.model, loaded.tokenizer, cases, hp))[0]
-    prefix = row["in_context"]
+    prefix = row.in_context
     assert prefix.endswith(f"New Fact: {QUESTION} Dorwyn\nPrompt: ")
     questions = {CASE.prompt, CASE.rephrase, CASE.locality[0].question}
     assert asked and all(text.startswith(prefix) for text in asked)
     assert {text[len(prefix):] for text in asked} == questions
-    assert set(row["modes"]) == {"wild", "synthetic", "length"}
-    assert row["modes"]["wild"]["answers"]["locality"][0]["before"] is not None
+    assert set(row.modes) == {"wild", "synthetic", "length"}
+    assert row.modes["wild"]["answers"]["locality"][0]["before"] is not None
 
 
 def test_a_case_that_does_not_fit_the_window_after_the_prefix_is_not_evaluable(loaded):
     evaluator = Evaluator(loaded.model, loaded.tokenizer, Settings(("wild",)))
     editor, hp = ike_hparams(loaded, k=6)
     row = evaluator.evaluate([CASE], lambda cases: edit(editor, loaded.model, loaded.tokenizer, cases, hp))[0]
-    assert row["not_evaluable"].startswith("prompt of ") and row["not_evaluable"].endswith(
-        ", model window 128 (with the editor's in-context prompt)") and row["modes"] == {}
+    assert row.not_evaluable.startswith("prompt of ") and row.not_evaluable.endswith(
+        ", model window 128 (with the editor's in-context prompt)") and row.modes == {}
 
 
 def test_demonstrations_sharing_a_case_with_the_suite_are_refused(tmp_path, loaded):

@@ -11,14 +11,15 @@ import time
 
 import pytest
 
-from pytest_wild.cases import WildInputError
+from pytest_wild.cases.case import WildInputError
 from pytest_wild.judge.cache import VerdictCache, verdict_key
 from pytest_wild.judge.client import JudgeClient, retry_after
 from pytest_wild.judge.grader import PUBLISHED, REPLY_TOKENS, Answer, Grader, grader_from_text, parse_verdict
 from pytest_wild.judge.grading import grade, grade_unavailable, judge_section, summary_lines, unjudged_behind
 from pytest_wild.judge.local import LocalJudge
 from pytest_wild.judge.settings import api_key, judge_settings
-from pytest_wild.scores import exact_match, f1
+from pytest_wild.scores.answers import exact_match, f1
+from pytest_wild.scores.record import CaseResult
 
 from ..judge_server import JudgeServer
 from ..tiny_judge import write_judge
@@ -256,7 +257,7 @@ def test_the_key_comes_from_the_environment_and_the_settings_never_hold_it(monke
     assert judge_settings("em", tmp_path / "v.sqlite") is None
 
 
-def rows_for(answers: list[tuple[str, str, str]]) -> list[dict]:
+def rows_for(answers: list[tuple[str, str, str]]) -> list[CaseResult]:
     """One case per (target, edit answer, locality answer): the rows a run's workers send."""
     rows = []
     for i, (target, after, loc_after) in enumerate(answers):
@@ -264,9 +265,9 @@ def rows_for(answers: list[tuple[str, str, str]]) -> list[dict]:
                   "em": exact_match(after, target), "f1": f1(after, target)}
         locality = [{"question": f"L{i}?", "answer": "Paris", "before": loc_after, "after": loc_after, "same": True,
                      "em_after": exact_match(loc_after, "Paris")}]
-        rows.append({"id": f"c{i}", "target": target,
-                     "modes": {"wild": {"reliability": prompt["score"], "locality": 1.0,
-                                        "answers": {"prompt": prompt, "locality": locality}}}})
+        rows.append(CaseResult(id=f"c{i}", source=None, prompt=f"Q{i}?", target=target, subject=None, rephrase=None,
+                               flags=[], modes={"wild": {"reliability": prompt["score"], "locality": 1.0,
+                                                         "answers": {"prompt": prompt, "locality": locality}}}))
     return rows
 
 
@@ -274,13 +275,13 @@ def test_a_case_with_a_locality_question_left_out_has_no_locality_judge():
     """A locality question too long for the window was never asked (window.py): the judge's
     share over every locality question is not evaluable for that case."""
     rows = rows_for([("Malia Obama", "Malia Obama", "Paris"), ("Malia Obama", "Malia Obama", "Paris")])
-    rows[1]["modes"]["wild"]["locality_left_out"] = 1
+    rows[1].modes["wild"]["locality_left_out"] = 1
     with JudgeServer(every="reference") as server:
         client = JudgeClient(server.url, "grader", KEY)
         grade(rows, client)
         client.close()
-    assert [row["modes"]["wild"]["locality_judge"] for row in rows] == [1.0, None]
-    assert [row["modes"]["wild"]["reliability"] for row in rows] == [1.0, 1.0]
+    assert [row.modes["wild"]["locality_judge"] for row in rows] == [1.0, None]
+    assert [row.modes["wild"]["reliability"] for row in rows] == [1.0, 1.0]
 
 
 def test_grading_writes_each_verdict_beside_exact_match_and_counts_where_they_disagree():
@@ -294,7 +295,7 @@ def test_grading_writes_each_verdict_beside_exact_match_and_counts_where_they_di
         asked = grade(rows, client)
         client.close()
     assert asked == {"answers": 8, "from_cache": 0, "asked": 8, "requests": 8, "retries": 0, "failed_attempts": {}}
-    scores = [row["modes"]["wild"] for row in rows]
+    scores = [row.modes["wild"] for row in rows]
     assert [s["reliability"] for s in scores] == [1.0, 1.0, 0.0, 0.0]
     assert [s["reliability_em"] for s in scores] == [1.0, 0.0, 0.0, 0.0]
     assert [s["locality_judge"] for s in scores] == [1.0, 1.0, 0.0, 1.0] and all(s["locality"] == 1.0 for s in scores)
@@ -310,9 +311,9 @@ def test_an_unjudged_answer_counts_neither_way_and_is_named_with_why():
     rows = rows_for([("Malia Obama", "Malia Obama", "Paris"), ("Paris", "Paris", "Paris")])
     asked = grade_unavailable(rows, "the judge could not be opened: no route")
     assert asked == {"answers": 4, "from_cache": 0, "asked": 0, "requests": 0, "retries": 0, "failed_attempts": {}}
-    assert all(row["modes"]["wild"]["reliability"] is None and row["modes"]["wild"]["locality_judge"] is None
+    assert all(row.modes["wild"]["reliability"] is None and row.modes["wild"]["locality_judge"] is None
                for row in rows)
-    assert [row["modes"]["wild"]["reliability_em"] for row in rows] == [1.0, 1.0]  # exact match stays beside
+    assert [row.modes["wild"]["reliability_em"] for row in rows] == [1.0, 1.0]  # exact match stays beside
     assert unjudged_behind(rows, "wild", "reliability") == 2 and unjudged_behind(rows, "wild", "locality_judge") == 2
     section = judge_section(rows, asked, {"judge": "hf:j", "model": "j", "prompt_version": "v"})
     assert section["unjudged_reasons"] == {"the judge could not be opened: no route": 4}

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pytest_wild.cases import WildInputError
-from pytest_wild.loaders import load_file, load_hub
+from pytest_wild.cases.case import WildInputError
+from pytest_wild.cases.loaders import load_file, load_hub
 
 
 def test_real_qaedit_records_load(shared_data):

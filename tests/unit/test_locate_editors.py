@@ -3,20 +3,20 @@ import pytest
 import torch
 from transformers import AutoConfig
 
-from pytest_wild import stats
-from pytest_wild.architectures import architecture_of
-from pytest_wild.cases import Case, Locality, WildInputError
+from pytest_wild.cases.case import Case, Locality, WildInputError
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditorCache, EditorState, edit
+from pytest_wild.editors.hparams import build_hparams
 from pytest_wild.editors.locate.alphaedit import PreservedKeys
 from pytest_wild.editors.locate.keys import request_keys
 from pytest_wild.editors.locate.requests import locate, pad_id, prepare
 from pytest_wild.editors.locate.solves import alphaedit_solve, memit_solve, memit_solve_dense, moments, projection
 from pytest_wild.editors.locate.templates import context_templates
 from pytest_wild.editors.locate.values import ValueProblem
-from pytest_wild.hparams import build_hparams
-from pytest_wild.tracing import hidden_of, with_hidden
-from pytest_wild.weights import is_transposed
+from pytest_wild.model import stats
+from pytest_wild.model.architectures import architecture_of
+from pytest_wild.model.tracing import hidden_of, with_hidden
+from pytest_wild.model.weights import is_transposed
 
 from ..tiny_models import SIZES, target_logprob, tiny_model, tokenizer, weights_hash
 
@@ -438,8 +438,8 @@ def test_bad_layers_and_edits_that_fail_leave_the_model_unchanged():
 
 @pytest.fixture(scope="module")
 def tinyworld():
-    from pytest_wild.loaders import load_file
-    from pytest_wild.model import TINYWORLD_DIR, load_model
+    from pytest_wild.cases.loaders import load_file
+    from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
     loaded = load_model(None, "cpu")
     cases = {case.id: case for case in load_file(TINYWORLD_DIR / "suite.jsonl")}
@@ -448,8 +448,8 @@ def tinyworld():
 
 @pytest.mark.parametrize("name", METHODS)
 def test_each_method_makes_the_bundled_model_answer_the_target(tinyworld, name):
-    from pytest_wild.generation import Engine
-    from pytest_wild.scores import exact_match
+    from pytest_wild.generation.engine import Engine
+    from pytest_wild.scores.answers import exact_match
 
     loaded, cases = tinyworld
     model, tok = loaded.model, loaded.tokenizer

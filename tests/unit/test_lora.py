@@ -4,11 +4,11 @@ the model leaves the edit with the modules it came with; restore is bit for bit.
 import pytest
 import torch
 
-from pytest_wild.cases import Case, Locality, WildInputError
+from pytest_wild.cases.case import Case, Locality, WildInputError
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import edit
-from pytest_wild.hparams import build_hparams
-from pytest_wild.model import model_shape
+from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.model.load import model_shape
 
 from ..tiny_models import SIZES, target_logprob, tiny_model, weights_hash
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from pytest_wild.markdown import code, text
-from pytest_wild.report import markdown_table
+from pytest_wild.results.markdown import code, text
+from pytest_wild.results.report import markdown_table
 
 HOSTILE = "ft-m | 1.000 | 1 |\n| `evil` | 9 | 1.000 | 1.000 | 1.000 | 1.000 |\r\n<img src=x onerror=alert(1)> [x](http://e) **b** ~~s~~ &lt; \\"
 

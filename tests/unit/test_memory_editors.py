@@ -7,17 +7,17 @@ import json
 import pytest
 import torch
 
-from pytest_wild.cases import Case, Locality
+from pytest_wild.cases.case import Case, Locality
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditorState, edit
+from pytest_wild.editors.hparams import build_hparams
 from pytest_wild.editors.memory.codebook import Codebook
 from pytest_wild.editors.memory.grace import GraceHparams, update_codebook
 from pytest_wild.editors.memory.side_memory import ties_merge
 from pytest_wild.editors.memory.wise import WiseHparams
-from pytest_wild.generation import Engine
-from pytest_wild.hparams import build_hparams
-from pytest_wild.model import TINYWORLD_DIR, load_model
-from pytest_wild.reading import readers, reading
+from pytest_wild.generation.engine import Engine
+from pytest_wild.model.load import TINYWORLD_DIR, load_model
+from pytest_wild.model.reading import readers, reading
 
 from ..tiny_models import SIZES, target_logprob, tiny_model, weights_hash
 

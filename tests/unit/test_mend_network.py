@@ -4,11 +4,11 @@ true gradient, and an untrained editor network is exactly one gradient-descent s
 import pytest
 import torch
 
-from pytest_wild.architectures import architecture_of
 from pytest_wild.editors.meta.gradients import as_weight_layout, pieces
 from pytest_wild.editors.meta.network import EditorNetwork, RunningNorm
 from pytest_wild.editors.meta.training import target_batch
-from pytest_wild.weights import is_transposed
+from pytest_wild.model.architectures import architecture_of
+from pytest_wild.model.weights import is_transposed
 
 from ..tiny_models import tiny_model
 
@@ -83,7 +83,7 @@ def test_a_few_training_steps_make_the_edits_land_on_their_rephrases():
     is no test bed: its logits are too flat for any MLP update to move them far)."""
     from pytest_wild.editors.meta.training import training_step
     from pytest_wild.editors.meta.training_data import TrainingCase
-    from pytest_wild.model import load_model
+    from pytest_wild.model.load import load_model
 
     torch.manual_seed(0)
     loaded = load_model(None, "cpu")
@@ -124,11 +124,11 @@ def trained_network(model, tokenizer, steps: int = 15) -> EditorNetwork:
 
 
 def test_a_stored_network_edits_the_model_and_restores_it_exactly(tmp_path):
-    from pytest_wild.cases import Case
+    from pytest_wild.cases.case import Case
     from pytest_wild.editors.api import edit
     from pytest_wild.editors.meta import stored
     from pytest_wild.editors.meta.mend import MEND, MendHparams
-    from pytest_wild.model import load_model
+    from pytest_wild.model.load import load_model
 
     from ..tiny_models import target_logprob, weights_hash
 
@@ -151,7 +151,7 @@ def test_a_stored_network_edits_the_model_and_restores_it_exactly(tmp_path):
 
 
 def test_a_stored_network_for_another_model_is_refused_in_one_line(tmp_path):
-    from pytest_wild.cases import WildInputError
+    from pytest_wild.cases.case import WildInputError
     from pytest_wild.editors.meta import stored
 
     model, _ = tiny_model("gpt2")

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from pytest_wild.golden import suite_key
-from pytest_wild.model import resolve_model_spec
-from pytest_wild.named_models import NAMED_MODELS, SMOLLM2_135M, default_context, describe_weights, named_model
-from pytest_wild.options import Options
+from pytest_wild.model.load import resolve_model_spec
+from pytest_wild.model.named import NAMED_MODELS, SMOLLM2_135M, default_context, describe_weights, named_model
+from pytest_wild.results.golden import suite_key
+from pytest_wild.run.options import Options
 
 
 def test_smollm2_is_pinned_and_says_what_its_weights_are(tmp_path, monkeypatch):

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from ..made_wheels import make_wheel, offline_pip, pinned_to
-from pytest_wild.cases import WildInputError
-from pytest_wild.named_models import SMOLLM2_135M
-from pytest_wild.prepared_models import MANIFEST, model_directory, models_root, prepare, problem
+from pytest_wild.cases.case import WildInputError
+from pytest_wild.model.named import SMOLLM2_135M
+from pytest_wild.model.prepared import MANIFEST, model_directory, models_root, prepare, problem
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,7 @@ SCRIPT = """
 import sys, time
 from pathlib import Path
 from made_wheels import pinned_to
-from pytest_wild.prepared_models import prepare
+from pytest_wild.model.prepared import prepare
 
 def convert(gguf, out, what):
     with open(sys.argv[2], "a") as log:

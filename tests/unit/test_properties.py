@@ -7,11 +7,11 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_wild.cases import WildInputError
-from pytest_wild.gates import parse_rule
-from pytest_wild.metrics import EDIT_METRICS
-from pytest_wild.cases import WINDOWS_RESERVED, case_key
-from pytest_wild.loaders import cases_from_records
+from pytest_wild.cases.case import WildInputError
+from pytest_wild.cases.case import WINDOWS_RESERVED, case_key
+from pytest_wild.cases.loaders import cases_from_records
+from pytest_wild.results.gates import parse_rule
+from pytest_wild.scores.metrics import EDIT_METRICS
 
 FILE_NAME_CHARACTERS = set(string.ascii_letters + string.digits + "._+-")
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from pytest_wild.cli import main
-from pytest_wild.compare import from_goldens
+from pytest_wild.results.compare import from_goldens
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

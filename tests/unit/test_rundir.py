@@ -11,10 +11,10 @@ import re
 import pytest
 import torch
 
-from pytest_wild.cases import WildInputError
+from pytest_wild.cases.case import WildInputError
 from pytest_wild.editors.api import EditHandle, EditorState
 from pytest_wild.editors.locate.alphaedit import PreservedKeys
-from pytest_wild.rundir import RunDirectory, first_difference
+from pytest_wild.sequence.rundir import RunDirectory, first_difference
 
 IDENTITY = {"editor": "memit", "hparams": {"layers": [3, 4], "lr": 0.5}, "sequence": {"edits": 10}}
 
@@ -109,7 +109,7 @@ def test_editor_state_is_saved_by_part_and_given_back_when_the_editor_asks():
 
 def test_the_curve_is_drawn_as_png_and_svg(tmp_path):
     pytest.importorskip("matplotlib")
-    from pytest_wild.plot import plot_curve
+    from pytest_wild.sequence.plot import plot_curve
 
     def point(edits, value):
         scores = {"wild": {"reliability": value, "generalization": value / 2, "locality": None},
@@ -129,7 +129,7 @@ def test_the_curve_labels_its_log_axis_1_10_100_and_keeps_coinciding_lines_apart
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    from pytest_wild.plot import draw_curve
+    from pytest_wild.sequence.plot import draw_curve
 
     scores = {"wild": {"reliability": 1.0, "generalization": 1.0, "locality": 1.0}}
     points = [{"edits": n, "final": scores, "immediate": scores, "capability": {}} for n in (1, 10, 100)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pytest_wild import sampled_corpus, stats
+from pytest_wild.model import sampled_corpus, stats
 
 from ..tiny_models import tiny_model
 

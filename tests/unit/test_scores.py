@@ -1,7 +1,7 @@
 import pytest
 
-from pytest_wild.scores import exact_match, f1, inner_stops, normalize_answer, target_flags
-from pytest_wild.stopping import find_stop, finish_text
+from pytest_wild.generation.stopping import find_stop, finish_text
+from pytest_wild.scores.answers import exact_match, f1, inner_stops, normalize_answer, target_flags
 
 
 @pytest.mark.parametrize(

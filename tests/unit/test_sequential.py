@@ -9,11 +9,12 @@ import math
 import pytest
 import torch
 
-from pytest_wild.options import Options, parse_checkpoints
-from pytest_wild.cases import WildInputError
-from pytest_wild.runtime import Runtime
-from pytest_wild.sequential import checkpoints_for, curve, curve_lines, perplexity
-from pytest_wild.suite import BUNDLED_SUITES, load_suite
+from pytest_wild.cases.case import WildInputError
+from pytest_wild.cases.suite import BUNDLED_SUITES, load_suite
+from pytest_wild.run.options import Options, parse_checkpoints
+from pytest_wild.run.runtime import Runtime
+from pytest_wild.scores.record import CaseResult
+from pytest_wild.sequence.sequential import checkpoints_for, curve, curve_lines, perplexity
 
 
 def make_runtime(editor: str, cases: int, run_dir=None, perplexity: bool = True, **given) -> Runtime:
@@ -55,11 +56,11 @@ def test_the_edits_are_kept_to_the_end_then_the_model_is_restored(sequence_run):
         again = runtime.evaluator.rows_now(runtime.suite.cases)
         for name in weights:
             params[name].copy_(original[name])
-    assert [row["modes"] for row in again] == [row["modes"] for row in rows]
-    assert [row["sequence"]["position"] for row in rows] == [1, 2, 3, 4, 5]
-    assert all(set(row["sequence"]["checkpoints"]) == {str(c) for c in (1, 3, 5) if c >= row["sequence"]["position"]}
+    assert [row.modes for row in again] == [row.modes for row in rows]
+    assert [row.sequence["position"] for row in rows] == [1, 2, 3, 4, 5]
+    assert all(set(row.sequence["checkpoints"]) == {str(c) for c in (1, 3, 5) if c >= row.sequence["position"]}
                for row in rows)
-    assert all(row["timing"]["edit_seconds"] > 0 for row in rows)
+    assert all(row.timing["edit_seconds"] > 0 for row in rows)
 
 
 class Killed(Exception):
@@ -94,7 +95,7 @@ def test_a_sequence_stopped_midway_resumes_to_the_same_rows_with_its_editor_stat
     resumed = make_runtime(editor, 5, tmp_path, perplexity=False, save_every=100, resume=True)
     rows = [resumed.evaluate(case) for case in resumed.suite.cases]
     for row in expected + rows:
-        row.pop("timing")
+        row.timing = None
     assert rows == expected
 
 
@@ -102,7 +103,7 @@ def test_a_memory_editor_resumed_after_its_last_edit_answers_from_its_loaded_mem
     """GRACE changes no weight: a sequence resumed from the snapshot of its last edit must put
     the saved codebook back on the model (`Editor.resume`) before it scores the edits, and take
     it off when the sequence ends."""
-    from pytest_wild.reading import readers
+    from pytest_wild.model.reading import readers
 
     whole = make_runtime("grace", 3, tmp_path, perplexity=False)
     whole.open_run_directory({})
@@ -110,12 +111,12 @@ def test_a_memory_editor_resumed_after_its_last_edit_answers_from_its_loaded_mem
     saved, weights, state = whole.run_directory.sequence("sequence").latest()
     assert saved["done"] == 3 and weights == {} and state["grace/keys"].shape[0] == 3
     assert readers(whole.loaded.model) == []
-    assert [row["modes"]["wild"]["reliability"] for row in expected] == [1.0, 1.0, 1.0]
+    assert [row.modes["wild"]["reliability"] for row in expected] == [1.0, 1.0, 1.0]
 
     resumed = make_runtime("grace", 3, tmp_path, perplexity=False, resume=True)
     rows = [resumed.evaluate(case) for case in resumed.suite.cases]
     for row in expected + rows:
-        row.pop("timing")
+        row.timing = None
     assert rows == expected and readers(resumed.loaded.model) == []
 
 
@@ -132,9 +133,10 @@ def test_orders_are_seeded_permutations_of_the_same_edits_and_their_curve_has_a_
 
     def row(order, position, reliability):
         scores = {"wild": {"reliability": reliability, "generalization": None, "locality": 1.0}}
-        return {"id": f"c{position}@order-{order}", "sequence": {
-            "order": order, "position": position, "immediate": scores, "checkpoints": {"1": scores},
-            "capability": {"1": {"questions": 4, "exact_match": 0.5 + order / 10}}}}
+        return CaseResult(id=f"c{position}@order-{order}", source=None, prompt="Q?", target="a", subject=None,
+                          rephrase=None, flags=[], sequence={
+                              "order": order, "position": position, "immediate": scores, "checkpoints": {"1": scores},
+                              "capability": {"1": {"questions": 4, "exact_match": 0.5 + order / 10}}})
 
     points = curve([row(1, 1, 1.0), row(2, 1, 0.0), row(3, 1, 1.0)])
     assert points[0]["orders"] == 3 and points[0]["final"]["wild"]["reliability"] == pytest.approx(2 / 3)
@@ -153,10 +155,10 @@ def test_the_curve_is_the_mean_of_what_the_rows_carry(sequence_run):
     points = curve(rows)
     assert [p["edits"] for p in points] == [1, 3, 5]
     last = points[-1]
-    final = [row["modes"]["wild"]["reliability"] for row in rows]
+    final = [row.modes["wild"]["reliability"] for row in rows]
     assert last["final"]["wild"]["reliability"] == pytest.approx(math.fsum(final) / len(final))
-    assert points[0]["immediate"]["wild"] == rows[0]["sequence"]["immediate"]["wild"]
-    first_three = [row["sequence"]["checkpoints"]["3"]["wild"]["locality"] for row in rows[:3]]
+    assert points[0]["immediate"]["wild"] == rows[0].sequence["immediate"]["wild"]
+    first_three = [row.sequence["checkpoints"]["3"]["wild"]["locality"] for row in rows[:3]]
     assert points[1]["final"]["wild"]["locality"] == pytest.approx(math.fsum(first_three) / 3)
     assert points[0]["capability"]["exact_match"] == 1.0  # the probe: questions the unedited model answers
     assert points[0]["capability"]["perplexity"] > 1.0
@@ -173,7 +175,7 @@ def test_checkpoints_are_parsed_and_the_last_edit_is_always_one():
 
 
 def test_perplexity_is_exp_of_the_mean_token_loss():
-    from pytest_wild.model import load_model
+    from pytest_wild.model.load import load_model
 
     loaded = load_model(None, "cpu")
     lines = ["Q: Where was Kalo Venbri born? A: Dorwyn.", "Kalo Venbri was born in Dorwyn."]
@@ -187,8 +189,8 @@ def test_perplexity_is_exp_of_the_mean_token_loss():
 def test_the_live_line_says_how_far_and_how_fast_at_most_every_ten_seconds(capsys, monkeypatch):
     from types import SimpleNamespace
 
-    from pytest_wild import progress
-    from pytest_wild.sequential import _pace
+    from pytest_wild.run import progress
+    from pytest_wild.sequence.sequential import _pace
 
     assert _pace(10, 5.0, 990) == "2.00 edits/s, about 8 min left"
     assert _pace(3, 1.0, 30) == "3.00 edits/s, about 10 s left"
@@ -211,7 +213,7 @@ def test_the_pace_is_estimated_from_the_edits_after_the_first_which_pays_the_one
 
     lines = []
 
-    from pytest_wild.progress import Silent
+    from pytest_wild.run.progress import Silent
 
     class Lines(Silent):
         def live(self, text):

@@ -6,8 +6,8 @@ import pytest
 from transformers import AutoConfig
 
 from pytest_wild.editors import BUILTIN, get_editor
-from pytest_wild.hparams import build_hparams
-from pytest_wild.model import model_shape
+from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.model.load import model_shape
 
 PROFILE = "smollm2-135m"
 # SmolLM2-135M-Instruct's config.json (what the converted model's says, checkpoint fields aside).
@@ -61,7 +61,7 @@ def test_the_published_layers_are_scaled_to_30_layers(smollm2):
 
 
 def test_mend_on_smollm2_asks_for_a_trained_network(smollm2):
-    from pytest_wild.cases import WildInputError
+    from pytest_wild.cases.case import WildInputError
     from pytest_wild.editors.meta.mend import trained
 
     config, shape = smollm2

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_wild import stats
+from pytest_wild.cases.case import WildInputError
 from pytest_wild.editors.api import EditorCache
-from pytest_wild.cases import WildInputError
+from pytest_wild.model import stats
 
 from ..tiny_models import tiny_model
 

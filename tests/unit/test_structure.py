@@ -97,4 +97,65 @@ def test_editor_families_and_methods_do_not_import_each_other():
     methods = {f"pytest_wild.editors.locate.{m}" for m in ("rome", "memit", "alphaedit")}
     for method in methods:
         assert not edges[method] & methods, f"{method} imports another method"
-    assert not any(t.startswith("pytest_wild.editors") for t in edges["pytest_wild.stats"])
+    assert not any(t.startswith("pytest_wild.editors") for t in edges["pytest_wild.model.stats"])
+
+
+def test_no_module_imports_a_package_above_it():
+    """A package's `__init__` introduces its modules; one of them importing it back would run the
+    package half-initialised, and hides which module the name really comes from."""
+    up = [f"{name} imports {target}" for name, targets in graph().items() for target in targets
+          if name.startswith(target + ".")]
+    assert up == []
+
+
+def stage(module: str) -> str:
+    """The pipeline stage a module belongs to: its sub-package of pytest_wild (`cases`, `model`, `editors`,
+    `generation`, `scores`, `results`, `sequence`, `run`, `judge`...), or the top-level module itself."""
+    return ".".join(module.split(".")[:2])
+
+
+def private_reaches(name: str, tree: ast.Module) -> list[str]:
+    """Each place where `name` uses an underscore name of a module in another stage: imported by name
+    (`from ..results.report import _cell`) or read off an imported module (`report._cell`)."""
+    package = name.split(".") if _is_package(name) else name.split(".")[:-1]
+    found, modules_bound = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            if not target.startswith("pytest_wild"):
+                continue
+            for alias in node.names:
+                full = f"{target}.{alias.name}"
+                if stage(full if node.module is None else target) != stage(name):
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append(f"{name}:{node.lineno} imports {target}.{alias.name}")
+                    modules_bound[alias.asname or alias.name] = full
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("pytest_wild") and alias.asname and stage(alias.name) != stage(name):
+                    modules_bound[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules_bound
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append(f"{name}:{node.lineno} reads {modules_bound[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_module_reaches_into_another_stages_private_names():
+    """Underscore names are a stage's own business: another stage that uses one breaks when the owner
+    changes it, and nothing in the owner's module says so."""
+    found = [line for name, tree in modules().items() for line in private_reaches(name, tree)]
+    assert found == []
+
+
+def test_a_reach_into_another_stages_private_name_is_found():
+    """The check above, on made-up modules: each way of reaching in is reported, a stage's own use is not."""
+    source = ("from ..results.report import _cell, table\n"
+              "from ..results import report\n"
+              "from . import _own\n"
+              "from .engine import _step\n"
+              "x = report._cell(1) + report.table()\n")
+    found = private_reaches("pytest_wild.generation.made_up", ast.parse(source))
+    assert found == ["pytest_wild.generation.made_up:1 imports pytest_wild.results.report._cell",
+                     "pytest_wild.generation.made_up:5 reads pytest_wild.results.report._cell"]

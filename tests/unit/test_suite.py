@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.cases import WildInputError
-from pytest_wild.suite import describe, find_suite, load_suite, sample
+from pytest_wild.cases.case import WildInputError
+from pytest_wild.cases.suite import describe, find_suite, load_suite, sample
 
 RECORDS = [
     {"id": f"c{i}", "prompt": f"Where is thing{i}?", "target": "here", "subject": f"thing{i}",
@@ -93,7 +93,7 @@ def test_bundled_suites_read_their_benchmark_file_from_the_data_directory(tmp_pa
 
 
 def test_a_projects_suites_come_before_the_bundled_ones_and_are_listed(tmp_path, data_file):
-    from pytest_wild.suite import BUNDLED_SUITES, available_suites
+    from pytest_wild.cases.suite import BUNDLED_SUITES, available_suites
 
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "tinyworld.yaml").write_text("data: ../data.jsonl\n")

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from pytest_wild.cases import Case, Locality
+from pytest_wild.cases.case import Case, Locality
+from pytest_wild.cases.window import locality_left_out, model_window, why_not_evaluable
 from pytest_wild.editors import get_editor
-from pytest_wild.evaluation import Evaluator, Settings
-from pytest_wild.hparams import build_hparams
-from pytest_wild.model import load_model
-from pytest_wild.window import locality_left_out, model_window, why_not_evaluable
+from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.model.load import load_model
+from pytest_wild.scores.evaluation import Evaluator, Settings
 
 QUESTION = "Which company does Draker Breldeirhin work for?"
 FILLER = " ".join(["Harrow"] * 125)  # 125 tokens of the bundled tokenizer: with a question, past 128
@@ -92,13 +92,13 @@ def test_an_unfit_case_never_reaches_the_model_and_teacher_forcing_runs_only_whe
     long = _case("long", prompt=f"{FILLER} {QUESTION}")
     rows = evaluator.evaluate([right, _case("wrong"), long], lambda cases: edited.append([c.id for c in cases]) or NoEdit())
     assert edited == [["right", "wrong"]]
-    assert rows[0]["modes"]["wild"]["reliability"] == 1.0 and rows[0]["teacher_forced"] == {}
-    assert set(rows[1]["teacher_forced"]) <= {"prompt", "rephrase"} and rows[1]["teacher_forced"]
-    assert rows[2]["not_evaluable"].startswith("prompt of 138 tokens") and rows[2]["modes"] == {}
+    assert rows[0].modes["wild"]["reliability"] == 1.0 and rows[0].teacher_forced == {}
+    assert set(rows[1].teacher_forced) <= {"prompt", "rephrase"} and rows[1].teacher_forced
+    assert rows[2].not_evaluable.startswith("prompt of 138 tokens") and rows[2].modes == {}
     assert forced and all(p in (QUESTION, "Draker Breldeirhin works for?") for call in forced for p in call)
     synthetic = Evaluator(loaded.model, loaded.tokenizer, Settings(("wild", "synthetic")))
     row = synthetic.evaluate([right], lambda cases: NoEdit())[0]
-    assert row["teacher_forced"]["prompt"] is not None and row["modes"]["synthetic"]["reliability"] is not None
+    assert row.teacher_forced["prompt"] is not None and row.modes["synthetic"]["reliability"] is not None
 
 
 def test_a_later_locality_question_too_long_is_left_out_and_only_the_all_questions_metrics_lose_the_case(loaded, monkeypatch):
@@ -116,14 +116,14 @@ def test_a_later_locality_question_too_long_is_left_out_and_only_the_all_questio
     assert long_question not in asked and all(long_question not in text for text in asked)
     assert [len(case.locality) for case in edited] == [2, 2]  # the editor is given the case as asked
     ours, theirs = rows
-    assert "not_evaluable" not in theirs
-    assert theirs["locality_not_evaluable"][0].startswith("locality question 2 of ")
+    assert theirs.not_evaluable is None
+    assert theirs.locality_not_evaluable[0].startswith("locality question 2 of ")
     for mode in ("wild", "synthetic", "length"):
         # the published locality reads the first question, as it would without the long one
-        assert theirs["modes"][mode]["locality"] == ours["modes"][mode]["locality"] is not None
-        assert theirs["modes"][mode]["reliability"] == ours["modes"][mode]["reliability"]
-        assert theirs["modes"][mode]["locality_all"] is None and ours["modes"][mode]["locality_all"] is not None
-    assert theirs["modes"]["wild"]["locality_em"] is None and ours["modes"]["wild"]["locality_em"] is not None
+        assert theirs.modes[mode]["locality"] == ours.modes[mode]["locality"] is not None
+        assert theirs.modes[mode]["reliability"] == ours.modes[mode]["reliability"]
+        assert theirs.modes[mode]["locality_all"] is None and ours.modes[mode]["locality_all"] is not None
+    assert theirs.modes["wild"]["locality_em"] is None and ours.modes["wild"]["locality_em"] is not None
 
 
 def test_the_command_line_skips_reports_and_counts_unfit_cases(pytester):

@@ -1,4 +1,4 @@
-"""The value search's written-out blocks (pytest_wild.editors.blocks): the modules' numbers
+"""The value search's written-out blocks (pytest_wild.editors.locate.blocks): the modules' numbers
 where they are used, and the modules themselves wherever the code might differ."""
 
 import functools
@@ -6,12 +6,12 @@ import functools
 import pytest
 import torch
 
-from pytest_wild.architectures import architecture_of
-from pytest_wild.cases import Case
+from pytest_wild.cases.case import Case
 from pytest_wild.editors.api import EditorCache
 from pytest_wild.editors.locate.requests import prepare
 from pytest_wild.editors.locate.templates import context_templates
 from pytest_wild.editors.locate.values import ValueProblem
+from pytest_wild.model.architectures import architecture_of
 
 from ..tiny_models import SIZES, tiny_model
 

@@ -13,11 +13,11 @@ from typing import Literal
 
 import torch
 
-from ...architectures import architecture_of
-from ...batching import left_pad
-from ...cases import Case
-from ...tokens import target_ids
-from ...weights import parameters_under
+from ...cases.case import Case
+from ...generation.batching import left_pad
+from ...generation.tokens import target_ids
+from ...model.architectures import architecture_of
+from ...model.weights import parameters_under
 from ..api import EditHandle, Editor, EditorCache, EditorState
 
 EARLY_STOP_LOSS = 1e-2

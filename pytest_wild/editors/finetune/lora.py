@@ -28,9 +28,9 @@ from typing import ClassVar, Literal
 
 import torch
 
-from ...batching import left_pad
-from ...cases import Case
-from ...tokens import target_ids
+from ...generation.batching import left_pad
+from ...cases.case import Case
+from ...generation.tokens import target_ids
 from ..api import EditHandle, Editor, EditorCache, EditorState
 
 
@@ -74,7 +74,7 @@ IGNORED = {
 def defaults(config, profile: str) -> dict:
     """The published file of the model's family. tinyworld (a GPT-2) and smollm2-135m (a Llama)
     take their family's file unchanged, untuned (what it gives on each: docs/editors.md)."""
-    from ...architectures import architecture_of
+    from ...model.architectures import architecture_of
 
     architecture_of(config)  # an unsupported architecture is refused with its one line
     lora_type, modules, steps = PUBLISHED[config.model_type]
@@ -87,7 +87,7 @@ def prepare(model, tokenizer, hp: LoRAHparams, cache: EditorCache) -> None:
     ImportError in the middle of the run."""
     import importlib.util
 
-    from ...cases import WildInputError
+    from ...cases.case import WildInputError
 
     if importlib.util.find_spec("peft") is None:
         raise WildInputError("--editor lora: needs the peft package (pip install 'pytest-wild[lora]')")

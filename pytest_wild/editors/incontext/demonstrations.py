@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...cases import Case, WildInputError
+from ...cases.case import Case, WildInputError
 
 KINDS = ("copy", "update", "retain")
 
@@ -53,7 +53,7 @@ def pool_texts(cases: list[Case]) -> list[str]:
 def read_cases(spec: str) -> list[Case]:
     """The training edits of `demonstrations: FILE` (a QAEdit or CounterFact .json/.jsonl);
     a link is refused: hyperparameter files arrive in pull requests."""
-    from ...loaders import load_file
+    from ...cases.loaders import load_file
 
     path = Path(spec)
     if path.is_symlink():

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ...cases import Case, WildInputError
-from ...model import TINYWORLD_DIR
+from ...cases.case import Case, WildInputError
+from ...model.load import TINYWORLD_DIR
 from ..api import EditHandle, Editor, EditorCache, EditorState, cached
 from . import demonstrations as demos
 

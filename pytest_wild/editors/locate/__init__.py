@@ -18,6 +18,6 @@ Words used throughout:
 - key k: the rewrite module's input there; value v: its output (ROME) or the block's output
   (MEMIT) there; δ: the shift added to the value;
 - rewrite module: the weight the update is written into (`rewrite_module_tmp`, an MLP's
-  output projection by default), in the math layout ΔW (d_v × d_k) (pytest_wild.weights);
-- C: the second moment E[k kᵀ] over a text corpus (pytest_wild.stats).
+  output projection by default), in the math layout ΔW (d_v × d_k) (pytest_wild.model.weights);
+- C: the second moment E[k kᵀ] over a text corpus (pytest_wild.model.stats).
 """

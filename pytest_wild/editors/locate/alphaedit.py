@@ -24,8 +24,8 @@ from typing import Literal
 
 import torch
 
-from ...architectures import architecture_of
-from ...cases import Case
+from ...cases.case import Case
+from ...model.architectures import architecture_of
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from .layers import SPREAD_LAYERS, SPREAD_REFERENCE, check_layers, published_layers
 from .solves import alphaedit_solve, moments, moments_of_layers, projection

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import torch
 
-from ...architectures import Architecture
-from ...kv_cache import new_cache, with_cache
-from ...tracing import Trace, run_blocks
+from ...generation.kv_cache import new_cache, with_cache
+from ...model.architectures import Architecture
+from ...model.tracing import Trace, run_blocks
 from ..api import EditorCache, cached
 from .blocks import written_out
 

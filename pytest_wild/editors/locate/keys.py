@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ...architectures import Architecture
-from ...batching import right_pad
-from ...tracing import pick, trace
+from ...generation.batching import right_pad
+from ...model.architectures import Architecture
+from ...model.tracing import pick, trace
 from .requests import Request
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...cases import WildInputError
+from ...cases.case import WildInputError
 from ..depths import scaled_layers
 
 # MEMIT's published layers per (family, depth), which AlphaEdit keeps; other depths scale
@@ -20,7 +20,7 @@ SPREAD_REFERENCE = {"gpt2": (48, [13, 14, 15, 16, 17]), "gptj": (28, [3, 4, 5, 6
 def published_layers(config, published: dict, reference: dict) -> list[int]:
     """The published layers for the model's (family, depth), else the family's reference
     model's scaled to this depth."""
-    from ...architectures import architecture_of
+    from ...model.architectures import architecture_of
 
     family, depth = architecture_of(config).family, config.num_hidden_layers
     layers = published.get((family, depth))

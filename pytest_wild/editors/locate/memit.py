@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ...architectures import architecture_of
-from ...cases import Case
+from ...cases.case import Case
+from ...model.architectures import architecture_of
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from .layers import SPREAD_LAYERS, SPREAD_REFERENCE, check_layers, published_layers
 from .solves import memit_solve, moments, moments_of_layers

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ...cases import Case, WildInputError
-from ...tokens import target_ids
+from ...cases.case import Case, WildInputError
+from ...generation.tokens import target_ids
 
 KL_PROMPT = "{} is a"
 FACT_TOKENS = ("subject_last", "subject_first", "last")

@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ...architectures import architecture_of
-from ...cases import Case
-from ...weights import add_update
+from ...cases.case import Case
+from ...model.architectures import architecture_of
+from ...model.weights import add_update
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from .keys import template_keys
 from .layers import check_layers, published_layers

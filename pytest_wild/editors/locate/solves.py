@@ -1,5 +1,5 @@
 """Step 3 of the locate-then-edit methods: the weight update from keys and values, solved
-against the second moment C of the keys the edit must preserve (pytest_wild.stats).
+against the second moment C of the keys the edit must preserve (pytest_wild.model.stats).
 
 Everything is float64. C's Cholesky factor and AlphaEdit's projections are kept in the
 model's `EditorCache` (d_k² × 8 bytes each, on the model's device), so they are computed once
@@ -17,8 +17,8 @@ from ..api import EditorCache, cached
 
 
 def moments(model, tokenizer, hp, layers: Sequence[int], cache: EditorCache | None = None) -> dict[int, object]:
-    """The second moment C of the rewrite module's input at each layer (see pytest_wild.stats)."""
-    from ... import stats
+    """The second moment C of the rewrite module's input at each layer (see pytest_wild.model.stats)."""
+    from ...model import stats
 
     names = {layer: hp.rewrite_module_tmp.format(layer) for layer in layers}
     found = stats.second_moments(model, tokenizer, list(names.values()), hp.mom2_dataset, hp.mom2_n_samples,

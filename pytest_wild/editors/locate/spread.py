@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import torch
 
-from ...architectures import architecture_of
-from ...cases import Case
-from ...weights import add_update
+from ...cases.case import Case
+from ...model.architectures import architecture_of
+from ...model.weights import add_update
 from ..api import EditHandle, EditorCache
 from .keys import grouped_keys, request_keys
 from .requests import Request, pad_id, prepare

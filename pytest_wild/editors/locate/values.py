@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ...architectures import Architecture
-from ...batching import left_pad
-from ...tracing import hidden_of, input_of, pick, run_blocks, trace, with_hidden
+from ...generation.batching import left_pad
+from ...model.architectures import Architecture
+from ...model.tracing import hidden_of, input_of, pick, run_blocks, trace, with_hidden
 from ..api import EditorCache
 from .fastpath import PrefixReuse, agrees, checked_written_out
 from .requests import Request

@@ -2,7 +2,7 @@
 
 The codebook holds keys (layer inputs), values (replacement layer outputs), a deferral radius
 per key and a label per key. During a forward pass the layer's input at the last prompt token
-(see pytest_wild.reading) is looked up; when its nearest key is within that key's radius the
+(see pytest_wild.model.reading) is looked up; when its nearest key is within that key's radius the
 layer's output is replaced by the key's value: at that token (`replace_last`), at the tokens
 before it (`replace_prompt`) or at every token (`replace_all`).
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from ...reading import add_reader, remove_reader
+from ...model.reading import add_reader, remove_reader
 
 SEMANTICS = ("published", "per-token")
 REPLACEMENTS = ("replace_last", "replace_prompt", "replace_all")

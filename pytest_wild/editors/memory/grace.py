@@ -23,10 +23,10 @@ from typing import Literal
 
 import torch
 
-from ...architectures import architecture_of
-from ...cases import Case, WildInputError
-from ...reading import reading
-from ...tokens import target_ids
+from ...cases.case import Case, WildInputError
+from ...generation.tokens import target_ids
+from ...model.architectures import architecture_of
+from ...model.reading import reading
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from .codebook import Codebook
 

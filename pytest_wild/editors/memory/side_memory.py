@@ -34,8 +34,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ...reading import add_reader, remove_reader
-from ...weights import is_transposed
+from ...model.reading import add_reader, remove_reader
+from ...model.weights import is_transposed
 
 LONG = 100  # more tokens than this in a call: the routing distance is their maximum, not their mean
 

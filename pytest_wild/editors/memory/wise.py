@@ -26,11 +26,11 @@ from typing import Literal
 import torch
 from transformers.activations import ACT2FN
 
-from ...architectures import architecture_of
-from ...batching import left_pad
-from ...cases import Case, WildInputError
-from ...tokens import target_ids
-from ...tracing import input_of, run_blocks, trace
+from ...cases.case import Case, WildInputError
+from ...generation.batching import left_pad
+from ...generation.tokens import target_ids
+from ...model.architectures import architecture_of
+from ...model.tracing import input_of, run_blocks, trace
 from ..api import EditHandle, Editor, EditorCache, EditorState, cached
 from .side_memory import SideMemory, layer_output, pooled, ties_merge, token_distances
 
@@ -169,7 +169,7 @@ def unrelated_rows(kind: str) -> tuple[str, ...]:
     """The sentences an edit's unrelated row is drawn from (by a hash of the case's id)."""
     if kind == "statements":
         return STATEMENTS
-    from ...model import TINYWORLD_DIR
+    from ...model.load import TINYWORLD_DIR
 
     asked = set()
     for suite in ("suite.jsonl", "sequential.jsonl"):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...cases import WildInputError
-from ...report import write_bytes_atomic
+from ...cases.case import WildInputError
+from ...results.report import write_bytes_atomic
 
 NAME = "checkpoint.safetensors"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...weights import is_transposed
+from ...model.weights import is_transposed
 
 
 @dataclass

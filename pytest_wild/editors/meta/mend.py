@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ...cases import Case, WildInputError
-from ...model import TINYWORLD_DIR
-from ...weights import add_update
+from ...cases.case import Case, WildInputError
+from ...model.load import TINYWORLD_DIR
+from ...model.weights import add_update
 from ..api import EditHandle, Editor, EditorCache, EditorState, cached
 from . import stored
 from .gradients import pieces

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
-from ...cases import WildInputError
+from ...cases.case import WildInputError
 
 
 @dataclass

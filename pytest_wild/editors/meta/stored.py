@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...cases import WildInputError
-from ...files import read_text
-from ...report import write_bytes_atomic, write_json_atomic
+from ...cases.case import WildInputError
+from ...cases.files import read_text
+from ...results.report import write_bytes_atomic, write_json_atomic
 
 CONFIG, WEIGHTS = "mend.json", "mend.safetensors"
 FORMAT = 1
@@ -70,7 +70,7 @@ def load(directory: Path, model) -> tuple:
 
 def math_shape(module) -> tuple[int, int]:
     """(d_out, d_in) of a linear layer, whatever its storage layout."""
-    from ...weights import is_transposed
+    from ...model.weights import is_transposed
 
     weight = module.weight
     return (weight.shape[1], weight.shape[0]) if is_transposed(module) else (weight.shape[0], weight.shape[1])

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ...architectures import architecture_of
-from ...cases import Case, WildInputError
+from ...cases.case import Case, WildInputError
+from ...model.architectures import architecture_of
 from . import checkpoint, stored
 from .network import EditorNetwork
 from .settings import TrainSettings, option

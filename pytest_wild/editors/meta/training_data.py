@@ -14,7 +14,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from ...cases import Case, WildInputError
+from ...cases.case import Case, WildInputError
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,9 @@ from typing import Literal
 
 import torch
 
-from ...architectures import architecture_of
-from ...cases import Case, WildInputError
-from ...weights import add_update, is_transposed
+from ...model.architectures import architecture_of
+from ...cases.case import Case, WildInputError
+from ...model.weights import add_update, is_transposed
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from ..depths import scaled_layers
 from .gradients import TokenPieces, pieces

@@ -1,0 +1,111 @@
+"""What greedy `model.generate` applies besides the argmax: the model's generation config.
+
+The published loop calls `model.generate(..., do_sample=False)`, so the model's
+`generation_config` decides which ids end an answer (Llama-3-Instruct lists two) and which
+logits processors run before the argmax (a repetition penalty, banned words, a minimum
+length, ...). The engine reads both from here: the processors are transformers' own public
+classes, built from the config in the order `generate` builds them, and applied to each
+answer's own unpadded ids, as the published one-question-at-a-time loop sees them. A setting
+that greedy decoding under WILD cannot honour is refused with one line, never ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..cases.case import WildInputError
+
+# generation-config fields that turn greedy `generate` into another search, which the engine
+# does not run: (field, the value that leaves greedy decoding alone)
+_OTHER_SEARCHES = (
+    ("num_beams", 1),
+    ("num_beam_groups", 1),
+    ("penalty_alpha", None),
+    ("guidance_scale", None),
+    ("dola_layers", None),
+    ("watermarking_config", None),
+)
+
+
+def config_eos_ids(generation_config) -> list[int]:
+    """The generation config's end-of-sequence ids (it may give one or a list)."""
+    found = generation_config.eos_token_id
+    return [int(i) for i in (found if isinstance(found, (list, tuple)) else [] if found is None else [found])]
+
+
+def eos_ids(generation_config, tokenizer) -> frozenset[int]:
+    """Every id that ends an answer: the generation config's end-of-sequence ids, and the
+    tokenizer's EOS, whose text is one of the published stop strings."""
+    ids = set(config_eos_ids(generation_config))
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return frozenset(ids)
+
+
+def check_greedy(generation_config, where: str) -> None:
+    """Refuse a generation config that asks for a search other than greedy decoding."""
+    for name, plain in _OTHER_SEARCHES:
+        value = getattr(generation_config, name, plain)
+        if value not in (plain, None) and not (name == "guidance_scale" and value == 1):
+            raise WildInputError(
+                f"{where}: generation_config.{name} = {value!r} asks for another search than greedy decoding, "
+                f"which WILD's engine does not run; set it to {plain!r} in the model's generation_config.json"
+            )
+
+
+class Processors:
+    """The logits processors greedy `generate` would run for this generation config, per
+    prompt length (a minimum number of new tokens, a forced last token and suppression at
+    the first step are counted from the prompt's end). `any` is false when the config asks
+    for none, so the plain argmax stays the fast path."""
+
+    def __init__(self, generation_config, max_new_tokens: int, device) -> None:
+        self.config = generation_config
+        eos = config_eos_ids(generation_config)  # what `generate` gives its processors
+        self.eos = torch.tensor(eos, device=device) if eos else None
+        self.max_new_tokens = max_new_tokens
+        self.device = device
+        self._built: dict[int, Callable | None] = {}
+        self.any = self.for_prompt(1) is not None
+
+    def for_prompt(self, length: int):
+        if length not in self._built:
+            self._built[length] = self._build(length)
+        return self._built[length]
+
+    def _build(self, prompt_length: int):
+        from transformers import generation as g
+
+        c, eos, device = self.config, self.eos, self.device
+        found = []
+        if c.sequence_bias is not None:
+            found.append(g.SequenceBiasLogitsProcessor(sequence_bias=c.sequence_bias))
+        if c.repetition_penalty is not None and c.repetition_penalty != 1.0:
+            found.append(g.RepetitionPenaltyLogitsProcessor(c.repetition_penalty))
+        if c.no_repeat_ngram_size:
+            found.append(g.NoRepeatNGramLogitsProcessor(c.no_repeat_ngram_size))
+        if c.bad_words_ids is not None:
+            found.append(g.NoBadWordsLogitsProcessor(c.bad_words_ids, eos))
+        if c.min_length and eos is not None:
+            found.append(g.MinLengthLogitsProcessor(c.min_length, eos, device=device))
+        if c.min_new_tokens and eos is not None:
+            found.append(g.MinNewTokensLengthLogitsProcessor(prompt_length, c.min_new_tokens, eos, device=device))
+        if c.forced_bos_token_id is not None:
+            found.append(g.ForcedBOSTokenLogitsProcessor(c.forced_bos_token_id))
+        if c.forced_eos_token_id is not None:
+            found.append(g.ForcedEOSTokenLogitsProcessor(prompt_length + self.max_new_tokens, c.forced_eos_token_id,
+                                                         device=device))
+        if c.remove_invalid_values is True:
+            found.append(g.InfNanRemoveLogitsProcessor())
+        if c.exponential_decay_length_penalty is not None:
+            found.append(g.ExponentialDecayLengthPenalty(c.exponential_decay_length_penalty, eos, prompt_length))
+        if c.suppress_tokens is not None:
+            found.append(g.SuppressTokensLogitsProcessor(c.suppress_tokens, device=device))
+        if c.begin_suppress_tokens is not None:
+            begin = prompt_length if prompt_length > 1 or c.forced_bos_token_id is None else prompt_length + 1
+            found.append(g.SuppressTokensAtBeginLogitsProcessor(c.begin_suppress_tokens, begin, device=device))
+        if c.renormalize_logits is True:
+            found.append(g.LogitNormalization())
+        return g.LogitsProcessorList(found) if found else None
