@@ -32,10 +32,10 @@ def training_rate(loaded, steps: int) -> tuple[float, dict]:
     from pytest_wild.editors.meta.trainer import train
     from pytest_wild.editors.meta.training_data import split
 
-    shipped = json.loads((SHIPPED / "mend.json").read_text())["training"]
+    shipped = json.loads((SHIPPED["tinyworld"] / "mend.json").read_text())["training"]
     settings = dict(shipped["settings"], val_cases=8)
     settings["steps"] = settings["val_every"] = steps - steps % settings["accumulate"]
-    training, validation = split(load_file(SHIPPED.parent / "mend.jsonl"), 8, settings["seed"])
+    training, validation = split(load_file(SHIPPED["tinyworld"].parent / "mend.jsonl"), 8, settings["seed"])
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         train(loaded.model, loaded.tokenizer, training, validation, TrainSettings(**settings), Path(out),

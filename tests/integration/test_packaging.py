@@ -106,7 +106,8 @@ def test_the_wheel_holds_every_stage_package_and_the_package_data(tmp_path):
     assert {f"{package}/__init__.py" for package in packages} <= names
     for stage in ("cases", "model", "editors", "generation", "scores", "results", "sequence", "run", "judge"):
         assert f"pytest_wild/{stage}/__init__.py" in names
-    data = [path.relative_to(ROOT).as_posix() for folder in ("suites", "templates", "schemas", "data/tinyworld")
+    data = [path.relative_to(ROOT).as_posix() for folder in ("suites", "templates", "schemas", "data/tinyworld",
+                                                             "data/tinyworld/mend", "data/smollm2-135m/mend")
             for path in (ROOT / "pytest_wild" / folder).glob("*") if path.is_file()]
     assert data and set(data) <= names
     assert {"pytest_wild/schemas/report.schema.json", "pytest_wild/schemas/golden.schema.json",

@@ -2,6 +2,8 @@
 hyperparameters that fit that model: its layers, its modules, the shapes of the weights they
 edit. Checked against its config alone, on a weightless skeleton: no download, no weights."""
 
+from pathlib import Path
+
 import pytest
 from transformers import AutoConfig
 
@@ -22,9 +24,8 @@ def smollm2():
     return config, model_shape(config)
 
 
-# MEND's one default is a shipped network, and none ships for smollm2-135m (docs/measured.md, "MEND for
-# SmolLM2-135M"): its run asks for one (test below).
-TUNED = sorted(set(BUILTIN) - {"mend"})
+# MEND's one default is its shipped network (docs/measured.md, "MEND for SmolLM2-135M"; test below).
+TUNED = sorted(BUILTIN)
 # Editors whose published values take no per-model choice: LoRA's Llama file adapts q_proj and
 # v_proj of every layer, IKE's k is 16 for every model; smollm2-135m gets them as published.
 AS_PUBLISHED = {"lora", "ike"}
@@ -60,15 +61,24 @@ def test_the_published_layers_are_scaled_to_30_layers(smollm2):
     assert get_editor("rome").defaults(config, PROFILE)["v_loss_layer"] == 29
 
 
-def test_mend_on_smollm2_asks_for_a_trained_network(smollm2):
-    from pytest_wild.cases.case import WildInputError
-    from pytest_wild.editors.meta.mend import trained
+def test_mend_ships_a_network_for_smollm2_that_fits_the_model(smollm2):
+    """The shipped network loads against the model's own modules (names, shapes, model type: what
+    stored.load checks before any weight is read) on a weightless skeleton, and was trained on data
+    checked disjoint from the bundled QAEdit suite."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pytest_wild.editors.meta import stored
 
     config, shape = smollm2
     editor = get_editor("mend")
     hp = build_hparams(editor.hparams_type, editor.defaults(config, PROFILE), [], shape)
-    with pytest.raises(WildInputError, match="^MEND needs a network trained for this model: `pytest-wild train-mend"):
-        trained(None, hp, None)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    network, found = stored.load(Path(hp.directory), model)
+    assert sorted(network.names) == sorted(f"model.layers.{layer}.mlp.{name}" for layer in (27, 28, 29)
+                                           for name in ("gate_proj", "up_proj", "down_proj"))  # the last 3 blocks
+    assert "qaedit" in found["training"]["checked_against"]
 
 
 def test_ultraedit_places_the_llama3_files_modules_on_30_layers(smollm2):

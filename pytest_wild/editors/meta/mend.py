@@ -1,8 +1,9 @@
 """MEND (Mitchell et al., ICLR 2022) as an editor: the gradient of the edit's loss, taken apart
 per token at the weights a trained network edits, transformed by that network into a weight
 update, written with the handle saving each weight first. Training is training.py; a trained
-network is a directory (stored.py), made by `pytest-wild train-mend` (trainer.py). The bundled
-model's network ships in the package; any other model needs one trained for it."""
+network is a directory (stored.py), made by `pytest-wild train-mend` (trainer.py). The networks of
+the bundled model and of the named model smollm2-135m ship in the package (how each was trained:
+its mend.json, and docs/measured.md); any other model needs one trained for it."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from .gradients import pieces
 from .training import target_batch, target_loss
 from .training_data import prompt_hash
 
-SHIPPED = TINYWORLD_DIR / "mend"
+# profile -> the network shipped for it
+SHIPPED = {"tinyworld": TINYWORLD_DIR / "mend", "smollm2-135m": TINYWORLD_DIR.parent / "smollm2-135m" / "mend"}
 
 
 class TrainedOnTheSuite(UserWarning):
@@ -31,13 +33,13 @@ class TrainedOnTheSuite(UserWarning):
 @dataclass
 class MendHparams:
     """`directory`: a MEND trained for this model (mend.json + mend.safetensors), relative to
-    the current directory; the bundled model's is shipped and is its default."""
+    the current directory; the bundled model's and smollm2-135m's are shipped and are their default."""
 
     directory: str = ""
 
 
 def defaults(config, profile: str) -> dict:
-    return {"directory": str(SHIPPED)} if profile == "tinyworld" else {}
+    return {"directory": str(SHIPPED[profile])} if profile in SHIPPED else {}
 
 
 def trained(model, hp: MendHparams, cache: EditorCache) -> tuple:
