@@ -24,11 +24,11 @@ METHODS = ("lora", "lora-plain", "ike")
 
 
 def run_baseline_method(name: str, naive_cases: int) -> dict:
+    from pytest_wild.cases.loaders import load_file
     from pytest_wild.editors import get_editor
     from pytest_wild.editors.api import EditorCache, edit
-    from pytest_wild.generation.engine import Engine
     from pytest_wild.editors.hparams import build_hparams
-    from pytest_wild.cases.loaders import load_file
+    from pytest_wild.generation.engine import Engine
     from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
     loaded = load_model(None, "cpu")

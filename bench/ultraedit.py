@@ -51,11 +51,11 @@ def run_ultraedit(n_cases: int, naive_cases: int, peak_mib, reset_peak, rss_mib)
 
     import published
 
+    from pytest_wild.cases.loaders import load_file
     from pytest_wild.editors import get_editor
     from pytest_wild.editors.api import EditorCache, EditorState, edit
-    from pytest_wild.generation.engine import Engine
     from pytest_wild.editors.hparams import build_hparams
-    from pytest_wild.cases.loaders import load_file
+    from pytest_wild.generation.engine import Engine
     from pytest_wild.model.load import TINYWORLD_DIR, load_model
     from pytest_wild.scores.answers import exact_match
 

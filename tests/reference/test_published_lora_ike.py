@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from bench import published
+from pytest_wild.cases.loaders import load_file
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditorCache, edit
-from pytest_wild.generation.engine import Engine
 from pytest_wild.editors.hparams import build_hparams
-from pytest_wild.cases.loaders import load_file
+from pytest_wild.generation.engine import Engine
 from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
 

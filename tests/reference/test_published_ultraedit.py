@@ -9,9 +9,9 @@ import torch
 from bench import published
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditorState, edit
+from pytest_wild.editors.hparams import build_hparams
 from pytest_wild.editors.meta.training import target_batch
 from pytest_wild.editors.meta.ultraedit import module_names, read_tokens
-from pytest_wild.editors.hparams import build_hparams
 
 from ..tiny_models import weights_hash
 

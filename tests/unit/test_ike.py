@@ -5,13 +5,13 @@ bare question; demonstrations come from edits the suite does not evaluate."""
 import pytest
 
 from pytest_wild.cases.case import Case, Locality, WildInputError
+from pytest_wild.cases.suite import load_suite
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import edit
-from pytest_wild.editors.incontext import demonstrations as demos
-from pytest_wild.scores.evaluation import Evaluator, Settings
 from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.editors.incontext import demonstrations as demos
 from pytest_wild.model.load import TINYWORLD_DIR, load_model
-from pytest_wild.cases.suite import load_suite
+from pytest_wild.scores.evaluation import Evaluator, Settings
 
 from ..tiny_models import weights_hash
 

@@ -10,8 +10,8 @@ from transformers import AutoConfig
 from pytest_wild.cases.case import Case, Locality
 from pytest_wild.editors import get_editor
 from pytest_wild.editors.api import EditorState, edit
-from pytest_wild.editors.meta.ultraedit import LifelongNormalizer, module_names
 from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.editors.meta.ultraedit import LifelongNormalizer, module_names
 from pytest_wild.model.load import model_shape
 
 from ..tiny_models import SIZES, target_logprob, tiny_model, weights_hash

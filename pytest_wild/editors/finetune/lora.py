@@ -28,8 +28,8 @@ from typing import ClassVar, Literal
 
 import torch
 
-from ...generation.batching import left_pad
 from ...cases.case import Case
+from ...generation.batching import left_pad
 from ...generation.tokens import target_ids
 from ..api import EditHandle, Editor, EditorCache, EditorState
 

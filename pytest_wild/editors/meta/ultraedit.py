@@ -40,8 +40,8 @@ from typing import Literal
 
 import torch
 
-from ...model.architectures import architecture_of
 from ...cases.case import Case, WildInputError
+from ...model.architectures import architecture_of
 from ...model.weights import add_update, is_transposed
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from ..depths import scaled_layers
