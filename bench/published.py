@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
-from pytest_wild.generation.batching import right_pad
+from pytest_wild.model.batching import right_pad
 
 EARLY_STOP_LOSS = 5e-2
 

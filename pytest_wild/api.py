@@ -11,11 +11,11 @@ from __future__ import annotations
 from .cases.case import Case, Locality, WildInputError
 from .editors.api import EditHandle, Editor, EditorCache, EditorState, cached, edit
 from .editors.hparams import ModelShape, build_hparams, read_yaml
-from .generation.batching import left_pad, positions_of, right_pad
-from .generation.tokens import target_ids
 from .model.architectures import Architecture, architecture_of
+from .model.batching import left_pad, positions_of, right_pad
 from .model.reading import add_reader, reading, remove_reader
 from .model.stats import SecondMoment, second_moments
+from .model.tokens import target_ids
 from .model.weights import add_update, is_transposed, parameters_under
 
 __all__ = [

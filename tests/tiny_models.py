@@ -9,9 +9,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from pytest_wild.cases.case import Case
-from pytest_wild.generation.tokens import target_ids
 from pytest_wild.model.load import TINYWORLD_DIR
 from pytest_wild.model.reading import reading
+from pytest_wild.model.tokens import target_ids
 
 SIZES = {
     "gpt2": dict(n_embd=32, n_layer=4, n_head=2, n_positions=128),

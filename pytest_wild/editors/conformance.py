@@ -131,8 +131,8 @@ class Conformance:
         forced; after an in-context editor's `prefix`)."""
         import torch
 
-        from ..generation.tokens import target_ids
         from ..model.reading import reading
+        from ..model.tokens import target_ids
 
         evaluator, found = self.runtime.evaluator, []
         with torch.no_grad():

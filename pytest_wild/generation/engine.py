@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..model.batching import left_pad
+from ..model.kv_cache import new_cache, with_cache
 from ..model.reading import keep_rows, reading
-from .batching import left_pad
 from .greedy import Processors, check_greedy, config_eos_ids, eos_ids
-from .kv_cache import new_cache, with_cache
 from .stopping import ends_after, find_stop, finish_text
 
 MAX_NEW_TOKENS = 50

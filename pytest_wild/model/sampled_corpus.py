@@ -26,7 +26,7 @@ BATCH = 64
 @torch.no_grad()
 def sample_documents(model, tokenizer, count: int = DOCUMENTS, length: int = TOKENS, seed: int = SEED) -> list[str]:
     """`count` documents of `length` tokens sampled from the model, each one line of text."""
-    from ..generation.kv_cache import new_cache, with_cache
+    from .kv_cache import new_cache, with_cache
 
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device

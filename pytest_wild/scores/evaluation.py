@@ -39,7 +39,7 @@ from ..cases.case import Case
 from ..cases.contexts import make_context
 from ..cases.window import locality_left_out, model_window, why_not_evaluable
 from ..generation.engine import Engine, Generation
-from ..generation.tokens import target_ids
+from ..model.tokens import target_ids
 from .answers import SCORES, exact_match, f1, target_flags
 from .metrics import TEACHER_FORCED, mode_label
 from .record import CaseResult

@@ -6,8 +6,8 @@ from pytest_wild.cases.contexts import make_context
 from pytest_wild.cases.loaders import load_file
 from pytest_wild.generation.engine import Engine
 from pytest_wild.generation.reference import reference_generate
-from pytest_wild.generation.tokens import target_ids
 from pytest_wild.model.load import TINYWORLD_DIR, load_model
+from pytest_wild.model.tokens import target_ids
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from typing import Literal
 import torch
 
 from ...cases.case import Case
-from ...generation.batching import left_pad
-from ...generation.tokens import target_ids
 from ...model.architectures import architecture_of
+from ...model.batching import left_pad
+from ...model.tokens import target_ids
 from ...model.weights import parameters_under
 from ..api import EditHandle, Editor, EditorCache, EditorState
 

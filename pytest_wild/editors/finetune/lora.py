@@ -29,8 +29,8 @@ from typing import ClassVar, Literal
 import torch
 
 from ...cases.case import Case
-from ...generation.batching import left_pad
-from ...generation.tokens import target_ids
+from ...model.batching import left_pad
+from ...model.tokens import target_ids
 from ..api import EditHandle, Editor, EditorCache, EditorState
 
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from ...generation.kv_cache import new_cache, with_cache
 from ...model.architectures import Architecture
+from ...model.kv_cache import new_cache, with_cache
 from ...model.tracing import Trace, run_blocks
 from ..api import EditorCache, cached
 from .blocks import written_out

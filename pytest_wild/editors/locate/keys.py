@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from ...generation.batching import right_pad
 from ...model.architectures import Architecture
+from ...model.batching import right_pad
 from ...model.tracing import pick, trace
 from .requests import Request
 

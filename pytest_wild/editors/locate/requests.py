@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ...cases.case import Case, WildInputError
-from ...generation.tokens import target_ids
+from ...model.tokens import target_ids
 
 KL_PROMPT = "{} is a"
 FACT_TOKENS = ("subject_last", "subject_first", "last")

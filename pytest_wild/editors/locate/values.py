@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ...generation.batching import left_pad
 from ...model.architectures import Architecture
+from ...model.batching import left_pad
 from ...model.tracing import hidden_of, input_of, pick, run_blocks, trace, with_hidden
 from ..api import EditorCache
 from .fastpath import PrefixReuse, agrees, checked_written_out

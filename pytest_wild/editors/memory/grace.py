@@ -24,9 +24,9 @@ from typing import Literal
 import torch
 
 from ...cases.case import Case, WildInputError
-from ...generation.tokens import target_ids
 from ...model.architectures import architecture_of
 from ...model.reading import reading
+from ...model.tokens import target_ids
 from ..api import EditHandle, Editor, EditorCache, EditorState
 from .codebook import Codebook
 

@@ -27,9 +27,9 @@ import torch
 from transformers.activations import ACT2FN
 
 from ...cases.case import Case, WildInputError
-from ...generation.batching import left_pad
-from ...generation.tokens import target_ids
 from ...model.architectures import architecture_of
+from ...model.batching import left_pad
+from ...model.tokens import target_ids
 from ...model.tracing import input_of, run_blocks, trace
 from ..api import EditHandle, Editor, EditorCache, EditorState, cached
 from .side_memory import SideMemory, layer_output, pooled, ties_merge, token_distances

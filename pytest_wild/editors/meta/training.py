@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
-from ...generation.batching import left_pad
-from ...generation.tokens import target_ids
+from ...model.batching import left_pad
+from ...model.tokens import target_ids
 from .gradients import as_weight_layout, pieces
 from .network import EditorNetwork
 from .training_data import TrainingCase
