@@ -108,14 +108,17 @@ def em_cell(found: dict | None) -> str:
     return f"{found['value']:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}")
 
 
-def table(reports: dict[tuple[str, str], Path | None]) -> tuple[list[str], list[dict]]:
-    """The Markdown rows, and every answer that teacher forcing got right and WILD wrong."""
+def table(reports: dict[tuple[str, str], Path | None], out: Path) -> tuple[list[str], list[dict]]:
+    """The Markdown rows (a row without a report says its last shard's last line, such as why
+    it stopped), and every answer that teacher forcing got right and WILD wrong."""
     head = ["editor", "context", "n", "s/edit"] + [f"{mode} {metric[:3]}" for mode in MODES for metric in METRICS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     mirages = []
     for (editor, context), path in reports.items():
         if path is None:
-            lines.append(f"| {editor} | {context} | no shard has a report yet |")
+            outputs = sorted((out / f"{editor}-{context}").glob("shard-*/output.txt"))
+            tail = outputs[-1].read_text().strip().splitlines()[-1:] if outputs else []
+            lines.append(f"| {editor} | {context} | no shard has a report yet{': ' if tail else ''}{' '.join(tail)[:200]} |")
             continue
         report = json.loads(path.read_text())
         results, samples = report["results"], report["samples"]
@@ -157,7 +160,7 @@ def main() -> None:
             for pair in pairs:
                 run(*pair, shard, args, out)
     reports = {pair: merged(out / f"{pair[0]}-{pair[1]}") for pair in pairs}
-    lines, mirages = table(reports)
+    lines, mirages = table(reports, out)
     print("\n".join(lines))
     first = next((path for path in reports.values() if path is not None), None)
     if first is not None:
