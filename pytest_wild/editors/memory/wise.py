@@ -17,11 +17,11 @@ Every `save_freq` edits the side weight becomes a shard and starts again from th
 every `merge_freq` edits the newest shards are TIES-merged. Routing is in side_memory.py.
 WISE edits one request at a time (EasyEdit's WISE refuses batches too).
 
-Training follows EasyEdit's `WISE.edit` (models/wise/WISE.py and utils.py) where its choices
-are quirks rather than design, because they move the scores (docs/measured.md, "WISE trains as
-EasyEdit does"): positions counted from the batch's first column, so a left-padded row sits
-after its padding; distances averaged over every column, padding included; a row's target loss
-divided by its target tokens + 1; the early stop one step late; templates that end at EOS.
+Training follows EasyEdit's `WISE.edit` (models/wise/WISE.py and utils.py) also in details the
+paper leaves open, because they move the scores (docs/measured.md, "WISE trains as EasyEdit
+does"): positions counted from the batch's first column, so a left-padded row sits after its
+padding; distances averaged over every column, padding included; a row's target loss divided
+by its target tokens + 1; the early stop one step late; templates that end at EOS.
 """
 
 from __future__ import annotations
