@@ -186,7 +186,14 @@ def test_memory_editors_edit_every_architecture_without_writing_a_weight(name, m
     case = Case(id="x", prompt="Q: Where was Kalo Venbri born? A:", target="Dorwyn", subject="Kalo Venbri",
                 rephrase=None, locality=())
     editor = get_editor(name)
-    hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), [])
+    # A random 32-wide model cannot reach WISE's published margins (the loss stays near 33 of
+    # 37), so whether its prompt passes the 0.88 threshold is a coin flip of the weights
+    # (GPT-NeoX: 0.286 against 0.292), and the published 20% mask leaves a few dozen of its
+    # neurons to train (Llama's target rises by 0.24). The plumbing is what this asks: WISE
+    # routes from half its distance and trains every neuron; the rise asked stays GRACE's 0.25
+    # (WISE's measured on the six: 0.32 to 0.73).
+    overrides = {"act_ratio": 0.5, "mask_ratio": 1.0} if name == "wise" else {}
+    hp = build_hparams(editor.hparams_type, editor.defaults(model.config, "default"), [("test", overrides)])
     digest, logprob = weights_hash(model), target_logprob(model, tokenizer, case)
     torch.manual_seed(0)
     handle = edit(editor, model, tokenizer, [case], hp)

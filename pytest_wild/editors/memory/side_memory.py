@@ -50,12 +50,12 @@ def token_distances(activation, original: torch.Tensor, other: torch.Tensor) -> 
     return (activation(other.float()) - activation(original.float())).norm(dim=-1)
 
 
-def pooled(distances: torch.Tensor, scope: torch.Tensor, long_rule: bool = True) -> torch.Tensor:
-    """Each row's distance over the tokens in `scope`: their mean, or at inference
-    (`long_rule`) their maximum when there are more than LONG of them."""
+def pooled(distances: torch.Tensor, scope: torch.Tensor) -> torch.Tensor:
+    """Each row's routing distance over the tokens in `scope`: their mean, or their maximum
+    when there are more than LONG of them."""
     count = scope.sum(-1)
     mean = (distances * scope).sum(-1) / count.clamp(min=1)
-    if not long_rule or scope.shape[-1] <= LONG:  # no row can have more than LONG tokens
+    if scope.shape[-1] <= LONG:  # no row can have more than LONG tokens
         return mean
     top = distances.masked_fill(~scope, float("-inf")).max(-1).values
     return torch.where(count > LONG, top, mean)

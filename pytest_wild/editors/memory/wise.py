@@ -2,18 +2,26 @@
 one FFN weight, which a router consults only for inputs that look like an edit. One edit:
 
 1. **Inputs**: the prompt + target under each of WISE's context templates ("{}" and ten greedy
-   continuations of "I", "You", "Because", "Yes", "Q: "), and one unrelated sentence last.
+   continuations of "I", "You", "Because", "Yes", "Q: "), and one unrelated sentence last, in
+   one left-padded batch, at positions counted from the batch's first column.
 2. **Mask**: a random share `mask_ratio` of the side weight's entries may change (one mask per
    shard, drawn again every `save_freq` edits).
 3. **Train**: SGD on the target tokens' cross-entropy plus the three-margin activation loss,
    which pushes the edit rows' activation distance up and the unrelated row's down; after
    each step the side weight is clamped to ±`norm_constraint` of the original, elementwise.
+   Training stops early once the loss has settled.
 4. **Threshold**: the edit rows' mean distance joins the side memory's running minimum, which
    (times `act_ratio`) is the routing threshold.
 
 Every `save_freq` edits the side weight becomes a shard and starts again from the original;
 every `merge_freq` edits the newest shards are TIES-merged. Routing is in side_memory.py.
 WISE edits one request at a time (EasyEdit's WISE refuses batches too).
+
+Training follows EasyEdit's `WISE.edit` (models/wise/WISE.py and utils.py) also in details the
+paper leaves open, because they move the scores (docs/measured.md, "WISE trains as EasyEdit
+does"): positions counted from the batch's first column, so a left-padded row sits after its
+padding; distances averaged over every column, padding included; a row's target loss divided
+by its target tokens + 1; the early stop one step late; templates that end at EOS.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ...model.batching import left_pad
 from ...model.tokens import target_ids
 from ...model.tracing import input_of, run_blocks, trace
 from ..api import EditHandle, Editor, EditorCache, EditorState, cached
-from .side_memory import SideMemory, layer_output, pooled, ties_merge, token_distances
+from .side_memory import SideMemory, layer_output, ties_merge, token_distances
 
 WEIGHT_DECAY = 1e-5  # EasyEdit's WISE hard-codes it
 EARLY_STOP = (1e-4, 0.02)  # stop when the loss moved by at most this and is at most that
@@ -182,15 +190,46 @@ def unrelated_rows(kind: str) -> tuple[str, ...]:
 
 @torch.no_grad()
 def context_templates(model, tokenizer) -> list[str]:
-    """"{}" and the unedited model's greedy continuations of WISE's prefixes, each + " {}"."""
+    """"{}" and the unedited model's greedy continuations of WISE's prefixes, each + " {}". As
+    EasyEdit's `get_context_templates` calls `generate`: the five prefixes decoded as one
+    left-padded batch, for 5 and then 10 new tokens at most, each row ending at EOS."""
+    prefixes = [tokenizer(prefix)["input_ids"] for prefix in TEMPLATE_PREFIXES]
     found = ["{}"]
     for length in TEMPLATE_LENGTHS:
-        for prefix in TEMPLATE_PREFIXES:
-            ids = tokenizer(prefix)["input_ids"]
-            for _ in range(length):
-                ids.append(int(model(input_ids=torch.tensor([ids], device=model.device)).logits[0, -1].argmax()))
+        for ids in greedy_batch(model, prefixes, length, tokenizer.pad_token_id, end_ids(model, tokenizer)):
             found.append(tokenizer.decode(ids, skip_special_tokens=True).replace("{", " ").replace("}", " ") + " {}")
     return found
+
+
+def end_ids(model, tokenizer) -> set[int]:
+    """The ids at which `generate` ends a row: the generation config's EOS, else the tokenizer's."""
+    config = getattr(model, "generation_config", None)
+    found = getattr(config, "eos_token_id", None)
+    if found is None:
+        found = tokenizer.eos_token_id
+    if found is None:
+        return set()
+    return set(found) if isinstance(found, (list, tuple)) else {found}
+
+
+@torch.no_grad()
+def greedy_batch(model, prompts: list[list[int]], length: int, pad_id: int, ends: set[int]) -> list[list[int]]:
+    """Each prompt and its greedy continuation of at most `length` tokens, decoded as one
+    left-padded batch at positions counted from each row's first token (as `generate` counts
+    them). A row ends after a token in `ends`, which it keeps (decoding skips it); the batch
+    ends when every row has."""
+    rows = [list(prompt) for prompt in prompts]
+    running = [True] * len(rows)
+    for _ in range(length):
+        if not any(running):
+            break
+        ids, mask, positions = left_pad(rows, pad_id, model.device)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False).logits[:, -1]
+        for row, token in enumerate(logits.argmax(-1).tolist()):
+            if running[row]:
+                rows[row].append(token)
+                running[row] = token not in ends
+    return rows
 
 
 def edit_one(model, tokenizer, module, memory: SideMemory, case: Case, templates: list[str],
@@ -208,29 +247,42 @@ def edit_one(model, tokenizer, module, memory: SideMemory, case: Case, templates
 
 
 def edit_batch(model, tokenizer, case: Case, templates: list[str], unrelated: str) -> dict:
-    """Left-padded rows: each template around prompt + target, then the unrelated sentence; labels
-    on the target tokens only."""
-    rows, labels = [], []
-    for template in templates:
-        context = template.format(case.prompt)
-        prompt = tokenizer(context)["input_ids"]
-        target = target_ids(tokenizer, context, case.target)
-        rows.append(prompt + target)
-        labels.append([-100] * len(prompt) + target)
-    unrelated_ids = tokenizer(unrelated)["input_ids"]
-    rows.append(unrelated_ids)
-    labels.append([-100] * len(unrelated_ids))
-    ids, mask, positions = left_pad(rows, tokenizer.pad_token_id, model.device)
-    padded = torch.full_like(ids, -100)
-    for row, label in enumerate(labels):
-        padded[row, ids.shape[1] - len(label):] = torch.tensor(label)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": padded}
+    """Left-padded rows: each template around prompt + target, then the unrelated sentence, as
+    EasyEdit's `tokenize` builds them. An edit row's labels are its tokens from the column where
+    the longest templated prompt ends (the target; also the end of the shorter prompts where the
+    unrelated row is the longest row), never a token with the pad id; the unrelated row has
+    none. Positions are the columns (EasyEdit passes no position ids), so a row's tokens sit
+    after its padding."""
+    contexts = [template.format(case.prompt) for template in templates]
+    prompts = [tokenizer(context)["input_ids"] for context in contexts]
+    rows = [prompt + target_ids(tokenizer, context, case.target) for prompt, context in zip(prompts, contexts)]
+    rows.append(tokenizer(unrelated)["input_ids"])
+    ids, mask, _ = left_pad(rows, tokenizer.pad_token_id, model.device)
+    labels = ids.masked_fill(ids == tokenizer.pad_token_id, -100)
+    labels[:, : max(len(prompt) for prompt in prompts)] = -100
+    labels[-1] = -100
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": column_positions(mask), "labels": labels}
+
+
+def column_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids as a forward call without them gives: the column, padding counted, so a
+    left-padded row's first token is not at position 0 (EasyEdit's training passes none)."""
+    return torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
 
 
 def meanpos(values: torch.Tensor) -> torch.Tensor:
     """The mean of the positive entries (0 when there are none), as the published loss takes it."""
     positive = values[values > 0]
     return positive.mean() if positive.numel() else values.new_zeros(())
+
+
+def settled(losses: list[float]) -> bool:
+    """Whether to stop before the step on the newest loss. EasyEdit's meter learns each loss
+    only after its step, so the check sees the two losses before the newest one: a step late."""
+    if len(losses) < 3:
+        return False
+    before, last = losses[-3], losses[-2]
+    return abs(last - before) <= EARLY_STOP[0] and last <= EARLY_STOP[1]
 
 
 def train_side(model, module, memory: SideMemory, batch: dict, hp: WiseHparams) -> tuple[torch.Tensor, float, int, float]:
@@ -253,27 +305,27 @@ def train_side(model, module, memory: SideMemory, batch: dict, hp: WiseHparams) 
     hook = module.register_forward_hook(through_side)
     memory.routing = False  # the rows go through the side weight being trained, not the router
     losses, in_scope, steps = [], 0.0, 0
-    scope = batch["attention_mask"].bool()
+    edit_rows = batch["labels"].shape[0] - 1
     # the positions whose next token is a target token (edit rows only): the only logits the loss reads
     rows, columns = (batch["labels"][:-1, 1:] != -100).nonzero(as_tuple=True)
     targets = batch["labels"][rows, columns + 1]
     try:
         with torch.enable_grad():
-            for step in range(hp.n_iter):
+            for _ in range(hp.n_iter):
                 hidden = forward()
-                distance = pooled(seen["distances"], scope, long_rule=False)
+                distance = seen["distances"].mean(-1)  # over every column, padding included, as EasyEdit's `euc`
                 d_in, d_out = distance[:-1], distance[-1:]
                 act_loss = (meanpos(d_out[:, None] - d_in + gamma) + meanpos(d_out - alpha) + meanpos(beta - d_in))
-                loss = ft_loss(head(norm(hidden[rows, columns])).float(), targets, rows) + act_loss
+                loss = ft_loss(head(norm(hidden[rows, columns])).float(), targets, rows, edit_rows) + act_loss
                 losses.append(loss.item())
-                stop = len(losses) > 1 and abs(losses[-1] - losses[-2]) <= EARLY_STOP[0] and losses[-1] <= EARLY_STOP[1]
-                in_scope, steps = d_in.mean().item(), step + 1
-                if stop:
+                in_scope = d_in.mean().item()
+                if settled(losses):
                     break
                 optimizer.zero_grad()
                 loss.backward()
                 side.grad *= memory.mask
                 optimizer.step()
+                steps += 1
                 with torch.no_grad():
                     side.copy_(torch.clamp(side, original - hp.norm_constraint, original + hp.norm_constraint))
     finally:
@@ -311,13 +363,15 @@ def above_the_edit(model, module, batch: dict, layer: int):
     return forward
 
 
-def ft_loss(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Per row the mean cross-entropy of its target tokens, then the mean over rows (`logits`
-    holds only the positions that predict a target token, `rows` says whose each is)."""
+def ft_loss(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, edit_rows: int) -> torch.Tensor:
+    """Per edit row the summed cross-entropy of its target tokens over their count + 1, then
+    the mean over the edit rows (`logits` holds only the positions that predict a target
+    token, `rows` says whose each is). The + 1 is EasyEdit's: its label window starts one
+    position before the first target token, where the label is masked and adds nothing."""
     per_token = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    count = torch.bincount(rows).clamp(min=1)
-    per_row = torch.zeros(len(count), device=logits.device).index_add(0, rows, per_token) / count
-    return per_row[torch.bincount(rows) > 0].mean()
+    count = torch.bincount(rows, minlength=edit_rows)
+    per_row = torch.zeros(edit_rows, device=logits.device).index_add(0, rows, per_token) / (count + 1)
+    return per_row.mean()
 
 
 def shard_and_merge(memory: SideMemory, module, hp: WiseHparams) -> str:
