@@ -6,6 +6,7 @@ UltraEdit, see ultraedit.py) on the bundled tinyworld model.
     python bench/editors.py --methods lora,lora-plain,ike [--naive-cases K]   (see baselines.py)
     python bench/editors.py --methods ultraedit [--cases N] [--naive-cases K]
     python bench/editors.py --random-model llama --hidden 2048 --layers 16 --device cuda
+    python bench/editors.py --model smollm2-135m --suite qaedit --context chat --cases 10 --naive-cases 3
 
 For each method, in its own process (so peak memory is its own): seconds per single edit
 (`apply`, templates and statistics already loaded), peak resident memory, WILD reliability /
@@ -16,6 +17,12 @@ updates; and the value search alone (the δ optimisation, the bulk of an edit) w
 steps on both sides (early stopping off). Before that, the second-moment statistics are
 computed cold for every layer the methods use, in one pass, into a fresh cache directory, and
 loaded back warm.
+
+With `--model` (a named model or a directory) and `--suite`, ROME, R-ROME, MEMIT and AlphaEdit
+run the same way on that model and suite, each question put in `--context` (the chat template
+for an instruct model); the statistics are then the user's cache's (on smollm2-135m, text
+sampled from the model where wikitext cannot be reached, computed once), so only tinyworld's
+cold pass is timed. GRACE, WISE, UltraEdit and the baselines run on tinyworld only.
 """
 
 from __future__ import annotations
@@ -69,8 +76,26 @@ def peak_mib() -> float:
 # ------------------------------------------------------------------------------ one method
 
 
-def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
+def bench_model(spec: str | None, suite: str | None):
+    """(loaded model, the suite's cases): tinyworld and its bundled suite by default."""
+    from pathlib import Path
+
     from pytest_wild.cases.loaders import load_file
+    from pytest_wild.cases.suite import find_suite, load_suite
+    from pytest_wild.model.load import TINYWORLD_DIR, load_model
+
+    loaded = load_model(spec, "cpu")
+    if suite is None:
+        cases = load_file(TINYWORLD_DIR / "suite.jsonl")
+    else:
+        here = Path.cwd()
+        cases = load_suite(find_suite(suite, here, here)).cases
+    return loaded, cases
+
+
+def run_method(name: str, n_cases: int, naive_cases: int, spec: str | None = None, suite: str | None = None,
+               context: str = "question") -> dict:
+    from pytest_wild.cases.contexts import make_context
     from pytest_wild.editors import get_editor
     from pytest_wild.editors.api import EditorCache, edit
     from pytest_wild.editors.hparams import build_hparams
@@ -79,15 +104,15 @@ def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
     from pytest_wild.editors.locate.templates import context_templates
     from pytest_wild.generation.engine import Engine
     from pytest_wild.model.architectures import architecture_of
-    from pytest_wild.model.load import TINYWORLD_DIR, load_model
+    from pytest_wild.model.stats import published_corpus_or_fallback
     from pytest_wild.scores.answers import exact_match
 
-    loaded = load_model(None, "cpu")
+    loaded, cases = bench_model(spec, suite)
+    cases = cases[:n_cases]
     model, tok = loaded.model, loaded.tokenizer
     arch = architecture_of(model.config)
-    cases = load_file(TINYWORLD_DIR / "suite.jsonl")[:n_cases]
     editor = get_editor(name)
-    hp = build_hparams(editor.hparams_type, editor.defaults(model.config, loaded.profile), [])
+    hp, _ = published_corpus_or_fallback(build_hparams(editor.hparams_type, editor.defaults(model.config, loaded.profile), []))
     baseline = rss_mib()
     reset_peak()  # the peak below is the editing phase's, not the model loading's
 
@@ -99,7 +124,8 @@ def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
     engine = Engine(model, tok)
     rel, gen, loc, n_loc = 0.0, 0.0, 0, 0
     for case in cases:
-        questions = [case.prompt, case.rephrase] + [item.question for item in case.locality]
+        questions = [make_context(question, context, tok)
+                     for question in [case.prompt, case.rephrase] + [item.question for item in case.locality]]
         before = engine.generate(questions)
         handle = edit(editor, model, tok, [case], hp, cache=cache)
         after = engine.generate(questions)
@@ -136,7 +162,8 @@ def run_method(name: str, n_cases: int, naive_cases: int) -> dict:
             "locality": loc / max(n_loc, 1), "peak_mib": peak, "baseline_mib": baseline,
             "value_search_s": ours_s / max(naive_cases, 1), "naive_s": naive_s / max(naive_cases, 1),
             "delta_gap": max(gaps) if gaps else 0.0, "steps": hp.v_num_grad_steps, "layers": hp.layers,
-            "edit_s": ours_full_s, "published_s": published_s, "update_gap": update_gap}
+            "edit_s": ours_full_s, "published_s": published_s, "update_gap": update_gap,
+            "statistics": getattr(hp, "mom2_dataset", None)}
 
 
 def published_reference(name: str, loaded, hp, cache):
@@ -308,19 +335,23 @@ def scale_comparison(args) -> None:
 # ------------------------------------------------------------------------------------ main
 
 
-def statistics_timing() -> tuple[float, float, int, list[str]]:
-    """(cold seconds, warm seconds, tokens, modules): all layers used by the four methods in one pass."""
+def statistics_timing(spec: str | None = None) -> tuple[float, float, int, list[str]]:
+    """(cold seconds, warm seconds, tokens, modules): all layers used by the four methods in one
+    pass (cold: unless the cache already holds them, as it does for another model's)."""
     from pytest_wild.editors import get_editor
+    from pytest_wild.editors.hparams import build_hparams
     from pytest_wild.model import stats
     from pytest_wild.model.load import load_model
 
-    loaded = load_model(None, "cpu")
+    loaded = load_model(spec, "cpu")
     config = loaded.model.config
     needed: dict[tuple, set] = {}
     for name in METHODS:
-        defaults = get_editor(name).defaults(config, loaded.profile)
-        key = (defaults["mom2_dataset"], defaults["mom2_n_samples"], defaults["mom2_dtype"])
-        names = {defaults["rewrite_module_tmp"].format(layer) for layer in defaults["layers"]}
+        editor = get_editor(name)
+        hp, _ = stats.published_corpus_or_fallback(
+            build_hparams(editor.hparams_type, editor.defaults(config, loaded.profile), []))
+        key = (hp.mom2_dataset, hp.mom2_n_samples, hp.mom2_dtype)
+        names = {hp.rewrite_module_tmp.format(layer) for layer in hp.layers}
         needed.setdefault(key, set()).update(names)
     cold = warm = 0.0
     tokens, modules = 0, []
@@ -352,6 +383,11 @@ def main() -> None:
                         help="with --random-model: bundled-corpus documents for the second moments")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--model", default=None, help="a named model or a directory (default: the bundled tinyworld); "
+                        "ROME, R-ROME, MEMIT and AlphaEdit only")
+    parser.add_argument("--suite", default=None, help="cases from this suite (default: tinyworld's bundled suite)")
+    parser.add_argument("--context", default="question", help="how each question is put when the edited model "
+                        "answers: question, chat, ... (--wild-context's values)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -366,22 +402,32 @@ def main() -> None:
         elif args.child in baselines.METHODS:
             print(json.dumps(baselines.run_baseline_method(args.child, args.naive_cases)))
         else:
-            print(json.dumps(run_method(args.child, args.cases, args.naive_cases)))
+            print(json.dumps(run_method(args.child, args.cases, args.naive_cases, args.model, args.suite,
+                                        args.context)))
         return
 
+    plain = set(memory.PEER_S_PER_EDIT) | set(baselines.METHODS) | {"ultraedit"}
+    if args.model is not None and any(name in plain for name in args.methods.split(",")):
+        raise SystemExit(f"--methods: {', '.join(sorted(plain))} run on tinyworld only; with --model use "
+                         f"{','.join(METHODS)}")
     with tempfile.TemporaryDirectory(prefix="wild-bench-") as cache:
-        os.environ["PYTEST_WILD_CACHE"] = cache
-        print(f"model: tinyworld  threads: {args.threads}  cases: {args.cases}  "
+        if args.model is None:  # tinyworld's statistics are timed cold; a real model's come from the cache
+            os.environ["PYTEST_WILD_CACHE"] = cache
+        print(f"model: {args.model or 'tinyworld'}  suite: {args.suite or 'tinyworld'}  context: {args.context}  "
+              f"threads: {args.threads}  cases: {args.cases}  "
               f"compared with the published algorithm: {args.naive_cases} cases")
-        plain = set(memory.PEER_S_PER_EDIT) | set(baselines.METHODS) | {"ultraedit"}
         if any(name not in plain for name in args.methods.split(",")):  # they read statistics
-            cold, warm, tokens, modules = statistics_timing()
+            cold, warm, tokens, modules = statistics_timing(args.model)
             print(f"statistics: {len(modules)} modules ({', '.join(modules)}), {tokens} tokens, one pass: "
-                  f"{cold:.2f} s cold, {warm * 1000:.0f} ms loaded from the cache")
+                  f"{cold:.2f} s {'cold' if args.model is None else 'from the cache as found'}, "
+                  f"{warm * 1000:.0f} ms loaded from the cache")
         rows = []
         for name in args.methods.split(","):
             command = [sys.executable, __file__, "--child", name, "--cases", str(args.cases),
-                       "--naive-cases", str(args.naive_cases), "--threads", str(args.threads)]
+                       "--naive-cases", str(args.naive_cases), "--threads", str(args.threads),
+                       "--context", args.context]
+            command += ["--model", args.model] if args.model else []
+            command += ["--suite", args.suite] if args.suite else []
             done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
             if done.returncode != 0:
                 sys.stderr.write(done.stderr)
@@ -399,13 +445,13 @@ def main() -> None:
         baselines.print_baseline_table(baseline_rows)
     if not rows:
         return
-    header = (f"| {'method':<9} | {'layers':<7} | {'s/edit':>6} | {'published s/edit':>16} | {'speed-up':>8} | "
+    header = (f"| {'method':<9} | {'layers':<9} | {'s/edit':>6} | {'published s/edit':>16} | {'speed-up':>8} | "
               f"{'ΔW gap':>7} | {'search s':>8} | {'naive s':>7} | {'speed-up':>8} | {'1st edit s':>10} | "
               f"{'peak MiB':>8} | {'+MiB':>5} | {'rel':>5} | {'gen':>5} | {'loc':>5} |")
     print(header)
     print("|" + "|".join("-" * len(part) for part in header.split("|")[1:-1]) + "|")
     for row in rows:
-        print(f"| {row['method']:<9} | {','.join(map(str, row['layers'])):<7} | {row['edit_s']:>6.3f} | "
+        print(f"| {row['method']:<9} | {','.join(map(str, row['layers'])):<9} | {row['edit_s']:>6.3f} | "
               f"{row['published_s']:>16.3f} | {row['published_s'] / row['edit_s']:>7.1f}x | "
               f"{row['update_gap']:>7.1e} | {row['value_search_s']:>8.3f} | {row['naive_s']:>7.3f} | "
               f"{row['naive_s'] / row['value_search_s']:>7.1f}x | {row['first_edit_s']:>10.2f} | "
