@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 
 from ..cases.case import WildInputError
+from ..model.tokens import config_eos_ids
 
 # generation-config fields that turn greedy `generate` into another search, which the engine
 # does not run: (field, the value that leaves greedy decoding alone)
@@ -27,12 +28,6 @@ _OTHER_SEARCHES = (
     ("dola_layers", None),
     ("watermarking_config", None),
 )
-
-
-def config_eos_ids(generation_config) -> list[int]:
-    """The generation config's end-of-sequence ids (it may give one or a list)."""
-    found = generation_config.eos_token_id
-    return [int(i) for i in (found if isinstance(found, (list, tuple)) else [] if found is None else [found])]
 
 
 def eos_ids(generation_config, tokenizer) -> frozenset[int]:

@@ -16,3 +16,9 @@ def target_ids(tokenizer, context: str, target: str) -> list[int]:
     if full[: len(ctx)] == ctx and len(full) > len(ctx):
         return full[len(ctx) :]
     return tokenizer(answer, add_special_tokens=False)["input_ids"]
+
+
+def config_eos_ids(generation_config) -> list[int]:
+    """The generation config's end-of-sequence ids (it may give one or a list)."""
+    found = generation_config.eos_token_id
+    return [int(i) for i in (found if isinstance(found, (list, tuple)) else [] if found is None else [found])]

@@ -37,7 +37,7 @@ from transformers.activations import ACT2FN
 from ...cases.case import Case, WildInputError
 from ...model.architectures import architecture_of
 from ...model.batching import left_pad
-from ...model.tokens import target_ids
+from ...model.tokens import config_eos_ids, target_ids
 from ...model.tracing import input_of, run_blocks, trace
 from ..api import EditHandle, Editor, EditorCache, EditorState, cached
 from .side_memory import SideMemory, layer_output, ties_merge, token_distances
@@ -204,12 +204,10 @@ def context_templates(model, tokenizer) -> list[str]:
 def end_ids(model, tokenizer) -> set[int]:
     """The ids at which `generate` ends a row: the generation config's EOS, else the tokenizer's."""
     config = getattr(model, "generation_config", None)
-    found = getattr(config, "eos_token_id", None)
-    if found is None:
-        found = tokenizer.eos_token_id
-    if found is None:
-        return set()
-    return set(found) if isinstance(found, (list, tuple)) else {found}
+    found = config_eos_ids(config) if config is not None else []
+    if not found and tokenizer.eos_token_id is not None:
+        found = [tokenizer.eos_token_id]
+    return set(found)
 
 
 @torch.no_grad()
