@@ -162,8 +162,7 @@ def run_method(name: str, n_cases: int, naive_cases: int, spec: str | None = Non
             "locality": loc / max(n_loc, 1), "peak_mib": peak, "baseline_mib": baseline,
             "value_search_s": ours_s / max(naive_cases, 1), "naive_s": naive_s / max(naive_cases, 1),
             "delta_gap": max(gaps) if gaps else 0.0, "steps": hp.v_num_grad_steps, "layers": hp.layers,
-            "edit_s": ours_full_s, "published_s": published_s, "update_gap": update_gap,
-            "statistics": getattr(hp, "mom2_dataset", None)}
+            "edit_s": ours_full_s, "published_s": published_s, "update_gap": update_gap}
 
 
 def published_reference(name: str, loaded, hp, cache):
