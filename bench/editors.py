@@ -78,19 +78,41 @@ def peak_mib() -> float:
 
 def bench_model(spec: str | None, suite: str | None):
     """(loaded model, the suite's cases): tinyworld and its bundled suite by default."""
-    from pathlib import Path
-
     from pytest_wild.cases.loaders import load_file
-    from pytest_wild.cases.suite import find_suite, load_suite
     from pytest_wild.model.load import TINYWORLD_DIR, load_model
 
     loaded = load_model(spec, "cpu")
     if suite is None:
-        cases = load_file(TINYWORLD_DIR / "suite.jsonl")
-    else:
-        here = Path.cwd()
-        cases = load_suite(find_suite(suite, here, here)).cases
-    return loaded, cases
+        return loaded, load_file(TINYWORLD_DIR / "suite.jsonl")
+    return loaded, suite_cases(suite)
+
+
+def suite_cases(suite: str) -> list:
+    """The cases of `--suite`, found as `--wild-suite` finds a suite (from the working directory)."""
+    from pathlib import Path
+
+    from pytest_wild.cases.suite import find_suite, load_suite
+
+    here = Path.cwd()
+    return load_suite(find_suite(suite, here, here, option="--suite")).cases
+
+
+def check_inputs(args) -> None:
+    """`--model` and `--suite` checked once, before any child starts: a bad value is one line
+    naming the option, not a child's traceback per method."""
+    from pytest_wild.cases.case import WildInputError
+    from pytest_wild.model.load import check_model
+
+    try:
+        if args.model is not None:
+            try:
+                check_model(args.model)
+            except WildInputError as exc:  # the library's message names pytest's option
+                raise WildInputError(str(exc).replace("--wild-model:", "--model:", 1)) from None
+        if args.suite is not None and not suite_cases(args.suite):
+            raise WildInputError(f"--suite: {args.suite!r} holds no cases")
+    except WildInputError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def run_method(name: str, n_cases: int, naive_cases: int, spec: str | None = None, suite: str | None = None,
@@ -409,6 +431,7 @@ def main() -> None:
     if args.model is not None and any(name in plain for name in args.methods.split(",")):
         raise SystemExit(f"--methods: {', '.join(sorted(plain))} run on tinyworld only; with --model use "
                          f"{','.join(METHODS)}")
+    check_inputs(args)
     with tempfile.TemporaryDirectory(prefix="wild-bench-") as cache:
         if args.model is None:  # tinyworld's statistics are timed cold; a real model's come from the cache
             os.environ["PYTEST_WILD_CACHE"] = cache
