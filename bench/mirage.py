@@ -79,20 +79,16 @@ def merged(row: Path) -> Path | None:
 
 
 def f1_scores(samples: list[dict], mode: str) -> dict[str, float | None]:
-    from pytest_wild.scores.answers import f1, normalize_answer
+    from pytest_wild.scores.answers import f1_beside
 
     found = {metric: [] for metric in METRICS}
     for sample in samples:
         answers = sample.get("modes", {}).get(mode, {}).get("answers")
         if not answers:
             continue
-        found["reliability"].append(f1(answers["prompt"]["after"], sample["target"]))
-        if "rephrase" in answers:
-            found["generalization"].append(f1(answers["rephrase"]["after"], sample["target"]))
-        if answers.get("locality"):
-            first = answers["locality"][0]
-            same = normalize_answer(first["after"]) == normalize_answer(first["before"])
-            found["locality"].append(1.0 if same else f1(first["after"], first["before"]))
+        for metric, value in f1_beside(answers, sample["target"]).items():
+            if value is not None:
+                found[metric.removesuffix("_f1")].append(value)
     return {metric: statistics.fmean(values) if values else None for metric, values in found.items()}
 
 

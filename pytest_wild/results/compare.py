@@ -223,26 +223,43 @@ def _text(value) -> str:
     return value if isinstance(value, str) and value else "-"
 
 
+def _kept_f1(points: list, mode: str) -> bool:
+    """Whether a curve kept F1 beside its metrics (runs before it did have none); a malformed
+    curve is reported where its rows are read."""
+    try:
+        return any(f"{metric}_f1" in point[convention][mode] for point in points
+                   for convention in ("final", "immediate") for metric in TABLE_METRICS)
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
 def sequence_markdown(sources: list[Path], mode: str, teacher_forced: str = "synthetic") -> list[str]:
     """The curves of sequential reports: per run, checkpoint and convention, the table's
-    metrics in `mode`, teacher-forced reliability beside them where the run measured it,
-    and the capability at the checkpoint."""
+    metrics in `mode` (with the token F1 of the same answers after a "/" where the runs kept
+    it), teacher-forced reliability beside them where the run measured it, and the capability
+    at the checkpoint."""
     from .merge import read_report
 
-    head = ["editor", "edits", "convention", *TABLE_METRICS, f"reliability ({teacher_forced})", "capability EM",
-            "perplexity"]
+    curves = []
+    for source in sources:
+        report = read_report(source)
+        points = report.get("sequence", {}).get("curve") if isinstance(report.get("sequence"), dict) else None
+        if not points or not isinstance(points, list):
+            raise WildInputError(f"{source}: not the report of a sequential run (no sequence curve)")
+        editor = report["config"].get("editor", {})
+        curves.append((source, editor.get("name") if isinstance(editor, dict) else source.stem, points))
+    with_f1 = any(_kept_f1(points, mode) for _, _, points in curves)
+    named = [f"{metric} / F1" if with_f1 else metric for metric in TABLE_METRICS]
+    head = ["editor", "edits", "convention", *named, f"reliability ({teacher_forced})", "capability EM", "perplexity"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def cell(value, digits=3) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    for source in sources:
-        report = read_report(source)
-        points = report.get("sequence", {}).get("curve") if isinstance(report.get("sequence"), dict) else None
-        if not points:
-            raise WildInputError(f"{source}: not the report of a sequential run (no sequence curve)")
-        editor = report["config"].get("editor", {})
-        name = editor.get("name") if isinstance(editor, dict) else source.stem
+    def metric_cell(means: dict, metric: str) -> str:
+        return f"{cell(means.get(metric))} / {cell(means.get(f'{metric}_f1'))}" if with_f1 else cell(means.get(metric))
+
+    for source, name, points in curves:
         try:
             for point in points:
                 for convention in ("final", "immediate"):
@@ -250,7 +267,7 @@ def sequence_markdown(sources: list[Path], mode: str, teacher_forced: str = "syn
                     forced = point[convention].get(teacher_forced, {}).get("reliability")
                     capability = point["capability"] if convention == "final" else {}
                     out.append("| " + " | ".join([code(name), text(point["edits"]), convention,
-                                                  *[cell(means.get(m)) for m in TABLE_METRICS], cell(forced),
+                                                  *[metric_cell(means, m) for m in TABLE_METRICS], cell(forced),
                                                   cell(capability.get("exact_match")),
                                                   cell(capability.get("perplexity"), 2)]) + " |")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -36,6 +36,24 @@ def f1(prediction: str, target: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def f1_beside(answers: dict, target: str) -> dict[str, float | None]:
+    """Token F1 of one case's answers in one mode, to read beside exact match where a model
+    answers in sentences (a real instruct model puts the target inside one): reliability and
+    generalization against the target, locality of the first locality answer after the edit
+    against the one before (1 where both normalise to the same answer; SQuAD's F1 of two empty
+    answers would be 0)."""
+    first = (answers.get("locality") or [None])[0]
+    if first is None:
+        locality = None
+    elif normalize_answer(first["after"]) == normalize_answer(first["before"]):
+        locality = 1.0
+    else:
+        locality = f1(first["after"], first["before"])
+    return {"reliability_f1": f1(answers["prompt"]["after"], target),
+            "generalization_f1": f1(answers["rephrase"]["after"], target) if "rephrase" in answers else None,
+            "locality_f1": locality}
+
+
 # metrics.ANSWER_SCORES, by name. Under `judge` the answers carry exact match until the judge
 # grades them all together at the end of the run (pytest_wild.judge.grading).
 SCORES = {"em": exact_match, "f1": f1, "judge": exact_match}

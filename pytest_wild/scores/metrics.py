@@ -48,6 +48,9 @@ EDIT_METRICS = ("reliability", "generalization", "locality", "locality_all", "lo
 # The paper's main table: one line per mode, these side by side.
 TABLE_METRICS = ("reliability", "generalization", "locality")
 
+# A sequence's checkpoints keep the token F1 of the same answers beside them (answers.f1_beside).
+F1_BESIDE = tuple(f"{metric}_f1" for metric in TABLE_METRICS)
+
 # How one answer is scored against its target (`--wild-metric`). `judge` is an LLM's verdict,
 # given at the end of the run (pytest_wild.judge); until then answers carry exact match.
 ANSWER_SCORES = ("em", "f1", "judge")

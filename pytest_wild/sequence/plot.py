@@ -2,7 +2,9 @@
 model, as they accumulate. Two panels, the paper's `final` convention (every edit scored on
 the model at the checkpoint) and EasyEdit's `immediate` one (each right after its own edit);
 one colour per metric, one line style per evaluation mode, so the gap between WILD and
-teacher forcing shows; the number of edits on a log axis. Over several --wild-orders, the
+teacher forcing shows; where the run kept it, the token F1 of the answering modes' answers in
+the same colour, densely dotted (on a model that answers in sentences, exact match reads 0 and
+F1 is where the curve's information is); the number of edits on a log axis. Over several --wild-orders, the
 lines are the mean and the band the range of the orders. matplotlib is an optional extra
 (`pytest-wild[plot]`), imported only here."""
 
@@ -22,6 +24,7 @@ COLOURS = {"reliability": "tab:blue", "generalization": "tab:orange", "locality"
 MARKERS = {"reliability": "o", "generalization": "s", "locality": "^"}
 STYLES = ("-", "--", ":", "-.")  # the run's modes in order: wild first
 WIDTHS = (3.0, 2.0, 1.4, 1.0)
+F1_STYLE = (0, (1, 1))
 
 
 def plot_curve(points: list[dict], by_order: dict[str, list[dict]], modes: list[str], path: Path, title: str) -> None:
@@ -59,6 +62,10 @@ def draw_curve(points: list[dict], by_order: dict[str, list[dict]], modes: list[
                 if len(by_order) > 1:
                     low, high = _range(by_order, convention, mode, metric)
                     panel.fill_between(edits, low, high, color=COLOURS[metric], alpha=0.12, linewidth=0)
+                f1s = [point[convention].get(mode, {}).get(f"{metric}_f1") for point in points]
+                if any(v is not None for v in f1s):
+                    panel.plot(edits, _nan(f1s), linestyle=F1_STYLE, color=COLOURS[metric], marker=MARKERS[metric],
+                               markersize=4, linewidth=1.6, alpha=0.85, label=f"{metric} F1 ({mode})")
         if convention == "final":
             capability = [point["capability"].get("exact_match") for point in points]
             if any(v is not None for v in capability):

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 
 from ..cases.case import Case
-from ..scores.answers import SCORES
-from ..scores.metrics import TABLE_METRICS
+from ..scores.answers import SCORES, f1_beside
+from ..scores.metrics import F1_BESIDE, TABLE_METRICS
 from ..scores.record import CaseResult
 
 
@@ -205,13 +205,16 @@ def _pace(done: int, seconds: float, left: int) -> str:
 
 
 def _scores(row: CaseResult, keep_answers: bool) -> dict:
-    """mode -> the table's metrics, for one case at one moment; with `keep_answers` (a judge
-    run) also the edit answers given then, which the judge grades at the end of the run
-    (judge.grading)."""
+    """mode -> the table's metrics, for one case at one moment, and in modes with answers
+    their token F1 beside them (a real model's answers are sentences, which exact match does
+    not credit); with `keep_answers` (a judge run) also the edit answers given then, which the
+    judge grades at the end of the run (judge.grading)."""
     found = {}
     for mode, scores in row.modes.items():
         found[mode] = {metric: scores.get(metric) for metric in TABLE_METRICS}
         answers = scores.get("answers") or {}
+        if "prompt" in answers:
+            found[mode] |= f1_beside(answers, row.target)
         kept = {which: {"after": answers[which]["after"]} for which in ("prompt", "rephrase") if which in answers}
         if keep_answers and kept:  # modes without answers (synthetic) keep none
             found[mode]["answers"] = kept
@@ -357,9 +360,10 @@ def _over(values: list[dict], keep: tuple[str, ...] = ()) -> tuple[dict, dict]:
 def _means(scored: list[dict]) -> dict:
     out: dict[str, dict[str, float | None]] = {}
     for mode in sorted({mode for scores in scored for mode in scores}):
-        for metric in TABLE_METRICS:
+        for metric in TABLE_METRICS + F1_BESIDE:
             values = [s[mode][metric] for s in scored if s.get(mode, {}).get(metric) is not None]
-            out.setdefault(mode, {})[metric] = math.fsum(values) / len(values) if values else None
+            if values or metric in TABLE_METRICS:  # runs recorded before F1 was kept have none
+                out.setdefault(mode, {})[metric] = math.fsum(values) / len(values) if values else None
     return out
 
 

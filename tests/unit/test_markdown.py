@@ -77,3 +77,25 @@ def test_a_sequence_curve_that_is_not_one_is_one_line(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip() == ("pytest-wild table: r.json: field 'sequence.curve' is not a "
                                                             "sequence's curve (ValueError)"), done.stderr
+
+
+def test_a_sequence_table_shows_the_kept_f1_after_each_metric(tmp_path):
+    """Runs that kept F1 beside their metrics show it after a "/"; a run from before F1 was kept
+    shows n/a there; a run with no F1 at all keeps the plain table."""
+    kept = report("ft-m", sequence=True)
+    kept["sequence"]["curve"][0]["final"] = {"wild": {"reliability": 0.0, "reliability_f1": 0.25, "locality": 1.0,
+                                                      "locality_f1": 1.0, "generalization": None}}
+    (tmp_path / "kept.json").write_text(json.dumps(kept))
+    (tmp_path / "old.json").write_text(json.dumps(report("memit", sequence=True)))
+
+    def table(*names: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-m", "pytest_wild.cli", "table", "--sequence", *names], cwd=tmp_path,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    both = table("kept.json", "old.json")
+    assert both[0].startswith("| editor | edits | convention | reliability / F1 | generalization / F1 | locality / F1 |")
+    assert both[2].startswith("| `ft-m` | 3 \\| \\| x | final | 0.000 / 0.250 | n/a / n/a | 1.000 / 1.000 |"), both[2]
+    assert both[4].startswith("| `memit` | 3 \\| \\| x | final | 0.500 / n/a | n/a / n/a | n/a / n/a |"), both[4]
+    assert table("old.json")[0].startswith("| editor | edits | convention | reliability | generalization | locality |")

@@ -146,6 +146,27 @@ def test_the_curve_labels_its_log_axis_1_10_100_and_keeps_coinciding_lines_apart
         plt.close(figure)
 
 
+def test_the_curve_draws_kept_f1_dotted_in_its_metric_colour():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from pytest_wild.sequence.plot import draw_curve
+
+    scores = {"wild": {"reliability": 0.0, "generalization": 0.0, "locality": 0.5, "reliability_f1": 0.4,
+                       "generalization_f1": None, "locality_f1": 0.8}}
+    points = [{"edits": n, "final": scores, "immediate": scores, "capability": {}} for n in (1, 10)]
+    figure = draw_curve(points, {"suite": points}, ["wild"], "f1")
+    try:
+        lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+        assert set(lines) == {"reliability (wild)", "generalization (wild)", "locality (wild)",
+                              "reliability F1 (wild)", "locality F1 (wild)"}  # no line where no F1 was kept
+        assert list(lines["reliability F1 (wild)"].get_ydata()) == [0.4, 0.4]
+        assert lines["locality F1 (wild)"].get_color() == lines["locality (wild)"].get_color()
+        assert lines["locality F1 (wild)"].get_linestyle() != lines["locality (wild)"].get_linestyle()
+    finally:
+        plt.close(figure)
+
+
 def test_a_run_that_never_started_may_be_started_again(tmp_path):
     """A run stopped before its first snapshot (a usage error found after configure) left only
     its run.json: the same run may start there again, another run may not."""

@@ -13,6 +13,7 @@ from pytest_wild.cases.case import WildInputError
 from pytest_wild.cases.suite import BUNDLED_SUITES, load_suite
 from pytest_wild.run.options import Options, parse_checkpoints
 from pytest_wild.run.runtime import Runtime
+from pytest_wild.scores.answers import f1, f1_beside
 from pytest_wild.scores.record import CaseResult
 from pytest_wild.sequence.sequential import checkpoints_for, curve, curve_lines, perplexity
 
@@ -163,6 +164,37 @@ def test_the_curve_is_the_mean_of_what_the_rows_carry(sequence_run):
     assert points[0]["capability"]["exact_match"] == 1.0  # the probe: questions the unedited model answers
     assert points[0]["capability"]["perplexity"] > 1.0
     assert all(len(line) <= 80 for line in curve_lines(points, "wild"))
+
+
+def test_each_checkpoint_keeps_the_token_f1_of_the_same_answers(sequence_run):
+    """Beside exact match, the F1 of the answers given at that moment (a real model answers in
+    sentences that exact match does not credit): at the last checkpoint, the F1 of the rows'
+    own answers; the curve's F1 is their mean."""
+    _, rows, _ = sequence_run
+    for row in rows:
+        answers = row.modes["wild"]["answers"]
+        kept = row.sequence["checkpoints"]["5"]["wild"]
+        assert kept["reliability_f1"] == f1(answers["prompt"]["after"], row.target)
+        assert kept["generalization_f1"] == f1(answers["rephrase"]["after"], row.target)
+        first = answers["locality"][0]
+        assert kept["locality_f1"] == (1.0 if first["after"] == first["before"] else f1(first["after"], first["before"]))
+        assert "answers" not in kept  # answers are kept only for a judge
+    last = curve(rows)[-1]["final"]["wild"]
+    for metric in ("reliability_f1", "generalization_f1", "locality_f1"):
+        values = [row.sequence["checkpoints"]["5"]["wild"][metric] for row in rows]
+        assert last[metric] == pytest.approx(math.fsum(values) / len(values))
+
+
+def test_f1_beside_reads_sentences_and_locality_against_the_answer_before():
+    answers = {"prompt": {"after": "The largest fishing port is Grimsby, UK"},
+               "locality": [{"before": "Paris.", "after": "paris"}]}
+    found = f1_beside(answers, "Grimsby")
+    assert found["reliability_f1"] == pytest.approx(2 / 7)  # precision 1/6 (the article dropped), recall 1
+    assert found["generalization_f1"] is None and found["locality_f1"] == 1.0
+    answers["locality"] = [{"before": "", "after": ""}]
+    assert f1_beside(answers, "Grimsby")["locality_f1"] == 1.0  # two silences agree; SQuAD's F1 would read 0
+    answers["locality"] = [{"before": "in Paris", "after": "Lyon"}]
+    assert f1_beside(answers, "Grimsby")["locality_f1"] == 0.0
 
 
 def test_checkpoints_are_parsed_and_the_last_edit_is_always_one():
