@@ -390,6 +390,10 @@ def curve_lines(points: list[dict], mode: str) -> list[str]:
         text = f"{value:.{digits}f}±{spread['sd']:.{digits}f}"
         return f"{text:>{cell_width}}"
 
+    with_f1 = any(f"{metric}_f1" in point[convention].get(mode, {}) for point in points
+                  for convention in ("final", "immediate") for metric in TABLE_METRICS)
+    if with_f1:
+        lines.insert(len(lines) - 2, "each `F1` line: the token F1 of the same answers")
     for point in points:
         for convention in ("final", "immediate"):
             capability = (f"{cell(point, 'capability', 'exact_match', width + 1)} "
@@ -398,4 +402,7 @@ def curve_lines(points: list[dict], mode: str) -> list[str]:
             lines.append(f"{point['edits']:>6}  {convention:<10} {cell(point, convention, 'reliability', width)} "
                          f"{cell(point, convention, 'generalization', width)} {cell(point, convention, 'locality', width)}  "
                          + capability)
+            if with_f1:
+                lines.append(f"{'':>6}  {'  F1':<10} " + " ".join(cell(point, convention, f"{metric}_f1", width)
+                                                               for metric in TABLE_METRICS))
     return lines

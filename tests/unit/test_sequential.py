@@ -183,6 +183,10 @@ def test_each_checkpoint_keeps_the_token_f1_of_the_same_answers(sequence_run):
     for metric in ("reliability_f1", "generalization_f1", "locality_f1"):
         values = [row.sequence["checkpoints"]["5"]["wild"][metric] for row in rows]
         assert last[metric] == pytest.approx(math.fsum(values) / len(values))
+    lines = curve_lines(curve(rows), "wild")
+    shown = [line for line in lines if line.split()[:1] == ["F1"]]
+    assert len(shown) == 6 and all(len(line) <= 80 for line in lines)  # under each checkpoint's two conventions
+    assert shown[-2].split()[1] == f"{last['reliability_f1']:.3f}"
 
 
 def test_f1_beside_reads_sentences_and_locality_against_the_answer_before():
