@@ -9,7 +9,8 @@ Importing this module imports torch (the plugin itself never does without `--wil
 from __future__ import annotations
 
 from .cases.case import Case, Locality, WildInputError
-from .editors.api import EditHandle, Editor, EditorCache, EditorState, cached, edit
+from .editors.api import (EditHandle, Editor, EditorCache, EditorState, StateMismatch, cached, edit, expect_parts,
+                          expect_tensor, saved_parts)
 from .editors.hparams import ModelShape, build_hparams, read_yaml
 from .model.architectures import Architecture, architecture_of
 from .model.batching import left_pad, positions_of, right_pad
@@ -21,6 +22,8 @@ from .model.weights import add_update, is_transposed, parameters_under
 __all__ = [
     # the protocol
     "Editor", "EditHandle", "EditorCache", "EditorState", "edit", "cached",
+    # a saved sequence state checked before a resumed sequence edits (Editor.check_state)
+    "StateMismatch", "saved_parts", "expect_parts", "expect_tensor",
     # what an update edits
     "Case", "Locality",
     # hyperparameters: a dataclass, per-architecture defaults, YAML overrides

@@ -50,7 +50,10 @@ class Editor:
     directory calls it after loading the state, before anything is evaluated. `check_cases`
     refuses, with one line, a suite the method must not be evaluated on with these
     hyperparameters (IKE's demonstrations must come from cases the suite does not hold); it is
-    called with every case of the suite once the hyperparameters are resolved."""
+    called with every case of the suite once the hyperparameters are resolved. `check_state`
+is for a method with a state: a sequence resumed from a run directory (which may come from
+elsewhere) calls it with the saved state's tensors by part, before any edit, and it raises
+`StateMismatch` naming the first tensor that does not fit the model and hyperparameters."""
 
     name: str
     description: str
@@ -64,6 +67,45 @@ class Editor:
     sequences: bool = True  # edits one after another, never restored in between (--wild-sequential)
     resume: Callable | None = None  # (model, hparams, state) -> None: put a loaded state back on the model
     check_cases: Callable | None = None  # (hparams, suite cases) -> None: WildInputError for a suite it must refuse
+    check_state: Callable | None = None  # (model, hparams, saved parts) -> None: StateMismatch for a state that does not fit
+
+
+class StateMismatch(ValueError):
+    """A saved sequence state that does not fit this model and these hyperparameters: a
+    tensor of another shape would be broadcast into a memory or fail an edit with a traceback."""
+
+
+def saved_parts(flat: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """A saved state's tensors (`part/key`, as `EditorState.state_dict` names them) by part."""
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        name, _, inner = key.partition("/")
+        parts.setdefault(name, {})[inner] = value
+    return parts
+
+
+def expect_parts(parts: Mapping[str, Mapping[str, torch.Tensor]], allowed: set[str]) -> None:
+    """Only the parts an editor keeps."""
+    for name in sorted(set(parts) - allowed):
+        raise StateMismatch(f"part {name!r} is not kept by this editor (it keeps {', '.join(sorted(allowed))})")
+
+
+def expect_tensor(saved: Mapping[str, torch.Tensor], where: str, shape: tuple[int | None, ...],
+                  integer: bool = False) -> torch.Tensor:
+    """`saved[where.split('/', 1)[1]]`, a floating (or with `integer`, integer) tensor of
+    `shape` (None: any size there); StateMismatch naming it otherwise."""
+    key = where.split("/", 1)[1]
+    if key not in saved:
+        raise StateMismatch(f"{where} is missing")
+    tensor = saved[key]
+    kind_ok = not tensor.dtype.is_floating_point and not tensor.dtype.is_complex and tensor.dtype != torch.bool \
+        if integer else tensor.dtype.is_floating_point
+    fits = tensor.dim() == len(shape) and all(want is None or got == want for got, want in zip(tensor.shape, shape))
+    if not (kind_ok and fits):
+        wanted = "[" + ", ".join("n" if want is None else str(want) for want in shape) + "]"
+        raise StateMismatch(f"{where} is {list(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}; "
+                            f"expected {'an integer' if integer else 'a floating'} tensor of shape {wanted}")
+    return tensor
 
 
 class EditHandle:
@@ -231,9 +273,7 @@ class EditorState:
     def load_state_dict(self, flat: Mapping[str, torch.Tensor]) -> None:
         """Replace the state by a saved one; each part gets its tensors when its editor asks for it."""
         self.clear()
-        for key, value in flat.items():
-            name, _, inner = key.partition("/")
-            self._saved.setdefault(name, {})[inner] = value
+        self._saved.update(saved_parts(flat))
 
     def clear(self) -> None:
         """Forget every part; a part with `close()` (a memory attached to the model) is closed."""

@@ -349,7 +349,7 @@ def survives_a_sequence_of_edits(c: Conformance) -> None:
         broken = [name for name, p in c.model.named_parameters() if not torch.isfinite(p).all()]
         if broken:
             raise Failed(f"after {SEQUENCE_LENGTH} edits in a sequence, {names(broken)} hold NaN or infinite values")
-        _check_state_round_trip(state)
+        _check_state_round_trip(c, state)
     finally:
         while handles:
             handles.pop().restore()
@@ -359,11 +359,14 @@ def survives_a_sequence_of_edits(c: Conformance) -> None:
                      "different from before the first: each handle must put back what its own edit changed")
 
 
-def _check_state_round_trip(state) -> None:
+def _check_state_round_trip(c: Conformance, state) -> None:
     """The sequence's state as a run directory keeps it: every part's tensors through
-    safetensors and back into the part (`load_state_dict`), which then gives the same tensors."""
+    safetensors and back into the part (`load_state_dict`), which then gives the same tensors,
+    and which the editor's `check_state`, asked before a resumed sequence, accepts."""
     import torch
     from safetensors.torch import load, save
+
+    from .api import saved_parts
 
     try:
         saved = load(save({key: value.contiguous() for key, value in state.state_dict().items()}))
@@ -379,6 +382,12 @@ def _check_state_round_trip(state) -> None:
             raise Failed(f"the state part {name!r} cannot be loaded from its own state_dict(): {raised(exc)}") from None
         if again.keys() != own.keys() or not all(torch.equal(again[key].cpu(), own[key]) for key in own):
             raise Failed(f"the state part {name!r} gives other tensors after load_state_dict() of its own state_dict()")
+    if c.editor.check_state is not None:
+        try:
+            c.editor.check_state(c.model, c.hparams, saved_parts(saved))
+        except Exception as exc:
+            raise Failed(f"check_state() refuses the state the editor saved itself: {raised(exc)}; a resumed "
+                         "sequence would be refused") from None
 
 
 CHECKS: dict[str, Callable[[Conformance], None]] = {

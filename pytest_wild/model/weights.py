@@ -26,6 +26,12 @@ def is_transposed(module) -> bool:
     return isinstance(module, Conv1D)
 
 
+def in_out(module) -> tuple[int, int]:
+    """(d_in, d_out) of a linear layer, whichever layout its weight is stored in."""
+    rows, cols = module.weight.shape
+    return (rows, cols) if is_transposed(module) else (cols, rows)
+
+
 @torch.no_grad()
 def add_update(module, delta: torch.Tensor) -> None:
     """W += ΔW, with ΔW in the math layout (d_v, d_k), cast to the weight's dtype."""

@@ -185,11 +185,14 @@ class Runtime:
             directory.sequence(_sequence_name(order)).latest()
 
     def _check_resumed_model(self) -> None:
-        """A resumed sequence's snapshots were made on this model's weights, and each tensor
-        they hold is one of its parameters with its shape and dtype (a forged one would be
-        broadcast into the weight, or fail the first case with a traceback)."""
+        """A resumed sequence's snapshots were made on this model's weights, each tensor they
+        hold is one of its parameters with its shape and dtype (a forged one would be
+        broadcast into the weight, or fail the first case with a traceback), and the editor's
+        saved state fits the model and hyperparameters (its `check_state`)."""
         if not self.options.resume:
             return
+        from ..editors.api import StateMismatch, saved_parts
+
         directory, model = self.run_directory, self.editor_cache.identity
         parameters = dict(self.loaded.model.named_parameters())
         for order in self._orders():
@@ -207,6 +210,12 @@ class Runtime:
                 if tuple(tensor.shape) != tuple(wanted.shape) or tensor.dtype != wanted.dtype:
                     raise WildInputError(f"{where}: {name} is {list(tensor.shape)} {str(tensor.dtype)[6:]} there, "
                                          f"{list(wanted.shape)} {str(wanted.dtype)[6:]} in this model")
+            if latest and latest[2] and self.editor.check_state is not None:
+                try:
+                    self.editor.check_state(self.loaded.model, self.hparams, saved_parts(latest[2]))
+                except StateMismatch as exc:
+                    where = f"--wild-resume {directory.path}: {found[0].relative_to(directory.path)}/state.safetensors"
+                    raise WildInputError(f"{where}: {exc}") from None
 
     def _orders(self) -> list[int | None]:
         return list(range(1, self.options.orders + 1)) if self.options.orders else [None]

@@ -755,6 +755,32 @@ def test_a_run_directory_holding_a_forged_tensor_is_one_line_before_any_edit(wor
     assert snapshot(workspace) == before
 
 
+def test_a_run_directory_holding_a_forged_editor_state_is_one_line_before_any_edit(workspace, pytester):
+    """The editor's saved state too (GRACE's codebook here): keys of another width would be
+    compared with the layer's inputs at the first question, a traceback in the middle of a
+    sequence; the resumed run is refused naming the tensor before any edit."""
+    import safetensors.torch
+    import torch
+
+    sequence = ("--wild", "-p", "no:cacheprovider", "--editor=grace", "--wild-suite=data.json", "--wild-sequential=2",
+                "-p", "no:syrupy")
+    first = pytester.runpytest_inprocess(*sequence, "--wild-run-dir=rd", "--wild-save-every=1")
+    assert first.ret == 0, first.stdout.str()[-3000:]
+    state = workspace / "rd/sequence/snapshot-000002/state.safetensors"
+    tensors = safetensors.torch.load_file(state)
+    assert tensors["grace/keys"].shape == (2, 128)
+    tensors["grace/keys"] = torch.zeros(2, 64)
+    safetensors.torch.save_file(tensors, state)
+    before = snapshot(workspace)
+    result = pytester.runpytest_inprocess(*sequence, "--wild-resume=rd")
+    output = result.stdout.str() + result.stderr.str()
+    expected = ("--wild-resume rd: sequence/snapshot-000002/state.safetensors: grace/keys is [2, 64] float32; "
+                "expected a floating tensor of shape [n, 128]")
+    assert result.ret == LOADING and expected in output, output[-3000:]
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    assert snapshot(workspace) == before
+
+
 def test_code_in_a_model_directory_is_never_run_without_the_flag(workspace, pytester, tmp_path):
     """A config and tokenizer config that name the directory's own Python code (`auto_map`):
     without --wild-trust-remote-code it is neither imported nor run."""

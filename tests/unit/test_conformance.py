@@ -1,9 +1,11 @@
 """The conformance check's own parts, without a model run: weights digests see one ulp, and the
 state round trip fails for a part that cannot take back its own state_dict()."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
-from pytest_wild.editors.api import EditorState
+from pytest_wild.editors.api import EditorState, StateMismatch
 from pytest_wild.editors.conformance import Failed, _check_state_round_trip, differing, digests
 
 
@@ -46,8 +48,24 @@ def state_of(part) -> EditorState:
     return state
 
 
+def checked_by(check_state=None) -> SimpleNamespace:
+    """What the round trip reads of a conformance run: the editor's check_state, the model, hparams."""
+    return SimpleNamespace(editor=SimpleNamespace(check_state=check_state), model=None, hparams=None)
+
+
 def test_a_part_that_takes_back_its_own_state_passes_the_round_trip():
-    _check_state_round_trip(state_of(Kept))
+    _check_state_round_trip(checked_by(), state_of(Kept))
+    seen = []
+    _check_state_round_trip(checked_by(lambda model, hp, parts: seen.append(parts)), state_of(Kept))
+    assert list(seen[0]) == ["memory"] and torch.equal(seen[0]["memory"]["keys"], Kept().keys)
+
+
+def test_a_check_state_that_refuses_the_editors_own_state_fails_the_round_trip():
+    def refuse(model, hp, parts):
+        raise StateMismatch("memory/keys is [2, 3] float32; expected a floating tensor of shape [n, 4]")
+
+    with pytest.raises(Failed, match=r"check_state\(\) refuses the state the editor saved itself: StateMismatch"):
+        _check_state_round_trip(checked_by(refuse), state_of(Kept))
 
 
 @pytest.mark.parametrize(("part", "message"), [
@@ -56,4 +74,4 @@ def test_a_part_that_takes_back_its_own_state_passes_the_round_trip():
 ])
 def test_a_part_that_cannot_take_back_its_own_state_fails_the_round_trip(part, message):
     with pytest.raises(Failed, match=message.replace("(", r"\(").replace(")", r"\)")):
-        _check_state_round_trip(state_of(part))
+        _check_state_round_trip(checked_by(), state_of(part))

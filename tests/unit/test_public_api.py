@@ -12,6 +12,7 @@ import pytest_wild.api as api
 ROOT = Path(__file__).parents[2]
 PUBLIC = {
     "Editor", "EditHandle", "EditorCache", "EditorState", "edit", "cached",
+    "StateMismatch", "saved_parts", "expect_parts", "expect_tensor",
     "Case", "Locality",
     "build_hparams", "read_yaml", "ModelShape", "WildInputError",
     "Architecture", "architecture_of", "parameters_under",
@@ -21,7 +22,7 @@ PUBLIC = {
     "reading", "add_reader", "remove_reader",
 }
 EDITOR_FIELDS = ["name", "description", "hparams_type", "defaults", "apply", "prefix", "prepare", "ignored", "batches",
-                 "sequences", "resume", "check_cases"]
+                 "sequences", "resume", "check_cases", "check_state"]
 METHODS = {
     "EditHandle": {"save", "on_undo", "names", "original", "restore", "info", "prompt_prefix"},
     "EditorState": {"part", "state_dict", "load_state_dict", "clear"},

@@ -26,7 +26,8 @@ import torch
 
 from ...cases.case import Case
 from ...model.architectures import architecture_of
-from ..api import EditHandle, Editor, EditorCache, EditorState
+from ...model.weights import in_out
+from ..api import EditHandle, Editor, EditorCache, EditorState, StateMismatch, expect_parts, expect_tensor
 from .layers import SPREAD_LAYERS, SPREAD_REFERENCE, check_layers, published_layers
 from .solves import alphaedit_solve, moments, moments_of_layers, projection
 from .spread import spread_update
@@ -127,6 +128,19 @@ class PreservedKeys:
             self.c_prev[name] = previous
 
 
+def check_state(model, hp: AlphaEditHparams, parts: dict) -> None:
+    """Preserved keys saved in a run directory: one C_prev per rewrite module of these
+    hyperparameters' layers, square and as wide as that module's keys."""
+    expect_parts(parts, {"alphaedit"})
+    saved = parts.get("alphaedit") or {}
+    modules = {hp.rewrite_module_tmp.format(layer) for layer in hp.layers}
+    for name in sorted(saved):
+        if name not in modules:
+            raise StateMismatch(f"alphaedit/{name} is not a rewrite module of these layers ({sorted(hp.layers)})")
+        width = in_out(model.get_submodule(name))[0]
+        expect_tensor(saved, f"alphaedit/{name}", (width, width))
+
+
 def apply(model, tokenizer, cases: list[Case], hp: AlphaEditHparams, *, handle: EditHandle, cache: EditorCache,
           state: EditorState) -> None:
     """Edit all the cases in one projected update; add their keys to the sequence's C_prev."""
@@ -153,4 +167,5 @@ def apply(model, tokenizer, cases: list[Case], hp: AlphaEditHparams, *, handle: 
 
 
 ALPHAEDIT = Editor("alphaedit", "AlphaEdit: MEMIT updates projected onto the preserved keys' null space "
-                   "(Fang et al. 2025)", AlphaEditHparams, defaults, apply, template_prefix, moments_of_layers)
+                   "(Fang et al. 2025)", AlphaEditHparams, defaults, apply, template_prefix, moments_of_layers,
+                   check_state=check_state)

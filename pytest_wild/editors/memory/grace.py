@@ -27,7 +27,8 @@ from ...cases.case import Case, WildInputError
 from ...model.architectures import architecture_of
 from ...model.reading import reading
 from ...model.tokens import target_ids
-from ..api import EditHandle, Editor, EditorCache, EditorState
+from ...model.weights import in_out
+from ..api import EditHandle, Editor, EditorCache, EditorState, StateMismatch, expect_parts, expect_tensor
 from .codebook import Codebook
 
 
@@ -114,6 +115,21 @@ def resume(model, hp: GraceHparams, state: EditorState) -> None:
     attach(model, hp, state)
 
 
+def check_state(model, hp: GraceHparams, parts: dict) -> None:
+    """A codebook saved in a run directory fits the layer it is read at: n keys as wide as the
+    layer's input, n values as wide as its output, n radii and n labels, nothing else."""
+    expect_parts(parts, {"grace"})
+    saved = parts.get("grace")
+    if not saved:
+        return
+    d_in, d_out = in_out(model.get_submodule(hp.rewrite_module_tmp.format(hp.layers[0])))
+    n = expect_tensor(saved, "grace/keys", (None, d_in)).shape[0]
+    for key, shape in (("values", (n, d_out)), ("radii", (n,)), ("labels", (n,))):
+        expect_tensor(saved, f"grace/{key}", shape)
+    for key in sorted(set(saved) - {"keys", "values", "radii", "labels"}):
+        raise StateMismatch(f"grace/{key} is not part of a codebook")
+
+
 def edit_one(model, tokenizer, module, book: Codebook, case: Case, hp: GraceHparams) -> dict:
     prompt = tokenizer(case.prompt)["input_ids"]
     ids = torch.tensor([prompt + target_ids(tokenizer, case.prompt, case.target)], device=model.device)
@@ -198,4 +214,4 @@ def train_value(model, book: Codebook, slot: int, ids: torch.Tensor, labels: tor
 
 GRACE = Editor("grace", "GRACE: a codebook of layer-input keys and trained replacement outputs at one layer",
                GraceHparams, defaults, apply, ignored=IGNORED, batches=False,
-               resume=resume)
+               resume=resume, check_state=check_state)

@@ -39,7 +39,7 @@ from ...model.architectures import architecture_of
 from ...model.batching import left_pad
 from ...model.tokens import config_eos_ids, target_ids
 from ...model.tracing import input_of, run_blocks, trace
-from ..api import EditHandle, Editor, EditorCache, EditorState, cached
+from ..api import EditHandle, Editor, EditorCache, EditorState, StateMismatch, cached, expect_parts, expect_tensor
 from .side_memory import SideMemory, layer_output, ties_merge, token_distances
 
 WEIGHT_DECAY = 1e-5  # EasyEdit's WISE hard-codes it
@@ -159,6 +159,28 @@ def attach(model, hp: WiseHparams, state: EditorState) -> tuple[torch.nn.Module,
 
 def resume(model, hp: WiseHparams, state: EditorState) -> None:
     attach(model, hp, state)
+
+
+def check_state(model, hp: WiseHparams, parts: dict) -> None:
+    """A side memory saved in a run directory fits the layer it routes at: the side weight,
+    its mask, each shard and the merged weight shaped as the layer's weight; the thresholds'
+    minima and the edit count single numbers; shards numbered from 0; nothing else."""
+    expect_parts(parts, {"wise"})
+    saved = parts.get("wise")
+    if not saved:
+        return
+    weight = tuple(model.get_submodule(hp.rewrite_module_tmp.format(hp.layers[0])).weight.shape)
+    shards = sum(key.startswith("shard.") for key in saved)
+    known = {"side", "side_min", "mask", "count", "merged"} | {f"shard{kind}.{i}" for kind in ("", "_min")
+                                                                 for i in range(shards)}
+    for key in sorted(set(saved) - known):
+        raise StateMismatch(f"wise/{key} is not part of a side memory")
+    for key in ["side", "mask", *(f"shard.{i}" for i in range(shards))] + (["merged"] if "merged" in saved else []):
+        expect_tensor(saved, f"wise/{key}", weight)
+    for key in ["side_min", *(f"shard_min.{i}" for i in range(shards))]:
+        expect_tensor(saved, f"wise/{key}", ())
+    if int(expect_tensor(saved, "wise/count", (), integer=True)) < 1:
+        raise StateMismatch("wise/count is below 1: a saved side memory holds at least one edit")
 
 
 def apply(model, tokenizer, cases: list[Case], hp: WiseHparams, *, handle: EditHandle, cache: EditorCache,
@@ -402,4 +424,5 @@ def shard_and_merge(memory: SideMemory, module, hp: WiseHparams) -> str:
 
 
 WISE = Editor("wise", "WISE: a side copy of one FFN weight, trained on the edits and routed by activation distance",
-              WiseHparams, defaults, apply, ignored=IGNORED, batches=False, resume=resume)
+              WiseHparams, defaults, apply, ignored=IGNORED, batches=False, resume=resume,
+              check_state=check_state)

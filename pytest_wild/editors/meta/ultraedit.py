@@ -42,8 +42,8 @@ import torch
 
 from ...cases.case import Case, WildInputError
 from ...model.architectures import architecture_of
-from ...model.weights import add_update, is_transposed
-from ..api import EditHandle, Editor, EditorCache, EditorState
+from ...model.weights import add_update, in_out
+from ..api import EditHandle, Editor, EditorCache, EditorState, StateMismatch, expect_parts, expect_tensor
 from ..depths import scaled_layers
 from .gradients import TokenPieces, pieces
 from .training import target_batch, target_loss
@@ -190,8 +190,25 @@ def module_names(hp: UltraEditHparams) -> list[str]:
 
 def shape_of(module) -> tuple[int, int]:
     """(d_in, d_out), as the published code keys its statistics."""
-    rows, cols = module.weight.shape
-    return (rows, cols) if is_transposed(module) else (cols, rows)
+    return in_out(module)
+
+
+def check_state(model, hp: UltraEditHparams, parts: dict) -> None:
+    """Lifelong statistics saved in a run directory: for each shape of the edited layers
+    (`d_inxd_out`), a count and the mean, squared deviations and spread of [k, g] rows, which
+    are d_in + d_out wide."""
+    expect_parts(parts, {"ultraedit"})
+    saved = parts.get("ultraedit") or {}
+    shapes = {f"{d_in}x{d_out}": d_in + d_out for d_in, d_out in
+              (shape_of(model.get_submodule(name)) for name in module_names(hp))}
+    for shape in sorted({key.partition("/")[0] for key in saved}):
+        if shape not in shapes:
+            raise StateMismatch(f"ultraedit/{shape} is not the shape of an edited layer ({', '.join(sorted(shapes))})")
+        expect_tensor(saved, f"ultraedit/{shape}/n", (1,))
+        for key in ("mean", "var", "std"):
+            expect_tensor(saved, f"ultraedit/{shape}/{key}", (shapes[shape],))
+    for key in sorted(k for k in saved if k.partition("/")[2] not in ("n", "mean", "var", "std")):
+        raise StateMismatch(f"ultraedit/{key} is not part of the statistics")
 
 
 def read_tokens(mask: torch.Tensor, labels: torch.Tensor, token: str) -> torch.Tensor:
@@ -266,4 +283,5 @@ def apply(model, tokenizer, cases: list[Case], hp: UltraEditHparams, *, handle: 
 
 
 ULTRAEDIT = Editor("ultraedit", "UltraEdit: ridge updates from normalised per-token gradients, lifelong "
-                   "statistics (Gu et al. 2025)", UltraEditHparams, defaults, apply, prepare=prepare, ignored=IGNORED)
+                   "statistics (Gu et al. 2025)", UltraEditHparams, defaults, apply, prepare=prepare, ignored=IGNORED,
+                   check_state=check_state)
