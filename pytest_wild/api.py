@@ -11,8 +11,9 @@ from __future__ import annotations
 from .cases.case import Case, Locality, WildInputError
 from .editors.api import (EditHandle, Editor, EditorCache, EditorState, StateMismatch, cached, edit, expect_parts,
                           expect_tensor, saved_parts)
-from .editors.hparams import ModelShape, build_hparams, read_yaml
-from .model.architectures import Architecture, architecture_of
+from .cases.files import read_yaml
+from .editors.hparams import build_hparams
+from .model.architectures import Architecture, ModelShape, architecture_of
 from .model.batching import left_pad, positions_of, right_pad
 from .model.reading import add_reader, reading, remove_reader
 from .model.stats import SecondMoment, second_moments

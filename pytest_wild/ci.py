@@ -152,7 +152,7 @@ def write(workflow: Workflow, path: Path, force: bool = False) -> None:
     """Write the workflow; an existing file is replaced only with `force`, never through a link,
     and a path that cannot be written is refused as a run's outputs are (`outputs.check_outputs`)."""
     from .results.outputs import check_outputs
-    from .results.report import write_text_atomic
+    from .storage import write_text_atomic
 
     text = render(workflow)
     if path.is_symlink():

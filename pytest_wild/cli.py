@@ -94,7 +94,7 @@ def _build_tinyworld(args: argparse.Namespace) -> int:
 def _merge_reports(args: argparse.Namespace) -> int:
     from .cases.case import WildInputError
     from .results.merge import merge_reports
-    from .results.report import write_json_atomic
+    from .storage import write_json_atomic
 
     output = Path(args.output)
     try:

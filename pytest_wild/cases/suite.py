@@ -12,10 +12,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..editors.hparams import read_yaml
 from ..scores.metrics import EDIT_METRICS
 from .case import Case, WildInputError
 from .contexts import CONTEXTS
+from .files import read_yaml
 from .loaders import load_file, load_hub
 
 BUNDLED_SUITES = Path(__file__).parents[1] / "suites"

@@ -9,13 +9,9 @@ import typing
 import math
 import string
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
 
 from ..cases.case import WildInputError
-from ..cases.files import read_text
+from ..model.architectures import ModelShape
 
 # Keys found in EasyEdit hyperparameter files that select things pytest-wild decides by
 # other means (the model, the device, the module names of the architecture).
@@ -44,35 +40,6 @@ BOUNDS = {
 # Upper bounds, the same way: (highest value, whether it is excluded).
 UPPER = {"lora_dropout": (1.0, True)}
 DEFAULTS_ORIGIN = "the editor's defaults"
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What hyperparameters are checked against before the first edit: the model's depth
-    and the names of its modules (read off a weightless skeleton of the model)."""
-
-    num_layers: int
-    module_names: Collection[str]
-    model_type: str
-    parameters: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # name -> shape
-
-
-def read_yaml(path: Path, what: str) -> dict:
-    text = read_text(path, what)
-    try:
-        data = yaml.safe_load(text)
-    except RecursionError:
-        raise WildInputError(f"{path}: {what} nested too deeply") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise WildInputError(f"{path}{line}: invalid YAML in {what} ({problem})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise WildInputError(f"{path}: {what} must be a mapping of keys to values")
-    return data
 
 
 def build_hparams(hparams_type: type, defaults: Mapping, layers: list[tuple[str, Mapping]],

@@ -19,8 +19,8 @@ import torch
 from ..model.batching import left_pad
 from ..model.kv_cache import new_cache, with_cache
 from ..model.reading import keep_rows, reading
-from ..model.tokens import config_eos_ids
-from .greedy import Processors, check_greedy, eos_ids
+from ..model.tokens import check_greedy, config_eos_ids
+from .greedy import Processors, eos_ids
 from .stopping import ends_after, find_stop, finish_text
 
 MAX_NEW_TOKENS = 50

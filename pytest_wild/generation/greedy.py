@@ -6,7 +6,8 @@ logits processors run before the argmax (a repetition penalty, banned words, a m
 length, ...). The engine reads both from here: the processors are transformers' own public
 classes, built from the config in the order `generate` builds them, and applied to each
 answer's own unpadded ids, as the published one-question-at-a-time loop sees them. A setting
-that greedy decoding under WILD cannot honour is refused with one line, never ignored.
+that greedy decoding under WILD cannot honour is refused with one line, never ignored, when
+the model is loaded (`model.tokens.check_greedy`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..cases.case import WildInputError
 from ..model.tokens import config_eos_ids
-
-# generation-config fields that turn greedy `generate` into another search, which the engine
-# does not run: (field, the value that leaves greedy decoding alone)
-_OTHER_SEARCHES = (
-    ("num_beams", 1),
-    ("num_beam_groups", 1),
-    ("penalty_alpha", None),
-    ("guidance_scale", None),
-    ("dola_layers", None),
-    ("watermarking_config", None),
-)
-
 
 def eos_ids(generation_config, tokenizer) -> frozenset[int]:
     """Every id that ends an answer: the generation config's end-of-sequence ids, and the
@@ -37,17 +25,6 @@ def eos_ids(generation_config, tokenizer) -> frozenset[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return frozenset(ids)
-
-
-def check_greedy(generation_config, where: str) -> None:
-    """Refuse a generation config that asks for a search other than greedy decoding."""
-    for name, plain in _OTHER_SEARCHES:
-        value = getattr(generation_config, name, plain)
-        if value not in (plain, None) and not (name == "guidance_scale" and value == 1):
-            raise WildInputError(
-                f"{where}: generation_config.{name} = {value!r} asks for another search than greedy decoding, "
-                f"which WILD's engine does not run; set it to {plain!r} in the model's generation_config.json"
-            )
 
 
 class Processors:

@@ -3,7 +3,8 @@ Qwen2, GPT-NeoX and GPT-J without knowing which one they hold."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 
 from ..cases.case import WildInputError
 
@@ -48,3 +49,13 @@ def architecture_of(config) -> Architecture:
         supported = ", ".join(sorted(ARCHITECTURES))
         raise WildInputError(f"--wild-model: architecture {model_type!r} is not supported (supported: {supported})") from None
 
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What hyperparameters are checked against before the first edit: the model's depth
+    and the names of its modules (read off a weightless skeleton of the model)."""
+
+    num_layers: int
+    module_names: Collection[str]
+    model_type: str
+    parameters: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # name -> shape

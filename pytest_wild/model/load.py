@@ -96,7 +96,7 @@ def model_shape(config, trust_remote_code: bool = False):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ..editors.hparams import ModelShape
+    from .architectures import ModelShape
 
     try:
         with torch.device("meta"):
@@ -147,7 +147,7 @@ def _check_generation_config(directory: Path) -> None:
     the loaded model's again, for hub ids)."""
     from transformers import GenerationConfig
 
-    from ..generation.greedy import check_greedy
+    from .tokens import check_greedy
 
     if not (directory / "generation_config.json").is_file():
         return

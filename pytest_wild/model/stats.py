@@ -46,7 +46,7 @@ import torch
 
 from ..cases.case import WildInputError
 from ..cases.files import read_text
-from ..results.outputs import cache_root
+from ..storage import cache_root
 from .sampled_corpus import DOCUMENTS, MODEL_SAMPLE, TOKENS, sampled_corpus_file
 from .tracing import StopForward, input_of
 

@@ -55,7 +55,7 @@ from ..model.devices import xdist_loaded
 from ..model.named import default_context
 from ..scores.metrics import EDIT_METRICS
 from ..scores.record import CaseResult
-from .report import write_text_atomic
+from ..storage import write_text_atomic
 
 if TYPE_CHECKING:
     from ..run.options import Options

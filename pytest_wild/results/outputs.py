@@ -10,13 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..cases.case import WildInputError
-
-CACHE_ENV = "PYTEST_WILD_CACHE"
-
-
-def cache_root() -> Path:
-    """`$PYTEST_WILD_CACHE` or `~/.cache/pytest-wild`: every pytest-wild cache lives below."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pytest-wild").expanduser()
+from ..storage import CACHE_ENV, cache_root
 
 
 def check_cache_root() -> str | None:
@@ -84,12 +78,3 @@ def _check_writable(option: str, path: Path) -> None:
             pass
     except OSError as exc:
         raise WildInputError(f"{option}: {path} cannot be written ({exc.strerror} in {directory})") from None
-
-
-def sync(path: Path) -> None:
-    """Make a file's bytes, or a directory's entries, durable before a rename publishes them."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

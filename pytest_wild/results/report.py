@@ -4,12 +4,8 @@ produced them."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import statistics
-import uuid
-from pathlib import Path
 
 from ..scores.metrics import BESIDE_JUDGE, REPORTED_METRICS, TABLE_METRICS
 from ..scores.record import CaseResult
@@ -159,28 +155,3 @@ def markdown_gates(gates: list[dict]) -> list[str]:
         observed = "n/a" if gate["observed"] is None else f"{gate['observed']:.3f}"
         lines.append(f"| {markdown.code(gate['rule'])} | {gate['mode']} | {observed} | {'passed' if gate['passed'] else '**FAILED**'} |")
     return lines + ["", f"**{gates_verdict(gates)}**"]
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: Path, payload: bytes) -> None:
-    """Write to a uniquely named temporary file beside `path`, flush it to disk, then rename:
-    a crash (or a concurrent reader) never sees half a file where a whole one was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise

@@ -13,9 +13,10 @@ from ..judge.grading import summary_lines as judge_lines
 from ..results import markdown
 from ..results.gathered import Outcome, Results
 from ..results.report import (SCHEMA_VERSION, aggregate, aggregate_by_source, flagged, gates_verdict, markdown_gates, markdown_table,
-                              table, timing_by_case, timing_line, timing_summary, write_json_atomic, write_text_atomic)
+                              table, timing_by_case, timing_line, timing_summary)
 from ..scores.metrics import JUDGED_METRICS, TABLE_METRICS
 from ..scores.record import CaseResult
+from ..storage import write_json_atomic, write_text_atomic
 from ..sequence.sequential import curve, curve_lines, curves_by_order, recount_lost
 
 

@@ -77,7 +77,7 @@ def options_from_config(config: pytest.Config) -> Options:
     from ..editors import find
     from ..generation.stopping import STOP_RULES
     from ..model.devices import parse_devices
-    from ..results.outputs import cache_root
+    from ..storage import cache_root
 
     def value(option: str, ini: str | None = None):
         given = config.getoption(option)

@@ -71,7 +71,8 @@ class Runtime:
         """Architecture defaults, then the suite's `hparams.<editor>`, then `--wild-hparams`;
         checked against the model's shape, so a bad value fails the run before any edit."""
         if self._hparams is None:
-            from ..editors.hparams import build_hparams, ignored_keys, read_yaml
+            from ..cases.files import read_yaml
+            from ..editors.hparams import build_hparams, ignored_keys
             from ..model.stats import published_corpus_or_fallback
 
             config, profile, shape = self.checked_model

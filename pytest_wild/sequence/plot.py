@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..results.report import write_bytes_atomic
+from ..storage import write_bytes_atomic
 from ..scores.metrics import TABLE_METRICS
 
 COLOURS = {"reliability": "tab:blue", "generalization": "tab:orange", "locality": "tab:green",

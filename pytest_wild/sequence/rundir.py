@@ -26,8 +26,7 @@ import shutil
 from pathlib import Path
 
 from ..cases.case import WildInputError
-from ..results.outputs import sync
-from ..results.report import write_bytes_atomic, write_json_atomic
+from ..storage import sync, write_bytes_atomic, write_json_atomic
 
 FORMAT = 1
 SNAPSHOT = re.compile(r"snapshot-\d{6,}")

@@ -28,7 +28,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from pytest_wild.generation.engine import Engine
-from pytest_wild.results.report import write_text_atomic
+from pytest_wild.storage import write_text_atomic
 from pytest_wild.scores.answers import exact_match as answer_matches
 from pytest_wild.tinyworld.world import (DEFAULT_SEED, Fact, World, corpus_lines, generate_world, mend_records,
                                          perplexity_lines, sequential_records, suite_records)

@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from pytest_wild.results.outputs import cache_root
+from pytest_wild.storage import cache_root
 
 pytestmark = pytest.mark.skipif(not os.environ.get("WILD_REAL_MODEL"),
                                 reason="WILD_REAL_MODEL=1 (as .ci/run sets it) converts and edits smollm2-135m: "

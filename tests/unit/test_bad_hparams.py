@@ -6,7 +6,8 @@ import pytest
 
 from pytest_wild.cases.case import WildInputError
 from pytest_wild.editors import get_editor
-from pytest_wild.editors.hparams import ModelShape, build_hparams
+from pytest_wild.editors.hparams import build_hparams
+from pytest_wild.model.architectures import ModelShape
 
 
 def test_defaults_that_name_no_module_of_the_model_are_refused_naming_the_defaults():

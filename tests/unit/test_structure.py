@@ -159,3 +159,25 @@ def test_a_reach_into_another_stages_private_name_is_found():
     found = private_reaches("pytest_wild.generation.made_up", ast.parse(source))
     assert found == ["pytest_wild.generation.made_up:1 imports pytest_wild.results.report._cell",
                      "pytest_wild.generation.made_up:5 reads pytest_wild.results.report._cell"]
+
+
+# The pipeline's stages in order (the brief's suite → cases → model → editor → generation →
+# scores → golden/report), with the one module every stage writes through at the bottom. The
+# orchestration (plugin, run, cli, ci, api, tinyworld) calls all of them and is not a stage.
+STAGES = ["storage", "cases", "model", "editors", "generation", "scores", "judge", "sequence", "results"]
+
+
+def test_no_stage_imports_a_later_stage_except_a_module_of_names():
+    """Imports point to an earlier stage (or within one). The exception is a leaf that only
+    names things (it imports nothing of pytest_wild: `scores.metrics`, the metric names a
+    suite's thresholds are checked against), which any stage may read."""
+    edges = graph()
+
+    def stage(name: str) -> int | None:
+        parts = name.split(".")
+        return STAGES.index(parts[1]) if len(parts) > 1 and parts[1] in STAGES else None
+
+    upward = sorted(f"{name} -> {target}" for name, targets in edges.items() for target in targets
+                    if stage(name) is not None and stage(target) is not None and stage(target) > stage(name)
+                    and edges[target])
+    assert upward == []

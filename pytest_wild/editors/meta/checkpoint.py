@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ...cases.case import WildInputError
-from ...results.report import write_bytes_atomic
+from ...storage import write_bytes_atomic
 
 NAME = "checkpoint.safetensors"
 

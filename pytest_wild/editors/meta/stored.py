@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ...cases.case import WildInputError
 from ...cases.files import read_text
-from ...results.report import write_bytes_atomic, write_json_atomic
+from ...storage import write_bytes_atomic, write_json_atomic
 
 CONFIG, WEIGHTS = "mend.json", "mend.safetensors"
 FORMAT = 1
