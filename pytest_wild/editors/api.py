@@ -51,9 +51,9 @@ class Editor:
     refuses, with one line, a suite the method must not be evaluated on with these
     hyperparameters (IKE's demonstrations must come from cases the suite does not hold); it is
     called with every case of the suite once the hyperparameters are resolved. `check_state`
-is for a method with a state: a sequence resumed from a run directory (which may come from
-elsewhere) calls it with the saved state's tensors by part, before any edit, and it raises
-`StateMismatch` naming the first tensor that does not fit the model and hyperparameters."""
+    is for a method with a state: a sequence resumed from a run directory (which may come from
+    elsewhere) calls it with the saved state's tensors by part, before any edit, and it raises
+    `StateMismatch` naming the first tensor that does not fit the model and hyperparameters."""
 
     name: str
     description: str
@@ -98,8 +98,10 @@ def expect_tensor(saved: Mapping[str, torch.Tensor], where: str, shape: tuple[in
     if key not in saved:
         raise StateMismatch(f"{where} is missing")
     tensor = saved[key]
-    kind_ok = not tensor.dtype.is_floating_point and not tensor.dtype.is_complex and tensor.dtype != torch.bool \
-        if integer else tensor.dtype.is_floating_point
+    if integer:
+        kind_ok = not (tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool)
+    else:
+        kind_ok = tensor.dtype.is_floating_point
     fits = tensor.dim() == len(shape) and all(want is None or got == want for got, want in zip(tensor.shape, shape))
     if not (kind_ok and fits):
         wanted = "[" + ", ".join("n" if want is None else str(want) for want in shape) + "]"
