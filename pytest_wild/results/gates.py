@@ -11,7 +11,7 @@ from ..cases.case import WildInputError
 from ..scores.metrics import REPORTED_METRICS
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
-_RULE = re.compile(r"^\s*(?:([a-z_-]+)\.)?([a-z_]+)\s*(>=|<=|==|>|<)\s*([0-9]*\.?[0-9]+)\s*$")
+_RULE = re.compile(r"^\s*(?:([a-z_-]+)\.)?([a-z_][a-z0-9_]*)\s*(>=|<=|==|>|<)\s*([0-9]*\.?[0-9]+)\s*$")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from ..scores.metrics import BESIDE_JUDGE, REPORTED_METRICS, TABLE_METRICS
+from ..scores.metrics import BESIDE, REPORTED_METRICS, TABLE_METRICS
 from ..scores.record import CaseResult
 from . import markdown
 
@@ -107,7 +107,7 @@ def table_rows(results: dict, order: list[str]) -> list[tuple[str, ...]]:
         for metric in TABLE_METRICS:
             cell = results.get(mode, {}).get(metric)
             rows.append((mode, metric, *_cells(cell)))
-            for beside in (m for m in BESIDE_JUDGE if m.startswith(metric + "_")):  # a judge run's, indented
+            for beside in (m for m in BESIDE if m.startswith(metric + "_")):  # F1, a judge run's EM: indented
                 if results.get(mode, {}).get(beside) is not None:
                     label = "LLM judge" if beside == "locality_judge" else beside[len(metric) + 1:]
                     rows.append((mode, "  " + label, *_cells(results[mode][beside])))

@@ -11,7 +11,7 @@ import pytest
 from ..cases.case import WildInputError
 from ..judge.settings import JudgeSettings, judge_settings
 from ..results.gates import Rule, parse_rule
-from ..scores.metrics import ANSWER_SCORES, BESIDE_JUDGE, EDIT_METRICS, MODES, mode_label, mode_labels
+from ..scores.metrics import ANSWER_SCORES, BESIDE_JUDGE, EDIT_METRICS, F1_BESIDE, MODES, mode_label, mode_labels
 
 INPUT_PATH_OPTIONS = ("--wild-suite", "--wild-hparams", "--wild-model", "--wild-data", "--wild-judge-prompt")
 OUTPUT_PATH_OPTIONS = ("--wild-report", "--wild-markdown", "--wild-plot", "--wild-run-dir", "--wild-resume")
@@ -176,11 +176,15 @@ def options_from_config(config: pytest.Config) -> Options:
 
 
 def check_judge_rules(metric: str, gates: list[Rule], thresholds: list[Rule]) -> None:
-    """The metrics beside the judge exist only in a judge run; and a case's test runs before
-    the judge grades (at the end of the run), so no per-case threshold reads its verdicts."""
+    """The metrics beside the judge exist only in a judge run, F1 beside the metrics in every
+    run but an F1 one; and a case's test runs before the judge grades (at the end of the run),
+    so no per-case threshold reads its verdicts."""
     for rule in gates:
         if rule.metric in BESIDE_JUDGE and metric != "judge":
             raise WildInputError(f"--wild-gate: {rule.text!r}: {rule.metric} exists only with --wild-metric judge")
+        if rule.metric in F1_BESIDE and metric == "f1":
+            raise WildInputError(f"--wild-gate: {rule.text!r}: with --wild-metric f1, {rule.metric.removesuffix('_f1')} "
+                                 "is the F1 already")
     for rule in thresholds:
         if rule.metric not in EDIT_METRICS:
             raise WildInputError(f"--wild-threshold: {rule.text!r}: {rule.metric} is computed at the end of the run; "

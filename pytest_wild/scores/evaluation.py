@@ -40,7 +40,7 @@ from ..cases.contexts import make_context
 from ..cases.window import locality_left_out, model_window, why_not_evaluable
 from ..generation.engine import Engine, Generation
 from ..model.tokens import target_ids
-from .answers import SCORES, exact_match, f1, target_flags
+from .answers import SCORES, exact_match, f1, f1_beside, target_flags
 from .metrics import TEACHER_FORCED, mode_label
 from .record import CaseResult
 
@@ -182,6 +182,8 @@ class Evaluator:
                 scores = self._wild(case, forced, after, prefix)
             else:
                 scores = getattr(self, f"_{mode}")(case, forced, prefix)
+            if "answers" in scores and self.settings.metric != "f1":
+                scores |= f1_beside(scores["answers"], case.target)
             row.modes[mode_label(mode, self.settings.stop_rule)] = scores
         row.teacher_forced = forced if synthetic else self._forced_accuracy(case, _missed(row), prefix)
         left = self.left_out(case)

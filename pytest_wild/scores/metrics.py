@@ -48,20 +48,26 @@ EDIT_METRICS = ("reliability", "generalization", "locality", "locality_all", "lo
 # The paper's main table: one line per mode, these side by side.
 TABLE_METRICS = ("reliability", "generalization", "locality")
 
-# A sequence's checkpoints keep the token F1 of the same answers beside them (answers.f1_beside).
+# Beside exact match (and beside the judge's verdicts), every case of a mode that answers keeps
+# the token F1 of the same answers (answers.f1_beside): a real instruct model answers in
+# sentences, which exact match reads as 0 even where the target is in them. Under
+# `--wild-metric f1` the metrics are F1 already and these are not kept.
 F1_BESIDE = tuple(f"{metric}_f1" for metric in TABLE_METRICS)
 
 # How one answer is scored against its target (`--wild-metric`). `judge` is an LLM's verdict,
 # given at the end of the run (pytest_wild.judge); until then answers carry exact match.
 ANSWER_SCORES = ("em", "f1", "judge")
 
-# Beside the judge's verdicts, in a judge run's aggregates: exact match and F1 of the same
-# answers, and the judge's verdict on the locality answers (locality itself keeps its
-# token-identity rule).
-BESIDE_JUDGE = ("reliability_em", "reliability_f1", "generalization_em", "generalization_f1", "locality_judge")
+# Beside the judge's verdicts, in a judge run's aggregates: exact match of the same answers, and
+# the judge's verdict on the locality answers (locality itself keeps its token-identity rule).
+BESIDE_JUDGE = ("reliability_em", "generalization_em", "locality_judge")
+
+# What the results table shows indented under each metric, in this order, where a run has it.
+BESIDE = ("reliability_em", "reliability_f1", "generalization_em", "generalization_f1", "locality_f1",
+          "locality_judge")
 
 # What the judge's verdicts decide, so what a gate cannot read while answers are unjudged.
 JUDGED_METRICS = ("reliability", "generalization", "locality_judge")
 
 # Every metric a report's aggregates may hold (gates accept each).
-REPORTED_METRICS = EDIT_METRICS + BESIDE_JUDGE
+REPORTED_METRICS = EDIT_METRICS + BESIDE

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from ..cases.case import Case
-from ..scores.answers import SCORES, f1_beside
+from ..scores.answers import SCORES
 from ..scores.metrics import F1_BESIDE, TABLE_METRICS
 from ..scores.record import CaseResult
 
@@ -205,16 +205,14 @@ def _pace(done: int, seconds: float, left: int) -> str:
 
 
 def _scores(row: CaseResult, keep_answers: bool) -> dict:
-    """mode -> the table's metrics, for one case at one moment, and in modes with answers
-    their token F1 beside them (a real model's answers are sentences, which exact match does
-    not credit); with `keep_answers` (a judge run) also the edit answers given then, which the
-    judge grades at the end of the run (judge.grading)."""
+    """mode -> the table's metrics, for one case at one moment, and the token F1 of the same
+    answers where the row has it (modes that answer); with `keep_answers` (a judge run) also
+    the edit answers given then, which the judge grades at the end of the run (judge.grading)."""
     found = {}
     for mode, scores in row.modes.items():
         found[mode] = {metric: scores.get(metric) for metric in TABLE_METRICS}
+        found[mode] |= {metric: scores[metric] for metric in F1_BESIDE if metric in scores}
         answers = scores.get("answers") or {}
-        if "prompt" in answers:
-            found[mode] |= f1_beside(answers, row.target)
         kept = {which: {"after": answers[which]["after"]} for which in ("prompt", "rephrase") if which in answers}
         if keep_answers and kept:  # modes without answers (synthetic) keep none
             found[mode]["answers"] = kept

@@ -519,6 +519,8 @@ BAD = [
         "--wild-threshold: 'reliability>=1': each case's test runs before the judge grades", USAGE),
     Bad("gate-beside-the-judge-without-it", ("--wild-gate=reliability_em>=0.5",),
         "--wild-gate: 'reliability_em>=0.5': reliability_em exists only with --wild-metric judge", USAGE),
+    Bad("gate-on-f1-beside-an-f1-metric", ("--wild-metric=f1", "--wild-gate=reliability_f1>=0.5"),
+        "--wild-gate: 'reliability_f1>=0.5': with --wild-metric f1, reliability is the F1 already", USAGE),
     Bad("system-prompt-without-chat", ("--wild-system-prompt=Be brief.",),
         "--wild-system-prompt: only with --wild-context chat (this run's context is question)", USAGE),
     Bad("chat-without-a-template", ("--wild-context=chat",), "--wild-context chat: the model's tokenizer has no chat template",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_wild.model.load import TINYWORLD_DIR
+from pytest_wild.scores.answers import f1
 
 SUITE_DATA = TINYWORLD_DIR / "suite.jsonl"
 SEQUENTIAL_DATA = TINYWORLD_DIR / "sequential.jsonl"
@@ -135,6 +136,30 @@ def test_gates_decide_the_exit_status(pytester):
     failing.stdout.fnmatch_lines(["*passed in*", "*WILD results*", "*gate synthetic.reliability>=0 (synthetic): passed*",
                                   "*gate locality>1 (wild): FAILED*"])
     assert failing.stdout.lines[-1].strip("= ") == "WILD gates: 1 of 2 FAILED (locality>1): the run fails"
+
+
+def test_f1_of_the_same_answers_is_reported_beside_each_metric_of_an_answering_mode(pytester):
+    """Under exact match, the wild and length modes carry the token F1 of the same answers per
+    case, in the aggregates, indented under each metric in the table, and a gate reads it;
+    the teacher-forced mode has no answers and no F1; under --wild-metric f1 none is kept."""
+    suite = write_suite(pytester)
+    run = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}", "--wild-eval",
+                                        "wild,synthetic,length", "--wild-gate", "length.reliability_f1>=0",
+                                        "--wild-report=em.json")
+    assert run.ret == 0, run.stdout.str()[-2000:]
+    report = json.loads((pytester.path / "em.json").read_text())
+    for mode in ("wild", "length"):
+        assert {"reliability_f1", "generalization_f1", "locality_f1"} <= set(report["results"][mode])
+        for sample in report["samples"]:
+            answers = sample["modes"][mode]["answers"]
+            assert sample["modes"][mode]["reliability_f1"] == f1(answers["prompt"]["after"], sample["target"])
+    assert not any(key.endswith("_f1") for key in report["results"]["synthetic"])
+    run.stdout.re_match_lines([r"^wild +reliability +[0-9.]+", r"^wild {14}f1 +[0-9.]+",
+                               r".*gate length.reliability_f1>=0 \(length\): passed.*"])
+    f1_run = pytester.runpytest_subprocess("--wild", "--editor", "ft-m", f"--wild-suite={suite}", "--wild-metric=f1",
+                                           "--wild-report=f1.json")
+    assert f1_run.ret == 0
+    assert not any(key.endswith("_f1") for key in json.loads((pytester.path / "f1.json").read_text())["results"]["wild"])
 
 
 def test_grace_reports_the_papers_synthetic_reading_and_the_teacher_forced_one_beside(pytester):

@@ -147,7 +147,8 @@ def test_the_command_line_skips_reports_and_counts_unfit_cases(pytester):
     assert set(report["not_evaluable"]) == {"tw-long", "tw-long-loc"}
     cells = report["results"]["wild"]
     assert {metric: cell["n"] for metric, cell in cells.items()} == {
-        "reliability": 2, "generalization": 2, "locality": 2, "locality_all": 1, "locality_em": 1}
+        "reliability": 2, "generalization": 2, "locality": 2, "locality_all": 1, "locality_em": 1,
+        "reliability_f1": 2, "generalization_f1": 2, "locality_f1": 2}  # F1 of the first locality answer, as locality
     (partial,) = [row for row in report["samples"] if row["id"] == "tw-long-loc2"]
     assert partial["locality_not_evaluable"][0].startswith("locality question 2 of 251 tokens")
     assert "2 cases not evaluable" in (pytester.path / "out.md").read_text()
