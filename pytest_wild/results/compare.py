@@ -2,7 +2,8 @@
 summary would: `pytest-wild table` prints it in Markdown from JSON reports (`--wild-report`) or
 from a configuration's golden directory (`golden/<model>/<editor>/<suite>`). Each row names
 what identifies the run (editor, model, suite, context, answer metric, where it was read
-from); each metric is its mean ± standard error, WILD beside teacher-forced (`synthetic`)
+from); each metric is its mean ± standard error (with the token F1 of the same answers after
+it where a report kept it), WILD beside teacher-forced (`synthetic`)
 beside `length` wherever a source evaluated them, with the mirage (teacher-forced minus WILD)
 beside reliability and generalization. A source that lacks a mode the others have shows "-"
 there, and a note under the table says which and why. The table of the bundled suite in docs/measured.md
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cases.case import WildInputError
-from ..scores.metrics import EDIT_METRICS, MODES, TABLE_METRICS
+from ..scores.metrics import EDIT_METRICS, F1_BESIDE, MODES, TABLE_METRICS
 from .markdown import code, text
 
 COLUMNS = (*TABLE_METRICS, "locality_all")
@@ -82,7 +83,7 @@ def from_report(path: Path) -> RunLine:
             raise WildInputError(f"{path}: field 'results.{mode}' is not an object")
         for metric, cell in metrics.items():
             value = cell.get("value") if isinstance(cell, dict) else None
-            if metric in EDIT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if metric in EDIT_METRICS + F1_BESIDE and isinstance(value, (int, float)) and not isinstance(value, bool):
                 stderr = cell.get("stderr")
                 n = cell.get("n")
                 cells.setdefault(mode, {})[metric] = Cell(
@@ -130,7 +131,7 @@ def from_goldens(directory: Path) -> RunLine:
         cases += 1
         for mode, metrics in scores.items():
             for metric, value in metrics.items():
-                if metric in EDIT_METRICS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if metric in EDIT_METRICS + F1_BESIDE and isinstance(value, (int, float)) and not isinstance(value, bool):
                     if metric in SHARES and questions:
                         value = round(value * questions) / questions
                     values.setdefault(mode, {}).setdefault(metric, []).append(float(value))
@@ -179,6 +180,9 @@ def markdown(lines: list[RunLine], wanted_modes: list[str] | None = None) -> lis
     if any(column[0] == "gap" for column in columns):
         notes.append("- gap: teacher-forced (synthetic) minus WILD, the share of edits that only teacher "
                      "forcing calls a success")
+    if any(f"{column[1]}_f1" in line.cells.get(column[2], {}) for line in lines for column in columns):
+        notes.append("- (F1 …): the token F1 of the same answers, where the run kept it (a real instruct model "
+                     "answers in sentences, which exact match reads as 0 even where the target is in them)")
     return out + ([""] + notes if notes else [])
 
 
@@ -211,7 +215,9 @@ def _value(line: RunLine, column: tuple[str, str, str]) -> str:
     cell = line.cells.get(mode, {}).get(metric)
     if cell is None:
         return "-" if mode not in line.cells else "n/a"
-    return f"{cell.value:.3f}" + ("" if cell.stderr is None else f" ± {cell.stderr:.3f}")
+    beside = line.cells.get(mode, {}).get(f"{metric}_f1")
+    return (f"{cell.value:.3f}" + ("" if cell.stderr is None else f" ± {cell.stderr:.3f}")
+            + ("" if beside is None else f" (F1 {beside.value:.3f})"))
 
 
 def _field(value, key: str, default: str) -> str:

@@ -87,3 +87,21 @@ def test_no_field_adds_a_cell_or_a_row_or_opens_html_or_a_link(tmp_path, capsys,
     assert len(cells) == lines[0].count("|") - 1
     context = cells[3].strip()
     assert not re.search(r"(?<!\\)[<`]", context) and not re.search(r"(?<!\\)\]\(", context), context
+
+
+def test_f1_kept_beside_a_metric_follows_its_mean_with_a_note(tmp_path, capsys):
+    kept = report(tmp_path / "ft-m.json", "ft-m", {
+        "wild": {"reliability": (0.0, 0.0), "reliability_f1": (0.213, 0.05), "locality": (0.3, 0.1)},
+        "synthetic": {"reliability": (1.0, 0.0), "locality": (0.9, 0.05)}})
+    older = report(tmp_path / "memit.json", "memit", {"wild": {"reliability": (0.25, 0.1), "locality": (1.0, 0.0)},
+                                                     "synthetic": {"reliability": (0.8, 0.1), "locality": (1.0, 0.0)}})
+    status, lines, _ = table(capsys, str(kept), str(older))
+    assert status == 0
+    head = [part.strip() for part in lines[0].strip("|").split("|")]
+    ft_m, memit = ([part.strip() for part in line.strip("|").split("|")] for line in lines[2:4])
+    assert ft_m[head.index("reliability (wild)")] == "0.000 ± 0.000 (F1 0.213)"
+    assert ft_m[head.index("locality (wild)")] == "0.300 ± 0.100"  # no F1 kept for it
+    assert memit[head.index("reliability (wild)")] == "0.250 ± 0.100"
+    assert any(line.startswith("- (F1 …): the token F1 of the same answers") for line in lines)
+    _, plain, _ = table(capsys, str(older))
+    assert not any("F1" in line for line in plain)
