@@ -1,6 +1,7 @@
 """The pytest plugin's hooks, in the order a run meets them; each hands off to the module that
-owns the work: options (`run.options`), collection (`run.collect`), the per-process runtime
-(`run.runtime`), the results the controller gathers (`results.gathered`), the end of the run and
+owns the work: options (`run.options`), collection (`run.collect`), which cases run
+(`run.selection`), the header (`run.header`), the per-process runtime (`run.runtime`), the
+results the controller gathers (`results.gathered`), the end of the run and
 its summary, printed after pytest's own (`run.finish`), goldens (`results.golden`), SIGTERM
 (`run.sigterm`).
 
@@ -18,6 +19,8 @@ import pytest
 from .cases.case import WildInputError
 from .cases.contexts import CONTEXTS
 from .run.collect import RUN_KEY, WildItem, WildRoot
+from .run.header import header_lines
+from .run.selection import select
 from .run.sigterm import SESSION_KEY
 from .scores.metrics import ANSWER_SCORES
 
@@ -161,46 +164,10 @@ def pytest_collect_directory(path: Path, parent: pytest.Collector):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """After -k and marks: keep the test ids given on the command line, drop what
-    --wild-only-failed drops, plan the edit batches, keep this shard's batches."""
+    """After -k and marks: which cases this process runs (`run.selection`)."""
     run = config.stash.get(RUN_KEY, None)
-    if run is None or run.suite is None:
-        return
-    _keep_given_ids(config, items, run.options.case_ids)
-    if run.options.conformance:
-        return
-    if run.options.last_missed:
-        _keep_last_missed(config, items, run.options)
-    wild_items = [item for item in items if isinstance(item, WildItem)]
-    dropped = _answered_already(run) if run.options.only_failed else set()
-    run.runtime.plan_batches(dropped)
-    shard = run.options.shard
-    deselected = [item for item in wild_items if item.case.id in dropped
-                  or (shard and run.runtime.batch_of[item.case.id] % shard[1] != shard[0] - 1)]
-    if run.options.sequential:
-        deselected += _outside_the_sequence(run, [item for item in wild_items if item not in deselected])
-    run.results.select(len(wild_items) - len(deselected),
-                       before_sharding=sum(1 for item in wild_items if item.case.id not in dropped))
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        gone = set(map(id, deselected))
-        items[:] = [item for item in items if id(item) not in gone]
-
-
-def _outside_the_sequence(run, items: list) -> list:
-    """--wild-sequential N: the first N selected cases in suite order (whatever order -p
-    randomly put the tests in) form the sequence; the items of the other cases are returned
-    to be deselected. With --wild-orders, a case is in the sequence when any of its orders'
-    items is selected."""
-    order = {case.id: index for index, case in enumerate(run.suite.cases)}
-    wanted = run.options.sequential
-    cases = sorted({item.case.id: item.case for item in items}.values(), key=lambda case: order[case.id])
-    if len(cases) < wanted:
-        raise pytest.UsageError(f"--wild-sequential {wanted}: the run has only {len(cases)} cases to edit "
-                                f"(suite {run.suite.name}, after -k and the other selections)")
-    chosen = {case.id for case in cases[:wanted]}
-    run.runtime.plan_sequence(cases[:wanted])
-    return [item for item in items if item.case.id not in chosen]
+    if run is not None and run.suite is not None:
+        select(config, run, items)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -215,113 +182,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return SequenceScheduling(config, log)
 
 
-def _keep_given_ids(config: pytest.Config, items: list, given: tuple[str, ...]) -> None:
-    """Test ids on the command line (as `-v` prints them) select those cases; pytest itself
-    cannot, since under --wild the rootdir, not those paths, is collected."""
-    if not given:
-        return
-    found = {item.nodeid for item in items}
-    unknown = [nodeid for nodeid in given if nodeid not in found]
-    if unknown:
-        raise pytest.UsageError(f"{unknown[0]}: no such test in this run (ids look like {items[0].nodeid})"
-                                if items else f"{unknown[0]}: no such test in this run")
-    others = [item for item in items if item.nodeid not in given]
-    if others:
-        config.hook.pytest_deselected(items=others)
-        items[:] = [item for item in items if item.nodeid in given]
-
-
-def _keep_last_missed(config: pytest.Config, items: list, options) -> None:
-    """--wild-last-missed: the cases the last runs of this configuration missed, read from
-    pytest's cache on every process that collects (each xdist worker selects the same);
-    every case when none were recorded, as --lf does."""
-    from .results.missed import recall
-
-    missed = set(recall(config.cache, options) or ())
-    if not missed:
-        return
-    others = [item for item in items if isinstance(item, WildItem) and item.case.id not in missed]
-    if others:
-        config.hook.pytest_deselected(items=others)
-        gone = set(map(id, others))
-        items[:] = [item for item in items if id(item) not in gone]
-
-
-def _answered_already(run) -> set[str]:
-    """Ids of the suite's cases whose unedited WILD answer already matches the target
-    (all of the suite, not only the selected cases, so batches do not depend on -k)."""
-    from .scores.answers import SCORES
-
-    cases = run.suite.cases
-    try:
-        before = run.runtime.evaluator.answers_before([case.prompt for case in cases])
-    except WildInputError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    score = SCORES[run.options.metric]
-    answered = {case.id for case, gen in zip(cases, before) if score(gen.text, case.target) >= 1.0}
-    run.results.drop(len(answered))
-    return answered
-
-
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    """The run's configuration, devices, and what the user should know before it starts."""
+    """The run's configuration, devices, and what the user should know before it starts (`run.header`)."""
     run = config.stash.get(RUN_KEY, None)
-    if run is None:
-        return None
-    from .editors import shadowed
-    from .model.devices import header_devices
-
-    o = run.options
-    shard = f" shard={o.shard[0]}/{o.shard[1]}" if o.shard else ""
-    lines = [f"wild: editor={o.editor} model={o.model or 'tinyworld'} suite={o.suite or 'tinyworld'} "
-             f"eval={','.join(o.mode_labels)} metric={o.metric} dtype={o.dtype} batch={o.batch_size}{shard}",
-             f"wild devices: {header_devices(config, o)}"]
-    lines += [f"wild cache: {run.cache_note}"] if run.cache_note else []
-    lines += _weights_line(o.model, run.context)
-    lines += _inner_stop_line(run)
-    if o.judge is not None:
-        at_once = "" if o.judge.local else f"{o.judge.concurrency} requests at once, "
-        lines.append(f"wild judge: {o.judge.name}, prompt {o.judge.grader.version}, {at_once}verdicts cached in "
-                     f"{o.judge.cache}; each case's test reads exact match, the judge grades every answer at the end")
-    if o.last_missed:
-        lines.append(f"wild last-missed: {_last_missed_note(config, o)}")
-    lines += [f"wild editor: {o.editor} of {entry.origin} ({entry.target}) {entry.problem}"
-              for entry in shadowed(o.editor)]
-    lines += [f"wild hparams: {note}" for note in (run.runtime.hparams_notes if run.runtime else [])]
-    return lines
-
-
-def _last_missed_note(config: pytest.Config, options) -> str:
-    from .results.missed import configuration, recall
-
-    missed = recall(config.cache, options)
-    if missed:
-        return f"rerunning the {len(missed)} edits the last run missed ({configuration(options)})"
-    what = "no missed edits" if missed == [] else "no earlier run"
-    return f"{what} recorded for {configuration(options)}: running every case, as --lf does"
-
-
-def _weights_line(model: str | None, context: str) -> list[str]:
-    """What a named model's weights are, and the context it is asked in."""
-    from .model.named import describe_weights
-
-    about = describe_weights(model)
-    if not about:
-        return []
-    return [f"wild model: {model} is {about['weights']}; {about['licence']}; context {context}"]
-
-
-def _inner_stop_line(run) -> list[str]:
-    """How many of the run's targets hold a "." where the published stop rule ends every
-    answer: those cases cannot succeed under exact match, whatever the editor does."""
-    from .scores.answers import inner_stops
-
-    if run.suite is None or run.options.stop_rule != "published":
-        return []
-    targets = [case.target for case in run.suite.cases]
-    count = inner_stops(targets, "published")
-    return [f"wild suite: {count} of the {len(targets)} targets contain an inner '.', which the published stop rule "
-            "never lets an answer reach (flagged inner-stop; see --wild-stop sentence)"] if count else []
+    return None if run is None else header_lines(config, run)
 
 
 @pytest.fixture(scope="session")

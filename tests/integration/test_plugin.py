@@ -312,7 +312,8 @@ def test_sequences_run_in_order_on_one_process_each_and_resume_after_sigkill(pyt
     positions = {order: sorted(row["sequence"]["position"] for row in data["samples"] if row["sequence"]["order"] == order)
                  for order in (1, 2)}
     assert positions == {1: list(range(1, 7)), 2: list(range(1, 7))}
-    assert set(data["sequence"]["curve"][-1]["spread"]["final"]["wild"]) == {"reliability", "generalization", "locality"}
+    assert set(data["sequence"]["curve"][-1]["spread"]["final"]["wild"]) == {
+        "reliability", "generalization", "locality", "reliability_f1", "generalization_f1", "locality_f1"}
     table = pytester.run(sys.executable, "-m", "pytest_wild.cli", "table", "--sequence", "xdist.json")
     assert table.ret == 0 and len(table.outlines) == 2 + 3 * 2  # head; 2, 4 and 6 edits, both conventions
     assert table.outlines[2].startswith("| `ft-m` | 2 | final | ")

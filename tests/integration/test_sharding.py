@@ -67,7 +67,8 @@ def test_markdown_table_and_junit_properties(pytester):
     assert result.ret == 0
     table = (pytester.path / "table.md").read_text().splitlines()
     assert table[2] == "| mode | metric | mean | ± stderr | cases | cases passing |"
-    assert table[4].startswith("| wild | reliability | ") and table[7].startswith("| synthetic | reliability | ")
+    assert table[4].startswith("| wild | reliability | ") and table[5].startswith("| wild | ↳ f1 | ")
+    assert table[10].startswith("| synthetic | reliability | ")  # teacher-forced: no answers, no F1
     assert table[4].endswith("/3 |")
     cases = ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")
     names = {p.get("name") for case in cases for p in case.iter("property")}
