@@ -3,7 +3,7 @@ model, as they accumulate. Two panels, the paper's `final` convention (every edi
 the model at the checkpoint) and EasyEdit's `immediate` one (each right after its own edit);
 one colour per metric, one line style per evaluation mode, so the gap between WILD and
 teacher forcing shows; where the run kept it, the token F1 of the answering modes' answers in
-the same colour, densely dotted (on a model that answers in sentences, exact match reads 0 and
+the same colour, dash-dot-dotted (on a model that answers in sentences, exact match reads 0 and
 F1 is where the curve's information is); the number of edits on a log axis. Over several --wild-orders, the
 lines are the mean and the band the range of the orders. matplotlib is an optional extra
 (`pytest-wild[plot]`), imported only here."""
@@ -24,7 +24,7 @@ COLOURS = {"reliability": "tab:blue", "generalization": "tab:orange", "locality"
 MARKERS = {"reliability": "o", "generalization": "s", "locality": "^"}
 STYLES = ("-", "--", ":", "-.")  # the run's modes in order: wild first
 WIDTHS = (3.0, 2.0, 1.4, 1.0)
-F1_STYLE = (0, (1, 1))
+F1_STYLE = (0, (6, 1.5, 1, 1.5, 1, 1.5))  # dash-dot-dot: apart from every mode's style
 
 
 def plot_curve(points: list[dict], by_order: dict[str, list[dict]], modes: list[str], path: Path, title: str) -> None:
