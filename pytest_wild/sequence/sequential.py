@@ -359,9 +359,12 @@ def _means(scored: list[dict]) -> dict:
     out: dict[str, dict[str, float | None]] = {}
     for mode in sorted({mode for scores in scored for mode in scores}):
         for metric in TABLE_METRICS + F1_BESIDE:
+            base = metric.removesuffix("_f1")
+            kept = [metric in s[mode] for s in scored if mode in s and s[mode].get(base) is not None]
+            if metric != base and not (kept and all(kept)):
+                continue  # not kept, or (part of) a sequence recorded before F1 was: no mean over a part of it
             values = [s[mode][metric] for s in scored if s.get(mode, {}).get(metric) is not None]
-            if values or metric in TABLE_METRICS:  # runs recorded before F1 was kept have none
-                out.setdefault(mode, {})[metric] = math.fsum(values) / len(values) if values else None
+            out.setdefault(mode, {})[metric] = math.fsum(values) / len(values) if values else None
     return out
 
 

@@ -274,3 +274,16 @@ def test_the_pace_is_estimated_from_the_edits_after_the_first_which_pays_the_one
     assert seconds >= 3.0
     left = [float(line.split("about ")[1].split(" s left")[0]) for line in lines[1:] if " s left" in line]
     assert len(left) == 3 and left[-1] == 0 and left[0] < 3.0 * 3, lines
+
+
+def test_a_curve_over_checkpoints_recorded_before_f1_was_kept_has_no_f1_mean():
+    """A run directory from before F1 was kept, resumed: its early entries lack F1, so a mean of
+    the later ones alone would pass for the whole sequence's."""
+    from pytest_wild.sequence.sequential import _means
+
+    old = {"wild": {"reliability": 0.0, "generalization": 0.0, "locality": 1.0}}
+    new = {"wild": {"reliability": 0.0, "generalization": None, "locality": 1.0, "reliability_f1": 0.5,
+                    "generalization_f1": None, "locality_f1": 1.0}}
+    assert "reliability_f1" not in _means([old, new])["wild"]
+    assert _means([new, new])["wild"]["reliability_f1"] == 0.5
+    assert _means([new])["wild"].get("generalization_f1") is None  # no rephrase: no value, as for EM
