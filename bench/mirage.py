@@ -41,10 +41,11 @@ METRICS = ("reliability", "generalization", "locality")
 
 def run(editor: str, context: str, shard: int, args, out: Path) -> Path:
     """One shard of one row: a pytest run and its report (or, when it fails before writing
-    one, its output beside where the report would be)."""
+    one, its output beside where the report would be). A shard with a complete report is not
+    run again; one stopped midway (SIGTERM writes a partial report) is run again whole."""
     directory = (out / f"{editor}-{context}" / f"shard-{shard}-of-{args.shards}").resolve()
     report = directory / "report.json"
-    if report.is_file():
+    if complete(report):
         return report
     directory.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--wild", "--editor", editor,
@@ -63,10 +64,18 @@ def run(editor: str, context: str, shard: int, args, out: Path) -> Path:
     return report
 
 
+def complete(report: Path) -> bool:
+    """Whether a shard's report is there and says its run finished every selected case."""
+    try:
+        return json.loads(report.read_text()).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def merged(row: Path) -> Path | None:
     """The row's shards merged into one report (rewritten from whatever shards are there), or
     None when no shard has a report yet."""
-    shards = sorted(row.glob("shard-*/report.json"))
+    shards = sorted(path for path in row.glob("shard-*/report.json") if complete(path))
     if not shards:
         return None
     target = row / "merged.json"

@@ -27,3 +27,21 @@ def test_bad_bench_option_is_one_line(tmp_path: Path, args: tuple[str, ...], opt
     assert len(lines) == 1 and lines[0].startswith(f"error: {option}:") and names in lines[0], done.stderr
     assert "Traceback" not in done.stderr and "benchmark failed" not in done.stderr
     assert "statistics:" not in done.stdout  # stopped before any work
+
+
+def test_the_mirage_bench_runs_a_shard_again_whose_report_is_partial(tmp_path: Path) -> None:
+    """A shard stopped midway (SIGTERM writes a partial report) is neither skipped as done nor
+    merged into its row; a complete one is."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mirage", BENCH.parent / "mirage.py")
+    mirage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mirage)
+    report = tmp_path / "report.json"
+    assert not mirage.complete(report)  # none yet
+    report.write_text('{"complete": false, "samples": []}')
+    assert not mirage.complete(report)
+    report.write_text("{not json")
+    assert not mirage.complete(report)
+    report.write_text('{"complete": true, "samples": []}')
+    assert mirage.complete(report)
