@@ -727,27 +727,39 @@ def test_a_snapshot_that_fills_the_disk_fails_its_sequence_in_one_line_and_no_ca
     assert "Traceback" not in output and "During handling" not in output
 
 
+def resumed_after_forging(workspace, pytester, editor: str, file: str, forge) -> tuple:
+    """A two-edit sequence of `editor` with a run directory, its last snapshot's `file`
+    (weights or state) changed by `forge(tensors)`, then resumed: (the resumed run, its output,
+    the workspace as it was before the resume)."""
+    import safetensors.torch
+
+    sequence = ("--wild", "-p", "no:cacheprovider", f"--editor={editor}", "--wild-suite=data.json",
+                "--wild-sequential=2", "-p", "no:syrupy")
+    first = pytester.runpytest_inprocess(*sequence, "--wild-run-dir=rd", "--wild-save-every=1")
+    assert first.ret == 0, first.stdout.str()[-3000:]
+    path = workspace / "rd/sequence/snapshot-000002" / file
+    tensors = safetensors.torch.load_file(path)
+    forge(tensors)
+    safetensors.torch.save_file(tensors, path)
+    before = snapshot(workspace)
+    result = pytester.runpytest_inprocess(*sequence, "--wild-resume=rd")
+    return result, result.stdout.str() + result.stderr.str(), before
+
+
 @pytest.mark.parametrize("forge", ["shape", "dtype", "name"])
 def test_a_run_directory_holding_a_forged_tensor_is_one_line_before_any_edit(workspace, pytester, forge):
     """A run directory arrives from elsewhere (a CI cache, a colleague): a snapshot's tensor of
     another shape would be broadcast into the weight, one of another dtype cast silently."""
-    import safetensors.torch
     import torch
 
-    sequence = ("--wild", "-p", "no:cacheprovider", "--editor=ft-m", "--wild-suite=data.json", "--wild-sequential=2",
-                "-p", "no:syrupy")
-    first = pytester.runpytest_inprocess(*sequence, "--wild-run-dir=rd", "--wild-save-every=1")
-    assert first.ret == 0, first.stdout.str()[-3000:]
-    weights = workspace / "rd/sequence/snapshot-000002/weights.safetensors"
-    tensors = safetensors.torch.load_file(weights)
     name = "transformer.h.2.mlp.c_proj.bias"
-    tensors[name] = {"shape": torch.zeros(1, 128), "dtype": tensors[name].double(), "name": tensors[name]}[forge]
-    if forge == "name":
-        tensors["transformer.h.9.mlp.c_proj.bias"] = tensors.pop(name)
-    safetensors.torch.save_file(tensors, weights)
-    before = snapshot(workspace)
-    result = pytester.runpytest_inprocess(*sequence, "--wild-resume=rd")
-    output = result.stdout.str() + result.stderr.str()
+
+    def change(tensors: dict) -> None:
+        tensors[name] = {"shape": torch.zeros(1, 128), "dtype": tensors[name].double(), "name": tensors[name]}[forge]
+        if forge == "name":
+            tensors["transformer.h.9.mlp.c_proj.bias"] = tensors.pop(name)
+
+    result, output, before = resumed_after_forging(workspace, pytester, "ft-m", "weights.safetensors", change)
     where = "--wild-resume rd: sequence/snapshot-000002/weights.safetensors: "
     expected = {"shape": f"{name} is [1, 128] float32 there, [128] float32 in this model",
                 "dtype": f"{name} is [128] float64 there, [128] float32 in this model",
@@ -761,21 +773,13 @@ def test_a_run_directory_holding_a_forged_editor_state_is_one_line_before_any_ed
     """The editor's saved state too (GRACE's codebook here): keys of another width would be
     compared with the layer's inputs at the first question, a traceback in the middle of a
     sequence; the resumed run is refused naming the tensor before any edit."""
-    import safetensors.torch
     import torch
 
-    sequence = ("--wild", "-p", "no:cacheprovider", "--editor=grace", "--wild-suite=data.json", "--wild-sequential=2",
-                "-p", "no:syrupy")
-    first = pytester.runpytest_inprocess(*sequence, "--wild-run-dir=rd", "--wild-save-every=1")
-    assert first.ret == 0, first.stdout.str()[-3000:]
-    state = workspace / "rd/sequence/snapshot-000002/state.safetensors"
-    tensors = safetensors.torch.load_file(state)
-    assert tensors["grace/keys"].shape == (2, 128)
-    tensors["grace/keys"] = torch.zeros(2, 64)
-    safetensors.torch.save_file(tensors, state)
-    before = snapshot(workspace)
-    result = pytester.runpytest_inprocess(*sequence, "--wild-resume=rd")
-    output = result.stdout.str() + result.stderr.str()
+    def change(tensors: dict) -> None:
+        assert tensors["grace/keys"].shape == (2, 128)
+        tensors["grace/keys"] = torch.zeros(2, 64)
+
+    result, output, before = resumed_after_forging(workspace, pytester, "grace", "state.safetensors", change)
     expected = ("--wild-resume rd: sequence/snapshot-000002/state.safetensors: grace/keys is [2, 64] float32; "
                 "expected a floating tensor of shape [n, 128]")
     assert result.ret == LOADING and expected in output, output[-3000:]
