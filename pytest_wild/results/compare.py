@@ -229,21 +229,12 @@ def _text(value) -> str:
     return value if isinstance(value, str) and value else "-"
 
 
-def _kept_f1(points: list, mode: str) -> bool:
-    """Whether a curve kept F1 beside its metrics (runs before it did have none); a malformed
-    curve is reported where its rows are read."""
-    try:
-        return any(f"{metric}_f1" in point[convention][mode] for point in points
-                   for convention in ("final", "immediate") for metric in TABLE_METRICS)
-    except (KeyError, TypeError, AttributeError):
-        return False
-
-
 def sequence_markdown(sources: list[Path], mode: str, teacher_forced: str = "synthetic") -> list[str]:
     """The curves of sequential reports: per run, checkpoint and convention, the table's
     metrics in `mode` (with the token F1 of the same answers after a "/" where the runs kept
     it), teacher-forced reliability beside them where the run measured it, and the capability
     at the checkpoint."""
+    from ..sequence.sequential import kept_f1
     from .merge import read_report
 
     curves = []
@@ -254,7 +245,7 @@ def sequence_markdown(sources: list[Path], mode: str, teacher_forced: str = "syn
             raise WildInputError(f"{source}: not the report of a sequential run (no sequence curve)")
         editor = report["config"].get("editor", {})
         curves.append((source, editor.get("name") if isinstance(editor, dict) else source.stem, points))
-    with_f1 = any(_kept_f1(points, mode) for _, _, points in curves)
+    with_f1 = any(kept_f1(points, mode) for _, _, points in curves)
     named = [f"{metric} / F1" if with_f1 else metric for metric in TABLE_METRICS]
     head = ["editor", "edits", "convention", *named, f"reliability ({teacher_forced})", "capability EM", "perplexity"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

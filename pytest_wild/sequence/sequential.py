@@ -368,6 +368,16 @@ def _means(scored: list[dict]) -> dict:
     return out
 
 
+def kept_f1(points: list, mode: str) -> bool:
+    """Whether a curve kept F1 beside its metrics in `mode` (runs before it did have none); a
+    malformed curve (a report from elsewhere) reads as none, and is reported where its rows are read."""
+    try:
+        return any(f"{metric}_f1" in point[convention][mode] for point in points
+                   for convention in ("final", "immediate") for metric in TABLE_METRICS)
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
 def curve_lines(points: list[dict], mode: str) -> list[str]:
     """The curve as a table that fits 80 columns: one line per checkpoint and convention;
     over several orders, each cell is the mean ± the standard deviation across them."""
@@ -391,8 +401,7 @@ def curve_lines(points: list[dict], mode: str) -> list[str]:
         text = f"{value:.{digits}f}±{spread['sd']:.{digits}f}"
         return f"{text:>{cell_width}}"
 
-    with_f1 = any(f"{metric}_f1" in point[convention].get(mode, {}) for point in points
-                  for convention in ("final", "immediate") for metric in TABLE_METRICS)
+    with_f1 = kept_f1(points, mode)
     if with_f1:
         lines.insert(len(lines) - 2, "each `F1` line: the token F1 of the same answers")
     for point in points:
