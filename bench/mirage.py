@@ -6,6 +6,7 @@ WILD a failure.
     python bench/mirage.py                         # smollm2-135m, 100 QAEdit cases per editor and context
     python bench/mirage.py --limit 20 --editors ft-m,rome --contexts chat
     python bench/mirage.py --out DIR --table-only  # the table of what DIR holds so far
+    python bench/mirage.py --through 1             # shard 1 of every row only (10 cases each)
 
 The --limit cases of each (editor, context) are run as --shards ordinary `pytest --wild
 --wild-shard K/N` runs (each in a directory of its own under --out, with its report), shard 1
@@ -155,13 +156,17 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=10, help="runs each row's --limit cases are split into (default 10)")
     parser.add_argument("--editors", default=",".join(EDITORS))
     parser.add_argument("--contexts", default="chat,question")
+    parser.add_argument("--through", type=int, metavar="K",
+                        help="run shards 1 to K of each row and stop (default: all --shards); a later call continues")
     parser.add_argument("--out", default="bench-mirage", help="where each run's directory and report go")
     parser.add_argument("--table-only", action="store_true", help="only the table of the runs already in --out")
     args = parser.parse_args()
     out = Path(args.out)
     pairs = [(editor, context) for editor in args.editors.split(",") for context in args.contexts.split(",")]
+    if args.through is not None and not 1 <= args.through <= args.shards:
+        parser.error(f"--through {args.through}: must be a shard number from 1 to --shards ({args.shards})")
     if not args.table_only:
-        for shard in range(1, args.shards + 1):
+        for shard in range(1, (args.through or args.shards) + 1):
             for pair in pairs:
                 run(*pair, shard, args, out)
     reports = {pair: merged(out / f"{pair[0]}-{pair[1]}") for pair in pairs}

@@ -45,3 +45,36 @@ def test_the_mirage_bench_runs_a_shard_again_whose_report_is_partial(tmp_path: P
     assert not mirage.complete(report)
     report.write_text('{"complete": true, "samples": []}')
     assert mirage.complete(report)
+
+
+MIRAGE = BENCH.parent / "mirage.py"
+ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("through", ["0", "3"])
+def test_the_mirage_bench_refuses_a_shard_beyond_its_shards(tmp_path: Path, through: str) -> None:
+    done = subprocess.run([sys.executable, str(MIRAGE), "--shards", "2", "--through", through, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env={**ENV, "HOME": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(f"--through {through}: must be a shard number from 1 to --shards (2)")
+    assert not any(tmp_path.iterdir())  # nothing run, nothing written
+
+
+def test_the_mirage_bench_through_runs_only_the_first_shards(tmp_path: Path) -> None:
+    """`--through 1` runs shard 1 of each row and leaves shard 2 for a later call, which runs
+    shard 2 only (shard 1's complete report is not run again)."""
+    out = tmp_path / "out"
+    common = [sys.executable, str(MIRAGE), "--model", "tinyworld", "--suite", "tinyworld", "--editors", "ft-m",
+              "--contexts", "question", "--limit", "4", "--shards", "2", "--out", str(out)]
+    env = {**ENV, "HOME": str(tmp_path)}
+    first = subprocess.run([*common, "--through", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr
+    row = out / "ft-m-question"
+    assert sorted(path.name for path in row.glob("shard-*")) == ["shard-1-of-2"]
+    assert "| ft-m | question | 2 |" in first.stdout
+    one = (row / "shard-1-of-2" / "report.json").stat().st_mtime_ns
+    second = subprocess.run(common, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stderr
+    assert sorted(path.name for path in row.glob("shard-*")) == ["shard-1-of-2", "shard-2-of-2"]
+    assert (row / "shard-1-of-2" / "report.json").stat().st_mtime_ns == one
+    assert "| ft-m | question | 4 |" in second.stdout
