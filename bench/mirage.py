@@ -16,6 +16,14 @@ every row with about the same number of cases, each shard a spread sample of the
 so a later session continues where one stopped. Each row's table line is the merge of the
 shards it has (`pytest-wild merge-reports --allow-partial`) and says its n.
 
+`--contexts chat-edit` adds a row that is not a published setting: the chat row's cases with
+every question (the edit prompt, its rephrase, each locality question) already put through the
+model's chat template, in a QAEdit file of the shard's own, run with `--wild-context question`,
+so the editor edits the question exactly as the model is then asked it. The published editors
+edit the bare question whatever the context of the evaluation; this row says whether the
+mirage in the chat template comes from that mismatch. Its synthetic (teacher-forced) columns
+read the templated questions, the other rows' the bare ones.
+
 EM is the run's own score, with the standard error its report gives (sample standard deviation
 over sqrt(n), as lm-evaluation-harness reports it); F1 is SQuAD token F1 of the same answers
 (pytest_wild.scores.answers.f1), against the target for reliability and generalization and, for
@@ -38,6 +46,7 @@ from pathlib import Path
 EDITORS = ("ft", "ft-l", "ft-m", "rome", "r-rome", "memit", "alphaedit", "grace", "wise", "mend")
 MODES = ("wild", "synthetic", "length")
 METRICS = ("reliability", "generalization", "locality")
+EDITED_IN_CHAT = "chat-edit"  # ours: edited and asked in the chat template (module docstring)
 
 
 def run(editor: str, context: str, shard: int, args, out: Path) -> Path:
@@ -50,12 +59,15 @@ def run(editor: str, context: str, shard: int, args, out: Path) -> Path:
         return report
     directory.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--wild", "--editor", editor,
-               f"--wild-model={args.model}", f"--wild-suite={args.suite}", "--wild-eval", ",".join(MODES),
-               "--wild-context", context, "--wild-limit", str(args.limit), f"--wild-report={report}"]
-    if args.shards > 1:
-        command.append(f"--wild-shard={shard}/{args.shards}")
-    if args.data:
-        command.append(f"--wild-data={args.data}")
+               f"--wild-model={args.model}", "--wild-eval", ",".join(MODES), f"--wild-report={report}"]
+    if context == EDITED_IN_CHAT:
+        command += [f"--wild-suite={templated_suite(shard, args, directory)}", "--wild-context", "question"]
+    else:
+        command += [f"--wild-suite={args.suite}", "--wild-context", context, "--wild-limit", str(args.limit)]
+        if args.shards > 1:
+            command.append(f"--wild-shard={shard}/{args.shards}")
+        if args.data:
+            command.append(f"--wild-data={args.data}")
     hparams = dict(item.split("=", 1) for item in args.hparams)
     if editor in hparams:
         command.append(f"--wild-hparams={Path(hparams[editor]).resolve()}")
@@ -63,6 +75,41 @@ def run(editor: str, context: str, shard: int, args, out: Path) -> Path:
     done = subprocess.run(command, cwd=directory, capture_output=True, text=True, env=os.environ)
     (directory / "output.txt").write_text(done.stdout + done.stderr)
     return report
+
+
+def shard_cases(shard: int, args, directory: Path) -> list:
+    """The cases shard K of a row runs: the suite's --limit sample as `--wild-limit` draws
+    it, every --shards-th from the K-th (`--wild-shard K/N` with one case an edit batch)."""
+    from pytest_wild.cases.suite import find_suite, load_suite
+
+    found = find_suite(args.suite, directory, directory)
+    data = Path(args.data).resolve() if args.data else None
+    return load_suite(found, args.limit, None, directory, data).cases[shard - 1 :: args.shards]
+
+
+def templated_suite(shard: int, args, directory: Path) -> Path:
+    """Shard K's cases as a QAEdit file whose questions are put through the model's chat
+    template (the `chat` context's text, system turn included), for the `chat-edit` row."""
+    from transformers import AutoTokenizer
+
+    from pytest_wild.cases.contexts import make_context
+    from pytest_wild.model.load import prepare_named, resolve_model_spec
+
+    prepare_named(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_spec(args.model)[0])
+
+    def put(question: str) -> str:
+        return make_context(question, "chat", tokenizer)
+
+    records = []
+    for case in shard_cases(shard, args, directory):
+        record = case.as_record()
+        record.update(prompt=put(case.prompt), rephrase=case.rephrase and put(case.rephrase),
+                      locality=[{"loc": put(loc["loc"]), "loc_ans": loc["loc_ans"]} for loc in record["locality"]])
+        records.append(record)
+    path = directory / "suite-in-chat-template.json"
+    path.write_text(json.dumps(records, indent=1, ensure_ascii=False))
+    return path
 
 
 def complete(report: Path) -> bool:

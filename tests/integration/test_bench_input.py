@@ -78,3 +78,43 @@ def test_the_mirage_bench_through_runs_only_the_first_shards(tmp_path: Path) -> 
     assert sorted(path.name for path in row.glob("shard-*")) == ["shard-1-of-2", "shard-2-of-2"]
     assert (row / "shard-1-of-2" / "report.json").stat().st_mtime_ns == one
     assert "| ft-m | question | 4 |" in second.stdout
+
+
+def test_the_mirage_bench_chat_edit_row_edits_the_questions_the_chat_row_asks(tmp_path: Path) -> None:
+    """`--contexts chat,chat-edit` on a copy of the bundled model given a chat template: the
+    chat-edit row's shard runs the chat row's shard's cases, with the edit prompt, rephrase and
+    locality questions exactly the text the chat row puts to the model, asked bare (so edited
+    as asked)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from pytest_wild.model.load import TINYWORLD_DIR
+
+    model = tmp_path / "chat-model"
+    model.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (model / name).write_bytes((TINYWORLD_DIR / name).read_bytes())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    tokenizer.save_pretrained(model)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(MIRAGE), "--model", str(model), "--suite", "tinyworld", "--editors", "ft-m",
+                           "--contexts", "chat,chat-edit", "--limit", "6", "--shards", "3", "--through", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**ENV, "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert "| ft-m | chat | 2 |" in done.stdout and "| ft-m | chat-edit | 2 |" in done.stdout
+    chat = json.loads((out / "ft-m-chat" / "shard-1-of-3" / "report.json").read_text())
+    edited = json.loads((out / "ft-m-chat-edit" / "shard-1-of-3" / "report.json").read_text())
+    assert edited["config"]["evaluation"]["context"] == "question"
+    assert [sample["id"] for sample in edited["samples"]] == [sample["id"] for sample in chat["samples"]]
+    for asked_chat, asked_edited in zip(chat["samples"], edited["samples"]):
+        for question in ("prompt", "rephrase"):
+            put = asked_chat["modes"]["wild"]["answers"][question]["context"]
+            assert put.startswith("<system> ") and put.endswith("<assistant>")
+            assert asked_edited["modes"]["wild"]["answers"][question]["question"] == put
+        assert asked_edited["prompt"] == asked_chat["modes"]["wild"]["answers"]["prompt"]["context"]
+    suite = json.loads((out / "ft-m-chat-edit" / "shard-1-of-3" / "suite-in-chat-template.json").read_text())
+    assert all(loc["loc"].endswith("<assistant>") for record in suite for loc in record["locality"])
