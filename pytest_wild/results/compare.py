@@ -52,6 +52,7 @@ class RunLine:
     identity: dict[str, str]  # IDENTITY's columns but cases: editor, model, suite, context, metric, source
     cases: int
     cells: dict[str, dict[str, Cell]]  # mode -> metric -> cell
+    f1_from_answers: bool = False  # F1 computed here from the report's answers (the run did not keep it)
 
     @property
     def name(self) -> str:
@@ -91,10 +92,40 @@ def from_report(path: Path) -> RunLine:
                     n if isinstance(n, int) else len(report["samples"]))
     editor, model, suite = (config.get(key) for key in ("editor", "model", "suite"))
     evaluation = config.get("evaluation") if isinstance(config.get("evaluation"), dict) else {}
+    computed = False
+    if evaluation.get("metric") != "f1":  # under F1 the metric itself is F1: none beside it
+        for mode, found in _f1_of_answers(report["samples"]).items():
+            if mode in cells and not any(metric in cells[mode] for metric in F1_BESIDE):
+                cells[mode].update(found)
+                computed = True
     identity = {"editor": _field(editor, "name", path.stem), "model": _field(model, "spec", "-"),
                 "suite": _field(suite, "name", "-"), "context": _text(evaluation.get("context")),
                 "metric": _text(evaluation.get("metric")), "source": str(path)}
-    return RunLine(identity, len(report["samples"]), cells)
+    return RunLine(identity, len(report["samples"]), cells, computed)
+
+
+def _f1_of_answers(samples: list) -> dict[str, dict[str, Cell]]:
+    """Per answering mode, the F1 beside each metric from the answers a report kept, as the
+    run computes it (`f1_beside`): for reports written before runs kept F1. A mode counts
+    only where every sample's answers were read, so a mean is never over part of the cases."""
+    from ..scores.answers import f1_beside
+
+    per_mode: dict[str, list[dict[str, float | None]]] = {}
+    for sample in samples:
+        modes = sample.get("modes") if isinstance(sample, dict) else None
+        for mode, scored in (modes if isinstance(modes, dict) else {}).items():
+            answers = scored.get("answers") if isinstance(scored, dict) else None
+            if isinstance(answers, dict):
+                try:
+                    per_mode.setdefault(mode, []).append(f1_beside(answers, sample["target"]))
+                except (KeyError, TypeError, AttributeError, IndexError):
+                    pass  # answers not in the shape a run writes: this sample has none, so its mode has no F1
+    found = {}
+    for mode, rows in per_mode.items():
+        if len(rows) == len(samples):
+            found[mode] = {metric: aggregate(values) for metric in F1_BESIDE
+                           if (values := [row[metric] for row in rows if row.get(metric) is not None])}
+    return found
 
 
 def from_goldens(directory: Path) -> RunLine:
@@ -183,6 +214,10 @@ def markdown(lines: list[RunLine], wanted_modes: list[str] | None = None) -> lis
     if any(f"{column[1]}_f1" in line.cells.get(column[2], {}) for line in lines for column in columns):
         notes.append("- (F1 …): the token F1 of the same answers, where the run kept it (a real instruct model "
                      "answers in sentences, which exact match reads as 0 even where the target is in them)")
+    computed = [code(line.identity["source"]) for line in lines if line.f1_from_answers]
+    if computed:
+        notes.append(f"- F1 of {', '.join(computed)}: computed here from the answers the report kept, as a run "
+                     "computes it (the run was made before runs kept F1)")
     return out + ([""] + notes if notes else [])
 
 

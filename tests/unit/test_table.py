@@ -105,3 +105,49 @@ def test_f1_kept_beside_a_metric_follows_its_mean_with_a_note(tmp_path, capsys):
     assert any(line.startswith("- (F1 …): the token F1 of the same answers") for line in lines)
     _, plain, _ = table(capsys, str(older))
     assert not any("F1" in line for line in plain)
+
+
+def answered(path: Path, editor: str, answers: list[tuple[str, str, str, str, str]], metric: str = "em") -> Path:
+    """A report as a run before F1 was kept writes it: EM aggregates, and per case (target,
+    prompt answer, rephrase answer, first locality answer before, after) in the wild mode."""
+    path.write_text(json.dumps({
+        "config": {"editor": {"name": editor}, "model": {"spec": "smollm2-135m"}, "suite": {"name": "qaedit"},
+                   "evaluation": {"context": "chat", "metric": metric}},
+        "samples": [{"id": f"c{i}", "target": target,
+                     "modes": {"wild": {"reliability": 0.0, "answers": {
+                         "prompt": {"after": prompt}, "rephrase": {"after": rephrase},
+                         "locality": [{"before": before, "after": after}]}}}}
+                    for i, (target, prompt, rephrase, before, after) in enumerate(answers)],
+        "results": {"wild": {"reliability": {"value": 0.0, "stderr": 0.0, "n": len(answers)},
+                             "locality": {"value": 0.5, "stderr": 0.5, "n": len(answers)}}},
+    }))
+    return path
+
+
+def test_f1_is_computed_from_the_answers_of_a_report_that_did_not_keep_it_and_said_so(tmp_path, capsys):
+    older = answered(tmp_path / "memit.json", "memit", [
+        ("Paris", "It is Paris", "Paris France", "Lyon", "Lyon"),  # F1 0.5, 0.667; locality unchanged: 1
+        ("Rome", "no idea", "Rome", "Milan", "Turin"),  # F1 0, 1; locality changed, no common token: 0
+    ])
+    status, lines, _ = table(capsys, str(older))
+    assert status == 0
+    head = [part.strip() for part in lines[0].strip("|").split("|")]
+    row = [part.strip() for part in lines[2].strip("|").split("|")]
+    assert row[head.index("reliability")] == "0.000 ± 0.000 (F1 0.250)"
+    assert "generalization" not in head  # the run kept no EM for it, and an F1 has no column of its own
+    assert row[head.index("locality")] == "0.500 ± 0.500 (F1 0.500)"
+    assert any(line.startswith("- F1 of ") and "computed here from the answers the report kept" in line
+               for line in lines)
+
+
+def test_f1_is_not_computed_under_the_f1_metric_nor_from_part_of_the_cases(tmp_path, capsys):
+    f1_run = answered(tmp_path / "f1.json", "memit", [("Paris", "It is Paris", "Paris", "Lyon", "Lyon")], metric="f1")
+    partial = answered(tmp_path / "partial.json", "rome", [("Paris", "It is Paris", "Paris", "Lyon", "Lyon"),
+                                                           ("Rome", "Rome", "Rome", "Milan", "Milan")])
+    record = json.loads(partial.read_text())
+    del record["samples"][1]["modes"]["wild"]["answers"]["prompt"]  # not the shape a run writes
+    partial.write_text(json.dumps(record))
+    for path in (f1_run, partial):
+        status, lines, _ = table(capsys, str(path))
+        assert status == 0
+        assert not any("F1" in line for line in lines), lines
