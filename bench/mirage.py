@@ -61,7 +61,14 @@ def run(editor: str, context: str, shard: int, args, out: Path) -> Path:
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--wild", "--editor", editor,
                f"--wild-model={args.model}", "--wild-eval", ",".join(MODES), f"--wild-report={report}"]
     if context == EDITED_IN_CHAT:
-        command += [f"--wild-suite={templated_suite(shard, args, directory)}", "--wild-context", "question"]
+        from pytest_wild.cases.case import WildInputError
+
+        try:
+            suite = templated_suite(shard, args, directory)
+        except WildInputError as exc:  # e.g. a model without a chat template: the row's table line says so
+            (directory / "output.txt").write_text(f"error: {exc}\n")
+            return report
+        command += [f"--wild-suite={suite}", "--wild-context", "question"]
     else:
         command += [f"--wild-suite={args.suite}", "--wild-context", context, "--wild-limit", str(args.limit)]
         if args.shards > 1:

@@ -118,3 +118,13 @@ def test_the_mirage_bench_chat_edit_row_edits_the_questions_the_chat_row_asks(tm
         assert asked_edited["prompt"] == asked_chat["modes"]["wild"]["answers"]["prompt"]["context"]
     suite = json.loads((out / "ft-m-chat-edit" / "shard-1-of-3" / "suite-in-chat-template.json").read_text())
     assert all(loc["loc"].endswith("<assistant>") for record in suite for loc in record["locality"])
+
+
+def test_the_mirage_bench_chat_edit_row_of_a_model_without_a_chat_template_says_why(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(MIRAGE), "--model", "tinyworld", "--suite", "tinyworld", "--editors", "ft-m",
+                           "--contexts", "chat-edit", "--limit", "4", "--shards", "2", "--through", "1",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                          env={**ENV, "HOME": str(tmp_path)})
+    assert "Traceback" not in done.stderr, done.stderr
+    assert ("| ft-m | chat-edit | no shard has a report yet: error: --wild-context chat: the model's tokenizer has no "
+            "chat template") in done.stdout
