@@ -5,7 +5,7 @@ WILD a failure.
 
     python bench/mirage.py                         # smollm2-135m, 100 QAEdit cases per editor and context
     python bench/mirage.py --limit 20 --editors ft-m,rome --contexts chat
-    python bench/mirage.py --out DIR --table-only  # the table of what DIR holds so far
+    python bench/mirage.py --out DIR --table-only  # the table of what DIR holds so far (and "In brief")
     python bench/mirage.py --through 1             # shard 1 of every row only (10 cases each)
 
 The --limit cases of each (editor, context) are run as --shards ordinary `pytest --wild
@@ -199,6 +199,32 @@ def table(reports: dict[tuple[str, str], Path | None], out: Path) -> tuple[list[
     return lines, mirages
 
 
+def brief(reports: dict[tuple[str, str], Path | None]) -> list[str]:
+    """The mirage in a few numbers, one line per editor that has both a chat and a bare-question
+    row: teacher-forced reliability (the same edits in both rows), WILD reliability in each
+    context and the length mode's on the bare question (EM / F1), WILD locality in each; n is
+    the smaller row's."""
+    head = ["editor", "n", "teacher-forced rel", "WILD rel, chat", "WILD rel, bare question", "length rel, bare question",
+            "WILD loc, chat", "WILD loc, bare question"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for editor in dict.fromkeys(editor for editor, _ in reports):
+        paths = reports.get((editor, "chat")), reports.get((editor, "question"))
+        if None in paths:
+            continue
+        chat, bare = (json.loads(path.read_text()) for path in paths)
+
+        def read(report: dict, mode: str, metric: str, f1: bool = True) -> str:
+            em = report["results"].get(mode, {}).get(metric, {}).get("value")
+            return cell(em) + (f" / {cell(f1_scores(report['samples'], mode)[metric])}" if f1 else "")
+
+        n = min(chat["cases"]["run"], bare["cases"]["run"])
+        lines.append("| " + " | ".join([editor, str(n), read(bare, "synthetic", "reliability", f1=False),
+                                         read(chat, "wild", "reliability"), read(bare, "wild", "reliability"),
+                                         read(bare, "length", "reliability"), read(chat, "wild", "locality"),
+                                         read(bare, "wild", "locality")]) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
@@ -226,6 +252,9 @@ def main() -> None:
     reports = {pair: merged(out / f"{pair[0]}-{pair[1]}") for pair in pairs}
     lines, mirages = table(reports, out)
     print("\n".join(lines))
+    summary = brief(reports)
+    if len(summary) > 2:
+        print("\nIn brief:\n\n" + "\n".join(summary))
     first = next((path for path in reports.values() if path is not None), None)
     if first is not None:
         print(f"\nversions: {json.loads(first.read_text()).get('versions')}")

@@ -81,7 +81,7 @@ def test_the_mirage_bench_through_runs_only_the_first_shards(tmp_path: Path) -> 
 
 
 def test_the_mirage_bench_chat_edit_row_edits_the_questions_the_chat_row_asks(tmp_path: Path) -> None:
-    """`--contexts chat,chat-edit` on a copy of the bundled model given a chat template: the
+    """`--contexts chat,chat-edit,question` on a copy of the bundled model given a chat template: the
     chat-edit row's shard runs the chat row's shard's cases, with the edit prompt, rephrase and
     locality questions exactly the text the chat row puts to the model, asked bare (so edited
     as asked)."""
@@ -101,11 +101,14 @@ def test_the_mirage_bench_chat_edit_row_edits_the_questions_the_chat_row_asks(tm
     tokenizer.save_pretrained(model)
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(MIRAGE), "--model", str(model), "--suite", "tinyworld", "--editors", "ft-m",
-                           "--contexts", "chat,chat-edit", "--limit", "6", "--shards", "3", "--through", "1",
+                           "--contexts", "chat,chat-edit,question", "--limit", "6", "--shards", "3", "--through", "1",
                            "--out", str(out)], capture_output=True, text=True, timeout=600,
                           env={**ENV, "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert "| ft-m | chat | 2 |" in done.stdout and "| ft-m | chat-edit | 2 |" in done.stdout
+    brief = done.stdout.split("In brief:", 1)[1].split("versions:", 1)[0].strip().splitlines()  # one line an editor
+    assert brief[0].startswith("| editor | n | teacher-forced rel | WILD rel, chat | WILD rel, bare question |")
+    assert len(brief) == 3 and brief[2].startswith("| ft-m | 2 | ")
     chat = json.loads((out / "ft-m-chat" / "shard-1-of-3" / "report.json").read_text())
     edited = json.loads((out / "ft-m-chat-edit" / "shard-1-of-3" / "report.json").read_text())
     assert edited["config"]["evaluation"]["context"] == "question"
