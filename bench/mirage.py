@@ -225,6 +225,19 @@ def brief(reports: dict[tuple[str, str], Path | None]) -> list[str]:
     return lines
 
 
+def spread(mirages: list[dict]) -> list[dict]:
+    """The answers taken from each editor in turn, and within an editor from each context in
+    turn, so a short list shows every editor rather than the first row's."""
+    def in_turn(groups: list[list[dict]]) -> list[dict]:
+        depth = max((len(group) for group in groups), default=0)
+        return [group[i] for i in range(depth) for group in groups if i < len(group)]
+
+    rows: dict[str, dict[str, list[dict]]] = {}
+    for mirage in mirages:
+        rows.setdefault(mirage["editor"], {}).setdefault(mirage["context"], []).append(mirage)
+    return in_turn([in_turn(list(contexts.values())) for contexts in rows.values()])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
@@ -258,8 +271,8 @@ def main() -> None:
     first = next((path for path in reports.values() if path is not None), None)
     if first is not None:
         print(f"\nversions: {json.loads(first.read_text()).get('versions')}")
-    print(f"\n{len(mirages)} answers teacher forcing scores 1.0 and WILD 0; the first ten:\n")
-    for mirage in mirages[:10]:
+    print(f"\n{len(mirages)} answers teacher forcing scores 1.0 and WILD 0; ten, taken from editor to editor in turn:\n")
+    for mirage in spread(mirages)[:10]:
         print(f"- {mirage['editor']}, {mirage['context']}: {mirage['question']!r} (target {mirage['target']!r}) "
               f"-> {mirage['wild answer']!r}")
 
