@@ -131,3 +131,16 @@ def test_the_mirage_bench_chat_edit_row_of_a_model_without_a_chat_template_says_
     assert "Traceback" not in done.stderr, done.stderr
     assert ("| ft-m | chat-edit | no shard has a report yet: error: --wild-context chat: the model's tokenizer has no "
             "chat template") in done.stdout
+
+
+def test_the_mirage_bench_lists_answers_from_editor_to_editor_in_turn() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mirage", MIRAGE)
+    mirage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mirage)
+    found = [{"editor": editor, "context": context, "n": n} for editor, context, n in
+             [("mend", "chat", 1), ("mend", "chat", 2), ("mend", "question", 1), ("ft", "question", 1), ("ft", "chat", 1)]]
+    order = [(m["editor"], m["context"], m["n"]) for m in mirage.spread(found)]
+    assert order == [("mend", "chat", 1), ("ft", "question", 1), ("mend", "question", 1), ("ft", "chat", 1),
+                     ("mend", "chat", 2)]
