@@ -59,3 +59,19 @@ def target_logprob(model, tok, case: Case) -> float:
     with torch.no_grad(), reading(model, torch.tensor([len(prompt) - 1])):  # where a memory looks
         logp = model(torch.tensor([prompt + target])).logits[0, :-1].log_softmax(-1)
     return sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(target))
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+def chat_model(directory):
+    """A copy of the bundled model in `directory` whose tokenizer has a small chat template
+    (`<system> …`, `<user> …`, then `<assistant>`); returns that tokenizer."""
+    directory.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
+        (directory / name).write_bytes((TINYWORLD_DIR / name).read_bytes())
+    tok = AutoTokenizer.from_pretrained(directory)
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(directory)
+    return tok

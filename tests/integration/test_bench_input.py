@@ -87,18 +87,10 @@ def test_the_mirage_bench_chat_edit_row_edits_the_questions_the_chat_row_asks(tm
     as asked)."""
     import json
 
-    from transformers import AutoTokenizer
-
-    from pytest_wild.model.load import TINYWORLD_DIR
+    from ..tiny_models import chat_model
 
     model = tmp_path / "chat-model"
-    model.mkdir()
-    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
-        (model / name).write_bytes((TINYWORLD_DIR / name).read_bytes())
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}<assistant>{% endif %}")
-    tokenizer.save_pretrained(model)
+    chat_model(model)
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(MIRAGE), "--model", str(model), "--suite", "tinyworld", "--editors", "ft-m",
                            "--contexts", "chat,chat-edit,question", "--limit", "6", "--shards", "3", "--through", "1",

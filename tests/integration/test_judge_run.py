@@ -199,16 +199,10 @@ def test_chat_context_puts_the_question_through_the_models_template_with_a_syste
     """A copy of the bundled model given a chat template: the context of every question is
     the template's own rendering, with the system prompt given (or none when it is empty),
     and the answer stops by the stop rules."""
-    from transformers import AutoTokenizer
+    from ..tiny_models import chat_model
 
     model = project.path / "chat-model"
-    model.mkdir()
-    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"):
-        (model / name).write_bytes((TINYWORLD_DIR / name).read_bytes())
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    tokenizer.chat_template = ("{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}"
-                               "{% if add_generation_prompt %}<assistant>{% endif %}")
-    tokenizer.save_pretrained(model)
+    tokenizer = chat_model(model)
     for system in ("Answer in a few words.",):  # none at all ("") in tests/unit/test_contexts.py
         report_path = project.path / "chat.json"
         result = project.runpytest_inprocess("--wild", "-p", "no:cacheprovider", "--editor=ft-m", f"--wild-model={model}",
