@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from pytest_wild.model.load import TINYWORLD_DIR
 
 from ..judge_server import JudgeServer
 from ..tiny_judge import write_judge
