@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -143,17 +142,12 @@ def merged(row: Path) -> Path | None:
 
 
 def f1_scores(samples: list[dict], mode: str) -> dict[str, float | None]:
-    from pytest_wild.scores.answers import f1_beside
+    """Metric -> mean F1 of the mode's answers (`pytest-wild table`'s reading of them; None
+    where the mode kept no answers)."""
+    from pytest_wild.results.compare import f1_of_answers
 
-    found = {metric: [] for metric in METRICS}
-    for sample in samples:
-        answers = sample.get("modes", {}).get(mode, {}).get("answers")
-        if not answers:
-            continue
-        for metric, value in f1_beside(answers, sample["target"]).items():
-            if value is not None:
-                found[metric.removesuffix("_f1")].append(value)
-    return {metric: statistics.fmean(values) if values else None for metric, values in found.items()}
+    found = f1_of_answers(samples).get(mode, {})
+    return {metric: found[f"{metric}_f1"].value if f"{metric}_f1" in found else None for metric in METRICS}
 
 
 def cell(value) -> str:

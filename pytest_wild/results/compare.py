@@ -93,9 +93,10 @@ def from_report(path: Path) -> RunLine:
     editor, model, suite = (config.get(key) for key in ("editor", "model", "suite"))
     evaluation = config.get("evaluation") if isinstance(config.get("evaluation"), dict) else {}
     computed = False
-    if evaluation.get("metric") != "f1":  # under F1 the metric itself is F1: none beside it
-        for mode, found in _f1_of_answers(report["samples"]).items():
-            if mode in cells and not any(metric in cells[mode] for metric in F1_BESIDE):
+    lacking = {mode for mode, found in cells.items() if not any(metric in found for metric in F1_BESIDE)}
+    if lacking and evaluation.get("metric") != "f1":  # under F1 the metric itself is F1: none beside it
+        for mode, found in f1_of_answers(report["samples"]).items():
+            if mode in lacking:
                 cells[mode].update(found)
                 computed = True
     identity = {"editor": _field(editor, "name", path.stem), "model": _field(model, "spec", "-"),
@@ -104,9 +105,9 @@ def from_report(path: Path) -> RunLine:
     return RunLine(identity, len(report["samples"]), cells, computed)
 
 
-def _f1_of_answers(samples: list) -> dict[str, dict[str, Cell]]:
+def f1_of_answers(samples: list) -> dict[str, dict[str, Cell]]:
     """Per answering mode, the F1 beside each metric from the answers a report kept, as the
-    run computes it (`f1_beside`): for reports written before runs kept F1. A mode counts
+    run computes it (`f1_beside`): for reports written before runs kept F1 (and bench/mirage.py). A mode counts
     only where every sample's answers were read, so a mean is never over part of the cases."""
     from ..scores.answers import f1_beside
 
