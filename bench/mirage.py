@@ -99,9 +99,9 @@ def templated_suite(shard: int, args, directory: Path) -> Path:
     from transformers import AutoTokenizer
 
     from pytest_wild.cases.contexts import make_context
-    from pytest_wild.model.load import prepare_named, resolve_model_spec
+    from pytest_wild.model.load import check_model, resolve_model_spec
 
-    prepare_named(args.model)
+    check_model(args.model)  # the checks a run makes (files, links, tokenizer), each failure one line
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_spec(args.model)[0])
 
     def put(question: str) -> str:

@@ -115,14 +115,24 @@ def test_the_mirage_bench_chat_edit_row_edits_the_questions_the_chat_row_asks(tm
     assert all(loc["loc"].endswith("<assistant>") for record in suite for loc in record["locality"])
 
 
-def test_the_mirage_bench_chat_edit_row_of_a_model_without_a_chat_template_says_why(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, str(MIRAGE), "--model", "tinyworld", "--suite", "tinyworld", "--editors", "ft-m",
-                           "--contexts", "chat-edit", "--limit", "4", "--shards", "2", "--through", "1",
-                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
-                          env={**ENV, "HOME": str(tmp_path)})
+@pytest.mark.parametrize(("model", "why"), [
+    ("tinyworld", "error: --wild-context chat: the model's tokenizer has no chat template"),
+    ("{tmp}/no-such-model", "error: --wild-model: cannot load '{tmp}/no-such-model'"),
+    ("{tmp}/evil", "error: --wild-model: {tmp}/evil/config.json: a link out of the model directory; refused"),
+])
+def test_the_mirage_bench_chat_edit_row_of_a_model_it_cannot_template_says_why(tmp_path: Path, model: str,
+                                                                                 why: str) -> None:
+    """The row's table line gives the one-line reason a run would give (no traceback); a model
+    directory's link out of it is refused, not followed."""
+    (tmp_path / "evil").mkdir()
+    (tmp_path / "evil" / "config.json").symlink_to("/etc/passwd")
+    done = subprocess.run([sys.executable, str(MIRAGE), "--model", model.format(tmp=tmp_path), "--suite", "tinyworld",
+                           "--editors", "ft-m", "--contexts", "chat-edit", "--limit", "4", "--shards", "2",
+                           "--through", "1", "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=300, env={**ENV, "HOME": str(tmp_path)})
     assert "Traceback" not in done.stderr, done.stderr
-    assert ("| ft-m | chat-edit | no shard has a report yet: error: --wild-context chat: the model's tokenizer has no "
-            "chat template") in done.stdout
+    assert f"| ft-m | chat-edit | no shard has a report yet: {why.format(tmp=tmp_path)}" in done.stdout
+    assert "root:" not in done.stdout + done.stderr
 
 
 def test_the_mirage_bench_lists_answers_from_editor_to_editor_in_turn() -> None:
