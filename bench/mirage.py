@@ -46,6 +46,7 @@ EDITORS = ("ft", "ft-l", "ft-m", "rome", "r-rome", "memit", "alphaedit", "grace"
 MODES = ("wild", "synthetic", "length")
 METRICS = ("reliability", "generalization", "locality")
 EDITED_IN_CHAT = "chat-edit"  # ours: edited and asked in the chat template (module docstring)
+BARE_QUESTIONS = "questions-before-the-template.json"
 
 
 def run(editor: str, context: str, shard: int, args, out: Path) -> Path:
@@ -107,15 +108,27 @@ def templated_suite(shard: int, args, directory: Path) -> Path:
     def put(question: str) -> str:
         return make_context(question, "chat", tokenizer)
 
+    cases = shard_cases(shard, args, directory)
     records = []
-    for case in shard_cases(shard, args, directory):
+    for case in cases:
         record = case.as_record()
         record.update(prompt=put(case.prompt), rephrase=case.rephrase and put(case.rephrase),
                       locality=[{"loc": put(loc["loc"]), "loc_ans": loc["loc_ans"]} for loc in record["locality"]])
         records.append(record)
     path = directory / "suite-in-chat-template.json"
     path.write_text(json.dumps(records, indent=1, ensure_ascii=False))
+    bare = {case.id: case.prompt for case in cases}
+    (directory / BARE_QUESTIONS).write_text(json.dumps(bare, indent=1, ensure_ascii=False))
     return path
+
+
+def bare_questions(row: Path) -> dict[str, str]:
+    """Case id -> the question before the chat template, for a chat-edit row (whose report holds
+    only the templated text): what the answer list prints."""
+    found: dict[str, str] = {}
+    for path in sorted(row.glob(f"shard-*/{BARE_QUESTIONS}")):
+        found.update(json.loads(path.read_text()))
+    return found
 
 
 def complete(report: Path) -> bool:
@@ -184,11 +197,12 @@ def table(reports: dict[tuple[str, str], Path | None], out: Path) -> tuple[list[
                 em = em_cell(results.get(mode, {}).get(metric))
                 row.append(f"{em} / {cell(f1s[metric])}" if mode != "synthetic" else em)
         lines.append("| " + " | ".join(row) + " |")
+        bare = bare_questions(out / f"{editor}-{context}") if context == EDITED_IN_CHAT else {}
         for sample in samples:
             wild = sample["modes"].get("wild", {})
             if sample["teacher_forced"].get("prompt") == 1.0 and wild.get("reliability") == 0.0:
                 prompt = wild["answers"]["prompt"]
-                mirages.append({"editor": editor, "context": context, "question": sample["prompt"],
+                mirages.append({"editor": editor, "context": context, "question": bare.get(sample["id"], sample["prompt"]),
                                 "target": sample["target"], "wild answer": prompt["after"]})
     return lines, mirages
 

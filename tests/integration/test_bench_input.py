@@ -32,11 +32,7 @@ def test_bad_bench_option_is_one_line(tmp_path: Path, args: tuple[str, ...], opt
 def test_the_mirage_bench_runs_a_shard_again_whose_report_is_partial(tmp_path: Path) -> None:
     """A shard stopped midway (SIGTERM writes a partial report) is neither skipped as done nor
     merged into its row; a complete one is."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mirage", BENCH.parent / "mirage.py")
-    mirage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mirage)
+    mirage = mirage_bench()
     report = tmp_path / "report.json"
     assert not mirage.complete(report)  # none yet
     report.write_text('{"complete": false, "samples": []}')
@@ -48,6 +44,16 @@ def test_the_mirage_bench_runs_a_shard_again_whose_report_is_partial(tmp_path: P
 
 
 MIRAGE = BENCH.parent / "mirage.py"
+
+
+def mirage_bench():
+    """bench/mirage.py as a module (bench/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mirage", MIRAGE)
+    mirage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mirage)
+    return mirage
 ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -113,6 +119,8 @@ def test_the_mirage_bench_chat_edit_row_edits_the_questions_the_chat_row_asks(tm
         assert asked_edited["prompt"] == asked_chat["modes"]["wild"]["answers"]["prompt"]["context"]
     suite = json.loads((out / "ft-m-chat-edit" / "shard-1-of-3" / "suite-in-chat-template.json").read_text())
     assert all(loc["loc"].endswith("<assistant>") for record in suite for loc in record["locality"])
+    bare = json.loads((out / "ft-m-chat-edit" / "shard-1-of-3" / "questions-before-the-template.json").read_text())
+    assert bare == {sample["id"]: sample["prompt"] for sample in chat["samples"]}
 
 
 @pytest.mark.parametrize(("model", "why"), [
@@ -136,13 +144,31 @@ def test_the_mirage_bench_chat_edit_row_of_a_model_it_cannot_template_says_why(t
 
 
 def test_the_mirage_bench_lists_answers_from_editor_to_editor_in_turn() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mirage", MIRAGE)
-    mirage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mirage)
+    mirage = mirage_bench()
     found = [{"editor": editor, "context": context, "n": n} for editor, context, n in
              [("mend", "chat", 1), ("mend", "chat", 2), ("mend", "question", 1), ("ft", "question", 1), ("ft", "chat", 1)]]
     order = [(m["editor"], m["context"], m["n"]) for m in mirage.spread(found)]
     assert order == [("mend", "chat", 1), ("ft", "question", 1), ("mend", "question", 1), ("ft", "chat", 1),
                      ("mend", "chat", 2)]
+
+
+def test_the_mirage_bench_lists_a_chat_edit_rows_answer_under_its_question_before_the_template(tmp_path: Path) -> None:
+    """A chat-edit row's report holds the templated question; the answer list prints the question
+    as the other rows do, from the file the row's shard wrote beside its suite."""
+    import json
+
+    mirage = mirage_bench()
+    templated = "<system> be helpful <user> capital of France? <assistant>"
+    sample = {"id": "X-1", "prompt": templated, "target": "Paris", "teacher_forced": {"prompt": 1.0},
+              "modes": {"wild": {"reliability": 0.0, "answers": {"prompt": {"after": "Paris, in France, is"}}}}}
+    report = {"results": {}, "samples": [sample], "timing": {"summary": {}}, "cases": {"run": 1}}
+    for context in ("chat-edit", "question"):
+        shard = tmp_path / f"ft-m-{context}" / "shard-1-of-1"
+        shard.mkdir(parents=True)
+        (shard / "report.json").write_text(json.dumps(report))
+    (tmp_path / "ft-m-chat-edit" / "shard-1-of-1" / mirage.BARE_QUESTIONS).write_text('{"X-1": "capital of France?"}')
+    reports = {("ft-m", context): tmp_path / f"ft-m-{context}" / "shard-1-of-1" / "report.json"
+               for context in ("chat-edit", "question")}
+    _, mirages = mirage.table(reports, tmp_path)
+    assert [(m["context"], m["question"]) for m in mirages] == [("chat-edit", "capital of France?"),
+                                                                ("question", templated)]
