@@ -124,10 +124,16 @@ def templated_suite(shard: int, args, directory: Path) -> Path:
 
 def bare_questions(row: Path) -> dict[str, str]:
     """Case id -> the question before the chat template, for a chat-edit row (whose report holds
-    only the templated text): what the answer list prints."""
+    only the templated text): what the answer list prints. A file that does not read as such
+    a mapping is passed over: those answers keep the templated question."""
     found: dict[str, str] = {}
     for path in sorted(row.glob(f"shard-*/{BARE_QUESTIONS}")):
-        found.update(json.loads(path.read_text()))
+        try:
+            read = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(read, dict):
+            found.update((key, value) for key, value in read.items() if isinstance(value, str))
     return found
 
 

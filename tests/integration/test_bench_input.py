@@ -172,3 +172,7 @@ def test_the_mirage_bench_lists_a_chat_edit_rows_answer_under_its_question_befor
     _, mirages = mirage.table(reports, tmp_path)
     assert [(m["context"], m["question"]) for m in mirages] == [("chat-edit", "capital of France?"),
                                                                 ("question", templated)]
+    for unreadable in ("{not json", '["capital of France?"]', '{"X-1": 7}'):  # the templated question, no traceback
+        (tmp_path / "ft-m-chat-edit" / "shard-1-of-1" / mirage.BARE_QUESTIONS).write_text(unreadable)
+        _, mirages = mirage.table(reports, tmp_path)
+        assert mirages[0]["question"] == templated
