@@ -107,8 +107,8 @@ def from_report(path: Path) -> RunLine:
 
 def f1_of_answers(samples: list) -> dict[str, dict[str, Cell]]:
     """Per answering mode, the F1 beside each metric from the answers a report kept, as the
-    run computes it (`f1_beside`): for reports written before runs kept F1 (and bench/mirage.py). A mode counts
-    only where every sample's answers were read, so a mean is never over part of the cases."""
+    run computes it (`f1_beside`), for reports written before runs kept F1. A mode counts only
+    where every sample's answers were read, so a mean is never over part of the cases."""
     from ..scores.answers import f1_beside
 
     per_mode: dict[str, list[dict[str, float | None]]] = {}
